@@ -1,0 +1,1 @@
+//! REST API (/api/v1), OpenAPI document, server-sent events, Prometheus metrics, token auth.

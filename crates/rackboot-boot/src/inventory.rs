@@ -1,0 +1,85 @@
+//! An in-memory copy of machines, profiles and selectors, so DHCP, TFTP and boot
+//! HTTP answer from memory during a boot storm. Writers go through the store and
+//! then call [`Inventory::reload`]; readers take a cheap [`Snapshot`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rackboot_core::{MacAddr, Machine, Profile, Selector};
+use rackboot_store::{Store, StoreError};
+
+/// One consistent view of the inventory.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub machines: Vec<Machine>,
+    pub profiles: HashMap<String, Profile>,
+    pub selectors: Vec<Selector>,
+    by_mac: HashMap<MacAddr, usize>,
+    by_uuid: HashMap<uuid::Uuid, usize>,
+}
+
+impl Snapshot {
+    pub fn new(machines: Vec<Machine>, profiles: Vec<Profile>, selectors: Vec<Selector>) -> Snapshot {
+        let mut by_mac = HashMap::new();
+        let mut by_uuid = HashMap::new();
+        for (i, m) in machines.iter().enumerate() {
+            for mac in &m.macs {
+                by_mac.insert(*mac, i);
+            }
+            if let Some(u) = m.uuid {
+                by_uuid.insert(u, i);
+            }
+        }
+        Snapshot {
+            machines,
+            profiles: profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            selectors,
+            by_mac,
+            by_uuid,
+        }
+    }
+
+    pub fn machine_by_mac(&self, mac: MacAddr) -> Option<&Machine> {
+        self.by_mac.get(&mac).map(|&i| &self.machines[i])
+    }
+
+    pub fn machine_by_uuid(&self, uuid: uuid::Uuid) -> Option<&Machine> {
+        self.by_uuid.get(&uuid).map(|&i| &self.machines[i])
+    }
+}
+
+pub struct Inventory {
+    store: Arc<dyn Store>,
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Inventory {
+    /// Loads everything from the store.
+    pub async fn load(store: Arc<dyn Store>) -> Result<Arc<Inventory>, StoreError> {
+        let inv = Arc::new(Inventory {
+            store,
+            current: RwLock::new(Arc::new(Snapshot::default())),
+        });
+        inv.reload().await?;
+        Ok(inv)
+    }
+
+    /// Re-reads the store. Call after every write to machines, profiles or selectors.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let snap = Snapshot::new(
+            self.store.list_machines().await?,
+            self.store.list_profiles().await?,
+            self.store.list_selectors().await?,
+        );
+        *self.current.write().expect("inventory lock poisoned") = Arc::new(snap);
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().expect("inventory lock poisoned").clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}

@@ -1,0 +1,269 @@
+//! Everything that happens (lease given, file sent, script served, machine
+//! discovered) is an event. Services emit without waiting; one task persists
+//! events in batches and then broadcasts them, with their store ids, to live
+//! subscribers (the SSE stream, webhooks later).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use utoipa::ToSchema;
+
+use crate::{MacAddr, MachineId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    LeaseOffered,
+    LeaseAcked,
+    LeaseNak,
+    LeaseDeclined,
+    LeaseReleased,
+    DhcpInform,
+    ProxyDhcpReply,
+    PoolLow,
+    TftpSent,
+    TftpFailed,
+    ScriptServed,
+    AssetServed,
+    MachineDiscovered,
+    MachineChanged,
+    ProfileChanged,
+    ServiceStarted,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 16] = [
+        EventKind::LeaseOffered,
+        EventKind::LeaseAcked,
+        EventKind::LeaseNak,
+        EventKind::LeaseDeclined,
+        EventKind::LeaseReleased,
+        EventKind::DhcpInform,
+        EventKind::ProxyDhcpReply,
+        EventKind::PoolLow,
+        EventKind::TftpSent,
+        EventKind::TftpFailed,
+        EventKind::ScriptServed,
+        EventKind::AssetServed,
+        EventKind::MachineDiscovered,
+        EventKind::MachineChanged,
+        EventKind::ProfileChanged,
+        EventKind::ServiceStarted,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::LeaseOffered => "lease_offered",
+            EventKind::LeaseAcked => "lease_acked",
+            EventKind::LeaseNak => "lease_nak",
+            EventKind::LeaseDeclined => "lease_declined",
+            EventKind::LeaseReleased => "lease_released",
+            EventKind::DhcpInform => "dhcp_inform",
+            EventKind::ProxyDhcpReply => "proxy_dhcp_reply",
+            EventKind::PoolLow => "pool_low",
+            EventKind::TftpSent => "tftp_sent",
+            EventKind::TftpFailed => "tftp_failed",
+            EventKind::ScriptServed => "script_served",
+            EventKind::AssetServed => "asset_served",
+            EventKind::MachineDiscovered => "machine_discovered",
+            EventKind::MachineChanged => "machine_changed",
+            EventKind::ProfileChanged => "profile_changed",
+            EventKind::ServiceStarted => "service_started",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Warnings are worth an operator's attention (shown highlighted, sent to alert hooks).
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            EventKind::PoolLow
+                | EventKind::TftpFailed
+                | EventKind::LeaseDeclined
+                | EventKind::LeaseNak
+        )
+    }
+}
+
+/// An event as emitted by a service, before it has a store id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    /// The machine, when the emitter knows it.
+    pub machine: Option<MachineId>,
+    /// The client MAC, when known; timelines match on machine id or any of its MACs.
+    pub mac: Option<MacAddr>,
+    /// One line for people: "offered 10.77.0.10 to 52:54:00:12:34:56".
+    pub message: String,
+    /// Structured detail for scripts (addresses, file names, byte counts).
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, message: impl Into<String>) -> NewEvent {
+        NewEvent {
+            at: Utc::now(),
+            kind,
+            machine: None,
+            mac: None,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    pub fn mac(mut self, mac: MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+
+    pub fn machine(mut self, id: MachineId) -> Self {
+        self.machine = Some(id);
+        self
+    }
+
+    pub fn data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+
+    pub fn with_id(self, id: i64) -> Event {
+        Event {
+            id,
+            at: self.at,
+            kind: self.kind,
+            machine: self.machine,
+            mac: self.mac,
+            message: self.message,
+            data: self.data,
+        }
+    }
+}
+
+/// A persisted event. `id` increases with time and is the SSE `Last-Event-ID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub machine: Option<MachineId>,
+    pub mac: Option<MacAddr>,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// Emit side, cheap to clone into every service.
+#[derive(Clone)]
+pub struct EventHub {
+    queue: mpsc::Sender<NewEvent>,
+    live: broadcast::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Persist side: one task drains it, stores each batch, then calls [`EventHub::publish`].
+pub struct EventPersistQueue {
+    rx: mpsc::Receiver<NewEvent>,
+}
+
+impl EventHub {
+    /// `capacity` bounds both the persist queue and each live subscriber's lag.
+    pub fn new(capacity: usize) -> (EventHub, EventPersistQueue) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let (live, _) = broadcast::channel(capacity);
+        let hub = EventHub {
+            queue,
+            live,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (hub, EventPersistQueue { rx })
+    }
+
+    /// Never blocks: when the persist queue is full the event is dropped and counted,
+    /// because a DHCP or TFTP reply must not wait for the event log.
+    pub fn emit(&self, event: NewEvent) {
+        if self.queue.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events lost because the persist queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Called by the persist task once events are stored.
+    pub fn publish(&self, events: impl IntoIterator<Item = Event>) {
+        for e in events {
+            // No subscribers is fine.
+            let _ = self.live.send(e);
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+}
+
+impl EventPersistQueue {
+    /// Waits for at least one event, then takes up to `max` without waiting.
+    /// `None` once every [`EventHub`] is dropped and the queue is empty.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<NewEvent>> {
+        let mut batch = Vec::new();
+        let n = self.rx.recv_many(&mut batch, max).await;
+        (n > 0).then_some(batch)
+    }
+
+    /// For tests and tools without a store: numbers events in memory and publishes them.
+    pub async fn run_unpersisted(mut self, hub: EventHub) {
+        let mut next_id = 1;
+        while let Some(batch) = self.next_batch(256).await {
+            let events: Vec<Event> = batch
+                .into_iter()
+                .map(|e| {
+                    next_id += 1;
+                    e.with_id(next_id - 1)
+                })
+                .collect();
+            hub.publish(events);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn emit_persist_publish() {
+        let (hub, queue) = EventHub::new(4);
+        let mut live = hub.subscribe();
+        tokio::spawn(queue.run_unpersisted(hub.clone()));
+        hub.emit(NewEvent::new(EventKind::LeaseOffered, "offered"));
+        let e = live.recv().await.unwrap();
+        assert_eq!((e.id, e.kind), (1, EventKind::LeaseOffered));
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let (hub, _queue) = EventHub::new(1);
+        hub.emit(NewEvent::new(EventKind::TftpSent, "a"));
+        hub.emit(NewEvent::new(EventKind::TftpSent, "b"));
+        assert_eq!(hub.dropped(), 1);
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Domain types shared by every rackboot crate.
+//!
+//! Nothing here does I/O: these are the nouns (machines, profiles, selectors,
+//! boot intent, leases, events) and the small traits through which the network
+//! services ask the boot logic what to hand a client.
+
+pub mod arch;
+pub mod boot;
+pub mod event;
+pub mod lease;
+pub mod mac;
+pub mod machine;
+pub mod selector;
+
+pub use arch::{Arch, PxeClient};
+pub use boot::{BootResponder, DhcpBoot, GeneratedFile, TftpContent};
+pub use event::{Event, EventHub, EventKind, EventPersistQueue, NewEvent};
+pub use lease::{Lease, LeaseState};
+pub use mac::MacAddr;
+pub use machine::{BootIntent, LoaderKind, Machine, MachineId, Menu, MenuEntry, Profile};
+pub use selector::{Selector, SelectorError};

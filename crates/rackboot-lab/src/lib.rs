@@ -1,0 +1,1 @@
+//! The virtual rack: network namespace, bridge, QEMU machines with logged serial consoles.

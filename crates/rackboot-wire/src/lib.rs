@@ -1,0 +1,1 @@
+//! Pure protocol codecs: DHCP helpers over dhcproto, PXE client classification, TFTP packets and option negotiation. No I/O, no clocks.
