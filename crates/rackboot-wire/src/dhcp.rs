@@ -1,0 +1,1 @@
+//! DHCP message helpers over dhcproto.
