@@ -1,0 +1,76 @@
+//! Socket helpers tokio lacks: the destination address of a request (IP_PKTINFO)
+//! and UDP GSO sends (one syscall for a whole window of DATA packets).
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
+    sockopt,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Asks the kernel to report each datagram's destination address.
+pub fn enable_pktinfo(socket: &UdpSocket) -> io::Result<()> {
+    setsockopt(&socket.as_fd(), sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)
+}
+
+/// One received datagram: its length, sender, and the local address it was sent to.
+pub struct Received {
+    pub len: usize,
+    pub peer: SocketAddrV4,
+    pub local_ip: Option<Ipv4Addr>,
+}
+
+pub async fn recv_with_pktinfo(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
+    socket
+        .async_io(Interest::READABLE, || {
+            let mut iov = [IoSliceMut::new(buf)];
+            let msg = recvmsg::<SockaddrIn>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            )
+            .map_err(io::Error::from)?;
+            let peer = msg
+                .address
+                .map(|a| SocketAddrV4::new(a.ip(), a.port()))
+                .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+            let mut local_ip = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+                        // ipi_spec_dst is the local address replies should come from
+                        // (for unicast: the destination; for broadcast: the interface's).
+                        let spec = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                        let dst = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                        local_ip = Some(if spec.is_unspecified() { dst } else { spec });
+                    }
+                }
+            }
+            Ok(Received {
+                len: msg.bytes,
+                peer,
+                local_ip,
+            })
+        })
+        .await
+}
+
+/// Sends `buf` (consecutive packets of `segment` bytes, the last may be shorter)
+/// as one GSO send on a connected socket.
+pub async fn send_gso(socket: &UdpSocket, buf: &[u8], segment: u16) -> io::Result<()> {
+    socket
+        .async_io(Interest::WRITABLE, || {
+            let iov = [IoSlice::new(buf)];
+            let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+            sendmsg::<SockaddrIn>(socket.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+                .map_err(io::Error::from)
+        })
+        .await
+        .map(|_| ())
+}

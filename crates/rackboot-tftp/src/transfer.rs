@@ -1,0 +1,305 @@
+//! One read transfer: OACK handshake, then lock-step or windowed (RFC 7440) DATA
+//! with retransmission on timeout. Duplicate ACKs never trigger a lock-step
+//! resend (no Sorcerer's Apprentice); in windowed mode one duplicate ACK per
+//! window position is taken as the client's retransmission request (RFC 7440).
+
+use std::io;
+use std::time::Duration;
+
+use rackboot_wire::tftp::{DATA_HEADER_LEN, ErrorCode, Packet, data_header};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::net;
+use crate::stream::Stream;
+
+/// Most segments the kernel accepts in one GSO send (UDP_MAX_SEGMENTS).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// Keep one GSO send under the 64 KiB IP datagram limit.
+const MAX_GSO_BYTES: usize = 65_000;
+
+pub struct Params {
+    pub blksize: u16,
+    pub windowsize: u16,
+    pub timeout: Duration,
+    pub max_timeout: Duration,
+    pub retries: u32,
+    /// Encoded OACK to send first, if any options were acknowledged.
+    pub oack: Option<Vec<u8>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The last block was acknowledged.
+    Completed { bytes: u64 },
+    /// The client answered the OACK with an ERROR: a tsize probe or refused options.
+    OptionsRefused { code: u16, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("no acknowledgement after {retries} retransmissions")]
+    Timeout { retries: u32, bytes: u64 },
+    #[error("client sent error {code}: {message}")]
+    ClientError {
+        code: u16,
+        message: String,
+        bytes: u64,
+    },
+    #[error("client unreachable: {source}")]
+    Unreachable { source: io::Error, bytes: u64 },
+    #[error("I/O error: {source}")]
+    Io { source: io::Error, bytes: u64 },
+    #[error("server shutting down")]
+    Shutdown { bytes: u64 },
+}
+
+impl TransferError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TransferError::Timeout { .. } => "timeout",
+            TransferError::ClientError { .. } => "client_error",
+            TransferError::Unreachable { .. } => "unreachable",
+            TransferError::Io { .. } => "io",
+            TransferError::Shutdown { .. } => "shutdown",
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        match self {
+            TransferError::Timeout { bytes, .. }
+            | TransferError::ClientError { bytes, .. }
+            | TransferError::Unreachable { bytes, .. }
+            | TransferError::Io { bytes, .. }
+            | TransferError::Shutdown { bytes } => *bytes,
+        }
+    }
+
+    /// The ERROR we owe the client, if it is still listening.
+    pub fn error_for_client(&self) -> Option<(ErrorCode, &'static str)> {
+        match self {
+            TransferError::Timeout { .. } => Some((ErrorCode::NotDefined, "timed out")),
+            TransferError::Io { .. } => Some((ErrorCode::NotDefined, "read error")),
+            TransferError::Shutdown { .. } => Some((ErrorCode::NotDefined, "server shutting down")),
+            TransferError::ClientError { .. } | TransferError::Unreachable { .. } => None,
+        }
+    }
+}
+
+fn io_error(source: io::Error, bytes: u64) -> TransferError {
+    if matches!(
+        source.raw_os_error(),
+        Some(nix::libc::ECONNREFUSED | nix::libc::EHOSTUNREACH | nix::libc::ENETUNREACH)
+    ) {
+        TransferError::Unreachable { source, bytes }
+    } else {
+        TransferError::Io { source, bytes }
+    }
+}
+
+enum Received {
+    Ack(u16),
+    Error(u16, String),
+    TimedOut,
+    Other,
+}
+
+async fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    deadline: Instant,
+    shutdown: &CancellationToken,
+    bytes: u64,
+) -> Result<Received, TransferError> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(TransferError::Shutdown { bytes }),
+        r = tokio::time::timeout_at(deadline, socket.recv(buf)) => match r {
+            Err(_) => Ok(Received::TimedOut),
+            Ok(Err(e)) => Err(io_error(e, bytes)),
+            Ok(Ok(n)) => Ok(match Packet::parse(&buf[..n]) {
+                Ok(Packet::Ack { block }) => Received::Ack(block),
+                Ok(Packet::Error { code, message }) => Received::Error(code.as_u16(), message),
+                Ok(_) => {
+                    metrics::counter!("rackboot_tftp_dropped_total", "reason" => "unexpected_opcode").increment(1);
+                    Received::Other
+                }
+                Err(e) => {
+                    metrics::counter!("rackboot_tftp_dropped_total", "reason" => e.reason()).increment(1);
+                    Received::Other
+                }
+            }),
+        },
+    }
+}
+
+/// Runs the transfer on `socket` (connected to the client) until the last block is
+/// acknowledged, the client gives up, or retries run out.
+pub async fn send(
+    socket: &UdpSocket,
+    stream: &mut Stream,
+    p: &Params,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, TransferError> {
+    let mut rbuf = [0u8; 1024];
+    let mut timeout = p.timeout;
+    let backoff = |t: Duration| (t * 2).min(p.max_timeout.max(p.timeout));
+
+    if let Some(oack) = &p.oack {
+        let mut retries = 0;
+        'oack: loop {
+            socket.send(oack).await.map_err(|e| io_error(e, 0))?;
+            let deadline = Instant::now() + timeout;
+            loop {
+                match receive(socket, &mut rbuf, deadline, shutdown, 0).await? {
+                    Received::Ack(0) => break 'oack,
+                    Received::Error(code, message) => {
+                        return Ok(Outcome::OptionsRefused { code, message });
+                    }
+                    Received::TimedOut => {
+                        retries += 1;
+                        if retries > p.retries {
+                            return Err(TransferError::Timeout {
+                                retries: p.retries,
+                                bytes: 0,
+                            });
+                        }
+                        metrics::counter!("rackboot_tftp_retransmits_total").increment(1);
+                        timeout = backoff(timeout);
+                        continue 'oack;
+                    }
+                    Received::Ack(_) | Received::Other => {}
+                }
+            }
+        }
+        timeout = p.timeout;
+    }
+
+    let bs = p.blksize as u64;
+    let window = p.windowsize.max(1) as u64;
+    let segment = DATA_HEADER_LEN + p.blksize as usize;
+    let segments_per_send = MAX_GSO_SEGMENTS.min(MAX_GSO_BYTES / segment);
+    let mut gso = window > 1 && segments_per_send > 1;
+    let mut packets: Vec<u8> = Vec::with_capacity(window as usize * segment);
+    // First block not yet acknowledged; blocks count from 1 and the wire number is
+    // the low 16 bits (so block 65536 goes out as 0: roll over to zero).
+    let mut base: u64 = 1;
+    let mut last: Option<u64> = None;
+    let mut retries = 0;
+    let mut fast_retransmit_used = false;
+    let acked_bytes = |base: u64| (base - 1) * bs;
+
+    loop {
+        let from = (base - 1) * bs;
+        stream
+            .ensure(from, from + window * bs)
+            .await
+            .map_err(|e| io_error(e, acked_bytes(base)))?;
+        packets.clear();
+        let mut count: u64 = 0;
+        while count < window {
+            let block = base + count;
+            let off = (block - 1) * bs;
+            let data = stream.slice(off, off + bs);
+            packets.extend_from_slice(&data_header(block as u16));
+            packets.extend_from_slice(data);
+            count += 1;
+            if (data.len() as u64) < bs {
+                last = Some(block);
+                break;
+            }
+        }
+        let sent_bytes = packets.len() - count as usize * DATA_HEADER_LEN;
+        let mut sent_by_gso = false;
+        if gso && count > 1 {
+            sent_by_gso = true;
+            for chunk in packets.chunks(segments_per_send * segment) {
+                if let Err(e) = net::send_gso(socket, chunk, segment as u16).await {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(
+                            nix::libc::ECONNREFUSED
+                                | nix::libc::EHOSTUNREACH
+                                | nix::libc::ENETUNREACH
+                        )
+                    ) {
+                        return Err(io_error(e, acked_bytes(base)));
+                    }
+                    // EINVAL (segment larger than the path MTU), EIO (no checksum
+                    // offload) and the like: send packet by packet from now on.
+                    tracing::debug!(error = %e, "UDP GSO unavailable, sending packets one by one");
+                    gso = false;
+                    sent_by_gso = false;
+                    break;
+                }
+            }
+        }
+        if !sent_by_gso {
+            for pkt in packets.chunks(segment) {
+                socket
+                    .send(pkt)
+                    .await
+                    .map_err(|e| io_error(e, acked_bytes(base)))?;
+            }
+        }
+        metrics::counter!("rackboot_tftp_bytes_sent_total").increment(sent_bytes as u64);
+
+        let deadline = Instant::now() + timeout;
+        loop {
+            match receive(socket, &mut rbuf, deadline, shutdown, acked_bytes(base)).await? {
+                Received::Ack(n) => {
+                    // Which block in [base - 1, window_end] has this wire number?
+                    let offset = n.wrapping_sub((base - 1) as u16) as u64;
+                    if offset > count {
+                        continue; // stale ACK from an earlier window
+                    }
+                    let acked = base - 1 + offset;
+                    if Some(acked) == last {
+                        let total = match last {
+                            Some(l) => {
+                                (l - 1) * bs + stream.slice((l - 1) * bs, l * bs).len() as u64
+                            }
+                            None => 0,
+                        };
+                        return Ok(Outcome::Completed { bytes: total });
+                    }
+                    if acked >= base {
+                        // Progress (the whole window, or up to a gap the client saw).
+                        base = acked + 1;
+                        retries = 0;
+                        timeout = p.timeout;
+                        fast_retransmit_used = false;
+                        break;
+                    }
+                    // Duplicate ACK of the block before the window.
+                    if window > 1 && !fast_retransmit_used {
+                        fast_retransmit_used = true;
+                        metrics::counter!("rackboot_tftp_retransmits_total").increment(1);
+                        break;
+                    }
+                }
+                Received::Error(code, message) => {
+                    return Err(TransferError::ClientError {
+                        code,
+                        message,
+                        bytes: acked_bytes(base),
+                    });
+                }
+                Received::TimedOut => {
+                    retries += 1;
+                    if retries > p.retries {
+                        return Err(TransferError::Timeout {
+                            retries: p.retries,
+                            bytes: acked_bytes(base),
+                        });
+                    }
+                    metrics::counter!("rackboot_tftp_retransmits_total").increment(1);
+                    timeout = backoff(timeout);
+                    break;
+                }
+                Received::Other => {}
+            }
+        }
+    }
+}
