@@ -1,1 +1,81 @@
 //! The virtual rack: network namespace, bridge, QEMU machines with logged serial consoles.
+//!
+//! Everything here runs real processes (`ip`, `qemu-system-x86_64`, the server under test) and
+//! needs root. The pieces:
+//! - [`Netns`]: a private network namespace with a bridge and tap devices; spawns processes in it.
+//! - [`QemuMachine`]: one TCG virtual machine (SeaBIOS or OVMF) booting from a tap in the namespace,
+//!   its serial console logged to a file that [`QemuMachine::wait_for_serial`] polls.
+//! - [`Lab`]: a namespace plus N machines with deterministic MACs, plus the server process.
+//! - [`down`]: removes a lab recorded in a state file, from any process (`rackboot lab down`).
+//! - [`build_marker_initramfs`]: a busybox initramfs that prints [`MARKER`] and powers off.
+//!
+//! Firmware facts this crate relies on (Debian 12, QEMU 7.2) are in [`firmware`].
+
+pub mod firmware;
+mod initramfs;
+mod lab;
+mod netns;
+mod process;
+mod qemu;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+pub use initramfs::{
+    CpioEntry, MARKER, build_marker_initramfs, host_kernel, marker_init_script, write_newc,
+};
+pub use lab::{DEFAULT_BRIDGE_ADDR, DEFAULT_PREFIX_LEN, Lab, LabConfig, MachineSpec, lab_mac};
+pub use netns::{Netns, NetnsConfig, unique_name};
+pub use process::LabProcess;
+pub use qemu::{
+    BootOrder, Firmware, MachineConfig, NicRom, QemuMachine, UefiFirmware, format_mac, qemu_args,
+};
+pub use state::{DownReport, LabState, ProcessRecord, down, read_state};
+
+/// Everything that can go wrong while building or running the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("timed out after {timeout:?} waiting for {pattern:?} in {log}; last output:\n{tail}")]
+    Timeout {
+        pattern: String,
+        log: PathBuf,
+        timeout: Duration,
+        tail: String,
+    },
+    #[error("{name} exited ({status}) before {pattern:?} appeared in {log}; last output:\n{tail}")]
+    Exited {
+        name: String,
+        status: ExitStatus,
+        pattern: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{name} is not running")]
+    NotRunning { name: String },
+    #[error("state file {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("invalid lab configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// Wraps an io::Error with what we were doing.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
