@@ -1,0 +1,649 @@
+//! PostgreSQL backend, for several rackboot servers sharing one fleet.
+//!
+//! Native column types (uuid, timestamptz, jsonb, inet). Batches (`put_leases`,
+//! `append_events`) are one statement over `UNNEST`ed arrays: one round trip per
+//! batch instead of one per row. Migrations take sqlx's advisory lock, so servers
+//! starting together migrate once.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rackboot_core::{Event, Lease, MacAddr, Machine, MachineId, NewEvent, Profile, Selector};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+
+use crate::codec;
+use crate::{
+    EventFilter, Result, Store, StoreError, backend, check_own_macs, dedup_leases,
+    is_unique_violation, redact_url, truncate_ms,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+const MAX_CONNECTIONS: u32 = 16;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.created_at, m.updated_at, \
+     ARRAY(SELECT mm.mac FROM machine_macs mm WHERE mm.machine_id = m.id ORDER BY mm.ordinal) AS macs";
+
+impl PgStore {
+    /// Connects to an existing database and migrates it.
+    pub async fn open(url: &str) -> Result<PgStore> {
+        let open_err = |what: &'static str| {
+            move |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+                url: redact_url(url),
+                what,
+                source: e,
+            }
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|e| open_err("connecting")(e.into()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| open_err("running migrations")(e.into()))?;
+        tracing::debug!(url = %redact_url(url), "opened PostgreSQL store");
+        Ok(PgStore { pool })
+    }
+
+    async fn insert_macs(
+        tx: &mut sqlx::PgConnection,
+        id: MachineId,
+        macs: &[MacAddr],
+    ) -> Result<(), sqlx::Error> {
+        if macs.is_empty() {
+            return Ok(());
+        }
+        let macs: Vec<String> = macs.iter().map(|m| m.to_string()).collect();
+        sqlx::query(
+            "INSERT INTO machine_macs (mac, machine_id, ordinal) \
+             SELECT mac, $1, ord - 1 FROM UNNEST($2::text[]) WITH ORDINALITY AS t(mac, ord)",
+        )
+        .bind(id)
+        .bind(macs)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn try_create_machine(&self, m: &Machine) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO machines (id, name, uuid, arch, labels, intent, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(m.id)
+        .bind(&m.name)
+        .bind(m.uuid)
+        .bind(m.arch.map(|a| a.as_str()))
+        .bind(codec::json_value(&m.labels))
+        .bind(codec::json_value(&m.intent))
+        .bind(truncate_ms(m.created_at))
+        .bind(truncate_ms(m.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_macs(&mut tx, m.id, &m.macs).await?;
+        tx.commit().await
+    }
+
+    /// `Ok(false)` when no machine has this id.
+    async fn try_update_machine(&self, m: &Machine) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7 \
+             WHERE id = $1",
+        )
+        .bind(m.id)
+        .bind(&m.name)
+        .bind(m.uuid)
+        .bind(m.arch.map(|a| a.as_str()))
+        .bind(codec::json_value(&m.labels))
+        .bind(codec::json_value(&m.intent))
+        .bind(truncate_ms(m.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM machine_macs WHERE machine_id = $1")
+            .bind(m.id)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_macs(&mut tx, m.id, &m.macs).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Names what a machine write collided with, after the failed transaction rolled back.
+    async fn describe_conflict(
+        &self,
+        m: &Machine,
+        creating: bool,
+        cause: sqlx::Error,
+    ) -> StoreError {
+        if creating {
+            match sqlx::query_scalar::<_, String>("SELECT name FROM machines WHERE id = $1")
+                .bind(m.id)
+                .fetch_optional(&self.pool)
+                .await
+            {
+                Ok(Some(name)) => {
+                    return StoreError::Conflict(format!(
+                        "machine id {} already exists (machine {name})",
+                        m.id
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return backend("looking up a machine conflict")(e),
+            }
+        }
+        match sqlx::query_scalar::<_, uuid::Uuid>(
+            "SELECT id FROM machines WHERE name = $1 AND id <> $2",
+        )
+        .bind(&m.name)
+        .bind(m.id)
+        .fetch_optional(&self.pool)
+        .await
+        {
+            Ok(Some(owner)) => {
+                return StoreError::Conflict(format!(
+                    "machine name {:?} already belongs to machine {owner}",
+                    m.name
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => return backend("looking up a machine conflict")(e),
+        }
+        for mac in &m.macs {
+            match sqlx::query_scalar::<_, String>(
+                "SELECT m.name FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id \
+                 WHERE mm.mac = $1 AND mm.machine_id <> $2",
+            )
+            .bind(mac.to_string())
+            .bind(m.id)
+            .fetch_optional(&self.pool)
+            .await
+            {
+                Ok(Some(owner)) => {
+                    return StoreError::Conflict(format!(
+                        "MAC {mac} already belongs to machine {owner}"
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return backend("looking up a machine conflict")(e),
+            }
+        }
+        // The other machine went away in between; report what the database said.
+        StoreError::Conflict(format!(
+            "machine {} conflicts with another machine: {cause}",
+            m.name
+        ))
+    }
+
+    fn machine_from_row(row: &PgRow) -> Result<Machine> {
+        let get = |e| backend("decoding a machine row")(e);
+        let t = "machines";
+        Ok(Machine {
+            id: row.try_get("id").map_err(get)?,
+            name: row.try_get("name").map_err(get)?,
+            macs: row
+                .try_get::<Vec<String>, _>("macs")
+                .map_err(get)?
+                .iter()
+                .map(|s| codec::mac("machine_macs", s))
+                .collect::<Result<_>>()?,
+            uuid: row.try_get("uuid").map_err(get)?,
+            arch: row
+                .try_get::<Option<String>, _>("arch")
+                .map_err(get)?
+                .map(|a| codec::arch(t, &a))
+                .transpose()?,
+            labels: codec::from_json_value(t, "labels", row.try_get("labels").map_err(get)?)?,
+            intent: codec::from_json_value(t, "intent", row.try_get("intent").map_err(get)?)?,
+            created_at: row.try_get("created_at").map_err(get)?,
+            updated_at: row.try_get("updated_at").map_err(get)?,
+        })
+    }
+
+    fn profile_from_row(row: &PgRow) -> Result<Profile> {
+        let get = |e| backend("decoding a profile row")(e);
+        let t = "profiles";
+        Ok(Profile {
+            name: row.try_get("name").map_err(get)?,
+            description: row.try_get("description").map_err(get)?,
+            kernel: row.try_get("kernel").map_err(get)?,
+            initrds: codec::from_json_value(t, "initrds", row.try_get("initrds").map_err(get)?)?,
+            cmdline: row.try_get("cmdline").map_err(get)?,
+            ipxe_script: row.try_get("ipxe_script").map_err(get)?,
+            loader: codec::loader(&row.try_get::<String, _>("loader").map_err(get)?)?,
+            created_at: row.try_get("created_at").map_err(get)?,
+            updated_at: row.try_get("updated_at").map_err(get)?,
+        })
+    }
+
+    fn lease_from_row(row: &PgRow) -> Result<Lease> {
+        let get = |e| backend("decoding a lease row")(e);
+        let t = "leases";
+        Ok(Lease {
+            ip: codec::ipv4(t, &row.try_get::<String, _>("ip").map_err(get)?)?,
+            mac: row
+                .try_get::<Option<String>, _>("mac")
+                .map_err(get)?
+                .map(|m| codec::mac(t, &m))
+                .transpose()?,
+            client_id: row.try_get("client_id").map_err(get)?,
+            hostname: row.try_get("hostname").map_err(get)?,
+            state: codec::lease_state(&row.try_get::<String, _>("state").map_err(get)?)?,
+            expires_at: row.try_get("expires_at").map_err(get)?,
+            subnet: row.try_get("subnet").map_err(get)?,
+            updated_at: row.try_get("updated_at").map_err(get)?,
+        })
+    }
+
+    fn event_from_row(row: &PgRow) -> Result<Event> {
+        let get = |e| backend("decoding an event row")(e);
+        let t = "events";
+        Ok(Event {
+            id: row.try_get("id").map_err(get)?,
+            at: row.try_get("at").map_err(get)?,
+            kind: codec::event_kind(&row.try_get::<String, _>("kind").map_err(get)?)?,
+            machine: row.try_get("machine_id").map_err(get)?,
+            mac: row
+                .try_get::<Option<String>, _>("mac")
+                .map_err(get)?
+                .map(|m| codec::mac(t, &m))
+                .transpose()?,
+            message: row.try_get("message").map_err(get)?,
+            data: row.try_get("data").map_err(get)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn create_machine(&self, machine: &Machine) -> Result<()> {
+        check_own_macs(machine)?;
+        match self.try_create_machine(machine).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(self.describe_conflict(machine, true, e).await)
+            }
+            Err(e) => Err(backend("creating a machine")(e)),
+        }
+    }
+
+    async fn update_machine(&self, machine: &Machine) -> Result<()> {
+        check_own_macs(machine)?;
+        match self.try_update_machine(machine).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::NotFound {
+                what: "machine",
+                key: machine.id.to_string(),
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                Err(self.describe_conflict(machine, false, e).await)
+            }
+            Err(e) => Err(backend("updating a machine")(e)),
+        }
+    }
+
+    async fn delete_machine(&self, id: MachineId) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM machines WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("deleting a machine"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "machine",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_machine(&self, id: MachineId) -> Result<Machine> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines m WHERE m.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading a machine"))?;
+        match row {
+            Some(row) => Self::machine_from_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "machine",
+                key: id.to_string(),
+            }),
+        }
+    }
+
+    async fn find_machine_by_name(&self, name: &str) -> Result<Option<Machine>> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines m WHERE m.name = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("finding a machine by name"))?
+            .map(|row| Self::machine_from_row(&row))
+            .transpose()
+    }
+
+    async fn find_machine_by_mac(&self, mac: MacAddr) -> Result<Option<Machine>> {
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machine_macs f JOIN machines m ON m.id = f.machine_id \
+             WHERE f.mac = $1"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mac.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("finding a machine by MAC"))?
+            .map(|row| Self::machine_from_row(&row))
+            .transpose()
+    }
+
+    async fn list_machines(&self) -> Result<Vec<Machine>> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines m ORDER BY m.name");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("listing machines"))?
+            .iter()
+            .map(Self::machine_from_row)
+            .collect()
+    }
+
+    async fn put_profile(&self, p: &Profile) -> Result<()> {
+        // An existing profile keeps its created_at.
+        sqlx::query(
+            "INSERT INTO profiles (name, description, kernel, initrds, cmdline, ipxe_script, loader, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description, kernel = excluded.kernel, \
+             initrds = excluded.initrds, cmdline = excluded.cmdline, ipxe_script = excluded.ipxe_script, \
+             loader = excluded.loader, updated_at = excluded.updated_at",
+        )
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(&p.kernel)
+        .bind(codec::json_value(&p.initrds))
+        .bind(&p.cmdline)
+        .bind(&p.ipxe_script)
+        .bind(codec::loader_text(p.loader))
+        .bind(truncate_ms(p.created_at))
+        .bind(truncate_ms(p.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend("writing a profile"))?;
+        Ok(())
+    }
+
+    async fn delete_profile(&self, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM profiles WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("deleting a profile"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "profile",
+                key: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_profile(&self, name: &str) -> Result<Profile> {
+        let row = sqlx::query("SELECT * FROM profiles WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("reading a profile"))?;
+        match row {
+            Some(row) => Self::profile_from_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "profile",
+                key: name.to_string(),
+            }),
+        }
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<Profile>> {
+        sqlx::query("SELECT * FROM profiles ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("listing profiles"))?
+            .iter()
+            .map(Self::profile_from_row)
+            .collect()
+    }
+
+    async fn put_selector(&self, s: &Selector) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO selectors (name, profile, matches) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET profile = excluded.profile, matches = excluded.matches",
+        )
+        .bind(&s.name)
+        .bind(&s.profile)
+        .bind(codec::json_value(&s.matches))
+        .execute(&self.pool)
+        .await
+        .map_err(backend("writing a selector"))?;
+        Ok(())
+    }
+
+    async fn delete_selector(&self, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM selectors WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("deleting a selector"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "selector",
+                key: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_selectors(&self) -> Result<Vec<Selector>> {
+        let rows = sqlx::query("SELECT name, profile, matches FROM selectors ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("listing selectors"))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| backend("decoding a selector row")(e);
+                Ok(Selector {
+                    name: row.try_get("name").map_err(get)?,
+                    profile: row.try_get("profile").map_err(get)?,
+                    matches: codec::from_json_value(
+                        "selectors",
+                        "matches",
+                        row.try_get("matches").map_err(get)?,
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_leases(&self, leases: &[Lease]) -> Result<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let leases = dedup_leases(leases);
+        let n = leases.len();
+        let mut ip = Vec::with_capacity(n);
+        let mut mac = Vec::with_capacity(n);
+        let mut client_id = Vec::with_capacity(n);
+        let mut hostname = Vec::with_capacity(n);
+        let mut state = Vec::with_capacity(n);
+        let mut expires_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+        let mut subnet = Vec::with_capacity(n);
+        let mut updated_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+        for l in leases {
+            ip.push(l.ip.to_string());
+            mac.push(l.mac.map(|m| m.to_string()));
+            client_id.push(l.client_id.clone());
+            hostname.push(l.hostname.clone());
+            state.push(l.state.as_str());
+            expires_at.push(truncate_ms(l.expires_at));
+            subnet.push(l.subnet.clone());
+            updated_at.push(truncate_ms(l.updated_at));
+        }
+        // A single statement is its own transaction: the batch commits or fails whole.
+        sqlx::query(
+            "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+             SELECT ip::inet, mac, client_id, hostname, state, expires_at, subnet, updated_at \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::timestamptz[], $7::text[], $8::timestamptz[]) \
+                  AS t(ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+             ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
+             hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
+             subnet = excluded.subnet, updated_at = excluded.updated_at",
+        )
+        .bind(ip)
+        .bind(mac)
+        .bind(client_id)
+        .bind(hostname)
+        .bind(state)
+        .bind(expires_at)
+        .bind(subnet)
+        .bind(updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend("writing leases"))?;
+        Ok(())
+    }
+
+    async fn delete_lease(&self, ip: Ipv4Addr) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM leases WHERE ip = $1::inet")
+            .bind(ip.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend("deleting a lease"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "lease",
+                key: ip.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>> {
+        let mut leases = sqlx::query(
+            "SELECT host(l.ip) AS ip, l.mac, l.client_id, l.hostname, l.state, l.expires_at, \
+             l.subnet, l.updated_at FROM leases l ORDER BY l.ip",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("listing leases"))?
+        .iter()
+        .map(Self::lease_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        // Already in address order; sorting keeps the contract identical to SQLite's.
+        leases.sort_by_key(|l| l.ip);
+        Ok(leases)
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = events.len();
+        let mut at = Vec::with_capacity(n);
+        let mut kind = Vec::with_capacity(n);
+        let mut machine = Vec::with_capacity(n);
+        let mut mac = Vec::with_capacity(n);
+        let mut message = Vec::with_capacity(n);
+        let mut data = Vec::with_capacity(n);
+        for e in &events {
+            at.push(truncate_ms(e.at));
+            kind.push(e.kind.as_str());
+            machine.push(e.machine);
+            mac.push(e.mac.map(|m| m.to_string()));
+            message.push(e.message.clone());
+            data.push(e.data.clone());
+        }
+        // Rows are inserted, and take identity values, in ORDER BY ord order; the
+        // ids are sorted because RETURNING's order is not promised.
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO events (at, kind, machine_id, mac, message, data) \
+             SELECT at, kind, machine_id, mac, message, data \
+             FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[]) \
+                  WITH ORDINALITY AS t(at, kind, machine_id, mac, message, data, ord) \
+             ORDER BY ord RETURNING id",
+        )
+        .bind(at)
+        .bind(kind)
+        .bind(machine)
+        .bind(mac)
+        .bind(message)
+        .bind(data)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("appending events"))?;
+        ids.sort_unstable();
+        if ids.len() != n {
+            return Err(StoreError::Corrupt {
+                table: "events",
+                detail: format!("inserted {n} events but got {} ids back", ids.len()),
+            });
+        }
+        Ok(events
+            .into_iter()
+            .zip(ids)
+            .map(|(mut e, id)| {
+                e.at = truncate_ms(e.at);
+                e.with_id(id)
+            })
+            .collect())
+    }
+
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
+        // One fixed statement per filter shape, so each is prepared once and uses its index.
+        let sql = match (f.machine.is_some(), f.mac.is_some()) {
+            (false, false) => "SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            (true, false) => {
+                "SELECT * FROM events WHERE id > $1 AND (machine_id = $3 OR mac IN \
+                 (SELECT mac FROM machine_macs WHERE machine_id = $3)) ORDER BY id LIMIT $2"
+            }
+            (false, true) => "SELECT * FROM events WHERE id > $1 AND mac = $3 ORDER BY id LIMIT $2",
+            (true, true) => {
+                "SELECT * FROM events WHERE id > $1 AND mac = $4 AND (machine_id = $3 OR mac IN \
+                 (SELECT mac FROM machine_macs WHERE machine_id = $3)) ORDER BY id LIMIT $2"
+            }
+        };
+        let mut q = sqlx::query(sql)
+            .bind(f.after_id.unwrap_or(0))
+            .bind(f.effective_limit());
+        if let Some(machine) = f.machine {
+            q = q.bind(machine);
+        }
+        if let Some(mac) = f.mac {
+            q = q.bind(mac.to_string());
+        }
+        q.fetch_all(&self.pool)
+            .await
+            .map_err(backend("listing events"))?
+            .iter()
+            .map(Self::event_from_row)
+            .collect()
+    }
+}

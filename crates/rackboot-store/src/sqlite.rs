@@ -1,0 +1,696 @@
+//! SQLite backend: the embedded default.
+//!
+//! Connections: one writer (a pool of exactly one connection, so writes are
+//! serialised in-process and never fight over SQLite's single write lock) and a
+//! small pool of readers; in WAL mode readers never block the writer or each other.
+//! Write transactions start with `BEGIN IMMEDIATE` so a second process on the same
+//! file waits on `busy_timeout` instead of failing mid-transaction.
+//!
+//! Durability: WAL with `synchronous=NORMAL`. A commit has written its WAL frames
+//! to the OS (write(2)) before it returns, so it survives a kill -9 of rackboot;
+//! the WAL is fsynced at checkpoints, so a power loss can lose the last commits.
+//!
+//! An in-memory database lives on one connection, so it uses one pool for both.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rackboot_core::{Event, Lease, MacAddr, Machine, MachineId, NewEvent, Profile, Selector};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use crate::codec;
+use crate::{
+    EventFilter, Result, Store, StoreError, backend, check_own_macs, dedup_leases,
+    is_unique_violation, truncate_ms,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a write waits for another process holding the database lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent readers (API listings, inventory reloads) on a file database.
+const READERS: u32 = 4;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.created_at, m.updated_at, \
+     (SELECT group_concat(mm.mac, ',' ORDER BY mm.ordinal) FROM machine_macs mm WHERE mm.machine_id = m.id) AS macs";
+
+impl SqliteStore {
+    /// Opens (creating the file and its parent directories) and migrates a database file.
+    pub async fn open_file(path: &Path) -> Result<SqliteStore> {
+        let url = format!("sqlite:{}", path.display());
+        let open_err = |what: &'static str| {
+            let url = url.clone();
+            move |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+                url,
+                what,
+                source: e,
+            }
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| open_err("creating parent directory")(e.into()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // The writer connection stays open for the life of the store: closing the
+        // last connection would checkpoint and delete the WAL under the readers.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_err("opening database file")(e.into()))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| open_err("running migrations")(e.into()))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await
+            .map_err(|e| open_err("opening reader connections")(e.into()))?;
+        tracing::debug!(path = %path.display(), "opened SQLite store");
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// A migrated in-memory database on a single connection.
+    pub async fn open_in_memory() -> Result<SqliteStore> {
+        let url = "sqlite::memory:";
+        let open_err = |what: &'static str| {
+            move |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+                url: url.to_string(),
+                what,
+                source: e,
+            }
+        };
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err("opening in-memory database")(e.into()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| open_err("running migrations")(e.into()))?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend("beginning write transaction"))
+    }
+
+    async fn insert_macs(
+        tx: &mut sqlx::SqliteConnection,
+        id: &str,
+        macs: &[MacAddr],
+    ) -> Result<(), sqlx::Error> {
+        for (ordinal, mac) in macs.iter().enumerate() {
+            sqlx::query("INSERT INTO machine_macs (mac, machine_id, ordinal) VALUES ($1, $2, $3)")
+                .bind(mac.to_string())
+                .bind(id)
+                .bind(ordinal as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn try_create_machine(&self, m: &Machine) -> Result<(), sqlx::Error> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let id = m.id.to_string();
+        sqlx::query(
+            "INSERT INTO machines (id, name, uuid, arch, labels, intent, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(&m.name)
+        .bind(m.uuid.map(|u| u.to_string()))
+        .bind(m.arch.map(|a| a.as_str()))
+        .bind(codec::json_text(&m.labels))
+        .bind(codec::json_text(&m.intent))
+        .bind(codec::millis(m.created_at))
+        .bind(codec::millis(m.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_macs(&mut tx, &id, &m.macs).await?;
+        tx.commit().await
+    }
+
+    /// `Ok(false)` when no machine has this id.
+    async fn try_update_machine(&self, m: &Machine) -> Result<bool, sqlx::Error> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let id = m.id.to_string();
+        let updated = sqlx::query(
+            "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7 \
+             WHERE id = $1",
+        )
+        .bind(&id)
+        .bind(&m.name)
+        .bind(m.uuid.map(|u| u.to_string()))
+        .bind(m.arch.map(|a| a.as_str()))
+        .bind(codec::json_text(&m.labels))
+        .bind(codec::json_text(&m.intent))
+        .bind(codec::millis(m.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM machine_macs WHERE machine_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_macs(&mut tx, &id, &m.macs).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Names what a machine write collided with. Runs after the failed transaction
+    /// is gone (the in-memory store has a single connection).
+    async fn describe_conflict(
+        &self,
+        m: &Machine,
+        creating: bool,
+        cause: sqlx::Error,
+    ) -> StoreError {
+        let id = m.id.to_string();
+        if creating {
+            match sqlx::query_scalar::<_, String>("SELECT name FROM machines WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&self.reader)
+                .await
+            {
+                Ok(Some(name)) => {
+                    return StoreError::Conflict(format!(
+                        "machine id {id} already exists (machine {name})"
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return backend("looking up a machine conflict")(e),
+            }
+        }
+        match sqlx::query_scalar::<_, String>(
+            "SELECT id FROM machines WHERE name = $1 AND id <> $2",
+        )
+        .bind(&m.name)
+        .bind(&id)
+        .fetch_optional(&self.reader)
+        .await
+        {
+            Ok(Some(owner)) => {
+                return StoreError::Conflict(format!(
+                    "machine name {:?} already belongs to machine {owner}",
+                    m.name
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => return backend("looking up a machine conflict")(e),
+        }
+        for mac in &m.macs {
+            match sqlx::query_scalar::<_, String>(
+                "SELECT m.name FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id \
+                 WHERE mm.mac = $1 AND mm.machine_id <> $2",
+            )
+            .bind(mac.to_string())
+            .bind(&id)
+            .fetch_optional(&self.reader)
+            .await
+            {
+                Ok(Some(owner)) => {
+                    return StoreError::Conflict(format!(
+                        "MAC {mac} already belongs to machine {owner}"
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return backend("looking up a machine conflict")(e),
+            }
+        }
+        // The other machine went away in between; report what the database said.
+        StoreError::Conflict(format!(
+            "machine {} conflicts with another machine: {cause}",
+            m.name
+        ))
+    }
+
+    fn machine_from_row(row: &SqliteRow) -> Result<Machine> {
+        let get = |e| backend("decoding a machine row")(e);
+        let t = "machines";
+        let macs: Option<String> = row.try_get("macs").map_err(get)?;
+        Ok(Machine {
+            id: codec::uuid(t, "id", &row.try_get::<String, _>("id").map_err(get)?)?,
+            name: row.try_get("name").map_err(get)?,
+            macs: macs
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| codec::mac("machine_macs", s))
+                .collect::<Result<_>>()?,
+            uuid: row
+                .try_get::<Option<String>, _>("uuid")
+                .map_err(get)?
+                .map(|u| codec::uuid(t, "uuid", &u))
+                .transpose()?,
+            arch: row
+                .try_get::<Option<String>, _>("arch")
+                .map_err(get)?
+                .map(|a| codec::arch(t, &a))
+                .transpose()?,
+            labels: codec::labels(t, &row.try_get::<String, _>("labels").map_err(get)?)?,
+            intent: codec::intent(t, &row.try_get::<String, _>("intent").map_err(get)?)?,
+            created_at: codec::from_millis(t, row.try_get("created_at").map_err(get)?)?,
+            updated_at: codec::from_millis(t, row.try_get("updated_at").map_err(get)?)?,
+        })
+    }
+
+    fn profile_from_row(row: &SqliteRow) -> Result<Profile> {
+        let get = |e| backend("decoding a profile row")(e);
+        let t = "profiles";
+        Ok(Profile {
+            name: row.try_get("name").map_err(get)?,
+            description: row.try_get("description").map_err(get)?,
+            kernel: row.try_get("kernel").map_err(get)?,
+            initrds: codec::parse_json(
+                t,
+                "initrds",
+                &row.try_get::<String, _>("initrds").map_err(get)?,
+            )?,
+            cmdline: row.try_get("cmdline").map_err(get)?,
+            ipxe_script: row.try_get("ipxe_script").map_err(get)?,
+            loader: codec::loader(&row.try_get::<String, _>("loader").map_err(get)?)?,
+            created_at: codec::from_millis(t, row.try_get("created_at").map_err(get)?)?,
+            updated_at: codec::from_millis(t, row.try_get("updated_at").map_err(get)?)?,
+        })
+    }
+
+    fn lease_from_row(row: &SqliteRow) -> Result<Lease> {
+        let get = |e| backend("decoding a lease row")(e);
+        let t = "leases";
+        Ok(Lease {
+            ip: codec::ipv4(t, &row.try_get::<String, _>("ip").map_err(get)?)?,
+            mac: row
+                .try_get::<Option<String>, _>("mac")
+                .map_err(get)?
+                .map(|m| codec::mac(t, &m))
+                .transpose()?,
+            client_id: row.try_get("client_id").map_err(get)?,
+            hostname: row.try_get("hostname").map_err(get)?,
+            state: codec::lease_state(&row.try_get::<String, _>("state").map_err(get)?)?,
+            expires_at: codec::from_millis(t, row.try_get("expires_at").map_err(get)?)?,
+            subnet: row.try_get("subnet").map_err(get)?,
+            updated_at: codec::from_millis(t, row.try_get("updated_at").map_err(get)?)?,
+        })
+    }
+
+    fn event_from_row(row: &SqliteRow) -> Result<Event> {
+        let get = |e| backend("decoding an event row")(e);
+        let t = "events";
+        Ok(Event {
+            id: row.try_get("id").map_err(get)?,
+            at: codec::from_millis(t, row.try_get("at").map_err(get)?)?,
+            kind: codec::event_kind(&row.try_get::<String, _>("kind").map_err(get)?)?,
+            machine: row
+                .try_get::<Option<String>, _>("machine_id")
+                .map_err(get)?
+                .map(|u| codec::uuid(t, "machine_id", &u))
+                .transpose()?,
+            mac: row
+                .try_get::<Option<String>, _>("mac")
+                .map_err(get)?
+                .map(|m| codec::mac(t, &m))
+                .transpose()?,
+            message: row.try_get("message").map_err(get)?,
+            data: codec::parse_json(t, "data", &row.try_get::<String, _>("data").map_err(get)?)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_machine(&self, machine: &Machine) -> Result<()> {
+        check_own_macs(machine)?;
+        match self.try_create_machine(machine).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(self.describe_conflict(machine, true, e).await)
+            }
+            Err(e) => Err(backend("creating a machine")(e)),
+        }
+    }
+
+    async fn update_machine(&self, machine: &Machine) -> Result<()> {
+        check_own_macs(machine)?;
+        match self.try_update_machine(machine).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::NotFound {
+                what: "machine",
+                key: machine.id.to_string(),
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                Err(self.describe_conflict(machine, false, e).await)
+            }
+            Err(e) => Err(backend("updating a machine")(e)),
+        }
+    }
+
+    async fn delete_machine(&self, id: MachineId) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM machines WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting a machine"))?;
+        tx.commit().await.map_err(backend("deleting a machine"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "machine",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_machine(&self, id: MachineId) -> Result<Machine> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines m WHERE m.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading a machine"))?;
+        match row {
+            Some(row) => Self::machine_from_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "machine",
+                key: id.to_string(),
+            }),
+        }
+    }
+
+    async fn find_machine_by_name(&self, name: &str) -> Result<Option<Machine>> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines m WHERE m.name = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("finding a machine by name"))?
+            .map(|row| Self::machine_from_row(&row))
+            .transpose()
+    }
+
+    async fn find_machine_by_mac(&self, mac: MacAddr) -> Result<Option<Machine>> {
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machine_macs f JOIN machines m ON m.id = f.machine_id \
+             WHERE f.mac = $1"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mac.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("finding a machine by MAC"))?
+            .map(|row| Self::machine_from_row(&row))
+            .transpose()
+    }
+
+    async fn list_machines(&self) -> Result<Vec<Machine>> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines m ORDER BY m.name");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing machines"))?
+            .iter()
+            .map(Self::machine_from_row)
+            .collect()
+    }
+
+    async fn put_profile(&self, p: &Profile) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        // An existing profile keeps its created_at.
+        sqlx::query(
+            "INSERT INTO profiles (name, description, kernel, initrds, cmdline, ipxe_script, loader, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description, kernel = excluded.kernel, \
+             initrds = excluded.initrds, cmdline = excluded.cmdline, ipxe_script = excluded.ipxe_script, \
+             loader = excluded.loader, updated_at = excluded.updated_at",
+        )
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(&p.kernel)
+        .bind(codec::json_text(&p.initrds))
+        .bind(&p.cmdline)
+        .bind(&p.ipxe_script)
+        .bind(codec::loader_text(p.loader))
+        .bind(codec::millis(p.created_at))
+        .bind(codec::millis(p.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("writing a profile"))?;
+        tx.commit().await.map_err(backend("writing a profile"))
+    }
+
+    async fn delete_profile(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM profiles WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting a profile"))?;
+        tx.commit().await.map_err(backend("deleting a profile"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "profile",
+                key: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_profile(&self, name: &str) -> Result<Profile> {
+        let row = sqlx::query("SELECT * FROM profiles WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading a profile"))?;
+        match row {
+            Some(row) => Self::profile_from_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "profile",
+                key: name.to_string(),
+            }),
+        }
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<Profile>> {
+        sqlx::query("SELECT * FROM profiles ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing profiles"))?
+            .iter()
+            .map(Self::profile_from_row)
+            .collect()
+    }
+
+    async fn put_selector(&self, s: &Selector) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO selectors (name, profile, matches) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET profile = excluded.profile, matches = excluded.matches",
+        )
+        .bind(&s.name)
+        .bind(&s.profile)
+        .bind(codec::json_text(&s.matches))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("writing a selector"))?;
+        tx.commit().await.map_err(backend("writing a selector"))
+    }
+
+    async fn delete_selector(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM selectors WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting a selector"))?;
+        tx.commit().await.map_err(backend("deleting a selector"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "selector",
+                key: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_selectors(&self) -> Result<Vec<Selector>> {
+        let rows = sqlx::query("SELECT name, profile, matches FROM selectors ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing selectors"))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| backend("decoding a selector row")(e);
+                Ok(Selector {
+                    name: row.try_get("name").map_err(get)?,
+                    profile: row.try_get("profile").map_err(get)?,
+                    matches: codec::parse_json(
+                        "selectors",
+                        "matches",
+                        &row.try_get::<String, _>("matches").map_err(get)?,
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_leases(&self, leases: &[Lease]) -> Result<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        // Same SQL text every row: sqlx prepares it once per connection and reuses it.
+        for l in dedup_leases(leases) {
+            sqlx::query(
+                "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
+                 hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
+                 subnet = excluded.subnet, updated_at = excluded.updated_at",
+            )
+            .bind(l.ip.to_string())
+            .bind(l.mac.map(|m| m.to_string()))
+            .bind(&l.client_id)
+            .bind(&l.hostname)
+            .bind(l.state.as_str())
+            .bind(codec::millis(l.expires_at))
+            .bind(&l.subnet)
+            .bind(codec::millis(l.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("writing leases"))?;
+        }
+        tx.commit().await.map_err(backend("committing leases"))
+    }
+
+    async fn delete_lease(&self, ip: Ipv4Addr) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM leases WHERE ip = $1")
+            .bind(ip.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting a lease"))?;
+        tx.commit().await.map_err(backend("deleting a lease"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "lease",
+                key: ip.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>> {
+        let mut leases = sqlx::query("SELECT * FROM leases")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing leases"))?
+            .iter()
+            .map(Self::lease_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        // Text keys sort "10.0.0.10" before "10.0.0.2"; order by address instead.
+        leases.sort_by_key(|l| l.ip);
+        Ok(leases)
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(events.len());
+        for mut e in events {
+            e.at = truncate_ms(e.at);
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO events (at, kind, machine_id, mac, message, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(codec::millis(e.at))
+            .bind(e.kind.as_str())
+            .bind(e.machine.map(|m| m.to_string()))
+            .bind(e.mac.map(|m| m.to_string()))
+            .bind(&e.message)
+            .bind(codec::json_text(&e.data))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend("appending events"))?;
+            out.push(e.with_id(id));
+        }
+        tx.commit().await.map_err(backend("committing events"))?;
+        Ok(out)
+    }
+
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
+        // One fixed statement per filter shape, so each is prepared once and uses its index.
+        let sql = match (f.machine.is_some(), f.mac.is_some()) {
+            (false, false) => "SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            (true, false) => {
+                "SELECT * FROM events WHERE id > $1 AND (machine_id = $3 OR mac IN \
+                 (SELECT mac FROM machine_macs WHERE machine_id = $3)) ORDER BY id LIMIT $2"
+            }
+            (false, true) => "SELECT * FROM events WHERE id > $1 AND mac = $3 ORDER BY id LIMIT $2",
+            (true, true) => {
+                "SELECT * FROM events WHERE id > $1 AND mac = $4 AND (machine_id = $3 OR mac IN \
+                 (SELECT mac FROM machine_macs WHERE machine_id = $3)) ORDER BY id LIMIT $2"
+            }
+        };
+        let mut q = sqlx::query(sql)
+            .bind(f.after_id.unwrap_or(0))
+            .bind(f.effective_limit());
+        if let Some(machine) = f.machine {
+            q = q.bind(machine.to_string());
+        }
+        if let Some(mac) = f.mac {
+            q = q.bind(mac.to_string());
+        }
+        q.fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing events"))?
+            .iter()
+            .map(Self::event_from_row)
+            .collect()
+    }
+}
