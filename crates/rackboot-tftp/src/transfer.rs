@@ -88,10 +88,7 @@ impl TransferError {
 }
 
 fn io_error(source: io::Error, bytes: u64) -> TransferError {
-    if matches!(
-        source.raw_os_error(),
-        Some(nix::libc::ECONNREFUSED | nix::libc::EHOSTUNREACH | nix::libc::ENETUNREACH)
-    ) {
+    if is_unreachable(&source) {
         TransferError::Unreachable { source, bytes }
     } else {
         TransferError::Io { source, bytes }
@@ -117,20 +114,41 @@ async fn receive(
         _ = shutdown.cancelled() => Err(TransferError::Shutdown { bytes }),
         r = tokio::time::timeout_at(deadline, socket.recv(buf)) => match r {
             Err(_) => Ok(Received::TimedOut),
+            Ok(Err(e)) if is_unreachable(&e) => {
+                // The kernel reports a pending ICMP error before queued datagrams: a
+                // client that sent its last ACK and exited (busybox does) must still
+                // have that ACK read.
+                match socket.try_recv(buf) {
+                    Ok(n) => Ok(classify(&buf[..n])),
+                    Err(_) => Err(io_error(e, bytes)),
+                }
+            }
             Ok(Err(e)) => Err(io_error(e, bytes)),
-            Ok(Ok(n)) => Ok(match Packet::parse(&buf[..n]) {
-                Ok(Packet::Ack { block }) => Received::Ack(block),
-                Ok(Packet::Error { code, message }) => Received::Error(code.as_u16(), message),
-                Ok(_) => {
-                    metrics::counter!("rackboot_tftp_dropped_total", "reason" => "unexpected_opcode").increment(1);
-                    Received::Other
-                }
-                Err(e) => {
-                    metrics::counter!("rackboot_tftp_dropped_total", "reason" => e.reason()).increment(1);
-                    Received::Other
-                }
-            }),
+            Ok(Ok(n)) => Ok(classify(&buf[..n])),
         },
+    }
+}
+
+fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ECONNREFUSED | nix::libc::EHOSTUNREACH | nix::libc::ENETUNREACH)
+    )
+}
+
+fn classify(packet: &[u8]) -> Received {
+    match Packet::parse(packet) {
+        Ok(Packet::Ack { block }) => Received::Ack(block),
+        Ok(Packet::Error { code, message }) => Received::Error(code.as_u16(), message),
+        Ok(_) => {
+            metrics::counter!("rackboot_tftp_dropped_total", "reason" => "unexpected_opcode")
+                .increment(1);
+            Received::Other
+        }
+        Err(e) => {
+            metrics::counter!("rackboot_tftp_dropped_total", "reason" => e.reason()).increment(1);
+            Received::Other
+        }
     }
 }
 
@@ -149,7 +167,11 @@ pub async fn send(
     if let Some(oack) = &p.oack {
         let mut retries = 0;
         'oack: loop {
-            socket.send(oack).await.map_err(|e| io_error(e, 0))?;
+            if let Err(e) = socket.send(oack).await
+                && !is_unreachable(&e)
+            {
+                return Err(io_error(e, 0));
+            }
             let deadline = Instant::now() + timeout;
             loop {
                 match receive(socket, &mut rbuf, deadline, shutdown, 0).await? {
@@ -216,15 +238,9 @@ pub async fn send(
             sent_by_gso = true;
             for chunk in packets.chunks(segments_per_send * segment) {
                 if let Err(e) = net::send_gso(socket, chunk, segment as u16).await {
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(
-                            nix::libc::ECONNREFUSED
-                                | nix::libc::EHOSTUNREACH
-                                | nix::libc::ENETUNREACH
-                        )
-                    ) {
-                        return Err(io_error(e, acked_bytes(base)));
+                    if is_unreachable(&e) {
+                        // An earlier packet bounced; the receive below sorts it out.
+                        break;
                     }
                     // EINVAL (segment larger than the path MTU), EIO (no checksum
                     // offload) and the like: send packet by packet from now on.
@@ -237,10 +253,12 @@ pub async fn send(
         }
         if !sent_by_gso {
             for pkt in packets.chunks(segment) {
-                socket
-                    .send(pkt)
-                    .await
-                    .map_err(|e| io_error(e, acked_bytes(base)))?;
+                match socket.send(pkt).await {
+                    Ok(_) => {}
+                    // An earlier packet bounced; the receive below sorts it out.
+                    Err(e) if is_unreachable(&e) => break,
+                    Err(e) => return Err(io_error(e, acked_bytes(base))),
+                }
             }
         }
         metrics::counter!("rackboot_tftp_bytes_sent_total").increment(sent_bytes as u64);
