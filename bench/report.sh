@@ -1,0 +1,137 @@
+# Sourced by bench/run: renders docs/benchmarks.md from the results array R and the
+# variables bench/run sets. Values are numbers or a short reason ("pending", "failed").
+
+is_num() { [[ "${1:-}" =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+val() { # val KEY [PENDING_TEXT]: the result, or why there is none
+    local v="${R[$1]:-}"
+    if [ -n "$v" ]; then echo "$v"
+    elif [[ "$1" == rackboot.* ]] && [ "$RACKBOOT_OK" != 1 ]; then echo "pending"
+    else echo "not measured"; fi
+}
+pct() { local v; v=$(val "$1"); if is_num "$v"; then echo "$v%"; else echo "$v"; fi; }
+
+# verdict A OP B: "met"/"not met" when both are numbers, "pending" otherwise.
+verdict() {
+    if is_num "$1" && is_num "$3"; then
+        if awk -v a="$1" -v b="$3" "BEGIN { exit !(a $2 b) }"; then echo "**met**"; else echo "**not met**"; fi
+    else
+        echo "pending"
+    fi
+}
+
+version_of() {
+    case "$1" in
+        rackboot)
+            if [ "$RACKBOOT_STATUS" = built ]; then
+                echo "$("$RACKBOOT_BIN" --version 2>/dev/null | head -1 || true) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+            else echo "$RACKBOOT_STATUS"; fi ;;
+        kea) echo "Kea $(kea-dhcp4 -V 2>/dev/null | head -1)" ;;
+        dnsmasq) dnsmasq --version 2>/dev/null | head -1 | awk '{ print "dnsmasq " $3 }' ;;
+        tftpd-hpa) in.tftpd -V 2>&1 | head -1 | cut -d, -f1 ;;
+        atftpd) echo "atftpd $ATFTPD_VERSION (Debian package, unpacked)" ;;
+        perfdhcp) echo "perfdhcp $(perfdhcp -v 2>&1 | awk '/VERSION/ { print $2 }')" ;;
+        atftp) atftp -V 2>&1 | head -1 ;;
+    esac
+}
+
+write_report() {
+    local kea_dhcp rb_dhcp rb_rss_mb dhcp_goal win_goal
+    kea_dhcp=$(val kea.dhcp); rb_dhcp=$(val rackboot.dhcp)
+    dhcp_goal="pending"; is_num "$kea_dhcp" && dhcp_goal=$((kea_dhcp * 2))
+    win_goal="pending"; is_num "$(val atftpd.win16)" && win_goal=$(awk -v a="$(val atftpd.win16)" 'BEGIN { printf "%.1f", a * 2 }')
+    rb_rss_mb="pending"
+    if [ -n "$RACKBOOT_RSS_KB" ]; then rb_rss_mb=$(awk -v k="$RACKBOOT_RSS_KB" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')
+    elif [ "$RACKBOOT_OK" = 1 ]; then rb_rss_mb="not measured"; fi
+
+    cat <<EOF
+# Benchmarks
+
+Written by \`bench/run\` (run it as root: \`sudo bench/run\`; it installs what it needs
+and takes about ${ELAPSED} s here). Do not edit by hand: rerun the bench.
+
+- Date: $(date -u '+%Y-%m-%d %H:%M UTC')
+- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")
+- Network: a veth pair between two network namespaces (server $SRV_IP/$PREFIX, client $CLI_IP/$PREFIX), MTU 1500
+- rackboot: $(version_of rackboot)
+- Servers: $(version_of kea), $(version_of dnsmasq), $(version_of tftpd-hpa), $(version_of atftpd)
+- Clients: $(version_of perfdhcp), $(version_of atftp)
+
+- Load average (1, 5, 15 min) when the run started: $LOAD_START; when it ended: $LOAD_END
+
+The machine is small and may be shared with other work (the load average shows how
+much), so read the figures as ratios between servers measured minutes apart in the
+same run, not as absolute capacity.
+
+## Targets
+
+| target | measured | result |
+|---|---|---|
+| DHCP ≥ 2× Kea, leases durable | rackboot $rb_dhcp vs Kea $kea_dhcp exchanges/s (goal ≥ $dhcp_goal) | $(verdict "$rb_dhcp" ">=" "$dhcp_goal") |
+| TFTP windowed ≥ 2× atftpd | rackboot $(val rackboot.win16) vs atftpd $(val atftpd.win16) MiB/s (goal ≥ $win_goal) | $(verdict "$(val rackboot.win16)" ">=" "$win_goal") |
+| TFTP lock-step (blksize 1468) no slower than tftpd-hpa | rackboot $(val rackboot.lock1468) vs tftpd-hpa $(val tftpd-hpa.lock1468) MiB/s | $(verdict "$(val rackboot.lock1468)" ">=" "$(val tftpd-hpa.lock1468)") |
+| TFTP lock-step (blksize 512) no slower than tftpd-hpa | rackboot $(val rackboot.lock512) vs tftpd-hpa $(val tftpd-hpa.lock512) MiB/s | $(verdict "$(val rackboot.lock512)" ">=" "$(val tftpd-hpa.lock512)") |
+| idle RSS < 30 MB | rackboot $rb_rss_mb MB | $(verdict "$rb_rss_mb" "<" 30) |
+
+## DHCP: 4-way exchanges per second with < 1% drops
+
+| server | lease storage | exchanges/s | dropped at that rate | requested rate | each round |
+|---|---|---|---|---|---|
+| rackboot | SQLite in the state directory, lease written before the ACK | $rb_dhcp | $(pct rackboot.dhcp_drop) | $(val rackboot.dhcp_rate) | $(val rackboot.dhcp_rounds) |
+| Kea | memfile, \`persist: true\`, \`lfc-interval: 0\` | $kea_dhcp | $(pct kea.dhcp_drop) | $(val kea.dhcp_rate) | $(val kea.dhcp_rounds) |
+| dnsmasq | lease file in a temporary directory | $(val dnsmasq.dhcp) | $(pct dnsmasq.dhcp_drop) | $(val dnsmasq.dhcp_rate) | $(val dnsmasq.dhcp_rounds) |
+
+Method: each server runs alone in the server namespace with one /$PREFIX pool
+($POOL_START - $POOL_END, more addresses than clients) and its lease storage on disk.
+perfdhcp runs in the client namespace:
+\`perfdhcp -4 -l <veth> -r RATE -p SECS -R $DHCP_CLIENTS -s 7 $SRV_IP\`
+($DHCP_CLIENTS simulated clients, full DISCOVER-OFFER-REQUEST-ACK exchanges, perfdhcp acting
+as a relay with giaddr $CLI_IP). A rate passes when fewer than $DHCP_MAX_DROP_PCT% of the
+DISCOVERs sent end without an ACK and perfdhcp achieved at least $DHCP_MIN_ACHIEVED_PCT% of the
+rate it asked for; a rate that fails is run once more before it counts as failed (one
+busy second on a shared machine should not decide it). The search starts at $DHCP_START_RATE/s, doubles until a ${DHCP_PROBE_SECS}-second probe fails
+(at most $DHCP_MAX_RATE/s), then bisects until the step is under 10%; the best passing rate is
+confirmed with a ${DHCP_CONFIRM_SECS}-second run (stepping down 10% if that fails), and the table
+shows the exchanges/s perfdhcp reported for that run. rackboot and Kea are searched
+$DHCP_ROUNDS times, alternately, each time from a fresh lease store, and keep their best
+round (all rounds are listed); dnsmasq once. dnsmasq runs with \`--no-ping\`
+(no ICMP probe before an offer) and \`--dhcp-lease-max=100000\`.
+
+## TFTP
+
+| server | lock-step, blksize 512 | lock-step, blksize 1468 | windowsize 16, blksize 1468 | $TFTP_CLIENTS concurrent ${TFTP_SMALL_BYTES}-byte fetches |
+|---|---|---|---|---|
+EOF
+    local s
+    for s in rackboot tftpd-hpa atftpd; do
+        local conc
+        if is_num "$(val "$s.conc_secs")"; then
+            conc="$(val "$s.conc_secs") s, $(val "$s.conc_ok")/$TFTP_CLIENTS complete"
+        else conc=$(val "$s.conc_secs"); fi
+        echo "| $s | $(val "$s.lock512") MiB/s | $(val "$s.lock1468") MiB/s | $(val "$s.win16") MiB/s | $conc |"
+    done
+    cat <<EOF
+
+Method: a ${TFTP_BIG_MIB} MiB random file is fetched with the atftp client in the client namespace,
+\`atftp [--option "blksize 1468"] [--option "windowsize 16"] -g -r big.bin -l FILE $SRV_IP\`,
+into memory (/dev/shm) and compared with the original; a figure is the best of $TFTP_REPEAT run(s),
+${TFTP_BIG_MIB} MiB divided by the wall time of the client. tftpd-hpa runs as
+\`in.tftpd -L -u root -s DIR -a $SRV_IP:69\`; atftpd (it conflicts with tftpd-hpa as a Debian
+package, so bench/run unpacks it under bench/.cache) as
+\`atftpd --daemon --no-fork --maxthread 200 DIR\`. tftpd-hpa does not implement windowsize
+(RFC 7440) and answers lock-step, so its windowed figure is its lock-step speed.
+The concurrency test starts $TFTP_CLIENTS atftp clients at once, each fetching a
+${TFTP_SMALL_BYTES}-byte file (the size of pxelinux.0 / undionly.kpxe) with blksize 1468 and a
+30-second limit, and reports the wall time until the last one exits and how many
+received the whole file.
+
+## Idle memory
+
+| server | VmRSS after startup |
+|---|---|
+| rackboot (DHCP, TFTP and HTTP on) | $rb_rss_mb MB |
+
+Method: \`rackboot serve\` is started with DHCP, TFTP, boot HTTP and the API on, and
+VmRSS is read from /proc/PID/status 3 seconds after it listens on UDP 67 and 69
+(MB = 10^6 bytes).
+EOF
+}
