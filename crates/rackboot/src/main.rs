@@ -1,5 +1,94 @@
-//! rackboot: every service in one process, and the CLI for them.
+//! rackboot: every service in one process (`rackboot serve`), and the CLI for them.
 
-fn main() {
-    println!("rackboot");
+mod adhoc;
+mod client;
+mod config;
+mod lab;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rackboot",
+    version,
+    about = "Bare-metal provisioning: DHCP, TFTP, boot HTTP, API, in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the services (DHCP, TFTP, boot HTTP, API) in the foreground.
+    Serve(serve::ServeArgs),
+    /// Boot every PXE machine on a network into one kernel (ad-hoc, like pixiecore).
+    Boot(adhoc::BootArgs),
+    /// Machines: list, show, add, set-boot, delete.
+    #[command(subcommand)]
+    Machine(client::MachineCmd),
+    /// Profiles: list, show, add (from flags or a file), delete.
+    #[command(subcommand)]
+    Profile(client::ProfileCmd),
+    /// Selectors mapping machines to profiles.
+    #[command(subcommand)]
+    Selector(client::SelectorCmd),
+    /// DHCP leases.
+    #[command(subcommand)]
+    Lease(client::LeaseCmd),
+    /// Print events; with --follow, stream them live.
+    Events(client::EventsArgs),
+    /// A machine's boot timeline (every event for it, oldest first).
+    Timeline(client::TimelineArgs),
+    /// Server status.
+    Status(client::ClientArgs),
+    /// The virtual rack: QEMU machines on a private bridge in a network namespace.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
+    /// Check a config file and print it as rackboot understands it.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Boot(args) => adhoc::run(args).await,
+            Command::Machine(cmd) => client::machine(cmd).await,
+            Command::Profile(cmd) => client::profile(cmd).await,
+            Command::Selector(cmd) => client::selector(cmd).await,
+            Command::Lease(cmd) => client::lease(cmd).await,
+            Command::Events(args) => client::events(args).await,
+            Command::Timeline(args) => client::timeline(args).await,
+            Command::Status(args) => client::status(args).await,
+            Command::Lab(cmd) => lab::run(cmd).await,
+            Command::CheckConfig { config } => config::check(&config),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,205 @@
+//! The config file: typed, unknown keys rejected with their name. Only this
+//! binary reads config files and the environment.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rackboot";
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// `rackboot serve --config FILE`. Every section is optional; see docs/config.md
+/// and the examples in examples/ (each is parsed by a test).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Database, admin token and other state. Default /var/lib/rackboot.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Store URL: `sqlite:PATH` or `postgres://...`. Default: SQLite in state_dir.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Provisioning interface: DHCP binds to it and its IPv4 address is the
+    /// address machines are told to fetch files from.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// The server's address on the provisioning network, when it cannot be read
+    /// from `interface` (or to pick one of several).
+    #[serde(default)]
+    pub server_ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub listen: Listen,
+    /// DHCP service; absent means off.
+    #[serde(default)]
+    pub dhcp: Option<rackboot_dhcp::DhcpConfig>,
+    /// TFTP service settings.
+    #[serde(default)]
+    pub tftp: rackboot_tftp::TftpConfig,
+    /// Boot decisions: loader files, asset directory, discovery.
+    #[serde(default)]
+    pub boot: rackboot_boot::BootConfig,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// Where each service listens. A service set to "off" is not started.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Boot HTTP, REST API, event stream and /metrics share this listener.
+    #[serde(default = "default_http")]
+    pub http: Toggle<SocketAddr>,
+    #[serde(default = "default_tftp")]
+    pub tftp: Toggle<SocketAddr>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            http: default_http(),
+            tftp: default_tftp(),
+        }
+    }
+}
+
+/// An address, or the string "off".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toggle<T> {
+    On(T),
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Toggle<SocketAddr> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "off" {
+            return Ok(Toggle::Off);
+        }
+        s.parse().map(Toggle::On).map_err(|_| {
+            serde::de::Error::custom(format!("expected ADDRESS:PORT or \"off\", got {s:?}"))
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// tracing filter, e.g. "info" or "rackboot_dhcp=debug,info". RUST_LOG overrides.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Log lines as JSON objects.
+    #[serde(default)]
+    pub json: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: default_log_level(),
+            json: false,
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+fn default_http() -> Toggle<SocketAddr> {
+    Toggle::On(SocketAddr::from(([0, 0, 0, 0], 8080)))
+}
+
+fn default_tftp() -> Toggle<SocketAddr> {
+    Toggle::On(SocketAddr::from(([0, 0, 0, 0], 69)))
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("empty config is valid")
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config> {
+        // toml's error names the unknown key and its line.
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Config::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn store_url(&self) -> String {
+        self.store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.state_dir.join("rackboot.db").display()))
+    }
+
+    /// The server's provisioning address: `server_ip`, else the first IPv4 of `interface`.
+    pub fn resolve_server_ip(&self) -> Result<Option<Ipv4Addr>> {
+        if let Some(ip) = self.server_ip {
+            return Ok(Some(ip));
+        }
+        let Some(name) = &self.interface else {
+            return Ok(None);
+        };
+        let iface = netdev::get_interfaces()
+            .into_iter()
+            .find(|i| &i.name == name)
+            .with_context(|| format!("interface {name:?} not found"))?;
+        match iface.ipv4.first() {
+            Some(net) => Ok(Some(net.addr())),
+            None => bail!("interface {name:?} has no IPv4 address; set server_ip"),
+        }
+    }
+}
+
+/// `rackboot check-config`: parse, report, print what was understood.
+pub fn check(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    println!("{config:#?}");
+    println!("config OK: {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("state_dirr = \"/x\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("state_dirr"), "{err:#}");
+        let err = Config::from_toml("[listen]\nhttps = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("https"), "{err:#}");
+    }
+
+    #[test]
+    fn listen_off() {
+        let c = Config::from_toml("[listen]\ntftp = \"off\"\n").unwrap();
+        assert_eq!(c.listen.tftp, Toggle::Off);
+        assert!(Config::from_toml("[listen]\ntftp = \"nope\"\n").is_err());
+    }
+
+    #[test]
+    fn every_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "no example configs in {}", dir.display());
+    }
+}

@@ -1,0 +1,449 @@
+//! `rackboot serve`: wires the store, event log, inventory and every service
+//! into one process, and shuts them down together.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use rackboot_core::{EventHub, EventKind, EventPersistQueue, NewEvent};
+use rackboot_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ADMIN_TOKEN_FILE, Config, Toggle};
+
+#[derive(Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Config file (TOML). Flags below override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Provisioning interface (DHCP binds to it).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// Full DHCP with this pool on the interface's subnet, e.g. 10.77.0.100-10.77.0.200.
+    #[arg(long, conflicts_with = "proxy_dhcp")]
+    pub dhcp_range: Option<String>,
+    /// ProxyDHCP beside an existing DHCP server: boot information only, no addresses.
+    #[arg(long)]
+    pub proxy_dhcp: bool,
+    /// State directory (database, admin token).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Store URL (sqlite:PATH or postgres://...).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// HTTP listen address for boot HTTP, API, events and metrics.
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
+    /// TFTP listen address, or "off".
+    #[arg(long)]
+    pub tftp_listen: Option<String>,
+    /// Directory served over TFTP (besides the loader files).
+    #[arg(long)]
+    pub tftp_root: Option<PathBuf>,
+    /// Directory of kernels, initrds and images served under /assets/.
+    #[arg(long)]
+    pub asset_dir: Option<PathBuf>,
+    /// Server address on the provisioning network (default: the interface's first IPv4).
+    #[arg(long)]
+    pub server_ip: Option<Ipv4Addr>,
+}
+
+/// Builds the effective config: file (or defaults), then flags.
+pub fn effective_config(args: &ServeArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(i) = &args.interface {
+        config.interface = Some(i.clone());
+    }
+    if let Some(d) = &args.state_dir {
+        config.state_dir = d.clone();
+    }
+    if let Some(s) = &args.store {
+        config.store = Some(s.clone());
+    }
+    if let Some(a) = args.api_listen {
+        config.listen.http = Toggle::On(a);
+    }
+    if let Some(t) = &args.tftp_listen {
+        config.listen.tftp =
+            if t == "off" {
+                Toggle::Off
+            } else {
+                Toggle::On(t.parse().with_context(|| {
+                    format!("--tftp-listen {t:?}: expected ADDRESS:PORT or off")
+                })?)
+            };
+    }
+    if let Some(ip) = args.server_ip {
+        config.server_ip = Some(ip);
+    }
+    if let Some(root) = &args.tftp_root {
+        config.tftp.root = Some(root.clone());
+    }
+    if let Some(dir) = &args.asset_dir {
+        config.boot.asset_dir = dir.clone();
+    }
+    if args.proxy_dhcp || args.dhcp_range.is_some() {
+        let iface = config.interface.clone().context(
+            "--dhcp-range and --proxy-dhcp need --interface (or `interface` in the config)",
+        )?;
+        let server_ip = config.resolve_server_ip()?.context("no server address")?;
+        config.dhcp = Some(crate::adhoc::quick_dhcp(
+            &iface,
+            server_ip,
+            args.dhcp_range.as_deref(),
+            args.proxy_dhcp,
+        )?);
+    }
+    Ok(config)
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let config = effective_config(&args)?;
+    init_logging(&config);
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let server = Server::start(config, shutdown.clone()).await?;
+    server.wait().await
+}
+
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests start several servers) is harmless.
+    let _ = if config.log.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+}
+
+/// Reads the admin token, creating it (mode 0600) on first start.
+pub fn ensure_admin_token(state_dir: &Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if t.is_empty() {
+            bail!("{} is empty; delete it to get a new token", path.display());
+        }
+        return Ok(t);
+    }
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!("created admin token in {}", path.display());
+    Ok(token)
+}
+
+/// Stores events in batches, then hands them, with ids, to live subscribers.
+async fn persist_events(mut queue: EventPersistQueue, hub: EventHub, store: Arc<dyn Store>) {
+    while let Some(batch) = queue.next_batch(512).await {
+        match store.append_events(batch).await {
+            Ok(events) => hub.publish(events),
+            Err(e) => {
+                metrics::counter!("rackboot_events_lost_total").increment(1);
+                tracing::error!("cannot store events: {e}");
+            }
+        }
+    }
+}
+
+/// A running server: its tasks and the token that stops them.
+pub struct Server {
+    pub http_addr: Option<SocketAddr>,
+    pub tftp_addr: Option<SocketAddr>,
+    pub admin_token: String,
+    tasks: tokio::task::JoinSet<Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Server> {
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+        let admin_token = ensure_admin_token(&config.state_dir)?;
+        let store = rackboot_store::open(&config.store_url()).await?;
+        let server_ip = config.resolve_server_ip()?;
+
+        let (events, queue) = EventHub::new(65_536);
+        let mut tasks = tokio::task::JoinSet::new();
+        {
+            let (hub, store) = (events.clone(), store.clone());
+            tasks.spawn(async move {
+                persist_events(queue, hub, store).await;
+                Ok(())
+            });
+        }
+
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .ok();
+        if let Some(handle) = metrics.clone() {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    handle.run_upkeep();
+                    tokio::select! { _ = stop.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(5)) => {} }
+                }
+            });
+        }
+
+        let inventory = rackboot_boot::Inventory::load(store.clone()).await?;
+
+        // Bind everything before starting anything, so a port in use fails the
+        // start instead of leaving half a server running.
+        let http_listener = match config.listen.http {
+            Toggle::On(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding HTTP on {addr}"))?,
+            ),
+            Toggle::Off => None,
+        };
+        let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let tftp_socket = match config.listen.tftp {
+            Toggle::On(addr) => Some(
+                tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .with_context(|| format!("binding TFTP on {addr}"))?,
+            ),
+            Toggle::Off => None,
+        };
+        let tftp_addr = tftp_socket.as_ref().map(|s| s.local_addr()).transpose()?;
+        let dhcp_sockets = match &config.dhcp {
+            Some(dhcp) => {
+                let iface = config
+                    .interface
+                    .clone()
+                    .context("the [dhcp] section needs `interface` (the provisioning interface)")?;
+                let ip = server_ip.context(
+                    "DHCP needs the server address: set server_ip or an interface with IPv4",
+                )?;
+                Some(
+                    rackboot_dhcp::DhcpSockets::bind(&iface, ip, dhcp)
+                        .with_context(|| format!("binding DHCP on {iface}"))?,
+                )
+            }
+            None => None,
+        };
+
+        let mut boot_config = config.boot.clone();
+        if let Some(addr) = http_addr {
+            boot_config.http_port = addr.port();
+        }
+        // UEFI HTTP-boot clients fetch iPXE over HTTP: default to Debian's copies.
+        if !boot_config.loader_dir.is_dir() && Path::new("/usr/lib/ipxe").is_dir() {
+            boot_config.loader_dir = PathBuf::from("/usr/lib/ipxe");
+        }
+        let boot =
+            rackboot_boot::BootService::new(inventory.clone(), boot_config.clone(), events.clone())
+                .context("in [boot]")?;
+
+        let mut services = Vec::new();
+        if let Some(listener) = http_listener {
+            let mut api_state = rackboot_api::ApiState::new(
+                inventory.clone(),
+                events.clone(),
+                rackboot_api::AuthConfig::new([admin_token.clone()]),
+            );
+            api_state.metrics = metrics.clone();
+            api_state.shutdown = shutdown.clone();
+            api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
+            api_state.status = Arc::new(rackboot_api::StatusInfo {
+                services: service_infos(&config, http_addr, tftp_addr),
+                ..rackboot_api::StatusInfo::default()
+            });
+            let app = rackboot_boot::router(boot.clone()).merge(rackboot_api::router(api_state));
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+                    .context("HTTP server")
+            });
+            services.push("http");
+        }
+
+        if let Some(socket) = tftp_socket {
+            let tftp_config = tftp_config_with_loaders(&config.tftp, &boot_config);
+            let (content, hub, stop) = (boot.clone(), events.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                rackboot_tftp::run(socket, tftp_config, content, hub, stop)
+                    .await
+                    .context("TFTP server")
+            });
+            services.push("tftp");
+        }
+
+        if let (Some(sockets), Some(dhcp)) = (dhcp_sockets, config.dhcp.clone()) {
+            let (store, hub, responder, stop) = (
+                store.clone(),
+                events.clone(),
+                boot.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                rackboot_dhcp::run(sockets, dhcp, store, hub, responder, stop)
+                    .await
+                    .context("DHCP server")
+            });
+            services.push("dhcp");
+        }
+
+        events.emit(
+            NewEvent::new(
+                EventKind::ServiceStarted,
+                format!(
+                    "rackboot {} started: {} (store {})",
+                    env!("CARGO_PKG_VERSION"),
+                    services.join(", "),
+                    store.backend()
+                ),
+            )
+            .data(serde_json::json!({
+                "services": services,
+                "http": http_addr.map(|a| a.to_string()),
+                "tftp": tftp_addr.map(|a| a.to_string()),
+            })),
+        );
+        tracing::info!(?http_addr, ?tftp_addr, services = ?services, "rackboot serving");
+        Ok(Server {
+            http_addr,
+            tftp_addr,
+            admin_token,
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// Runs until shutdown or until a service fails (which stops the others).
+    pub async fn wait(mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!("{e:#}");
+                first_error.get_or_insert(e);
+                self.shutdown.cancel();
+            } else if !self.shutdown.is_cancelled() && self.tasks.len() <= 1 {
+                // Everything but the event log stopped on its own.
+                self.shutdown.cancel();
+            }
+            if self.shutdown.is_cancelled() {
+                // Give services a moment to finish, then leave.
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while self.tasks.join_next().await.is_some() {}
+                })
+                .await;
+                break;
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Debian's loader files, served over TFTP under their usual names unless the
+/// config maps those names itself.
+pub const DEBIAN_LOADERS: &[(&str, &str)] = &[
+    ("undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe"),
+    ("ipxe.efi", "/usr/lib/ipxe/ipxe.efi"),
+    ("snponly.efi", "/usr/lib/ipxe/snponly.efi"),
+    ("pxelinux.0", "/usr/lib/PXELINUX/pxelinux.0"),
+    ("ldlinux.c32", "/usr/lib/syslinux/modules/bios/ldlinux.c32"),
+    ("menu.c32", "/usr/lib/syslinux/modules/bios/menu.c32"),
+    ("libutil.c32", "/usr/lib/syslinux/modules/bios/libutil.c32"),
+    (
+        "grubx64.efi",
+        "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+    ),
+];
+
+/// The TFTP config the server runs with: the operator's, plus Debian's loaders
+/// under their usual names and the asset directory under its TFTP prefix (pxelinux
+/// and GRUB fetch kernels over TFTP).
+fn tftp_config_with_loaders(
+    tftp: &rackboot_tftp::TftpConfig,
+    boot: &rackboot_boot::BootConfig,
+) -> rackboot_tftp::TftpConfig {
+    let mut tftp = tftp.clone();
+    for (name, path) in DEBIAN_LOADERS {
+        let path = Path::new(path);
+        if path.is_file() {
+            tftp.files
+                .entry(name.to_string())
+                .or_insert_with(|| path.to_path_buf());
+        }
+    }
+    if !boot.tftp_asset_prefix.is_empty() && boot.asset_dir.is_dir() {
+        tftp.dirs
+            .entry(boot.tftp_asset_prefix.clone())
+            .or_insert_with(|| boot.asset_dir.clone());
+    }
+    tftp
+}
+
+fn service_infos(
+    config: &Config,
+    http: Option<SocketAddr>,
+    tftp: Option<SocketAddr>,
+) -> Vec<rackboot_api::ServiceInfo> {
+    let info = |name: &str, detail: Option<String>| rackboot_api::ServiceInfo {
+        name: name.into(),
+        enabled: detail.is_some(),
+        detail,
+    };
+    vec![
+        info("http", http.map(|a| format!("listening on {a}"))),
+        info("tftp", tftp.map(|a| format!("listening on {a}"))),
+        info(
+            "dhcp",
+            config.dhcp.as_ref().map(|d| {
+                format!(
+                    "{} on {}",
+                    match d.mode {
+                        rackboot_dhcp::DhcpMode::Full => "full",
+                        rackboot_dhcp::DhcpMode::Proxy => "proxy",
+                    },
+                    config.interface.as_deref().unwrap_or("?")
+                )
+            }),
+        ),
+    ]
+}
