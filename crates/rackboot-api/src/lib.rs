@@ -1,1 +1,130 @@
-//! REST API (/api/v1), OpenAPI document, server-sent events, Prometheus metrics, token auth.
+//! REST API (/api/v1), OpenAPI document, server-sent events, Prometheus metrics,
+//! token auth.
+//!
+//! [`router`] builds the whole HTTP surface from an [`ApiState`]; [`run`] serves
+//! it on a listener until shutdown. `/api/v1/*` needs `Authorization: Bearer
+//! <token>`; `/api/openapi.json` and `/metrics` are open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rackboot_boot::Inventory;
+use rackboot_core::{EventHub, Profile};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod machines;
+pub mod openapi;
+pub mod ops;
+pub mod profiles;
+pub mod selectors;
+
+pub use auth::AuthConfig;
+pub use error::{ApiError, ErrorBody};
+pub use openapi::openapi;
+pub use ops::{ServiceInfo, StatusInfo};
+
+/// Checks a profile's templates before it is stored; `Err` is shown to the
+/// operator as a 400, so it should name the field (`cmdline: ...`).
+pub type TemplateValidator = Arc<dyn Fn(&Profile) -> Result<(), String> + Send + Sync>;
+
+/// Everything the handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store (via `inventory.store()`) and the boot cache, reloaded after every write.
+    pub inventory: Arc<Inventory>,
+    pub events: EventHub,
+    pub auth: Arc<AuthConfig>,
+    /// `/metrics` answers 404 when `None`. Calling `run_upkeep` is the owner's job.
+    pub metrics: Option<PrometheusHandle>,
+    pub status: Arc<StatusInfo>,
+    pub validate_templates: TemplateValidator,
+    /// Ends open event streams, so a graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keep_alive: Duration,
+}
+
+impl ApiState {
+    /// State with no metrics, default status, templates unchecked (only
+    /// `Profile::validate` runs) and a 15 s SSE keep-alive.
+    pub fn new(inventory: Arc<Inventory>, events: EventHub, auth: AuthConfig) -> ApiState {
+        ApiState {
+            inventory,
+            events,
+            auth: Arc::new(auth),
+            metrics: None,
+            status: Arc::new(StatusInfo::default()),
+            validate_templates: Arc::new(|_| Ok(())),
+            shutdown: CancellationToken::new(),
+            sse_keep_alive: events::DEFAULT_KEEP_ALIVE,
+        }
+    }
+}
+
+/// The API's routes. Merge it with other routers or serve it with [`run`].
+pub fn router(state: ApiState) -> Router {
+    let (v1, _) = openapi::v1_routes().split_for_parts();
+    let (open, _) = openapi::open_routes().split_for_parts();
+    v1.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ))
+    .merge(open)
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(middleware::from_fn(count_requests))
+    .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` is cancelled; open event
+/// streams end at shutdown.
+pub async fn run(
+    listener: TcpListener,
+    mut state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    state.shutdown = shutdown.clone();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "api listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(ErrorBody {
+            error: format!("{method} is not allowed on {}", uri.path()),
+        }),
+    )
+        .into_response()
+}
+
+async fn count_requests(req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    metrics::counter!(
+        "rackboot_api_requests_total",
+        "method" => method,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}

@@ -1,0 +1,128 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! annotations and the core types' `ToSchema`. The routes registered here are
+//! the routes served, so the document cannot drift from the router.
+
+use std::sync::LazyLock;
+
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{ApiState, events, machines, ops, profiles, selectors};
+
+const BEARER: &str = "bearer";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "rackboot API",
+        version = "1",
+        description = "Operator API of rackboot, a bare-metal provisioning server. Every `/api/v1` \
+            operation needs `Authorization: Bearer <token>`. Errors are `{\"error\": \"message\"}`: \
+            400 bad input (the message names the field), 401 missing or wrong token, 404 not found, \
+            409 conflict.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    tags(
+        (name = "machines", description = "Enrolled and discovered machines, their boot intent and timeline"),
+        (name = "profiles", description = "Bootable kernels and iPXE scripts"),
+        (name = "selectors", description = "Rules choosing a profile for a machine"),
+        (name = "events", description = "Event log and live stream"),
+        (name = "ops", description = "Status, leases, metrics and this document"),
+    ),
+    components(schemas(crate::error::ErrorBody)),
+)]
+struct ApiDoc;
+
+/// Routes that need a bearer token.
+pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(machines::list_machines, machines::create_machine))
+        .routes(routes!(
+            machines::get_machine,
+            machines::patch_machine,
+            machines::delete_machine
+        ))
+        .routes(routes!(machines::set_boot))
+        .routes(routes!(machines::machine_timeline))
+        .routes(routes!(profiles::list_profiles))
+        .routes(routes!(
+            profiles::get_profile,
+            profiles::put_profile,
+            profiles::delete_profile
+        ))
+        .routes(routes!(selectors::list_selectors))
+        .routes(routes!(
+            selectors::get_selector,
+            selectors::put_selector,
+            selectors::delete_selector
+        ))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(ops::status))
+        .routes(routes!(ops::list_leases))
+}
+
+/// Routes open to anyone: metrics scrapers and API tooling.
+pub(crate) fn open_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json))
+}
+
+/// The whole document: token routes marked as needing the bearer scheme and
+/// answering 401 without it, then the open routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = v1_routes().split_for_parts();
+    let unauthorized = ResponseBuilder::new()
+        .description("Missing or wrong bearer token")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            op.responses
+                .responses
+                .insert("401".to_string(), unauthorized.clone().into());
+        }
+    }
+    let (_, open) = open_routes().split_for_parts();
+    doc.merge(open);
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "One of the API tokens from the rackboot configuration",
+                    ))
+                    .build(),
+            ),
+        );
+    doc
+}
+
+/// The document as served, rendered once.
+pub(crate) static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
+    openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot render OpenAPI document: {e}\"}}"))
+});

@@ -1,0 +1,131 @@
+//! Operational endpoints: server status, DHCP leases, Prometheus metrics and the
+//! OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use rackboot_core::{Lease, LeaseState};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::ApiState;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+/// One service of the rackboot process and whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ServiceInfo {
+    /// `dhcp`, `tftp`, `boot_http`, `api`...
+    pub name: String,
+    pub enabled: bool,
+    /// Mode or listen address, for people: "proxy on 10.77.0.1:67".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What the binary knows about itself, shown by `/api/v1/status`.
+#[derive(Debug, Clone)]
+pub struct StatusInfo {
+    pub version: String,
+    pub services: Vec<ServiceInfo>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Default for StatusInfo {
+    fn default() -> Self {
+        StatusInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            services: Vec::new(),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Counts {
+    pub machines: usize,
+    pub profiles: usize,
+    pub selectors: usize,
+    /// Every lease row, whatever its state.
+    pub leases: usize,
+    pub leases_bound: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Status {
+    pub version: String,
+    /// Store backend: `sqlite` or `postgres`.
+    pub backend: String,
+    pub services: Vec<ServiceInfo>,
+    pub started_at: DateTime<Utc>,
+    pub counts: Counts,
+    /// Events lost because the persist queue was full since start.
+    pub events_dropped: u64,
+}
+
+/// Version, store backend, services and inventory counts.
+#[utoipa::path(get, path = "/api/v1/status", tag = "ops",
+    responses((status = 200, body = Status)))]
+pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<Status>> {
+    let store = state.inventory.store();
+    let snapshot = state.inventory.snapshot();
+    let leases = store.list_leases().await?;
+    Ok(Json(Status {
+        version: state.status.version.clone(),
+        backend: store.backend().to_string(),
+        services: state.status.services.clone(),
+        started_at: state.status.started_at,
+        counts: Counts {
+            machines: snapshot.machines.len(),
+            profiles: snapshot.profiles.len(),
+            selectors: snapshot.selectors.len(),
+            leases: leases.len(),
+            leases_bound: leases
+                .iter()
+                .filter(|l| l.state == LeaseState::Bound)
+                .count(),
+        },
+        events_dropped: state.events.dropped(),
+    }))
+}
+
+/// DHCP leases, by address.
+#[utoipa::path(get, path = "/api/v1/leases", tag = "ops",
+    responses((status = 200, body = Vec<Lease>)))]
+pub async fn list_leases(State(state): State<ApiState>) -> ApiResult<Json<Vec<Lease>>> {
+    let mut leases = state.inventory.store().list_leases().await?;
+    leases.sort_by_key(|l| l.ip);
+    Ok(Json(leases))
+}
+
+/// Prometheus metrics in the text exposition format. Not authenticated, like
+/// most exporters: put it behind a firewall if counters are sensitive.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 404, description = "Metrics are not enabled", body = ErrorBody),
+    ))]
+pub async fn metrics(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
+    let handle = state
+        .metrics
+        .as_ref()
+        .ok_or_else(|| ApiError::Disabled("metrics are not enabled".into()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    ))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "ops",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::OPENAPI_JSON.as_str(),
+    )
+}

@@ -1,0 +1,153 @@
+//! Test harness: the real router over an in-memory SQLite store, with an event
+//! persist task like the binary's (store a batch, then publish it).
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use rackboot_api::{ApiState, AuthConfig, router};
+use rackboot_boot::Inventory;
+use rackboot_core::{Event, EventHub, NewEvent};
+use rackboot_store::{EventFilter, Store};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+pub struct Harness {
+    pub state: ApiState,
+    pub store: Arc<dyn Store>,
+    pub hub: EventHub,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Harness::with_capacity(1024).await
+    }
+
+    /// `capacity` bounds the persist queue and each live subscriber's backlog.
+    pub async fn with_capacity(capacity: usize) -> Harness {
+        let store = rackboot_store::open_sqlite_in_memory()
+            .await
+            .expect("store");
+        let inventory = Inventory::load(store.clone()).await.expect("inventory");
+        let (hub, mut queue) = EventHub::new(capacity);
+        let persist_store = store.clone();
+        let persist_hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = queue.next_batch(256).await {
+                let stored = persist_store
+                    .append_events(batch)
+                    .await
+                    .expect("append events");
+                persist_hub.publish(stored);
+            }
+        });
+        let state = ApiState::new(
+            inventory,
+            hub.clone(),
+            AuthConfig::new([TOKEN, "second-token"]),
+        );
+        Harness { state, store, hub }
+    }
+
+    pub fn app(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Sends one request with the test token and returns status and JSON body
+    /// (`Value::Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_raw(method, uri, body.map(|b| b.to_string()), Some(TOKEN))
+            .await
+    }
+
+    pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, uri, None).await
+    }
+
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.app().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{status}: body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    /// Waits until the store holds at least `n` events, and returns them all.
+    pub async fn stored_events(&self, n: usize) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self
+                .store
+                .list_events(&EventFilter::default())
+                .await
+                .unwrap();
+            if events.len() >= n {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} events stored",
+                events.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn emit(&self, event: NewEvent) {
+        self.hub.emit(event);
+    }
+}
+
+/// A profile body that passes validation.
+pub fn kernel_profile() -> Value {
+    serde_json::json!({
+        "description": "Debian 12 installer",
+        "kernel": "debian/linux",
+        "initrds": ["debian/initrd.gz"],
+        "cmdline": "auto=true hostname={{ machine.name }}",
+    })
+}
+
+pub fn error_of(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"))
+}
