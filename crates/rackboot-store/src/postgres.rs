@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rackboot_core::{Event, Lease, MacAddr, Machine, MachineId, NewEvent, Profile, Selector};
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 
 use crate::codec;
 use crate::{
@@ -42,10 +42,21 @@ impl PgStore {
                 source: e,
             }
         };
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| open_err("parsing URL")(e.into()))?;
+        // One direct attempt first: the pool retries refused connections until
+        // its acquire timeout, which would turn a typo into a 10 s hang.
+        sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| open_err("connecting")(e.into()))?
+            .close()
+            .await
+            .ok();
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(|e| open_err("connecting")(e.into()))?;
         MIGRATOR

@@ -581,28 +581,38 @@ impl Store for SqliteStore {
         if leases.is_empty() {
             return Ok(());
         }
+        // The whole batch is one JSON array bound to one fixed, cached statement:
+        // a single call into SQLite's worker thread instead of one per row.
+        let rows: Vec<serde_json::Value> = dedup_leases(leases)
+            .into_iter()
+            .map(|l| {
+                serde_json::json!([
+                    l.ip.to_string(),
+                    l.mac.map(|m| m.to_string()),
+                    l.client_id,
+                    l.hostname,
+                    l.state.as_str(),
+                    codec::millis(l.expires_at),
+                    l.subnet,
+                    codec::millis(l.updated_at),
+                ])
+            })
+            .collect();
         let mut tx = self.begin_write().await?;
-        // Same SQL text every row: sqlx prepares it once per connection and reuses it.
-        for l in dedup_leases(leases) {
-            sqlx::query(
-                "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
-                 hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
-                 subnet = excluded.subnet, updated_at = excluded.updated_at",
-            )
-            .bind(l.ip.to_string())
-            .bind(l.mac.map(|m| m.to_string()))
-            .bind(&l.client_id)
-            .bind(&l.hostname)
-            .bind(l.state.as_str())
-            .bind(codec::millis(l.expires_at))
-            .bind(&l.subnet)
-            .bind(codec::millis(l.updated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("writing leases"))?;
-        }
+        // `WHERE true` resolves SQLite's INSERT ... SELECT ... ON CONFLICT parsing ambiguity.
+        sqlx::query(
+            "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+                    value ->> 6, value ->> 7 \
+             FROM json_each($1) WHERE true \
+             ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
+             hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
+             subnet = excluded.subnet, updated_at = excluded.updated_at",
+        )
+        .bind(codec::json_text(&rows))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("writing leases"))?;
         tx.commit().await.map_err(backend("committing leases"))
     }
 
@@ -640,27 +650,55 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let events: Vec<NewEvent> = events
+            .into_iter()
+            .map(|mut e| {
+                e.at = truncate_ms(e.at);
+                e
+            })
+            .collect();
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                serde_json::json!([
+                    codec::millis(e.at),
+                    e.kind.as_str(),
+                    e.machine.map(|m| m.to_string()),
+                    e.mac.map(|m| m.to_string()),
+                    e.message,
+                    e.data,
+                ])
+            })
+            .collect();
         let mut tx = self.begin_write().await?;
-        let mut out = Vec::with_capacity(events.len());
-        for mut e in events {
-            e.at = truncate_ms(e.at);
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO events (at, kind, machine_id, mac, message, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(codec::millis(e.at))
-            .bind(e.kind.as_str())
-            .bind(e.machine.map(|m| m.to_string()))
-            .bind(e.mac.map(|m| m.to_string()))
-            .bind(&e.message)
-            .bind(codec::json_text(&e.data))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend("appending events"))?;
-            out.push(e.with_id(id));
-        }
+        // json_each yields rows in array order and the single writer takes ids in
+        // insertion order; RETURNING's order is unspecified, so sort the ids.
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO events (at, kind, machine_id, mac, message, data) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5 \
+             FROM json_each($1) ORDER BY key RETURNING id",
+        )
+        .bind(codec::json_text(&rows))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend("appending events"))?;
         tx.commit().await.map_err(backend("committing events"))?;
-        Ok(out)
+        ids.sort_unstable();
+        if ids.len() != events.len() {
+            return Err(StoreError::Corrupt {
+                table: "events",
+                detail: format!(
+                    "inserted {} events but got {} ids back",
+                    events.len(),
+                    ids.len()
+                ),
+            });
+        }
+        Ok(events
+            .into_iter()
+            .zip(ids)
+            .map(|(e, id)| e.with_id(id))
+            .collect())
     }
 
     async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
