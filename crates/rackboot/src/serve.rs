@@ -187,9 +187,6 @@ async fn persist_events(mut queue: EventPersistQueue, hub: EventHub, store: Arc<
 
 /// A running server: its tasks and the token that stops them.
 pub struct Server {
-    pub http_addr: Option<SocketAddr>,
-    pub tftp_addr: Option<SocketAddr>,
-    pub admin_token: String,
     tasks: tokio::task::JoinSet<Result<()>>,
     shutdown: CancellationToken,
 }
@@ -344,13 +341,7 @@ impl Server {
             })),
         );
         tracing::info!(?http_addr, ?tftp_addr, services = ?services, "rackboot serving");
-        Ok(Server {
-            http_addr,
-            tftp_addr,
-            admin_token,
-            tasks,
-            shutdown,
-        })
+        Ok(Server { tasks, shutdown })
     }
 
     /// Runs until shutdown or until a service fails (which stops the others).
