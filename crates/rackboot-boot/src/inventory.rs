@@ -19,7 +19,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(machines: Vec<Machine>, profiles: Vec<Profile>, selectors: Vec<Selector>) -> Snapshot {
+    pub fn new(
+        machines: Vec<Machine>,
+        profiles: Vec<Profile>,
+        selectors: Vec<Selector>,
+    ) -> Snapshot {
         let mut by_mac = HashMap::new();
         let mut by_uuid = HashMap::new();
         for (i, m) in machines.iter().enumerate() {
@@ -51,6 +55,9 @@ impl Snapshot {
 pub struct Inventory {
     store: Arc<dyn Store>,
     current: RwLock<Arc<Snapshot>>,
+    /// Serialises reloads: a reload that starts after a write reads after every
+    /// earlier reload has published, so an older read never replaces a newer one.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Inventory {
@@ -59,6 +66,7 @@ impl Inventory {
         let inv = Arc::new(Inventory {
             store,
             current: RwLock::new(Arc::new(Snapshot::default())),
+            reloading: tokio::sync::Mutex::new(()),
         });
         inv.reload().await?;
         Ok(inv)
@@ -66,17 +74,22 @@ impl Inventory {
 
     /// Re-reads the store. Call after every write to machines, profiles or selectors.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let snap = Snapshot::new(
             self.store.list_machines().await?,
             self.store.list_profiles().await?,
             self.store.list_selectors().await?,
         );
-        *self.current.write().expect("inventory lock poisoned") = Arc::new(snap);
+        // A poisoned lock only means a reader panicked; the Arc inside is still whole.
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
         Ok(())
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().expect("inventory lock poisoned").clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

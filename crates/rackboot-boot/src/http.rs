@@ -1,0 +1,355 @@
+//! The boot HTTP server: per-machine iPXE scripts and GRUB/pxelinux configs
+//! rendered on request, loader binaries for UEFI HTTP boot, and assets
+//! (kernels, initrds, images) with Range support.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use metrics::counter;
+use rackboot_core::{EventHub, EventKind, MacAddr, NewEvent};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::config::is_safe_url_text;
+use crate::render::{BootPlan, ServerUrls, render_grub, render_ipxe, render_pxelinux};
+use crate::service::BootService;
+
+/// Routes of the boot HTTP server:
+/// - `GET /boot/ipxe/{mac}`: the machine's iPXE script (an unknown MAC is recorded
+///   under the discover policy and gets the discovery script);
+/// - `GET /boot/grub/{mac}`, `GET /boot/pxelinux/{mac}`: the same intent as GRUB or
+///   pxelinux config (the pxelinux one is for debugging and records nothing);
+/// - `GET /boot/loader/{name}`: a configured loader file (UEFI HTTP boot);
+/// - `GET|HEAD /assets/{*path}`: files under `asset_dir`, with Range requests.
+pub fn router(service: Arc<BootService>) -> Router {
+    Router::new()
+        .route("/boot/ipxe/{mac}", get(ipxe_script))
+        .route("/boot/grub/{mac}", get(grub_config))
+        .route("/boot/pxelinux/{mac}", get(pxelinux_config))
+        .route("/boot/loader/{*name}", get(loader))
+        .route("/assets/{*path}", get(asset))
+        .with_state(service)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<BootService>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            // Scripts follow the machine's intent, which changes: never cache.
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The base URL the client used: `public_url`, else its `Host` header (the DHCP
+/// reply told it `http://IP:PORT/...`). The host goes into scripts, so it must be
+/// plain host[:port] text.
+/// A refusal: status and a one-line reason, sent as text.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        text(self.0, self.1)
+    }
+}
+
+fn base_url(service: &BootService, headers: &HeaderMap) -> Result<String, Refusal> {
+    if let Some(url) = &service.config().public_url {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains('/') && is_safe_url_text(h))
+        .ok_or_else(|| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                "missing or invalid Host header (or set boot.public_url)\n".into(),
+            )
+        })?;
+    Ok(format!("http://{host}"))
+}
+
+fn parse_mac(s: &str) -> Result<MacAddr, Refusal> {
+    s.parse::<MacAddr>()
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{e}\n")))
+}
+
+type Renderer = fn(&rackboot_core::Machine, MacAddr, &BootPlan, &ServerUrls) -> String;
+
+fn script(
+    service: &BootService,
+    headers: &HeaderMap,
+    mac: &str,
+    format: &'static str,
+    record: bool,
+    render: Renderer,
+) -> Response {
+    let (mac, base) = match (parse_mac(mac), base_url(service, headers)) {
+        (Ok(mac), Ok(base)) => (mac, base),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let snapshot = service.inventory().snapshot();
+    let resolved = service.resolve(&snapshot, mac, None, None, record);
+    let body = render(
+        &resolved.machine,
+        mac,
+        &resolved.plan,
+        &service.server_urls(&base),
+    );
+    counter!("rackboot_boot_scripts_served_total", "format" => format).increment(1);
+    let mut event = NewEvent::new(
+        EventKind::ScriptServed,
+        format!(
+            "served {format} script to {} ({mac}) over http: {}",
+            resolved.machine.name,
+            resolved.plan.kind()
+        ),
+    )
+    .mac(mac)
+    .data(json!({
+        "format": format,
+        "via": "http",
+        "intent": crate::service::intent_kind(&resolved.machine.intent),
+        "plan": resolved.plan.kind(),
+        "profile": match &resolved.plan { BootPlan::Profile(p) => Some(p.name.clone()), _ => None },
+        "known": resolved.known,
+    }));
+    if resolved.known {
+        event = event.machine(resolved.machine.id);
+    }
+    service.events().emit(event);
+    text(StatusCode::OK, body)
+}
+
+async fn ipxe_script(
+    State(service): State<Arc<BootService>>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    script(&service, &headers, &mac, "ipxe", true, render_ipxe)
+}
+
+async fn grub_config(
+    State(service): State<Arc<BootService>>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    script(&service, &headers, &mac, "grub", true, render_grub)
+}
+
+async fn pxelinux_config(
+    State(service): State<Arc<BootService>>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    script(&service, &headers, &mac, "pxelinux", false, render_pxelinux)
+}
+
+async fn loader(
+    State(service): State<Arc<BootService>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    // Only the configured loader names: this is not a window onto the TFTP root.
+    if !service.config().loader_names().contains(&name.as_str()) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no loader named {name:?} is configured\n"),
+        );
+    }
+    let path = service.config().loader_dir.join(&name);
+    if tokio::fs::metadata(&path).await.is_err() {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "loader {name:?} is configured but {} is missing\n",
+                path.display()
+            ),
+        );
+    }
+    match ServeFile::new(path).oneshot(req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(never) => match never {},
+    }
+}
+
+/// `..` and `.` segments are refused outright (axum has already percent-decoded
+/// `path`, so `%2e%2e` is caught too); ServeDir checks again.
+fn is_clean_asset_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && !path.contains('\\')
+        && path.split('/').all(|seg| seg != ".." && seg != ".")
+}
+
+async fn asset(
+    State(service): State<Arc<BootService>>,
+    Path(path): Path<String>,
+    mut req: Request,
+) -> Response {
+    if !is_clean_asset_path(&path) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "asset paths may not contain '.' or '..' segments\n".into(),
+        );
+    }
+    // Hand ServeDir the still-encoded path below /assets; it decodes and confines it.
+    let raw = req.uri().path().strip_prefix("/assets").unwrap_or("/");
+    let Ok(uri) = raw.parse::<Uri>() else {
+        return text(StatusCode::BAD_REQUEST, "invalid asset path\n".into());
+    };
+    *req.uri_mut() = uri;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .map(str::to_string);
+    let is_get = req.method() == Method::GET;
+    let resp = match ServeDir::new(&service.config().asset_dir)
+        .oneshot(req)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let status = resp.status();
+    if status == StatusCode::NOT_FOUND {
+        return text(StatusCode::NOT_FOUND, format!("no asset {path:?}\n"));
+    }
+    let report = (is_get && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT))
+        .then(|| AssetReport {
+            events: service.events().clone(),
+            path,
+            range,
+            status: status.as_u16(),
+        });
+    let (mut parts, body) = resp.into_parts();
+    parts
+        .headers
+        .entry(header::ACCEPT_RANGES)
+        .or_insert(HeaderValue::from_static("bytes"));
+    Response::from_parts(
+        parts,
+        Body::new(CountingBody {
+            inner: Body::new(body),
+            sent: 0,
+            report,
+        }),
+    )
+}
+
+/// What to say about an asset response once it is over.
+struct AssetReport {
+    events: EventHub,
+    path: String,
+    range: Option<String>,
+    status: u16,
+}
+
+/// Counts the bytes actually sent and reports once, when the body ends or is
+/// dropped (client gone): one event per response, not per chunk.
+struct CountingBody {
+    inner: Body,
+    sent: u64,
+    report: Option<AssetReport>,
+}
+
+impl CountingBody {
+    fn finish(&mut self, complete: bool) {
+        let Some(r) = self.report.take() else { return };
+        counter!("rackboot_boot_asset_bytes_total").increment(self.sent);
+        counter!("rackboot_boot_assets_served_total").increment(1);
+        let range = r
+            .range
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        r.events.emit(
+            NewEvent::new(
+                EventKind::AssetServed,
+                format!("sent {} bytes of {}{range}", self.sent, r.path),
+            )
+            .data(json!({
+                "path": r.path,
+                "bytes": self.sent,
+                "range": r.range,
+                "status": r.status,
+                "complete": complete,
+            })),
+        );
+    }
+}
+
+impl HttpBody for CountingBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        // Hyper may stop polling once is_end_stream() says so; what was sent is complete
+        // when the inner body has nothing left.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+/// The URL of a machine's iPXE script, as handed to iPXE clients in DHCP.
+pub fn ipxe_script_url(base_url: &str, mac: MacAddr) -> String {
+    format!(
+        "{}/boot/ipxe/{}",
+        base_url.trim_end_matches('/'),
+        mac.dashed()
+    )
+}

@@ -1,0 +1,805 @@
+//! Rendering a machine's boot intent into iPXE scripts, pxelinux configs and
+//! GRUB configs. Everything here is pure: (machine, plan, server URLs) in, text
+//! out. A rendering problem never yields half a script: the whole output is
+//! replaced by one that prints the problem and hands over to the next boot device.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock};
+
+use minijinja::value::{Object, Value};
+use minijinja::{Environment, UndefinedBehavior};
+use rackboot_core::selector::select;
+use rackboot_core::{BootIntent, LoaderKind, MacAddr, Machine, Menu, Profile};
+
+use crate::Snapshot;
+
+/// Where the client reaches rackboot, as seen from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrls {
+    /// `10.77.0.1:8080`: the `server` template variable.
+    pub server: String,
+    /// `http://10.77.0.1:8080`, no trailing '/': the `base_url` template variable.
+    /// iPXE fetches relative assets from `<base_url>/assets/<path>`.
+    pub base_url: String,
+    /// Absolute TFTP directory where the asset dir is exposed (`/assets`, or `` for
+    /// the root); pxelinux and GRUB fetch relative assets from `<tftp_assets>/<path>`.
+    pub tftp_assets: String,
+}
+
+impl ServerUrls {
+    /// From a base URL (`http://host:port`) and the configured TFTP asset prefix.
+    pub fn new(base_url: &str, tftp_asset_prefix: &str) -> ServerUrls {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let server = base_url
+            .strip_prefix("http://")
+            .unwrap_or(&base_url)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let prefix = tftp_asset_prefix.trim_matches('/');
+        let tftp_assets = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{prefix}")
+        };
+        ServerUrls {
+            server,
+            base_url,
+            tftp_assets,
+        }
+    }
+}
+
+/// What a machine boots, resolved from its intent against the inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BootPlan {
+    /// Boot this profile.
+    Profile(Profile),
+    /// Leave network boot; the firmware boots the next device (the local disk).
+    LocalDisk,
+    /// Nothing to boot from the network (discovery without a discovery profile):
+    /// say why and leave network boot.
+    NextDevice { reason: String },
+    /// A menu of profiles with local disk.
+    Menu(MenuPlan),
+    /// Cannot boot as asked: print the message, pause, leave network boot.
+    Error { message: String },
+}
+
+/// A menu whose entries are resolved to profiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MenuPlan {
+    pub title: String,
+    pub entries: Vec<(String, Profile)>,
+    /// Entries left out because their profile does not exist, as notes for the rendered file.
+    pub skipped: Vec<String>,
+    /// Index into `entries` booted on timeout; `None` is local disk.
+    pub default: Option<usize>,
+    pub timeout_secs: u32,
+}
+
+impl BootPlan {
+    /// Short name for events and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BootPlan::Profile(_) => "profile",
+            BootPlan::LocalDisk => "local_disk",
+            BootPlan::NextDevice { .. } => "next_device",
+            BootPlan::Menu(_) => "menu",
+            BootPlan::Error { .. } => "error",
+        }
+    }
+
+    /// The first-stage loader this plan needs: the profile's, a menu's when all its
+    /// entries agree, iPXE otherwise (iPXE can render every plan).
+    pub fn loader(&self) -> LoaderKind {
+        match self {
+            BootPlan::Profile(p) => p.loader,
+            BootPlan::Menu(m) => {
+                let mut loaders = m.entries.iter().map(|(_, p)| p.loader);
+                match loaders.next() {
+                    Some(first) if loaders.all(|l| l == first) => first,
+                    _ => LoaderKind::Ipxe,
+                }
+            }
+            _ => LoaderKind::Ipxe,
+        }
+    }
+}
+
+/// Resolves `machine.intent` against the inventory.
+pub fn plan_for(
+    machine: &Machine,
+    snapshot: &Snapshot,
+    discovery_profile: Option<&str>,
+) -> BootPlan {
+    let profile = |name: &str, why: &str| match snapshot.profiles.get(name) {
+        Some(p) => BootPlan::Profile(p.clone()),
+        None => BootPlan::Error {
+            message: format!(
+                "cannot boot {}: {why} profile \"{name}\" does not exist",
+                machine.name
+            ),
+        },
+    };
+    match &machine.intent {
+        BootIntent::LocalDisk => BootPlan::LocalDisk,
+        BootIntent::Discover => match discovery_profile {
+            Some(name) => profile(name, "discovery"),
+            None => BootPlan::NextDevice {
+                reason: format!(
+                    "{} is recorded; no discovery profile is configured, booting the next device",
+                    machine.name
+                ),
+            },
+        },
+        BootIntent::Profile { name: Some(name) } => profile(name, "its"),
+        BootIntent::Profile { name: None } => match select(&snapshot.selectors, machine) {
+            Some(sel) => profile(&sel.profile, &format!("selector \"{}\" names", sel.name)),
+            None => BootPlan::Error {
+                message: format!(
+                    "cannot boot {}: no selector matches it and its intent names no profile",
+                    machine.name
+                ),
+            },
+        },
+        BootIntent::Menu(menu) => BootPlan::Menu(menu_plan(&machine.name, menu, snapshot)),
+    }
+}
+
+/// Resolves a menu's entries; entries naming a missing profile are skipped with a note.
+pub fn menu_plan(for_whom: &str, menu: &Menu, snapshot: &Snapshot) -> MenuPlan {
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    for e in &menu.entries {
+        match snapshot.profiles.get(&e.profile) {
+            Some(p) => entries.push((e.label.clone().unwrap_or_else(|| p.name.clone()), p.clone())),
+            None => skipped.push(format!(
+                "menu entry \"{}\": profile does not exist",
+                e.profile
+            )),
+        }
+    }
+    let default = menu
+        .default
+        .as_ref()
+        .and_then(|d| entries.iter().position(|(_, p)| &p.name == d));
+    MenuPlan {
+        title: format!("rackboot: {for_whom}"),
+        entries,
+        skipped,
+        default,
+        timeout_secs: menu.timeout_secs,
+    }
+}
+
+/// A menu of every profile, by name, local disk default: for unknown machines when
+/// no menu is configured.
+pub fn all_profiles_menu(snapshot: &Snapshot, timeout_secs: u32) -> Menu {
+    let mut names: Vec<&String> = snapshot.profiles.keys().collect();
+    names.sort();
+    Menu {
+        entries: names
+            .into_iter()
+            .map(|n| rackboot_core::MenuEntry {
+                profile: n.clone(),
+                label: None,
+            })
+            .collect(),
+        default: None,
+        timeout_secs,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Templates
+
+/// Strict: a typo in a variable name is an error, not an empty string. Fuel bounds
+/// loops so a template cannot stall a boot-storm request.
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(100_000));
+    env
+});
+
+fn template_vars(machine: &Machine, mac: MacAddr, urls: &ServerUrls) -> Value {
+    template_vars_with_labels(machine, mac, urls, Value::from(machine.labels.clone()))
+}
+
+fn template_vars_with_labels(
+    machine: &Machine,
+    mac: MacAddr,
+    urls: &ServerUrls,
+    labels: Value,
+) -> Value {
+    let mut m = BTreeMap::new();
+    m.insert("name", Value::from(machine.name.clone()));
+    m.insert("id", Value::from(machine.id.to_string()));
+    m.insert(
+        "macs",
+        Value::from(
+            machine
+                .macs
+                .iter()
+                .map(|m| Value::from(m.to_string()))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    m.insert("labels", labels);
+    m.insert("uuid", Value::from(machine.uuid.map(|u| u.to_string())));
+    m.insert("arch", Value::from(machine.arch.map(|a| a.as_str())));
+    let mut vars = BTreeMap::new();
+    vars.insert("machine", Value::from(m));
+    vars.insert("mac", Value::from(mac.to_string()));
+    vars.insert("server", Value::from(urls.server.clone()));
+    vars.insert("base_url", Value::from(urls.base_url.clone()));
+    Value::from(vars)
+}
+
+fn render_template(
+    profile: &Profile,
+    field: &str,
+    source: &str,
+    vars: &Value,
+) -> Result<String, String> {
+    TEMPLATES
+        .render_str(source, vars.clone())
+        .map_err(|e| format!("profile \"{}\": {field} template: {e}", profile.name))
+}
+
+/// The kernel command line, one line.
+fn cmdline(profile: &Profile, vars: &Value) -> Result<String, String> {
+    let text = render_template(profile, "cmdline", &profile.cmdline, vars)?;
+    Ok(one_line(&text))
+}
+
+/// Newlines would start a new script line: a command line is one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Kernel and initrd references may not contain whitespace or control characters:
+/// they are single words in every format we render.
+fn check_ref(profile: &Profile, field: &str, r: &str) -> Result<(), String> {
+    if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "profile \"{}\": {field} {r:?} must be a URL or a path without spaces",
+            profile.name
+        ));
+    }
+    Ok(())
+}
+
+fn is_url(r: &str) -> bool {
+    r.contains("://")
+}
+
+/// Kernel and initrds of a kernel profile, checked.
+fn kernel_refs(profile: &Profile) -> Result<(&str, &[String]), String> {
+    let kernel = profile.kernel.as_deref().ok_or_else(|| {
+        format!(
+            "profile \"{}\" has no kernel (it is an iPXE script profile)",
+            profile.name
+        )
+    })?;
+    check_ref(profile, "kernel", kernel)?;
+    for i in &profile.initrds {
+        check_ref(profile, "initrd", i)?;
+    }
+    Ok((kernel, &profile.initrds))
+}
+
+/// Labels that answer every key, so validation accepts `machine.labels.rack`
+/// (a real machine without that label fails at render time, with a clear message).
+#[derive(Debug)]
+struct SampleLabels;
+
+impl Object for SampleLabels {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        key.as_str().map(|k| Value::from(format!("sample-{k}")))
+    }
+}
+
+/// Checks a profile's templates at upload time: syntax, variable names, and a
+/// render against a sample machine. The error names the field and the problem.
+pub fn validate_profile_templates(p: &Profile) -> Result<(), String> {
+    let mac: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x00, 0x00, 0x01]);
+    let mut machine = Machine::discovered(mac, None, Some(rackboot_core::Arch::Bios));
+    machine.name = "sample".into();
+    let urls = ServerUrls::new("http://192.0.2.1:8080", "assets");
+    let vars = template_vars_with_labels(&machine, mac, &urls, Value::from_object(SampleLabels));
+    cmdline(p, &vars)?;
+    if let Some(script) = &p.ipxe_script {
+        render_template(p, "ipxe_script", script, &vars)?;
+    }
+    if p.kernel.is_some() {
+        kernel_refs(p)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// iPXE
+
+/// Text for an iPXE `echo`/`item`: one line, no `${` settings expansion.
+fn ipxe_text(s: &str) -> String {
+    one_line(s).replace("${", "$ {")
+}
+
+fn ipxe_asset(r: &str, urls: &ServerUrls) -> String {
+    if is_url(r) {
+        r.to_string()
+    } else {
+        format!("{}/assets/{}", urls.base_url, r.trim_start_matches('/'))
+    }
+}
+
+fn ipxe_header(machine: &Machine, mac: MacAddr, what: &str) -> String {
+    format!("#!ipxe\n# rackboot: {} ({mac}) {what}\n", machine.name)
+}
+
+fn ipxe_error(machine: &Machine, mac: MacAddr, message: &str) -> String {
+    format!(
+        "{}echo rackboot: {}\necho rackboot: booting the next device in 10 seconds\nsleep 10\nexit 1\n",
+        ipxe_header(machine, mac, "cannot boot"),
+        ipxe_text(message)
+    )
+}
+
+/// Commands booting `profile` (no shebang): kernel with `initrd=` names, initrds, boot;
+/// or the rendered script of an iPXE-script profile.
+fn ipxe_profile_body(profile: &Profile, vars: &Value, urls: &ServerUrls) -> Result<String, String> {
+    if let Some(script) = &profile.ipxe_script {
+        let text = render_template(profile, "ipxe_script", script, vars)?;
+        let body = text
+            .strip_prefix("#!ipxe")
+            .map(|rest| rest.trim_start_matches(['\r', '\n']))
+            .unwrap_or(&text);
+        let mut body = body.to_string();
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        return Ok(body);
+    }
+    let (kernel, initrds) = kernel_refs(profile)?;
+    let args = cmdline(profile, vars)?;
+    let mut line = format!("kernel {}", ipxe_asset(kernel, urls));
+    for i in 0..initrds.len() {
+        write!(line, " initrd=initrd{i}").unwrap();
+    }
+    if !args.is_empty() {
+        write!(line, " {args}").unwrap();
+    }
+    let mut out = format!("{}\n", line.replace("${", "$ {"));
+    for (i, initrd) in initrds.iter().enumerate() {
+        writeln!(out, "initrd --name initrd{i} {}", ipxe_asset(initrd, urls)).unwrap();
+    }
+    out.push_str("boot\n");
+    Ok(out)
+}
+
+/// The iPXE script for `plan`.
+pub fn render_ipxe(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &ServerUrls) -> String {
+    let vars = template_vars(machine, mac, urls);
+    let result = match plan {
+        BootPlan::Profile(p) => ipxe_profile_body(p, &vars, urls).map(|body| {
+            format!(
+                "{}{body}",
+                ipxe_header(machine, mac, &format!("boots profile {}", p.name))
+            )
+        }),
+        BootPlan::LocalDisk => Ok(format!(
+            "{}echo rackboot: booting the local disk\nexit\n",
+            ipxe_header(machine, mac, "boots the local disk")
+        )),
+        BootPlan::NextDevice { reason } => Ok(format!(
+            "{}echo rackboot: {}\nexit\n",
+            ipxe_header(machine, mac, "has nothing to boot from the network"),
+            ipxe_text(reason)
+        )),
+        BootPlan::Error { message } => Ok(ipxe_error(machine, mac, message)),
+        BootPlan::Menu(menu) => ipxe_menu(machine, mac, menu, &vars, urls),
+    };
+    result.unwrap_or_else(|message| ipxe_error(machine, mac, &message))
+}
+
+fn ipxe_menu(
+    machine: &Machine,
+    mac: MacAddr,
+    menu: &MenuPlan,
+    vars: &Value,
+    urls: &ServerUrls,
+) -> Result<String, String> {
+    let mut out = ipxe_header(machine, mac, "gets a menu");
+    for note in &menu.skipped {
+        writeln!(out, "# skipped {}", one_line(note)).unwrap();
+    }
+    writeln!(out, "menu {}", ipxe_text(&menu.title)).unwrap();
+    out.push_str("item rackboot-local Boot the local disk\n");
+    for (i, (label, _)) in menu.entries.iter().enumerate() {
+        writeln!(out, "item rackboot-{i} {}", ipxe_text(label)).unwrap();
+    }
+    let default = menu
+        .default
+        .map(|i| format!("rackboot-{i}"))
+        .unwrap_or_else(|| "rackboot-local".into());
+    // iPXE reads --timeout 0 as "wait forever"; our 0 means "boot the default now".
+    let timeout_ms = (u64::from(menu.timeout_secs) * 1000).max(1);
+    writeln!(
+        out,
+        "choose --timeout {timeout_ms} --default {default} rackboot_choice || goto rackboot-local"
+    )
+    .unwrap();
+    out.push_str(
+        "goto ${rackboot_choice}\n\n:rackboot-local\necho rackboot: booting the local disk\nexit\n",
+    );
+    for (i, (_, profile)) in menu.entries.iter().enumerate() {
+        let body = ipxe_profile_body(profile, vars, urls)?;
+        write!(out, "\n:rackboot-{i}\n{body}exit\n").unwrap();
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// pxelinux
+
+fn pxelinux_asset(r: &str, urls: &ServerUrls) -> String {
+    if is_url(r) {
+        r.to_string()
+    } else {
+        format!("{}/{}", urls.tftp_assets, r.trim_start_matches('/'))
+    }
+}
+
+fn pxelinux_header(machine: &Machine, mac: MacAddr, what: &str) -> String {
+    format!("# rackboot: {} ({mac}) {what}\n", machine.name)
+}
+
+fn pxelinux_error(machine: &Machine, mac: MacAddr, message: &str) -> String {
+    // PROMPT 1 + TIMEOUT: pxelinux shows the message and waits 10 s before the default.
+    format!(
+        "{}SAY rackboot: {}\nSAY rackboot: booting the local disk in 10 seconds\nPROMPT 1\nTIMEOUT 100\nDEFAULT local\n\nLABEL local\n  LOCALBOOT 0\n",
+        pxelinux_header(machine, mac, "cannot boot"),
+        one_line(message)
+    )
+}
+
+/// `KERNEL`/`INITRD`/`APPEND` lines of a kernel profile.
+fn pxelinux_profile_body(
+    profile: &Profile,
+    vars: &Value,
+    urls: &ServerUrls,
+) -> Result<String, String> {
+    if profile.ipxe_script.is_some() {
+        return Err(format!(
+            "profile \"{}\" is an iPXE script; pxelinux cannot boot it",
+            profile.name
+        ));
+    }
+    let (kernel, initrds) = kernel_refs(profile)?;
+    let args = cmdline(profile, vars)?;
+    let mut out = format!("  KERNEL {}\n", pxelinux_asset(kernel, urls));
+    if !initrds.is_empty() {
+        let list: Vec<String> = initrds.iter().map(|i| pxelinux_asset(i, urls)).collect();
+        writeln!(out, "  INITRD {}", list.join(",")).unwrap();
+    }
+    if !args.is_empty() {
+        writeln!(out, "  APPEND {args}").unwrap();
+    }
+    Ok(out)
+}
+
+/// The pxelinux config (`pxelinux.cfg/01-<mac>`) for `plan`. Relative kernels and
+/// initrds are TFTP paths under `urls.tftp_assets`.
+pub fn render_pxelinux(
+    machine: &Machine,
+    mac: MacAddr,
+    plan: &BootPlan,
+    urls: &ServerUrls,
+) -> String {
+    let vars = template_vars(machine, mac, urls);
+    let local = |what: &str, say: Option<&str>| {
+        let mut out = pxelinux_header(machine, mac, what);
+        if let Some(s) = say {
+            writeln!(out, "SAY rackboot: {}", one_line(s)).unwrap();
+        }
+        out.push_str("PROMPT 0\nDEFAULT local\n\nLABEL local\n  LOCALBOOT 0\n");
+        out
+    };
+    let result = match plan {
+        BootPlan::Profile(p) => pxelinux_profile_body(p, &vars, urls).map(|body| {
+            format!(
+                "{}PROMPT 0\nDEFAULT {name}\n\nLABEL {name}\n{body}",
+                pxelinux_header(machine, mac, &format!("boots profile {}", p.name)),
+                name = p.name
+            )
+        }),
+        BootPlan::LocalDisk => Ok(local("boots the local disk", None)),
+        BootPlan::NextDevice { reason } => {
+            Ok(local("has nothing to boot from the network", Some(reason)))
+        }
+        BootPlan::Error { message } => Ok(pxelinux_error(machine, mac, message)),
+        BootPlan::Menu(menu) => pxelinux_menu(machine, mac, menu, &vars, urls),
+    };
+    result.unwrap_or_else(|message| pxelinux_error(machine, mac, &message))
+}
+
+fn pxelinux_menu(
+    machine: &Machine,
+    mac: MacAddr,
+    menu: &MenuPlan,
+    vars: &Value,
+    urls: &ServerUrls,
+) -> Result<String, String> {
+    let mut out = pxelinux_header(machine, mac, "gets a menu");
+    for note in &menu.skipped {
+        writeln!(out, "# skipped {}", one_line(note)).unwrap();
+    }
+    // pxelinux TIMEOUT is in tenths of a second and 0 means "wait forever".
+    let tenths = (u64::from(menu.timeout_secs) * 10).max(1);
+    writeln!(
+        out,
+        "UI menu.c32\nPROMPT 0\nMENU TITLE {}\nTIMEOUT {tenths}\n\nLABEL local\n  MENU LABEL Boot the local disk",
+        one_line(&menu.title)
+    )
+    .unwrap();
+    if menu.default.is_none() {
+        out.push_str("  MENU DEFAULT\n");
+    }
+    out.push_str("  LOCALBOOT 0\n");
+    for (i, (label, profile)) in menu.entries.iter().enumerate() {
+        let body = pxelinux_profile_body(profile, vars, urls)?;
+        write!(out, "\nLABEL entry{i}\n  MENU LABEL {}\n", one_line(label)).unwrap();
+        if menu.default == Some(i) {
+            out.push_str("  MENU DEFAULT\n");
+        }
+        out.push_str(&body);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// GRUB
+
+/// A GRUB single-quoted word.
+fn grub_quote(s: &str) -> String {
+    format!("'{}'", one_line(s).replace('\'', r"'\''"))
+}
+
+/// Kernel arguments as GRUB words: GRUB's parser would eat quotes and expand `$`,
+/// so special characters are backslash-escaped; GRUB joins the words back with spaces.
+fn grub_args(args: &str) -> String {
+    let mut out = String::with_capacity(args.len());
+    for c in args.chars() {
+        if matches!(
+            c,
+            '"' | '\'' | '\\' | '$' | ';' | '|' | '&' | '<' | '>' | '{' | '}' | '#'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// GRUB 2.06 (Debian 12) cannot name an HTTP port, so relative assets go over
+/// TFTP from the server GRUB booted from, and URLs must use the default port.
+fn grub_asset(profile: &Profile, r: &str, urls: &ServerUrls) -> Result<String, String> {
+    if !is_url(r) {
+        return Ok(format!(
+            "(tftp){}/{}",
+            urls.tftp_assets,
+            r.trim_start_matches('/')
+        ));
+    }
+    let (proto, rest) = r.split_once("://").unwrap_or_default();
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let ok_host =
+        !host.is_empty() && !host.contains(':') || host.ends_with(":80") && proto == "http";
+    if !matches!(proto, "http" | "tftp") || !ok_host {
+        return Err(format!(
+            "profile \"{}\": GRUB cannot fetch {r} (only http:// on port 80 and tftp://)",
+            profile.name
+        ));
+    }
+    let host = host.trim_end_matches(":80");
+    Ok(format!("({proto},{host})/{path}"))
+}
+
+fn grub_header(machine: &Machine, mac: MacAddr, what: &str) -> String {
+    format!("# rackboot: {} ({mac}) {what}\n", machine.name)
+}
+
+fn grub_error(machine: &Machine, mac: MacAddr, message: &str) -> String {
+    format!(
+        "{}echo {}\necho 'rackboot: booting the next device in 10 seconds'\nsleep 10\nexit\n",
+        grub_header(machine, mac, "cannot boot"),
+        grub_quote(&format!("rackboot: {message}"))
+    )
+}
+
+/// `linux`/`initrd` lines of a kernel profile, indented by `indent`.
+fn grub_profile_body(
+    profile: &Profile,
+    vars: &Value,
+    urls: &ServerUrls,
+    indent: &str,
+) -> Result<String, String> {
+    if profile.ipxe_script.is_some() {
+        return Err(format!(
+            "profile \"{}\" is an iPXE script; GRUB cannot boot it",
+            profile.name
+        ));
+    }
+    let (kernel, initrds) = kernel_refs(profile)?;
+    let args = cmdline(profile, vars)?;
+    let mut out = format!("{indent}linux {}", grub_asset(profile, kernel, urls)?);
+    if !args.is_empty() {
+        write!(out, " {}", grub_args(&args)).unwrap();
+    }
+    out.push('\n');
+    if !initrds.is_empty() {
+        let list = initrds
+            .iter()
+            .map(|i| grub_asset(profile, i, urls))
+            .collect::<Result<Vec<_>, _>>()?;
+        writeln!(out, "{indent}initrd {}", list.join(" ")).unwrap();
+    }
+    Ok(out)
+}
+
+/// The GRUB config (`grub.cfg-01-<mac>`) for `plan`.
+pub fn render_grub(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &ServerUrls) -> String {
+    let vars = template_vars(machine, mac, urls);
+    let result = match plan {
+        BootPlan::Profile(p) => grub_profile_body(p, &vars, urls, "").map(|body| {
+            format!(
+                "{}echo {}\n{body}boot\n",
+                grub_header(machine, mac, &format!("boots profile {}", p.name)),
+                grub_quote(&format!("rackboot: booting profile {}", p.name))
+            )
+        }),
+        BootPlan::LocalDisk => Ok(format!(
+            "{}echo 'rackboot: booting the local disk'\nexit\n",
+            grub_header(machine, mac, "boots the local disk")
+        )),
+        BootPlan::NextDevice { reason } => Ok(format!(
+            "{}echo {}\nexit\n",
+            grub_header(machine, mac, "has nothing to boot from the network"),
+            grub_quote(&format!("rackboot: {reason}"))
+        )),
+        BootPlan::Error { message } => Ok(grub_error(machine, mac, message)),
+        BootPlan::Menu(menu) => grub_menu(machine, mac, menu, &vars, urls),
+    };
+    result.unwrap_or_else(|message| grub_error(machine, mac, &message))
+}
+
+fn grub_menu(
+    machine: &Machine,
+    mac: MacAddr,
+    menu: &MenuPlan,
+    vars: &Value,
+    urls: &ServerUrls,
+) -> Result<String, String> {
+    let mut out = grub_header(machine, mac, "gets a menu");
+    for note in &menu.skipped {
+        writeln!(out, "# skipped {}", one_line(note)).unwrap();
+    }
+    let default = menu
+        .default
+        .map(|i| format!("entry{i}"))
+        .unwrap_or_else(|| "local".into());
+    writeln!(
+        out,
+        "set timeout={}\nset default={default}\n\nmenuentry 'Boot the local disk' --id local {{\n  exit\n}}",
+        menu.timeout_secs
+    )
+    .unwrap();
+    for (i, (label, profile)) in menu.entries.iter().enumerate() {
+        let body = grub_profile_body(profile, vars, urls, "  ")?;
+        write!(
+            out,
+            "\nmenuentry {} --id entry{i} {{\n{body}}}\n",
+            grub_quote(label)
+        )
+        .unwrap();
+    }
+    Ok(out)
+}
+
+/// The generic `grub.cfg`: GRUB ≥ 2.04 looks for `grub.cfg-01-<mac>` itself; older
+/// ones read this file, which loads the per-machine file by the MAC GRUB booted from
+/// (`net_default_mac` is `52:54:00:12:34:56`, a name the TFTP side also answers).
+pub fn render_grub_generic() -> String {
+    "# rackboot: per-machine GRUB configs are rendered on request\n\
+     configfile \"${prefix}/grub.cfg-01-${net_default_mac}\"\n\
+     echo \"rackboot: no config for ${net_default_mac}\"\n\
+     sleep 10\n\
+     exit\n"
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(name: &str) -> Profile {
+        let now = chrono::Utc::now();
+        Profile {
+            name: name.into(),
+            description: String::new(),
+            kernel: Some("debian/linux".into()),
+            initrds: vec!["debian/initrd.gz".into()],
+            cmdline: "console=ttyS0 hostname={{ machine.name }}".into(),
+            ipxe_script: None,
+            loader: LoaderKind::Ipxe,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn server_urls_split_host_and_port() {
+        let u = ServerUrls::new("http://10.0.0.1:8080/", "/assets/");
+        assert_eq!(u.server, "10.0.0.1:8080");
+        assert_eq!(u.base_url, "http://10.0.0.1:8080");
+        assert_eq!(u.tftp_assets, "/assets");
+        assert_eq!(ServerUrls::new("http://h", "").tftp_assets, "");
+    }
+
+    #[test]
+    fn validation_catches_bad_templates() {
+        let mut p = profile("p");
+        validate_profile_templates(&p).unwrap();
+        p.cmdline = "x={{ machine.labels.rack }} y={{ mac }} {{ server }} {{ base_url }}".into();
+        validate_profile_templates(&p).unwrap();
+        p.cmdline = "x={{ machine.nmae }}".into();
+        let err = validate_profile_templates(&p).unwrap_err();
+        assert!(err.contains("cmdline"), "{err}");
+        p.cmdline = "x={{ mac".into();
+        let err = validate_profile_templates(&p).unwrap_err();
+        assert!(err.contains("syntax"), "{err}");
+        p.cmdline = String::new();
+        p.kernel = None;
+        p.initrds.clear();
+        p.ipxe_script = Some("#!ipxe\n{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}".into());
+        let err = validate_profile_templates(&p).unwrap_err();
+        assert!(err.contains("ipxe_script"), "{err}");
+        let mut p = profile("p");
+        p.kernel = Some("a b".into());
+        assert!(
+            validate_profile_templates(&p)
+                .unwrap_err()
+                .contains("kernel")
+        );
+    }
+
+    #[test]
+    fn grub_assets() {
+        let p = profile("p");
+        let u = ServerUrls::new("http://10.0.0.1:8080", "assets");
+        assert_eq!(
+            grub_asset(&p, "d/linux", &u).unwrap(),
+            "(tftp)/assets/d/linux"
+        );
+        assert_eq!(
+            grub_asset(&p, "http://mirror/d/linux", &u).unwrap(),
+            "(http,mirror)/d/linux"
+        );
+        assert_eq!(
+            grub_asset(&p, "http://mirror:80/d/linux", &u).unwrap(),
+            "(http,mirror)/d/linux"
+        );
+        assert!(grub_asset(&p, "http://mirror:8080/d/linux", &u).is_err());
+        assert!(grub_asset(&p, "https://mirror/d/linux", &u).is_err());
+        assert_eq!(grub_args(r#"a="b c" $x"#), r#"a=\"b c\" \$x"#);
+    }
+
+    #[test]
+    fn ipxe_text_never_expands_settings() {
+        assert_eq!(ipxe_text("a\n${x}"), "a $ {x}");
+    }
+}

@@ -1,0 +1,404 @@
+//! [`BootService`]: the boot decisions DHCP, TFTP and boot HTTP ask for, answered
+//! from the inventory snapshot without waiting on the store. Unknown machines are
+//! recorded by a background task so the DHCP reply never waits for a write.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::{Arc, Mutex};
+
+use metrics::counter;
+use rackboot_core::{
+    Arch, BootIntent, BootResponder, DhcpBoot, EventHub, EventKind, GeneratedFile, LoaderKind,
+    MacAddr, Machine, NewEvent, PxeClient, TftpContent,
+};
+use rackboot_store::StoreError;
+use serde_json::json;
+
+use crate::config::{BootConfig, BootConfigError, UnknownPolicy};
+use crate::render::{
+    BootPlan, ServerUrls, all_profiles_menu, menu_plan, plan_for, render_grub, render_grub_generic,
+    render_pxelinux,
+};
+use crate::{Inventory, Snapshot};
+
+/// Menu timeout for unknown machines when no `unknown_menu` is configured.
+const DEFAULT_MENU_TIMEOUT_SECS: u32 = 10;
+
+/// The boot logic, shared by DHCP (as [`BootResponder`]), TFTP (as [`TftpContent`])
+/// and the boot HTTP router.
+pub struct BootService {
+    inventory: Arc<Inventory>,
+    config: BootConfig,
+    events: EventHub,
+    /// MACs whose discovery task is running: one task per MAC however many
+    /// DHCP retries and HTTP requests arrive meanwhile.
+    discovering: Arc<Mutex<HashSet<MacAddr>>>,
+}
+
+/// A machine looked up for booting and what it should boot.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The inventory's machine, or a not-yet-recorded one for an unknown MAC.
+    pub machine: Machine,
+    pub known: bool,
+    pub plan: BootPlan,
+}
+
+/// What a discovery attempt did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DiscoveryOutcome {
+    /// This call created the machine.
+    Recorded,
+    /// Another call (or another server sharing the store) got there first.
+    AlreadyKnown,
+}
+
+impl BootService {
+    /// Checks `config` and builds the service.
+    pub fn new(
+        inventory: Arc<Inventory>,
+        config: BootConfig,
+        events: EventHub,
+    ) -> Result<Arc<BootService>, BootConfigError> {
+        config.validate()?;
+        Ok(Arc::new(BootService {
+            inventory,
+            config,
+            events,
+            discovering: Arc::new(Mutex::new(HashSet::new())),
+        }))
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    pub fn config(&self) -> &BootConfig {
+        &self.config
+    }
+
+    pub fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    /// Discovery tasks still running (tests wait for zero).
+    pub fn discoveries_in_flight(&self) -> usize {
+        lock(&self.discovering).len()
+    }
+
+    /// `public_url`, or `http://<server_ip>:<http_port>`.
+    pub fn base_url(&self, server_ip: Ipv4Addr) -> String {
+        match &self.config.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{server_ip}:{}", self.config.http_port),
+        }
+    }
+
+    pub fn server_urls(&self, base_url: &str) -> ServerUrls {
+        ServerUrls::new(base_url, &self.config.tftp_asset_prefix)
+    }
+
+    /// Looks `mac` up in `snapshot` and resolves what it boots. An unknown MAC gets the
+    /// unknown-machine policy; with `record`, the discover policy also records it.
+    pub fn resolve(
+        &self,
+        snapshot: &Snapshot,
+        mac: MacAddr,
+        uuid: Option<uuid::Uuid>,
+        arch: Option<Arch>,
+        record: bool,
+    ) -> Resolved {
+        let discovery = self.config.discovery_profile.as_deref();
+        if let Some(m) = snapshot.machine_by_mac(mac) {
+            return Resolved {
+                plan: plan_for(m, snapshot, discovery),
+                machine: m.clone(),
+                known: true,
+            };
+        }
+        let machine = Machine::discovered(mac, uuid, arch);
+        let plan = match self.config.unknown_machines {
+            UnknownPolicy::Discover => {
+                if record {
+                    self.spawn_discovery(mac, uuid, arch);
+                }
+                plan_for(&machine, snapshot, discovery)
+            }
+            UnknownPolicy::Menu => {
+                let menu = self
+                    .config
+                    .unknown_menu
+                    .clone()
+                    .unwrap_or_else(|| all_profiles_menu(snapshot, DEFAULT_MENU_TIMEOUT_SECS));
+                BootPlan::Menu(menu_plan(&machine.name, &menu, snapshot))
+            }
+        };
+        Resolved {
+            machine,
+            known: false,
+            plan,
+        }
+    }
+
+    /// Records an unknown MAC in the background, at most one task per MAC at a time.
+    /// Needs a tokio runtime; without one the MAC is simply not recorded this time.
+    pub fn spawn_discovery(&self, mac: MacAddr, uuid: Option<uuid::Uuid>, arch: Option<Arch>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(%mac, "no tokio runtime: cannot record discovered machine");
+            return;
+        };
+        if !lock(&self.discovering).insert(mac) {
+            return;
+        }
+        let inventory = self.inventory.clone();
+        let events = self.events.clone();
+        let discovering = self.discovering.clone();
+        runtime.spawn(async move {
+            if let Err(e) = record_discovery(&inventory, &events, mac, uuid, arch).await {
+                counter!("rackboot_boot_discovery_errors_total").increment(1);
+                tracing::warn!(%mac, error = %e, "recording discovered machine failed");
+            }
+            lock(&discovering).remove(&mac);
+        });
+    }
+
+    /// The server URLs for a file fetched over TFTP by `client`: `public_url`, or the
+    /// local address the kernel routes to `client` (a UDP connect sends nothing).
+    fn tftp_server_urls(&self, client: Ipv4Addr) -> Option<ServerUrls> {
+        if self.config.public_url.is_some() {
+            return Some(self.server_urls(&self.base_url(Ipv4Addr::UNSPECIFIED)));
+        }
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+        socket.connect((client, 9)).ok()?;
+        match socket.local_addr().ok()?.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => {
+                Some(self.server_urls(&self.base_url(ip)))
+            }
+            _ => None,
+        }
+    }
+
+    fn emit_script_served(&self, format: &str, via: &str, r: &Resolved) {
+        counter!("rackboot_boot_scripts_served_total", "format" => format.to_string()).increment(1);
+        let mac = r.machine.macs[0];
+        let mut event = NewEvent::new(
+            EventKind::ScriptServed,
+            format!(
+                "served {format} config to {} ({mac}) over {via}: {}",
+                r.machine.name,
+                r.plan.kind()
+            ),
+        )
+        .mac(mac)
+        .data(json!({
+            "format": format,
+            "via": via,
+            "intent": intent_kind(&r.machine.intent),
+            "plan": r.plan.kind(),
+            "profile": match &r.plan { BootPlan::Profile(p) => Some(p.name.clone()), _ => None },
+            "known": r.known,
+        }));
+        if r.known {
+            event = event.machine(r.machine.id);
+        }
+        self.events.emit(event);
+    }
+
+    /// Renders a per-MAC TFTP file with `render`, or a clear error config when the
+    /// server address cannot be told.
+    fn tftp_render(
+        &self,
+        format: &str,
+        r: Resolved,
+        client: Ipv4Addr,
+        render: fn(&Machine, MacAddr, &BootPlan, &ServerUrls) -> String,
+    ) -> GeneratedFile {
+        let mac = r.machine.macs[0];
+        let (plan, urls) = match self.tftp_server_urls(client) {
+            Some(urls) => (r.plan.clone(), urls),
+            None => (
+                BootPlan::Error {
+                    message: format!(
+                        "rackboot cannot tell its own address towards {client}; set boot.public_url"
+                    ),
+                },
+                self.server_urls(&self.base_url(Ipv4Addr::UNSPECIFIED)),
+            ),
+        };
+        let text = render(&r.machine, mac, &plan, &urls);
+        self.emit_script_served(format, "tftp", &r);
+        GeneratedFile::Content(text.into_bytes())
+    }
+
+    fn pxelinux_file(&self, name: &str, client: Ipv4Addr) -> GeneratedFile {
+        let snapshot = self.inventory.snapshot();
+        if let Some(mac) = name
+            .strip_prefix("01-")
+            .and_then(|m| m.parse::<MacAddr>().ok())
+        {
+            let r = self.resolve(&snapshot, mac, None, Some(Arch::Bios), true);
+            return self.tftp_render("pxelinux", r, client, render_pxelinux);
+        }
+        if let Ok(uuid) = name.parse::<uuid::Uuid>() {
+            let Some(m) = snapshot.machine_by_uuid(uuid) else {
+                return GeneratedFile::NotFound;
+            };
+            let r = self.resolve(&snapshot, m.macs[0], None, None, false);
+            return self.tftp_render("pxelinux", r, client, render_pxelinux);
+        }
+        if (1..=8).contains(&name.len()) && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            // Hex-IP names: without the lease table the IP does not say which machine
+            // this is. Every pxelinux asks for 01-<mac> first, which is answered above.
+            return GeneratedFile::NotFound;
+        }
+        // `default` and anything else: a static file in the TFTP root, if the operator put one.
+        GeneratedFile::NotGenerated
+    }
+
+    /// `grub.cfg-<rest>`: GRUB asks for `01-<mac>` (or `<mac>`), `<uuid>`, hex IPs.
+    fn grub_file(&self, rest: &str, client: Ipv4Addr) -> GeneratedFile {
+        let snapshot = self.inventory.snapshot();
+        let mac = rest
+            .strip_prefix("01-")
+            .and_then(|m| m.parse::<MacAddr>().ok())
+            .or_else(|| rest.parse::<MacAddr>().ok());
+        let mac = match mac {
+            Some(mac) => mac,
+            None => match rest
+                .parse::<uuid::Uuid>()
+                .ok()
+                .and_then(|u| snapshot.machine_by_uuid(u))
+            {
+                Some(m) => m.macs[0],
+                None => return GeneratedFile::NotFound,
+            },
+        };
+        let r = self.resolve(&snapshot, mac, None, Some(Arch::UefiX64), true);
+        self.tftp_render("grub", r, client, render_grub)
+    }
+}
+
+/// Creates the machine, reloads the inventory and emits `MachineDiscovered`. A
+/// Conflict means someone else recorded it first: reload so this server sees it too.
+pub async fn record_discovery(
+    inventory: &Inventory,
+    events: &EventHub,
+    mac: MacAddr,
+    uuid: Option<uuid::Uuid>,
+    arch: Option<Arch>,
+) -> Result<DiscoveryOutcome, StoreError> {
+    let machine = Machine::discovered(mac, uuid, arch);
+    let outcome = match inventory.store().create_machine(&machine).await {
+        Ok(()) => DiscoveryOutcome::Recorded,
+        Err(StoreError::Conflict(_)) => DiscoveryOutcome::AlreadyKnown,
+        Err(e) => return Err(e),
+    };
+    inventory.reload().await?;
+    if outcome == DiscoveryOutcome::Recorded {
+        counter!("rackboot_boot_discovered_total").increment(1);
+        tracing::info!(%mac, name = %machine.name, "discovered machine");
+        events.emit(
+            NewEvent::new(
+                EventKind::MachineDiscovered,
+                format!("discovered {} ({mac})", machine.name),
+            )
+            .mac(mac)
+            .machine(machine.id)
+            .data(json!({
+                "name": machine.name,
+                "arch": arch.map(|a| a.as_str()),
+                "uuid": uuid,
+            })),
+        );
+    }
+    Ok(outcome)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `discover`, `local_disk`, `profile` or `menu`, as the API spells intents.
+pub fn intent_kind(intent: &BootIntent) -> &'static str {
+    match intent {
+        BootIntent::Discover => "discover",
+        BootIntent::LocalDisk => "local_disk",
+        BootIntent::Profile { .. } => "profile",
+        BootIntent::Menu(_) => "menu",
+    }
+}
+
+impl BootResponder for BootService {
+    fn dhcp_boot(&self, mac: MacAddr, client: &PxeClient, server_ip: Ipv4Addr) -> Option<DhcpBoot> {
+        let snapshot = self.inventory.snapshot();
+        let base = self.base_url(server_ip);
+        let loaders = &self.config.loaders;
+        if client.ipxe {
+            // iPXE is running: hand it the script, never iPXE again (chainload loop).
+            if snapshot.machine_by_mac(mac).is_none()
+                && self.config.unknown_machines == UnknownPolicy::Discover
+            {
+                self.spawn_discovery(mac, client.uuid, Some(client.arch));
+            }
+            counter!("rackboot_boot_dhcp_answers_total", "file" => "ipxe_script").increment(1);
+            return Some(DhcpBoot {
+                filename: crate::http::ipxe_script_url(&base, mac),
+                next_server: None,
+                http_client: false,
+            });
+        }
+        let resolved = self.resolve(&snapshot, mac, client.uuid, Some(client.arch), true);
+        let loader = resolved.plan.loader();
+        if client.http_boot {
+            // UEFI HTTP boot fetches a URL; iPXE then asks DHCP again as an iPXE client.
+            let file = match client.arch {
+                Arch::UefiX64 => Some(loaders.uefi_x64_ipxe.as_str()),
+                Arch::UefiArm64 => loaders.uefi_arm64.as_deref(),
+                _ => None,
+            }?;
+            counter!("rackboot_boot_dhcp_answers_total", "file" => "http_loader").increment(1);
+            return Some(DhcpBoot {
+                filename: format!("{base}/boot/loader/{file}"),
+                next_server: None,
+                http_client: true,
+            });
+        }
+        let file = match (client.arch, loader) {
+            (Arch::Bios, LoaderKind::Pxelinux) => loaders.pxelinux.as_str(),
+            (Arch::Bios, _) => loaders.bios_ipxe.as_str(),
+            (Arch::UefiX64, LoaderKind::Grub) => loaders
+                .uefi_x64_grub
+                .as_deref()
+                .unwrap_or(loaders.uefi_x64_ipxe.as_str()),
+            (Arch::UefiX64, _) => loaders.uefi_x64_ipxe.as_str(),
+            (Arch::UefiArm64, _) => loaders.uefi_arm64.as_deref()?,
+            (Arch::UefiIa32 | Arch::Other(_), _) => return None,
+        };
+        counter!("rackboot_boot_dhcp_answers_total", "file" => file.to_string()).increment(1);
+        Some(DhcpBoot {
+            filename: file.to_string(),
+            next_server: None,
+            http_client: false,
+        })
+    }
+}
+
+impl TftpContent for BootService {
+    fn generate(&self, path: &str, client: Ipv4Addr) -> GeneratedFile {
+        if let Some(name) = path.strip_prefix("pxelinux.cfg/") {
+            return self.pxelinux_file(name, client);
+        }
+        // GRUB configs are generated only when a GRUB loader is configured, so an
+        // operator's own grub.cfg in the TFTP root is not shadowed otherwise.
+        if self.config.loaders.uefi_x64_grub.is_some() {
+            let file = path.rsplit('/').next().unwrap_or(path);
+            if file == "grub.cfg" {
+                return GeneratedFile::Content(render_grub_generic().into_bytes());
+            }
+            if let Some(rest) = file.strip_prefix("grub.cfg-") {
+                return self.grub_file(rest, client);
+            }
+        }
+        GeneratedFile::NotGenerated
+    }
+}

@@ -1,0 +1,250 @@
+//! Shared test fixtures: a minimal in-memory Store (unique names and MACs, like the
+//! real ones; an optional delay on create widens race windows), fixed machines and
+//! profiles, and a BootService over them.
+
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use rackboot_boot::{BootConfig, BootService, Inventory};
+use rackboot_core::{
+    BootIntent, Event, EventHub, EventPersistQueue, Lease, LoaderKind, MacAddr, Machine, MachineId,
+    NewEvent, Profile, Selector,
+};
+use rackboot_store::{EventFilter, Result, Store, StoreError};
+
+#[derive(Default)]
+pub struct MemStore {
+    pub machines: Mutex<Vec<Machine>>,
+    pub profiles: Mutex<Vec<Profile>>,
+    pub selectors: Mutex<Vec<Selector>>,
+    pub create_delay: Option<Duration>,
+    pub create_calls: AtomicUsize,
+}
+
+fn not_found(what: &'static str, key: impl ToString) -> StoreError {
+    StoreError::NotFound {
+        what,
+        key: key.to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+    async fn create_machine(&self, machine: &Machine) -> Result<()> {
+        self.create_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(d) = self.create_delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut ms = self.machines.lock().unwrap();
+        if ms
+            .iter()
+            .any(|m| m.name == machine.name || m.macs.iter().any(|mac| machine.macs.contains(mac)))
+        {
+            return Err(StoreError::Conflict(format!(
+                "machine {} or one of its MACs exists",
+                machine.name
+            )));
+        }
+        ms.push(machine.clone());
+        Ok(())
+    }
+    async fn update_machine(&self, machine: &Machine) -> Result<()> {
+        let mut ms = self.machines.lock().unwrap();
+        let m = ms
+            .iter_mut()
+            .find(|m| m.id == machine.id)
+            .ok_or_else(|| not_found("machine", machine.id))?;
+        *m = machine.clone();
+        Ok(())
+    }
+    async fn delete_machine(&self, id: MachineId) -> Result<()> {
+        self.machines.lock().unwrap().retain(|m| m.id != id);
+        Ok(())
+    }
+    async fn get_machine(&self, id: MachineId) -> Result<Machine> {
+        self.machines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .ok_or_else(|| not_found("machine", id))
+    }
+    async fn find_machine_by_name(&self, name: &str) -> Result<Option<Machine>> {
+        Ok(self
+            .machines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == name)
+            .cloned())
+    }
+    async fn find_machine_by_mac(&self, mac: MacAddr) -> Result<Option<Machine>> {
+        Ok(self
+            .machines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.macs.contains(&mac))
+            .cloned())
+    }
+    async fn list_machines(&self) -> Result<Vec<Machine>> {
+        Ok(self.machines.lock().unwrap().clone())
+    }
+    async fn put_profile(&self, profile: &Profile) -> Result<()> {
+        let mut ps = self.profiles.lock().unwrap();
+        ps.retain(|p| p.name != profile.name);
+        ps.push(profile.clone());
+        Ok(())
+    }
+    async fn delete_profile(&self, name: &str) -> Result<()> {
+        self.profiles.lock().unwrap().retain(|p| p.name != name);
+        Ok(())
+    }
+    async fn get_profile(&self, name: &str) -> Result<Profile> {
+        self.profiles
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .ok_or_else(|| not_found("profile", name))
+    }
+    async fn list_profiles(&self) -> Result<Vec<Profile>> {
+        Ok(self.profiles.lock().unwrap().clone())
+    }
+    async fn put_selector(&self, selector: &Selector) -> Result<()> {
+        let mut ss = self.selectors.lock().unwrap();
+        ss.retain(|s| s.name != selector.name);
+        ss.push(selector.clone());
+        Ok(())
+    }
+    async fn delete_selector(&self, name: &str) -> Result<()> {
+        self.selectors.lock().unwrap().retain(|s| s.name != name);
+        Ok(())
+    }
+    async fn list_selectors(&self) -> Result<Vec<Selector>> {
+        Ok(self.selectors.lock().unwrap().clone())
+    }
+    async fn put_leases(&self, _leases: &[Lease]) -> Result<()> {
+        Ok(())
+    }
+    async fn delete_lease(&self, _ip: Ipv4Addr) -> Result<()> {
+        Ok(())
+    }
+    async fn list_leases(&self) -> Result<Vec<Lease>> {
+        Ok(Vec::new())
+    }
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.with_id(i as i64 + 1))
+            .collect())
+    }
+    async fn list_events(&self, _filter: &EventFilter) -> Result<Vec<Event>> {
+        Ok(Vec::new())
+    }
+}
+
+pub fn mac(s: &str) -> MacAddr {
+    s.parse().unwrap()
+}
+
+/// Fixed timestamps and ids so rendered output is stable.
+pub fn machine(name: &str, mac_str: &str, intent: BootIntent) -> Machine {
+    let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    Machine {
+        id: uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0),
+        name: name.into(),
+        macs: vec![mac(mac_str)],
+        uuid: None,
+        arch: None,
+        labels: Default::default(),
+        intent,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+pub fn kernel_profile(name: &str, loader: LoaderKind) -> Profile {
+    let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    Profile {
+        name: name.into(),
+        description: String::new(),
+        kernel: Some(format!("{name}/linux")),
+        initrds: vec![
+            format!("{name}/initrd.gz"),
+            "http://mirror.example/extra.cpio".into(),
+        ],
+        cmdline: "console=ttyS0 hostname={{ machine.name }} url={{ base_url }}/ks/{{ mac }}".into(),
+        ipxe_script: None,
+        loader,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+/// Events as emitted, in order (the persist side without a store).
+pub fn collect_events(queue: EventPersistQueue) -> Arc<Mutex<Vec<NewEvent>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let mut queue = queue;
+        while let Some(batch) = queue.next_batch(256).await {
+            out.lock().unwrap().extend(batch);
+        }
+    });
+    seen
+}
+
+pub struct Fixture {
+    pub store: Arc<MemStore>,
+    pub service: Arc<BootService>,
+    pub events: Arc<Mutex<Vec<NewEvent>>>,
+}
+
+pub async fn fixture(store: MemStore, config: BootConfig) -> Fixture {
+    let store = Arc::new(store);
+    let inventory = Inventory::load(store.clone()).await.unwrap();
+    let (hub, queue) = EventHub::new(4096);
+    let events = collect_events(queue);
+    let service = BootService::new(inventory, config, hub).unwrap();
+    Fixture {
+        store,
+        service,
+        events,
+    }
+}
+
+impl Fixture {
+    /// Waits (bounded) until no discovery task runs and the event queue has drained.
+    pub async fn settle(&self) {
+        for _ in 0..500 {
+            if self.service.discoveries_in_flight() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pub fn events_of(&self, kind: rackboot_core::EventKind) -> Vec<NewEvent> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == kind)
+            .cloned()
+            .collect()
+    }
+}

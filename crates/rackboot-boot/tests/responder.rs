@@ -1,0 +1,407 @@
+//! BootResponder table (arch × iPXE × HTTP boot × profile loader → boot file),
+//! TftpContent lookups, and discovery under concurrency.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use rackboot_boot::{BootConfig, BootService, Inventory, UnknownPolicy};
+use rackboot_core::{
+    Arch, BootIntent, BootResponder, DhcpBoot, EventHub, EventKind, GeneratedFile, LoaderKind,
+    PxeClient, TftpContent,
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const M_IPXE: &str = "52:54:00:00:00:01";
+const M_PXELINUX: &str = "52:54:00:00:00:02";
+const M_GRUB: &str = "52:54:00:00:00:03";
+const M_UNKNOWN: &str = "52:54:00:00:00:99";
+
+fn store() -> MemStore {
+    let s = MemStore::default();
+    let mut m1 = machine(
+        "ipxe",
+        M_IPXE,
+        BootIntent::Profile {
+            name: Some("p-ipxe".into()),
+        },
+    );
+    m1.id = uuid::Uuid::from_u128(1);
+    m1.uuid = Some(uuid::Uuid::from_u128(0xaaaa));
+    let mut m2 = machine(
+        "pxelinux",
+        M_PXELINUX,
+        BootIntent::Profile {
+            name: Some("p-pxelinux".into()),
+        },
+    );
+    m2.id = uuid::Uuid::from_u128(2);
+    let mut m3 = machine(
+        "grub",
+        M_GRUB,
+        BootIntent::Profile {
+            name: Some("p-grub".into()),
+        },
+    );
+    m3.id = uuid::Uuid::from_u128(3);
+    *s.machines.lock().unwrap() = vec![m1, m2, m3];
+    *s.profiles.lock().unwrap() = vec![
+        kernel_profile("p-ipxe", LoaderKind::Ipxe),
+        kernel_profile("p-pxelinux", LoaderKind::Pxelinux),
+        kernel_profile("p-grub", LoaderKind::Grub),
+    ];
+    s
+}
+
+fn full_config() -> BootConfig {
+    let mut c = BootConfig::default();
+    c.loaders.uefi_arm64 = Some("arm64/ipxe.efi".into());
+    c.loaders.uefi_x64_grub = Some("grubx64.efi".into());
+    c
+}
+
+fn client(arch: Arch, ipxe: bool, http_boot: bool) -> PxeClient {
+    PxeClient {
+        arch,
+        http_boot,
+        ipxe,
+        uuid: None,
+        undi: None,
+    }
+}
+
+fn tftp(file: &str) -> Option<DhcpBoot> {
+    Some(DhcpBoot {
+        filename: file.into(),
+        next_server: None,
+        http_client: false,
+    })
+}
+
+fn http(file: &str) -> Option<DhcpBoot> {
+    Some(DhcpBoot {
+        filename: format!("http://10.77.0.1:8080/boot/loader/{file}"),
+        next_server: None,
+        http_client: true,
+    })
+}
+
+fn script(mac: &str) -> Option<DhcpBoot> {
+    Some(DhcpBoot {
+        filename: format!("http://10.77.0.1:8080/boot/ipxe/{}", mac.replace(':', "-")),
+        next_server: None,
+        http_client: false,
+    })
+}
+
+#[tokio::test]
+async fn boot_file_table() {
+    let full = fixture(store(), full_config()).await;
+    let bare = fixture(store(), BootConfig::default()).await;
+    use Arch::*;
+    type Row = (
+        &'static str,
+        bool,
+        &'static str,
+        Arch,
+        bool,
+        bool,
+        Option<DhcpBoot>,
+    );
+    #[rustfmt::skip]
+    let rows: Vec<Row> = vec![
+        // (row, full config?, machine, arch, ipxe, http_boot, expected)
+        ("bios ipxe-profile",        true,  M_IPXE,     Bios,      false, false, tftp("undionly.kpxe")),
+        ("bios pxelinux-profile",    true,  M_PXELINUX, Bios,      false, false, tftp("pxelinux.0")),
+        ("bios grub-profile",        true,  M_GRUB,     Bios,      false, false, tftp("undionly.kpxe")),
+        ("uefi ipxe-profile",        true,  M_IPXE,     UefiX64,   false, false, tftp("ipxe.efi")),
+        ("uefi pxelinux-profile",    true,  M_PXELINUX, UefiX64,   false, false, tftp("ipxe.efi")),
+        ("uefi grub-profile",        true,  M_GRUB,     UefiX64,   false, false, tftp("grubx64.efi")),
+        ("uefi grub, no grub conf",  false, M_GRUB,     UefiX64,   false, false, tftp("ipxe.efi")),
+        ("arm64",                    true,  M_IPXE,     UefiArm64, false, false, tftp("arm64/ipxe.efi")),
+        ("arm64 unconfigured",       false, M_IPXE,     UefiArm64, false, false, None),
+        ("ia32 has no loader",       true,  M_IPXE,     UefiIa32,  false, false, None),
+        ("other arch",               true,  M_IPXE,     Other(99), false, false, None),
+        ("http boot x64",            true,  M_IPXE,     UefiX64,   false, true,  http("ipxe.efi")),
+        ("http boot x64 grub-prof",  true,  M_GRUB,     UefiX64,   false, true,  http("ipxe.efi")),
+        ("http boot arm64",          true,  M_IPXE,     UefiArm64, false, true,  http("arm64/ipxe.efi")),
+        ("http boot arm64 unconf",   false, M_IPXE,     UefiArm64, false, true,  None),
+        ("ipxe bios",                true,  M_IPXE,     Bios,      true,  false, script(M_IPXE)),
+        ("ipxe uefi pxelinux-prof",  true,  M_PXELINUX, UefiX64,   true,  false, script(M_PXELINUX)),
+        ("ipxe over http boot",      true,  M_GRUB,     UefiX64,   true,  true,  script(M_GRUB)),
+        ("unknown bios",             true,  M_UNKNOWN,  Bios,      false, false, tftp("undionly.kpxe")),
+        ("unknown ipxe",             true,  M_UNKNOWN,  Bios,      true,  false, script(M_UNKNOWN)),
+    ];
+    for (row, full_conf, m, arch, ipxe, http_boot, want) in rows {
+        let f = if full_conf { &full } else { &bare };
+        let got = f
+            .service
+            .dhcp_boot(mac(m), &client(arch, ipxe, http_boot), SERVER);
+        assert_eq!(got, want, "row {row:?}");
+    }
+}
+
+#[tokio::test]
+async fn public_url_overrides_server_address() {
+    let c = BootConfig {
+        public_url: Some("http://boot.rack1:9000/".into()),
+        ..BootConfig::default()
+    };
+    let f = fixture(store(), c).await;
+    let got = f
+        .service
+        .dhcp_boot(mac(M_IPXE), &client(Arch::Bios, true, false), SERVER)
+        .unwrap();
+    assert_eq!(
+        got.filename,
+        "http://boot.rack1:9000/boot/ipxe/52-54-00-00-00-01"
+    );
+}
+
+#[tokio::test]
+async fn discovery_profile_loader_decides_for_unknown_machines() {
+    let s = store();
+    s.profiles
+        .lock()
+        .unwrap()
+        .push(kernel_profile("inspect", LoaderKind::Pxelinux));
+    let c = BootConfig {
+        discovery_profile: Some("inspect".into()),
+        ..BootConfig::default()
+    };
+    let f = fixture(s, c).await;
+    let got = f
+        .service
+        .dhcp_boot(mac(M_UNKNOWN), &client(Arch::Bios, false, false), SERVER);
+    assert_eq!(got, tftp("pxelinux.0"));
+    f.settle().await;
+    assert_eq!(f.store.machines.lock().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discovery_records_exactly_one_machine_under_50_concurrent_calls() {
+    let s = MemStore {
+        create_delay: Some(Duration::from_millis(30)),
+        ..store()
+    };
+    let f = fixture(s, BootConfig::default()).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let service = f.service.clone();
+        tasks.push(tokio::spawn(async move {
+            // Spread calls over the create window and after it.
+            tokio::time::sleep(Duration::from_millis(i % 10 * 5)).await;
+            service.dhcp_boot(
+                mac(M_UNKNOWN),
+                &client(Arch::UefiX64, i % 2 == 0, false),
+                SERVER,
+            )
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().is_some(), "every call is answered");
+    }
+    f.settle().await;
+    let machines = f.store.machines.lock().unwrap().clone();
+    let found: Vec<_> = machines
+        .iter()
+        .filter(|m| m.macs.contains(&mac(M_UNKNOWN)))
+        .collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].intent, BootIntent::Discover);
+    assert_eq!(found[0].arch, Some(Arch::UefiX64));
+    assert_eq!(f.events_of(EventKind::MachineDiscovered).len(), 1);
+    assert_eq!(
+        f.store.create_calls.load(Ordering::SeqCst),
+        1,
+        "in-flight dedupe"
+    );
+    assert!(
+        f.service
+            .inventory()
+            .snapshot()
+            .machine_by_mac(mac(M_UNKNOWN))
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn two_servers_racing_on_one_store_record_once() {
+    let shared = Arc::new(MemStore {
+        create_delay: Some(Duration::from_millis(20)),
+        ..store()
+    });
+    let mut services = Vec::new();
+    let (hub, queue) = EventHub::new(64);
+    let events = collect_events(queue);
+    for _ in 0..2 {
+        let inv = Inventory::load(shared.clone()).await.unwrap();
+        services.push(BootService::new(inv, BootConfig::default(), hub.clone()).unwrap());
+    }
+    for s in &services {
+        s.dhcp_boot(mac(M_UNKNOWN), &client(Arch::Bios, false, false), SERVER);
+    }
+    for _ in 0..200 {
+        if services.iter().all(|s| s.discoveries_in_flight() == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(shared.create_calls.load(Ordering::SeqCst), 2, "both tried");
+    assert_eq!(shared.machines.lock().unwrap().len(), 4, "one was created");
+    let discovered = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::MachineDiscovered)
+        .count();
+    assert_eq!(discovered, 1);
+    for s in &services {
+        assert!(
+            s.inventory()
+                .snapshot()
+                .machine_by_mac(mac(M_UNKNOWN))
+                .is_some(),
+            "the loser reloaded too"
+        );
+    }
+}
+
+#[tokio::test]
+async fn menu_policy_does_not_record() {
+    let c = BootConfig {
+        unknown_machines: UnknownPolicy::Menu,
+        ..BootConfig::default()
+    };
+    let f = fixture(store(), c).await;
+    f.service
+        .dhcp_boot(mac(M_UNKNOWN), &client(Arch::Bios, false, false), SERVER);
+    f.service
+        .dhcp_boot(mac(M_UNKNOWN), &client(Arch::Bios, true, false), SERVER);
+    f.settle().await;
+    assert_eq!(f.store.machines.lock().unwrap().len(), 3);
+    let snap = f.service.inventory().snapshot();
+    let r = f.service.resolve(&snap, mac(M_UNKNOWN), None, None, true);
+    match r.plan {
+        rackboot_boot::BootPlan::Menu(m) => {
+            let names: Vec<_> = m.entries.iter().map(|(_, p)| p.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["p-grub", "p-ipxe", "p-pxelinux"],
+                "all profiles by name"
+            );
+            assert_eq!(m.default, None);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn content(g: GeneratedFile) -> String {
+    match g {
+        GeneratedFile::Content(b) => String::from_utf8(b).unwrap(),
+        other => panic!("expected content, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tftp_generated_files() {
+    let f = fixture(store(), full_config()).await;
+    let lo = Ipv4Addr::LOCALHOST;
+    let s = &f.service;
+
+    let cfg = content(s.generate("pxelinux.cfg/01-52-54-00-00-00-02", lo));
+    assert!(cfg.contains("KERNEL /assets/p-pxelinux/linux"), "{cfg}");
+    assert!(
+        cfg.contains("url=http://127.0.0.1:8080/ks/52:54:00:00:00:02"),
+        "server address towards the client: {cfg}"
+    );
+    let by_uuid = content(s.generate("pxelinux.cfg/00000000-0000-0000-0000-00000000aaaa", lo));
+    assert!(by_uuid.contains("boots profile p-ipxe"), "{by_uuid}");
+    assert_eq!(
+        s.generate("pxelinux.cfg/00000000-0000-0000-0000-00000000bbbb", lo),
+        GeneratedFile::NotFound
+    );
+    for hex in ["7F000001", "7F00000", "7F", "7"] {
+        assert_eq!(
+            s.generate(&format!("pxelinux.cfg/{hex}"), lo),
+            GeneratedFile::NotFound,
+            "{hex}"
+        );
+    }
+    assert_eq!(
+        s.generate("pxelinux.cfg/default", lo),
+        GeneratedFile::NotGenerated
+    );
+    assert_eq!(s.generate("pxelinux.0", lo), GeneratedFile::NotGenerated);
+    assert_eq!(s.generate("ldlinux.c32", lo), GeneratedFile::NotGenerated);
+
+    let grub = content(s.generate("grub/grub.cfg-01-52-54-00-00-00-03", lo));
+    assert!(grub.contains("linux (tftp)/assets/p-grub/linux"), "{grub}");
+    // The generic grub.cfg asks for grub.cfg-01-<net_default_mac>, with colons.
+    let generic = content(s.generate("grub/grub.cfg", lo));
+    assert!(generic.contains("${net_default_mac}"), "{generic}");
+    assert_eq!(
+        content(s.generate("grub/grub.cfg-01-52:54:00:00:00:03", lo)),
+        grub
+    );
+    assert_eq!(
+        content(s.generate("grub/grub.cfg-52-54-00-00-00-03", lo)),
+        grub
+    );
+    assert_eq!(
+        s.generate("grub/grub.cfg-7F000001", lo),
+        GeneratedFile::NotFound
+    );
+    assert_eq!(
+        s.generate("grub/x86_64-efi/normal.mod", lo),
+        GeneratedFile::NotGenerated
+    );
+
+    // Without a GRUB loader an operator's own grub.cfg is left alone.
+    let bare = fixture(store(), BootConfig::default()).await;
+    assert_eq!(
+        bare.service.generate("grub/grub.cfg", lo),
+        GeneratedFile::NotGenerated
+    );
+
+    // An unknown MAC asking pxelinux is recorded and gets the discovery config.
+    let unknown = content(s.generate("pxelinux.cfg/01-52-54-00-00-00-99", lo));
+    assert!(unknown.contains("LOCALBOOT 0"), "{unknown}");
+    f.settle().await;
+    assert_eq!(f.store.machines.lock().unwrap().len(), 4);
+    assert_eq!(
+        f.events_of(EventKind::ScriptServed).len(),
+        6,
+        "one per per-machine file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reloads_end_with_the_newest_state() {
+    let s = Arc::new(store());
+    let inv = Inventory::load(s.clone()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let s = s.clone();
+        let inv = inv.clone();
+        tasks.push(tokio::spawn(async move {
+            use rackboot_store::Store;
+            let m = rackboot_core::Machine::discovered(
+                rackboot_core::MacAddr([2, 0, 0, 0, 0, i]),
+                None,
+                None,
+            );
+            s.create_machine(&m).await.unwrap();
+            inv.reload().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(inv.snapshot().machines.len(), 23);
+}
