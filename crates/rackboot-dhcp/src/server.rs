@@ -1,0 +1,755 @@
+//! The socket loop: receive, decide (lease engine or ProxyDHCP), reply. ACKs wait
+//! for their lease to be durable: they queue to the commit task, which writes
+//! every lease queued since its last write in one `put_leases` call (group commit)
+//! and only then sends the replies.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use dhcproto::v4::{DhcpOption, Message, MessageType};
+use metrics::{counter, gauge, histogram};
+use rackboot_core::{BootResponder, EventHub, EventKind, Lease, NewEvent, PxeClient};
+use rackboot_store::Store;
+use rackboot_wire::dhcp::{self as wire, ReplyTo, Request};
+use rackboot_wire::pxe;
+use serde_json::json;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DhcpConfig, DhcpMode};
+use crate::engine::{Ignore, LeaseEngine, Outcome, Timings};
+use crate::probe::{self, ProbeJob, ProbeVerdict};
+use crate::{DhcpError, DhcpSockets};
+
+/// Queue between the receive loop and the commit task.
+const COMMIT_QUEUE: usize = 65536;
+/// Most leases written in one transaction.
+const MAX_BATCH: usize = 4096;
+/// Probe attempts before giving up on a DISCOVER.
+const MAX_PROBE_ATTEMPTS: u32 = 4;
+
+/// A lease to write and, for ACKs, the reply to send once it is written.
+struct Pending {
+    lease: Lease,
+    reply: Option<Outgoing>,
+}
+
+struct Outgoing {
+    bytes: Vec<u8>,
+    to: SocketAddr,
+    kind: &'static str,
+    event: NewEvent,
+}
+
+/// Runs the DHCP service until `shutdown`. Leases are loaded from `store` first.
+pub async fn run(
+    sockets: DhcpSockets,
+    config: DhcpConfig,
+    store: Arc<dyn Store>,
+    events: EventHub,
+    boot: Arc<dyn BootResponder>,
+    shutdown: CancellationToken,
+) -> Result<(), DhcpError> {
+    let subnets = config.compile()?;
+    let io = |context: &'static str| move |source| DhcpError::Io { context, source };
+    let sock =
+        Arc::new(UdpSocket::from_std(sockets.dhcp).map_err(io("registering port 67 socket"))?);
+    let pxe_sock = match sockets.pxe {
+        Some(s) => Some(Arc::new(
+            UdpSocket::from_std(s).map_err(io("registering port 4011 socket"))?,
+        )),
+        None => None,
+    };
+    let server_ip = sockets.server_ip;
+
+    let engine = match config.mode {
+        DhcpMode::Full => {
+            let mut engine = LeaseEngine::new(
+                subnets,
+                Timings {
+                    offer_hold_secs: config.offer_hold_secs,
+                    decline_hold_secs: config.decline_hold_secs,
+                },
+                server_ip,
+            );
+            let leases = store.list_leases().await.map_err(DhcpError::LoadLeases)?;
+            let total = leases.len();
+            let skipped = engine.load(leases);
+            tracing::info!(loaded = total - skipped, skipped, "DHCP leases loaded");
+            Some(engine)
+        }
+        DhcpMode::Proxy => None,
+    };
+
+    let (commit_tx, commit_rx) = mpsc::channel(COMMIT_QUEUE);
+    let commit = tokio::spawn(commit_loop(
+        commit_rx,
+        store,
+        sock.clone(),
+        events.clone(),
+        Duration::from_millis(u64::from(config.commit_window_ms)),
+    ));
+
+    let (verdict_tx, mut verdict_rx) = mpsc::unbounded_channel();
+    let mut probe_tx = None;
+    if config.mode == DhcpMode::Full && config.probe.enabled {
+        let socket = sockets.icmp.ok_or(DhcpError::NoIcmpSocket)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        probe::spawn(
+            socket,
+            Duration::from_millis(u64::from(config.probe.timeout_ms)),
+            rx,
+            verdict_tx,
+        )
+        .map_err(io("starting the probe thread"))?;
+        probe_tx = Some(tx);
+    } else {
+        drop(verdict_tx);
+    }
+
+    let mut server = Server {
+        engine,
+        pool_low_percent: config.pool_low_percent,
+        server_ip,
+        client_port: sockets.client_port,
+        relay_port: sockets.relay_port,
+        sock: sock.clone(),
+        events,
+        boot,
+        commit_tx,
+        probe_tx,
+        probing: HashMap::new(),
+        next_probe_id: 0,
+        pool_low: HashMap::new(),
+    };
+    tracing::info!(%server_ip, mode = ?config.mode, "DHCP server running");
+
+    let mut buf = vec![0u8; 4096];
+    let mut pxe_buf = vec![0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => server.on_packet(&buf[..n], from, false).await,
+                Err(e) => {
+                    counter!("rackboot_dhcp_recv_errors_total").increment(1);
+                    tracing::warn!(error = %e, "DHCP receive failed");
+                }
+            },
+            r = recv_opt(pxe_sock.as_deref(), &mut pxe_buf) => match r {
+                Ok((n, from)) => server.on_packet(&pxe_buf[..n], from, true).await,
+                Err(e) => {
+                    counter!("rackboot_dhcp_recv_errors_total").increment(1);
+                    tracing::warn!(error = %e, "PXE port receive failed");
+                }
+            },
+            Some(v) = verdict_rx.recv() => server.on_probe(v).await,
+            _ = tick.tick() => server.pool_check(),
+        }
+    }
+    // Let the commit task write and answer what is queued, then stop.
+    drop(server);
+    let _ = commit.await;
+    Ok(())
+}
+
+async fn recv_opt(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct ProbeState {
+    req: Request,
+    attempts: u32,
+}
+
+struct Server {
+    engine: Option<LeaseEngine>,
+    pool_low_percent: u8,
+    server_ip: Ipv4Addr,
+    client_port: u16,
+    relay_port: u16,
+    sock: Arc<UdpSocket>,
+    events: EventHub,
+    boot: Arc<dyn BootResponder>,
+    commit_tx: mpsc::Sender<Pending>,
+    probe_tx: Option<mpsc::UnboundedSender<ProbeJob>>,
+    probing: HashMap<u64, ProbeState>,
+    next_probe_id: u64,
+    /// Subnets currently below the pool-low threshold (event sent once per crossing).
+    pool_low: HashMap<String, bool>,
+}
+
+fn type_label(kind: MessageType) -> &'static str {
+    match kind {
+        MessageType::Discover => "discover",
+        MessageType::Offer => "offer",
+        MessageType::Request => "request",
+        MessageType::Decline => "decline",
+        MessageType::Ack => "ack",
+        MessageType::Nak => "nak",
+        MessageType::Release => "release",
+        MessageType::Inform => "inform",
+        _ => "other",
+    }
+}
+
+fn drop_packet(reason: &'static str) {
+    counter!("rackboot_dhcp_dropped_total", "reason" => reason).increment(1);
+}
+
+impl Server {
+    async fn on_packet(&mut self, bytes: &[u8], from: SocketAddr, pxe_port: bool) {
+        let req = match wire::parse_request(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropping malformed DHCP packet");
+                drop_packet(e.reason());
+                return;
+            }
+        };
+        counter!("rackboot_dhcp_received_total", "type" => type_label(req.kind)).increment(1);
+        let client = pxe::classify(&req.msg);
+        if pxe_port {
+            self.pxe_port_request(&req, client.as_ref(), from).await;
+            return;
+        }
+        if self.engine.is_none() {
+            self.proxy_offer(&req, client.as_ref()).await;
+            return;
+        }
+        self.full(req, client).await;
+    }
+
+    async fn full(&mut self, req: Request, client: Option<PxeClient>) {
+        let now = Utc::now();
+        let engine = self.engine.as_mut().expect("full mode");
+        match engine.handle(&req, now) {
+            Outcome::Offer {
+                ip,
+                subnet,
+                lease_secs,
+                probe,
+            } => {
+                if probe && let Some(tx) = &self.probe_tx {
+                    let id = self.next_probe_id;
+                    self.next_probe_id += 1;
+                    if tx.send(ProbeJob { id, ip }).is_ok() {
+                        self.probing.insert(id, ProbeState { req, attempts: 1 });
+                        return;
+                    }
+                }
+                self.send_offer(&req, client.as_ref(), ip, subnet, lease_secs)
+                    .await;
+            }
+            Outcome::Ack {
+                lease,
+                subnet,
+                lease_secs,
+            } => {
+                let msg = self.build(
+                    &req,
+                    client.as_ref(),
+                    MessageType::Ack,
+                    lease.ip,
+                    subnet,
+                    Some(lease_secs),
+                );
+                let event = NewEvent::new(
+                    EventKind::LeaseAcked,
+                    format!("acknowledged {} to {}", lease.ip, req.mac),
+                )
+                .mac(req.mac)
+                .data(json!({
+                    "ip": lease.ip.to_string(),
+                    "subnet": lease.subnet,
+                    "lease_secs": lease_secs,
+                    "hostname": lease.hostname,
+                    "relay": req.is_relayed().then(|| req.giaddr().to_string()),
+                    "pxe": client.as_ref().map(pxe_json),
+                }));
+                let to = self.destination(&req, MessageType::Ack, lease.ip);
+                match wire::encode(&msg) {
+                    Ok(bytes) => self.queue_commit(Pending {
+                        lease,
+                        reply: Some(Outgoing {
+                            bytes,
+                            to,
+                            kind: "ack",
+                            event,
+                        }),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot encode ACK");
+                        drop_packet("encode_error");
+                    }
+                }
+            }
+            Outcome::Nak { why } => {
+                let msg = wire::nak(&req, self.server_ip, why);
+                let to = self.destination(&req, MessageType::Nak, Ipv4Addr::UNSPECIFIED);
+                self.send(&msg, to, "nak").await;
+                self.events.emit(
+                    NewEvent::new(EventKind::LeaseNak, format!("refused {}: {why}", req.mac))
+                        .mac(req.mac)
+                        .data(json!({
+                            "requested_ip": req.requested_ip.map(|i| i.to_string()),
+                            "ciaddr": req.ciaddr().to_string(),
+                            "reason": why,
+                        })),
+                );
+            }
+            Outcome::Inform { subnet } => {
+                let msg = self.build(
+                    &req,
+                    client.as_ref(),
+                    MessageType::Ack,
+                    Ipv4Addr::UNSPECIFIED,
+                    subnet,
+                    None,
+                );
+                let to = self.destination(&req, MessageType::Ack, Ipv4Addr::UNSPECIFIED);
+                self.send(&msg, to, "ack").await;
+                self.events.emit(
+                    NewEvent::new(
+                        EventKind::DhcpInform,
+                        format!("answered INFORM from {} ({})", req.ciaddr(), req.mac),
+                    )
+                    .mac(req.mac)
+                    .data(json!({ "ciaddr": req.ciaddr().to_string() })),
+                );
+            }
+            Outcome::Persist { lease, kind } => {
+                let (event_kind, verb) = if kind == MessageType::Decline {
+                    (EventKind::LeaseDeclined, "declined")
+                } else {
+                    (EventKind::LeaseReleased, "released")
+                };
+                self.events.emit(
+                    NewEvent::new(event_kind, format!("{} {verb} {}", req.mac, lease.ip))
+                        .mac(req.mac)
+                        .data(json!({ "ip": lease.ip.to_string(), "subnet": lease.subnet })),
+                );
+                self.queue_commit(Pending { lease, reply: None });
+            }
+            Outcome::Ignore(why) => {
+                if why == Ignore::PoolExhausted {
+                    tracing::warn!(mac = %req.mac, "no free address to offer");
+                }
+                drop_packet(why.reason());
+            }
+        }
+    }
+
+    async fn send_offer(
+        &mut self,
+        req: &Request,
+        client: Option<&PxeClient>,
+        ip: Ipv4Addr,
+        subnet: usize,
+        lease_secs: u32,
+    ) {
+        let msg = self.build(
+            req,
+            client,
+            MessageType::Offer,
+            ip,
+            subnet,
+            Some(lease_secs),
+        );
+        let to = self.destination(req, MessageType::Offer, ip);
+        self.send(&msg, to, "offer").await;
+        let subnet_name = self.engine.as_ref().map(|e| e.subnet(subnet).name.clone());
+        self.events.emit(
+            NewEvent::new(
+                EventKind::LeaseOffered,
+                format!("offered {ip} to {}", req.mac),
+            )
+            .mac(req.mac)
+            .data(json!({
+                "ip": ip.to_string(),
+                "subnet": subnet_name,
+                "relay": req.is_relayed().then(|| req.giaddr().to_string()),
+                "pxe": client.map(pxe_json),
+            })),
+        );
+    }
+
+    async fn on_probe(&mut self, v: ProbeVerdict) {
+        let Some(state) = self.probing.remove(&v.id) else {
+            return;
+        };
+        let now = Utc::now();
+        let client = pxe::classify(&state.req.msg);
+        let engine = self.engine.as_mut().expect("probing only in full mode");
+        if !v.in_use {
+            if engine.still_offered(&state.req, v.ip, now) {
+                let subnet = engine.select_subnet(&state.req).unwrap_or(0);
+                let lease_secs = engine
+                    .subnet(subnet)
+                    .lease_time_secs
+                    .min(state.req.lease_time.unwrap_or(u32::MAX).max(60));
+                self.send_offer(&state.req, client.as_ref(), v.ip, subnet, lease_secs)
+                    .await;
+            }
+            return;
+        }
+        counter!("rackboot_dhcp_probe_conflicts_total").increment(1);
+        tracing::warn!(ip = %v.ip, "address answered ICMP echo: in use, not offering it");
+        if let Some(lease) = engine.mark_conflict(v.ip, now) {
+            self.events.emit(
+                NewEvent::new(
+                    EventKind::LeaseDeclined,
+                    format!("{} is in use (answered ping); kept out of the pool", v.ip),
+                )
+                .data(json!({ "ip": v.ip.to_string(), "subnet": lease.subnet, "conflict": true })),
+            );
+            self.queue_commit(Pending { lease, reply: None });
+        }
+        if state.attempts >= MAX_PROBE_ATTEMPTS {
+            drop_packet("probe_conflicts");
+            return;
+        }
+        // Pick another address for the same DISCOVER.
+        let engine = self.engine.as_mut().expect("full mode");
+        match engine.handle(&state.req, now) {
+            Outcome::Offer {
+                ip,
+                subnet,
+                lease_secs,
+                probe,
+            } => {
+                if probe && let Some(tx) = &self.probe_tx {
+                    let id = self.next_probe_id;
+                    self.next_probe_id += 1;
+                    if tx.send(ProbeJob { id, ip }).is_ok() {
+                        self.probing.insert(
+                            id,
+                            ProbeState {
+                                req: state.req,
+                                attempts: state.attempts + 1,
+                            },
+                        );
+                        return;
+                    }
+                }
+                self.send_offer(&state.req, client.as_ref(), ip, subnet, lease_secs)
+                    .await;
+            }
+            Outcome::Ignore(why) => drop_packet(why.reason()),
+            other => tracing::debug!(?other, "unexpected outcome re-handling a DISCOVER"),
+        }
+    }
+
+    /// OFFER/ACK body: address, subnet options, host options, boot information.
+    fn build(
+        &self,
+        req: &Request,
+        client: Option<&PxeClient>,
+        kind: MessageType,
+        yiaddr: Ipv4Addr,
+        subnet: usize,
+        lease_secs: Option<u32>,
+    ) -> Message {
+        let engine = self.engine.as_ref().expect("full mode");
+        let s = engine.subnet(subnet);
+        let mut m = wire::reply(req, kind, self.server_ip);
+        m.set_yiaddr(yiaddr);
+        let opts = m.opts_mut();
+        opts.insert(DhcpOption::SubnetMask(s.mask()));
+        opts.insert(DhcpOption::BroadcastAddr(s.broadcast()));
+        if let Some(r) = s.router {
+            opts.insert(DhcpOption::Router(vec![r]));
+        }
+        if !s.dns.is_empty() {
+            opts.insert(DhcpOption::DomainNameServer(s.dns.clone()));
+        }
+        if let Some(d) = &s.domain {
+            opts.insert(DhcpOption::DomainName(d.clone()));
+        }
+        if !s.ntp.is_empty() {
+            opts.insert(DhcpOption::NtpServers(s.ntp.clone()));
+        }
+        if let Some(secs) = lease_secs {
+            wire::set_lease_times(&mut m, secs);
+        }
+        for (code, value) in &s.options {
+            wire::set_raw_option(&mut m, *code, value.clone());
+        }
+        if let Some(r) = engine.reservation(req.mac).filter(|r| s.contains(r.ip)) {
+            if let Some(h) = &r.hostname {
+                m.opts_mut().insert(DhcpOption::Hostname(h.clone()));
+            }
+            for (code, value) in &r.options {
+                wire::set_raw_option(&mut m, *code, value.clone());
+            }
+        }
+        if let Some(c) = client
+            && let Some(b) = self.boot.dhcp_boot(req.mac, c, self.server_ip)
+        {
+            wire::set_boot(
+                &mut m,
+                &b.filename,
+                b.next_server.unwrap_or(self.server_ip),
+                b.http_client,
+            );
+        }
+        m
+    }
+
+    fn destination(&self, req: &Request, kind: MessageType, yiaddr: Ipv4Addr) -> SocketAddr {
+        let v4 = |ip, port| SocketAddr::V4(SocketAddrV4::new(ip, port));
+        match wire::reply_destination(req, kind, yiaddr) {
+            ReplyTo::Relay(g) => v4(g, self.relay_port),
+            ReplyTo::Unicast(c) => v4(c, self.client_port),
+            // No ARP entry can be added for a client without an address from a plain
+            // UDP socket, so those replies are broadcast (RFC 2131 4.1 allows it).
+            ReplyTo::Broadcast | ReplyTo::Hardware { .. } => {
+                v4(Ipv4Addr::BROADCAST, self.client_port)
+            }
+        }
+    }
+
+    async fn send(&self, msg: &Message, to: SocketAddr, kind: &'static str) {
+        match wire::encode(msg) {
+            Ok(bytes) => send_bytes(&self.sock, &bytes, to, kind).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode DHCP reply");
+                drop_packet("encode_error");
+            }
+        }
+    }
+
+    fn queue_commit(&self, p: Pending) {
+        if self.commit_tx.try_send(p).is_err() {
+            // The store is far behind; the client will retry.
+            drop_packet("commit_queue_full");
+        }
+    }
+
+    /// ProxyDHCP on port 67: answer PXE DISCOVERs with boot information only.
+    async fn proxy_offer(&mut self, req: &Request, client: Option<&PxeClient>) {
+        let Some(client) = client else {
+            drop_packet("not_pxe");
+            return;
+        };
+        if req.kind != MessageType::Discover {
+            // REQUESTs on 67 belong to the real DHCP server.
+            drop_packet("proxy_not_discover");
+            return;
+        }
+        let Some(boot) = self.boot.dhcp_boot(req.mac, client, self.server_ip) else {
+            drop_packet("no_boot_answer");
+            return;
+        };
+        let next = boot.next_server.unwrap_or(self.server_ip);
+        let msg = wire::proxy_reply(
+            req,
+            MessageType::Offer,
+            self.server_ip,
+            &boot.filename,
+            next,
+            boot.http_client,
+        );
+        let to = self.destination(req, MessageType::Offer, Ipv4Addr::UNSPECIFIED);
+        self.send(&msg, to, "proxy_offer").await;
+        self.emit_proxy(req, client, &boot.filename, 67);
+    }
+
+    /// Port 4011: REQUEST (or INFORM) from a PXE client that saw our ProxyDHCP offer;
+    /// the ACK goes straight back to the sender.
+    async fn pxe_port_request(
+        &mut self,
+        req: &Request,
+        client: Option<&PxeClient>,
+        from: SocketAddr,
+    ) {
+        let Some(client) = client else {
+            drop_packet("not_pxe");
+            return;
+        };
+        if !matches!(req.kind, MessageType::Request | MessageType::Inform) {
+            drop_packet("pxe_port_not_request");
+            return;
+        }
+        let Some(boot) = self.boot.dhcp_boot(req.mac, client, self.server_ip) else {
+            drop_packet("no_boot_answer");
+            return;
+        };
+        let next = boot.next_server.unwrap_or(self.server_ip);
+        let mut msg = wire::proxy_reply(
+            req,
+            MessageType::Ack,
+            self.server_ip,
+            &boot.filename,
+            next,
+            boot.http_client,
+        );
+        // PXE spec: the boot server ACK echoes the PXE_BOOT_ITEM (43/71) the client asked for.
+        if let Some(DhcpOption::VendorExtensions(v)) = req
+            .msg
+            .opts()
+            .get(dhcproto::v4::OptionCode::VendorExtensions)
+            && let Some(item) = find_suboption(v, 71)
+        {
+            let mut vendor = vec![71, item.len() as u8];
+            vendor.extend_from_slice(item);
+            vendor.push(255);
+            msg.opts_mut().insert(DhcpOption::VendorExtensions(vendor));
+        }
+        self.send(&msg, from, "proxy_ack").await;
+        self.emit_proxy(req, client, &boot.filename, 4011);
+    }
+
+    fn emit_proxy(&self, req: &Request, client: &PxeClient, filename: &str, port: u16) {
+        self.events.emit(
+            NewEvent::new(
+                EventKind::ProxyDhcpReply,
+                format!("ProxyDHCP on port {port}: {filename} to {}", req.mac),
+            )
+            .mac(req.mac)
+            .data(json!({ "filename": filename, "port": port, "pxe": pxe_json(client) })),
+        );
+    }
+
+    /// Gauge of free addresses per subnet; a PoolLow event when one crosses below the threshold.
+    fn pool_check(&mut self) {
+        let Some(engine) = &self.engine else { return };
+        for s in engine.pool_stats(Utc::now()) {
+            gauge!("rackboot_dhcp_pool_free", "subnet" => s.subnet.clone()).set(s.free as f64);
+            gauge!("rackboot_dhcp_pool_size", "subnet" => s.subnet.clone()).set(s.size as f64);
+            let low = self.pool_low_percent > 0
+                && s.free * 100 < s.size * u64::from(self.pool_low_percent);
+            let was_low = self.pool_low.insert(s.subnet.clone(), low).unwrap_or(false);
+            if low && !was_low {
+                tracing::warn!(subnet = %s.subnet, free = s.free, size = s.size, "DHCP pool low");
+                self.events.emit(
+                    NewEvent::new(
+                        EventKind::PoolLow,
+                        format!(
+                            "subnet {}: {} of {} addresses free",
+                            s.subnet, s.free, s.size
+                        ),
+                    )
+                    .data(json!({ "subnet": s.subnet, "free": s.free, "size": s.size,
+                                  "threshold_percent": self.pool_low_percent })),
+                );
+            }
+        }
+    }
+}
+
+fn find_suboption(encapsulated: &[u8], code: u8) -> Option<&[u8]> {
+    let mut i = 0;
+    while i + 1 < encapsulated.len() {
+        let (c, len) = (encapsulated[i], usize::from(encapsulated[i + 1]));
+        match c {
+            0 => i += 1,
+            255 => return None,
+            _ => {
+                let v = encapsulated.get(i + 2..i + 2 + len)?;
+                if c == code {
+                    return Some(v);
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    None
+}
+
+fn pxe_json(c: &PxeClient) -> serde_json::Value {
+    json!({
+        "arch": c.arch.as_str(),
+        "ipxe": c.ipxe,
+        "http_boot": c.http_boot,
+        "uuid": c.uuid.map(|u| u.to_string()),
+    })
+}
+
+async fn send_bytes(sock: &UdpSocket, bytes: &[u8], to: SocketAddr, kind: &'static str) {
+    match sock.send_to(bytes, to).await {
+        Ok(_) => counter!("rackboot_dhcp_replied_total", "type" => kind).increment(1),
+        Err(e) => {
+            counter!("rackboot_dhcp_send_errors_total").increment(1);
+            tracing::warn!(%to, error = %e, "DHCP send failed");
+        }
+    }
+}
+
+/// Group commit: take everything queued, write it in one transaction, then send the
+/// ACKs of that batch. While a write is in flight the next batch accumulates.
+async fn commit_loop(
+    mut rx: mpsc::Receiver<Pending>,
+    store: Arc<dyn Store>,
+    sock: Arc<UdpSocket>,
+    events: EventHub,
+    window: Duration,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        batch.clear();
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        if !window.is_zero() && batch.len() < MAX_BATCH {
+            tokio::time::sleep(window).await;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        // One row per address: the last write of an address in the batch wins.
+        let mut leases: Vec<Lease> = Vec::with_capacity(batch.len());
+        let mut index: HashMap<Ipv4Addr, usize> = HashMap::with_capacity(batch.len());
+        for p in &batch {
+            match index.get(&p.lease.ip) {
+                Some(&i) => leases[i] = p.lease.clone(),
+                None => {
+                    index.insert(p.lease.ip, leases.len());
+                    leases.push(p.lease.clone());
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = store.put_leases(&leases).await;
+        histogram!("rackboot_dhcp_lease_write_seconds").record(started.elapsed().as_secs_f64());
+        histogram!("rackboot_dhcp_lease_batch_size").record(leases.len() as f64);
+        match result {
+            Ok(()) => {
+                counter!("rackboot_dhcp_lease_writes_total").increment(leases.len() as u64);
+                for p in batch.drain(..) {
+                    if let Some(out) = p.reply {
+                        send_bytes(&sock, &out.bytes, out.to, out.kind).await;
+                        events.emit(out.event);
+                    }
+                }
+            }
+            Err(e) => {
+                // No ACK for a lease that is not durable; clients retry.
+                counter!("rackboot_dhcp_lease_write_errors_total").increment(1);
+                drop_packet_n(
+                    "lease_write_failed",
+                    batch.iter().filter(|p| p.reply.is_some()).count(),
+                );
+                tracing::error!(error = %e, leases = leases.len(), "writing leases failed; ACKs withheld");
+            }
+        }
+    }
+}
+
+fn drop_packet_n(reason: &'static str, n: usize) {
+    counter!("rackboot_dhcp_dropped_total", "reason" => reason).increment(n as u64);
+}
