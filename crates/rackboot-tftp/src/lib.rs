@@ -255,6 +255,26 @@ fn reject(
     failed_event(shared, file, client, detail, 0);
 }
 
+/// Netascii size of `source`, `None` if it cannot be read (then tsize is not
+/// offered). Gives the source back, or nothing if the blocking task died.
+async fn netascii_tsize(source: Source) -> Option<(Source, Option<u64>)> {
+    match source {
+        Source::Memory(bytes) => {
+            let n = tftp::netascii_encoded_len(&bytes);
+            Some((Source::Memory(bytes), Some(n)))
+        }
+        Source::File(file) => {
+            let mut source = Source::File(file);
+            let join = tokio::task::spawn_blocking(move || {
+                let n = stream::netascii_size(&mut source);
+                (source, n)
+            })
+            .await;
+            join.ok().map(|(source, n)| (source, n.ok()))
+        }
+    }
+}
+
 async fn serve_read(slot: Slot, local_ip: Ipv4Addr, peer: SocketAddrV4, request: Request) {
     let shared = slot.shared.clone();
     let client = *peer.ip();
@@ -335,27 +355,11 @@ async fn serve_read(slot: Slot, local_ip: Ipv4Addr, peer: SocketAddrV4, request:
         None
     } else if netascii {
         // The encoded size: read the file once more (only when the client asks).
-        let counted = match source {
-            Source::Memory(ref bytes) => Some(tftp::netascii_encoded_len(bytes)),
-            Source::File(f) => {
-                let mut s = Source::File(f);
-                let r = tokio::task::spawn_blocking(move || {
-                    let n = stream::netascii_size(&mut s);
-                    (s, n)
-                })
-                .await;
-                match r {
-                    Ok((s, n)) => {
-                        source = s;
-                        n.ok()
-                    }
-                    Err(_) => {
-                        send_error(&socket, ErrorCode::NotDefined, "internal error").await;
-                        return;
-                    }
-                }
-            }
+        let Some((s, counted)) = netascii_tsize(source).await else {
+            send_error(&socket, ErrorCode::NotDefined, "internal error").await;
+            return;
         };
+        source = s;
         counted
     } else {
         Some(size)

@@ -546,7 +546,8 @@ mod tests {
     /// Requests captured from real clients by testdata/tftp/capture.sh.
     #[test]
     fn real_client_requests() {
-        let table: &[(&str, &str, Mode, &[(&str, &str)])] = &[
+        type Row<'a> = (&'a str, &'a str, Mode, &'a [(&'a str, &'a str)]);
+        let table: &[Row] = &[
             (
                 "atftp-blksize-windowsize",
                 "boot/file.bin",
