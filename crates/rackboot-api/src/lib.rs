@@ -34,8 +34,9 @@ pub use error::{ApiError, ErrorBody};
 pub use openapi::openapi;
 pub use ops::{ServiceInfo, StatusInfo};
 
-/// Checks a profile's templates before it is stored; `Err` is shown to the
-/// operator as a 400, so it should name the field (`cmdline: ...`).
+/// Checks a profile's templates before it is stored (after `Profile::validate`);
+/// `Err` is shown to the operator as a 400, so it should name the field
+/// (`cmdline: ...`). Defaults to [`rackboot_boot::validate_profile_templates`].
 pub type TemplateValidator = Arc<dyn Fn(&Profile) -> Result<(), String> + Send + Sync>;
 
 /// Everything the handlers need. Cheap to clone.
@@ -56,8 +57,8 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State with no metrics, default status, templates unchecked (only
-    /// `Profile::validate` runs) and a 15 s SSE keep-alive.
+    /// State with no metrics, default status, profile templates checked by
+    /// [`rackboot_boot::validate_profile_templates`] and a 15 s SSE keep-alive.
     pub fn new(inventory: Arc<Inventory>, events: EventHub, auth: AuthConfig) -> ApiState {
         ApiState {
             inventory,
@@ -65,7 +66,7 @@ impl ApiState {
             auth: Arc::new(auth),
             metrics: None,
             status: Arc::new(StatusInfo::default()),
-            validate_templates: Arc::new(|_| Ok(())),
+            validate_templates: Arc::new(rackboot_boot::validate_profile_templates),
             shutdown: CancellationToken::new(),
             sse_keep_alive: events::DEFAULT_KEEP_ALIVE,
         }

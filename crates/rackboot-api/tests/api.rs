@@ -611,7 +611,34 @@ async fn profiles_crud_validation_and_references() {
 }
 
 #[tokio::test]
-async fn template_validator_rejects_bad_templates() {
+async fn boot_template_check_runs_by_default() {
+    let h = Harness::new().await;
+    for (body, field) in [
+        (json!({ "kernel": "k", "cmdline": "x={{ mac" }), "cmdline"),
+        (
+            json!({ "kernel": "k", "cmdline": "x={{ machine.nmae }}" }),
+            "cmdline",
+        ),
+        (json!({ "ipxe_script": "#!ipxe\n{% if %}" }), "ipxe_script"),
+    ] {
+        let (status, got) = h
+            .call(Method::PUT, "/api/v1/profiles/broken", Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {got}");
+        assert!(error_of(&got).contains(field), "{body}: {}", error_of(&got));
+    }
+    assert_eq!(
+        h.get("/api/v1/profiles/broken").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, got) = h
+        .call(Method::PUT, "/api/v1/profiles/good", Some(kernel_profile()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{got}");
+}
+
+#[tokio::test]
+async fn template_validator_hook_is_used() {
     let mut h = Harness::new().await;
     h.state.validate_templates = Arc::new(|p| {
         if p.cmdline.contains("{{") && !p.cmdline.contains("}}") {

@@ -151,3 +151,51 @@ pub fn error_of(body: &Value) -> &str {
         .as_str()
         .unwrap_or_else(|| panic!("no error message in {body}"))
 }
+
+/// One server-sent event block as it came over the wire.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseFrame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    /// True for a block holding only comments (keep-alives).
+    pub comment_only: bool,
+}
+
+/// Splits an SSE byte stream into blocks (RFC: blocks end with a blank line).
+#[derive(Default)]
+pub struct SseParser {
+    buf: String,
+}
+
+impl SseParser {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.push_str(&String::from_utf8_lossy(bytes));
+    }
+
+    pub fn next_frame(&mut self) -> Option<SseFrame> {
+        let end = self.buf.find("\n\n")?;
+        let block: String = self.buf.drain(..end + 2).collect();
+        let mut frame = SseFrame {
+            comment_only: true,
+            ..SseFrame::default()
+        };
+        let mut data = Vec::new();
+        for line in block.lines() {
+            if line.is_empty() || line.starts_with(':') {
+                continue;
+            }
+            frame.comment_only = false;
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => frame.id = Some(value.to_string()),
+                "event" => frame.event = Some(value.to_string()),
+                "data" => data.push(value.to_string()),
+                _ => {}
+            }
+        }
+        frame.data = data.join("\n");
+        Some(frame)
+    }
+}
