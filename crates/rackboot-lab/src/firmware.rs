@@ -8,8 +8,11 @@
 //!   a BIOS machine reaches an iPXE script without chainloading undionly.kpxe. Without a ROM
 //!   (`romfile=`) SeaBIOS has no network boot at all.
 //! - Under OVMF with `romfile=` (no iPXE ROM), OVMF's own PXE stack boots: it sends client arch 7
-//!   and no option 175, so it gets the NBP (ipxe.efi or snponly.efi) and iPXE then DHCPs again with
-//!   option 175. That is the real "firmware PXE → iPXE chainload" path. With the default ROM, OVMF
+//!   and no option 175, so it gets the NBP and iPXE then DHCPs again with option 175. That is the
+//!   real "firmware PXE → iPXE chainload" path. Serve `snponly.efi` there: `ipxe.efi` (this 2019
+//!   build) drives the NIC through OVMF's SNP too and boots kernels fine, but when its script runs
+//!   `exit` ("boot from local disk") it never returns to OVMF (no output for minutes), while
+//!   snponly.efi returns and OVMF moves on to the next boot option. With the default ROM, OVMF
 //!   first runs the ROM's iPXE (boot option "UEFI PXEv4 (MAC:...)") and then, if that returns, its
 //!   own PXE over the same NIC ("UEFI PXEv4 (MAC:...) 2").
 //! - This iPXE (2019) loads an initrd for an EFI-stub kernel only through the kernel command line:

@@ -192,7 +192,7 @@ pub fn host_kernel() -> Result<PathBuf> {
                 .is_some_and(|n| n.starts_with("vmlinuz-"))
         })
         .collect();
-    kernels.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    kernels.sort_by_key(|k| version_key(k));
     kernels.pop().ok_or_else(|| {
         LabError::Config("no /boot/vmlinuz-* (apt-get install linux-image-amd64)".into())
     })

@@ -263,20 +263,19 @@ pub(crate) fn find_line(text: &str, pattern: &str) -> Option<String> {
 /// Removes ANSI CSI/ESC sequences, backspaces and carriage returns (firmware consoles are full of them).
 pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
+    let mut chars = text.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\u{1b}' => match chars.next() {
-                Some('[') => {
-                    // CSI: parameters and intermediates up to a final byte in @..~
+            // ESC [ ... final byte is a CSI sequence; ESC + one char (e.g. ESC c) is a short one.
+            '\u{1b}' => {
+                if chars.next() == Some('[') {
                     for c in chars.by_ref() {
                         if ('@'..='~').contains(&c) {
                             break;
                         }
                     }
                 }
-                Some(_) | None => {}
-            },
+            }
             '\u{8}' | '\r' => {}
             c => out.push(c),
         }

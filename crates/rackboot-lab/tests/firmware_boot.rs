@@ -74,7 +74,7 @@ async fn bios_and_uefi_machines_netboot_the_marker_kernel() {
     let tftp = stage_tftp_root(dir.path(), &marker_script());
     let mut lab = Lab::create(LabConfig::new(
         dir.path().join("lab"),
-        // SeaBIOS + QEMU's iPXE ROM; OVMF's own PXE client chainloading ipxe.efi.
+        // SeaBIOS + QEMU's iPXE ROM; OVMF's own PXE client chainloading snponly.efi.
         vec![MachineSpec::bios(), MachineSpec::uefi()],
     ))
     .unwrap();
@@ -95,7 +95,7 @@ async fn bios_and_uefi_machines_netboot_the_marker_kernel() {
         async {
             let line = uefi.wait_for_serial(MARKER, BOOT_TIMEOUT).await;
             eprintln!(
-                "UEFI (OVMF PXE + ipxe.efi): marker after {:?}",
+                "UEFI (OVMF PXE + snponly.efi): marker after {:?}",
                 started.elapsed()
             );
             line
@@ -126,7 +126,7 @@ async fn bios_and_uefi_machines_netboot_the_marker_kernel() {
         "{uefi_serial}"
     );
     assert!(
-        uefi_serial.contains("NBP filename is ipxe.efi"),
+        uefi_serial.contains("NBP filename is snponly.efi"),
         "{uefi_serial}"
     );
     assert!(uefi_serial.contains("rackboot-lab: booting marker kernel platform=efi"));

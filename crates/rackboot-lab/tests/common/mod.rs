@@ -46,7 +46,8 @@ pub fn stage_tftp_root(dir: &Path, script: &str) -> PathBuf {
 
 /// Starts dnsmasq in the lab's namespace as a full DHCP server + TFTP server on the bridge:
 /// - iPXE (sends option 175) gets `boot.ipxe`;
-/// - UEFI x86-64 firmware PXE (client arch 7) gets `ipxe.efi` to chainload iPXE;
+/// - UEFI x86-64 firmware PXE (client arch 7) gets `snponly.efi` to chainload iPXE (`ipxe.efi`
+///   boots too, but hangs when its script `exit`s back to OVMF: see `firmware`);
 /// - BIOS firmware PXE gets `undionly.kpxe` (unused with QEMU's iPXE ROM, which is iPXE itself).
 ///
 /// Returns once dnsmasq has bound its sockets.
@@ -77,7 +78,7 @@ pub async fn start_dnsmasq(lab: &mut Lab, tftp_root: &Path) {
         "--dhcp-match=set:ipxe,175",
         "--dhcp-match=set:efi64,option:client-arch,7",
         "--dhcp-boot=tag:ipxe,boot.ipxe",
-        "--dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi",
+        "--dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi",
         "--dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe",
     ]);
     let dnsmasq = lab.spawn_helper("dnsmasq", cmd).unwrap();
