@@ -120,7 +120,7 @@ pub struct SubnetConfig {
     /// Option 42.
     #[serde(default)]
     pub ntp: Vec<Ipv4Addr>,
-    /// Option 51 (longest lease; shorter requests are honoured, down to 60 s). Default 3600.
+    /// Option 51 (longest lease; shorter requests are honoured, down to 60 s). At least 10. Default 3600.
     #[serde(default = "default_lease_time")]
     pub lease_time_secs: u32,
     /// Fixed addresses by MAC; may be inside or outside `ranges` (but inside `cidr`).
@@ -191,7 +191,7 @@ pub enum ConfigError {
     DuplicateName(String),
     #[error("option {code}: {why}")]
     Option { code: u8, why: String },
-    #[error("subnet {subnet}: lease_time_secs must be at least 60")]
+    #[error("subnet {subnet}: lease_time_secs must be at least 10")]
     LeaseTime { subnet: String },
     #[error("full mode needs at least one subnet")]
     NoSubnets,
@@ -357,7 +357,7 @@ impl DhcpConfig {
                 subnet: name.clone(),
                 cidr: sc.cidr.clone(),
             })?;
-            if sc.lease_time_secs < 60 {
+            if sc.lease_time_secs < 10 {
                 return Err(ConfigError::LeaseTime { subnet: name });
             }
             let mut subnet = Subnet {
@@ -556,7 +556,7 @@ mod tests {
             ),
             (
                 "[[subnets]]\ncidr = \"10.0.0.0/24\"\nlease_time_secs = 5",
-                "at least 60",
+                "at least 10",
             ),
         ];
         for (text, want) in cases {

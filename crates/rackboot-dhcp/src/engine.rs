@@ -213,9 +213,11 @@ impl LeaseEngine {
         }
     }
 
-    fn lease_secs(&self, req: &Request, subnet: usize) -> u32 {
+    /// Lease length for `req` in `subnet`: the client's wish within [60 s, configured].
+    pub fn lease_secs(&self, req: &Request, subnet: usize) -> u32 {
         let max = self.subnets[subnet].lease_time_secs;
-        req.lease_time.map_or(max, |t| t.clamp(MIN_LEASE_SECS, max))
+        req.lease_time
+            .map_or(max, |t| t.clamp(MIN_LEASE_SECS.min(max), max))
     }
 
     /// True when `ip` may be given to `key` now.

@@ -395,10 +395,7 @@ impl Server {
         if !v.in_use {
             if engine.still_offered(&state.req, v.ip, now) {
                 let subnet = engine.select_subnet(&state.req).unwrap_or(0);
-                let lease_secs = engine
-                    .subnet(subnet)
-                    .lease_time_secs
-                    .min(state.req.lease_time.unwrap_or(u32::MAX).max(60));
+                let lease_secs = engine.lease_secs(&state.req, subnet);
                 self.send_offer(&state.req, client.as_ref(), v.ip, subnet, lease_secs)
                     .await;
             }

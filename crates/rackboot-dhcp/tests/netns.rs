@@ -1,0 +1,577 @@
+//! The server against real clients (dhclient, udhcpc) and crafted packets, over a
+//! veth pair between two network namespaces this test creates and deletes.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use dhcproto::v4::{DhcpOption, Flags, MessageType, OptionCode};
+use rackboot_core::{EventKind, LeaseState};
+use rackboot_store::{SqliteStore, Store};
+use rackboot_wire::dhcp::{file_field, message_type, option_bytes};
+
+const BCAST: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::BROADCAST), 67);
+
+async fn sqlite(lab: &Lab) -> Arc<dyn Store> {
+    Arc::new(
+        SqliteStore::open_file(&lab.dir.path().join("leases.db"))
+            .await
+            .unwrap(),
+    )
+}
+
+/// Collects events seen so far.
+fn drain(
+    events: &mut tokio::sync::broadcast::Receiver<rackboot_core::Event>,
+) -> Vec<rackboot_core::Event> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dhclient_gets_a_lease_and_renews_it() {
+    let lab = Lab::new();
+    let store = sqlite(&lab).await;
+    let mut server = start(
+        lab.server_sockets(false, false),
+        config(10, ""),
+        store.clone(),
+    );
+
+    let dir = lab.dir.path();
+    let log = dir.join("dhclient.log");
+    let script = dir.join("script.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$reason $new_ip_address $new_domain_name $new_routers $new_dhcp_lease_time\" >> {}\n\
+             case \"$reason\" in BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/24\" dev \"$interface\";; esac\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let stderr = std::fs::File::create(dir.join("dhclient.stderr")).unwrap();
+    let _dhclient = Child(
+        lab.client_cmd("dhclient")
+            .args(["-4", "-d", "-v", "-sf"])
+            .arg(&script)
+            .arg("-lf")
+            .arg(dir.join("lease"))
+            .arg("-pf")
+            .arg(dir.join("pid"))
+            .arg(&lab.client_if)
+            .stderr(stderr)
+            .spawn()
+            .expect("dhclient"),
+    );
+    let text = wait_for_file(&log, "BOUND 10.99.0.100 lab.test 10.99.0.1 10", 20).await;
+    assert!(text.contains("PREINIT"), "{text}");
+    // Lease 10 s, T1 5 s: dhclient renews by unicast.
+    wait_for_file(&log, "RENEW 10.99.0.100", 20).await;
+
+    let leases = store.list_leases().await.unwrap();
+    let l = leases
+        .iter()
+        .find(|l| l.ip == Ipv4Addr::new(10, 99, 0, 100))
+        .expect("lease stored");
+    assert_eq!(l.state, LeaseState::Bound);
+    assert_eq!(l.subnet, "local");
+    let kinds: Vec<EventKind> = drain(&mut server.events)
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&EventKind::LeaseOffered), "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::LeaseAcked)
+            .count()
+            >= 2,
+        "{kinds:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn udhcpc_gets_a_lease() {
+    let lab = Lab::new();
+    let store = sqlite(&lab).await;
+    let server = start(
+        lab.server_sockets(false, false),
+        config(3600, ""),
+        store.clone(),
+    );
+    let log = lab.dir.path().join("udhcpc.log");
+    let script = lab.dir.path().join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $ip $subnet $router $dns $domain $lease\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = lab.client_cmd("udhcpc");
+    cmd.args([
+        "-i",
+        &lab.client_if,
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+    ])
+    .arg(&script);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "udhcpc failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("bound 10.99.0.100 255.255.255.0 10.99.0.1 10.99.0.1 lab.test 3600"),
+        "{text}"
+    );
+    assert_eq!(
+        store.list_leases().await.unwrap()[0].state,
+        LeaseState::Bound
+    );
+    server.stop().await;
+}
+
+fn mac(n: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0, n]
+}
+
+fn send_recv(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+    xid: u32,
+) -> Option<dhcproto::v4::Message> {
+    sock.send_to(&bytes, to).unwrap();
+    recv_reply(sock, xid).map(|(m, _)| m)
+}
+
+/// DORA with crafted packets; returns the ACKed address.
+fn dora(sock: &UdpSocket, n: u8) -> Ipv4Addr {
+    let xid = 0x1000 + u32::from(n);
+    let d = packet(MessageType::Discover, mac(n), |m| {
+        m.set_xid(xid);
+    });
+    let offer = send_recv(sock, BCAST, d, xid).expect("offer");
+    assert_eq!(message_type(&offer), Some(MessageType::Offer));
+    let ip = offer.yiaddr();
+    let r = packet(MessageType::Request, mac(n), |m| {
+        m.set_xid(xid);
+        m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+        m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+    });
+    let ack = send_recv(sock, BCAST, r, xid).expect("ack");
+    assert_eq!(message_type(&ack), Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr(), ip);
+    ip
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nak_decline_relay_and_restart() {
+    let lab = Lab::new();
+    let store = sqlite(&lab).await;
+    let mut server = start(
+        lab.server_sockets(false, false),
+        config(3600, ""),
+        store.clone(),
+    );
+    let sock = lab.client_socket(68);
+
+    let s = sock.try_clone().unwrap();
+    let _declined = tokio::task::spawn_blocking(move || {
+        // INIT-REBOOT for an address from another network: NAK, broadcast.
+        let r = packet(MessageType::Request, mac(1), |m| {
+            m.set_xid(1);
+            m.opts_mut()
+                .insert(DhcpOption::RequestedIpAddress([192, 168, 1, 5].into()));
+        });
+        let nak = send_recv(&s, BCAST, r, 1).expect("nak");
+        assert_eq!(message_type(&nak), Some(MessageType::Nak));
+        assert_eq!(nak.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            option_bytes(&nak, 56),
+            Some(b"address is not on this network".to_vec())
+        );
+
+        // SELECTING our server for an address never offered: NAK.
+        let r = packet(MessageType::Request, mac(2), |m| {
+            m.set_xid(2);
+            m.opts_mut()
+                .insert(DhcpOption::RequestedIpAddress([10, 99, 0, 115].into()));
+            m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+        });
+        assert_eq!(
+            message_type(&send_recv(&s, BCAST, r, 2).expect("nak")),
+            Some(MessageType::Nak)
+        );
+
+        // SELECTING another server: silence.
+        let r = packet(MessageType::Request, mac(3), |m| {
+            m.set_xid(3);
+            m.opts_mut()
+                .insert(DhcpOption::RequestedIpAddress([10, 99, 0, 115].into()));
+            m.opts_mut()
+                .insert(DhcpOption::ServerIdentifier([10, 99, 0, 7].into()));
+        });
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        assert!(
+            send_recv(&s, BCAST, r, 3).is_none(),
+            "request for another server answered"
+        );
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+
+        // DORA, then DECLINE: the address stays out of the pool for everyone.
+        let declined = dora(&s, 4);
+        let d = packet(MessageType::Decline, mac(4), |m| {
+            m.set_xid(4);
+            m.opts_mut()
+                .insert(DhcpOption::RequestedIpAddress(declined));
+            m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+        });
+        s.send_to(&d, BCAST).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        for n in [4, 5, 6] {
+            let again = dora(&s, n);
+            assert_ne!(again, declined, "declined address re-offered to client {n}");
+        }
+        declined
+    })
+    .await
+    .unwrap();
+
+    let leases = store.list_leases().await.unwrap();
+    let declined: Vec<_> = leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Declined)
+        .collect();
+    assert_eq!(declined.len(), 1, "{leases:?}");
+    assert_eq!(declined[0].mac, None);
+    let kinds: Vec<EventKind> = drain(&mut server.events)
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    for k in [
+        EventKind::LeaseNak,
+        EventKind::LeaseDeclined,
+        EventKind::LeaseAcked,
+    ] {
+        assert!(kinds.contains(&k), "{k:?} missing from {kinds:?}");
+    }
+
+    // Relay: the "relay" lives in the client namespace at 10.123.0.1 behind 10.99.0.254.
+    lab.client(&["addr", "add", "10.99.0.254/24", "dev", &lab.client_if]);
+    lab.client(&["addr", "add", "10.123.0.1/32", "dev", "lo"]);
+    lab.server(&["route", "add", "10.123.0.0/24", "via", "10.99.0.254"]);
+    let relay = lab.in_ns(&lab.client_ns.clone(), || {
+        let s = UdpSocket::bind("10.123.0.1:67").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    });
+    let relay_info = vec![
+        1, 6, b'p', b'o', b'r', b't', b'-', b'7', 2, 4, b's', b'w', b'-', b'1',
+    ];
+    let info = relay_info.clone();
+    tokio::task::spawn_blocking(move || {
+        let to: SocketAddr = "10.99.0.1:67".parse().unwrap();
+        let relayed = |kind, build: &dyn Fn(&mut dhcproto::v4::Message)| {
+            packet(kind, mac(20), |m| {
+                m.set_xid(20);
+                m.set_giaddr([10, 123, 0, 1]);
+                m.set_hops(1);
+                build(m);
+                m.opts_mut()
+                    .insert(DhcpOption::Unknown(dhcproto::v4::UnknownOption::new(
+                        OptionCode::RelayAgentInformation,
+                        info.clone(),
+                    )));
+            })
+        };
+        let (offer, from) = {
+            relay
+                .send_to(&relayed(MessageType::Discover, &|_| {}), to)
+                .unwrap();
+            recv_reply(&relay, 20).expect("relayed offer")
+        };
+        assert_eq!(from, to, "reply comes from the server port");
+        assert_eq!(message_type(&offer), Some(MessageType::Offer));
+        assert_eq!(offer.giaddr(), Ipv4Addr::new(10, 123, 0, 1));
+        let ip = offer.yiaddr();
+        assert!(
+            (Ipv4Addr::new(10, 123, 0, 10)..=Ipv4Addr::new(10, 123, 0, 20)).contains(&ip),
+            "{ip}"
+        );
+        assert_eq!(option_bytes(&offer, 82), Some(info.clone()));
+        assert_eq!(option_bytes(&offer, 3), Some(vec![10, 123, 0, 1]));
+        let req = relayed(MessageType::Request, &|m| {
+            m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+            m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+        });
+        relay.send_to(&req, to).unwrap();
+        let (ack, _) = recv_reply(&relay, 20).expect("relayed ack");
+        assert_eq!(message_type(&ack), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), ip);
+        assert_eq!(option_bytes(&ack, 82), Some(info));
+    })
+    .await
+    .unwrap();
+    let _ = relay_info;
+    server.stop().await;
+
+    // Restart on the same store: client 4's successor address and the declined one survive.
+    let before = store.list_leases().await.unwrap();
+    let server = start(
+        lab.server_sockets(false, false),
+        config(3600, ""),
+        store.clone(),
+    );
+    let sock = lab.client_socket(68);
+    let bound_5 = before
+        .iter()
+        .find(|l| l.mac.map(|m| m.0) == Some(mac(5)) && l.state == LeaseState::Bound)
+        .unwrap()
+        .ip;
+    let got = tokio::task::spawn_blocking(move || {
+        let d = packet(MessageType::Discover, mac(5), |m| {
+            m.set_xid(55);
+        });
+        send_recv(&sock, BCAST, d, 55)
+            .expect("offer after restart")
+            .yiaddr()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        got, bound_5,
+        "a restarted server offers a client its persisted address"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ack_waits_for_the_lease_write() {
+    let lab = Lab::new();
+    let store = Arc::new(MemStore::default());
+    let server = start(
+        lab.server_sockets(false, false),
+        config(3600, ""),
+        store.clone(),
+    );
+    let sock = lab.client_socket(68);
+    let s = sock.try_clone().unwrap();
+    let offered = tokio::task::spawn_blocking(move || {
+        let d = packet(MessageType::Discover, mac(1), |m| {
+            m.set_xid(9);
+        });
+        send_recv(&s, BCAST, d, 9).expect("offer").yiaddr()
+    })
+    .await
+    .unwrap();
+
+    // Block the store, send the REQUEST: no ACK while the write cannot finish.
+    let gate = store.gate.write().await;
+    let s = sock.try_clone().unwrap();
+    let waiter = tokio::task::spawn_blocking(move || {
+        let r = packet(MessageType::Request, mac(1), |m| {
+            m.set_xid(9);
+            m.opts_mut().insert(DhcpOption::RequestedIpAddress(offered));
+            m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER_IP));
+        });
+        s.send_to(&r, BCAST).unwrap();
+        let started = std::time::Instant::now();
+        let ack = recv_reply(&s, 9).map(|(m, _)| m);
+        (ack, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(store.leases.lock().unwrap().is_empty());
+    drop(gate);
+    let (ack, waited) = waiter.await.unwrap();
+    let ack = ack.expect("ACK after the write");
+    assert_eq!(message_type(&ack), Some(MessageType::Ack));
+    assert!(
+        waited >= Duration::from_millis(700),
+        "ACK came before the write: {waited:?}"
+    );
+    assert_eq!(
+        store.leases.lock().unwrap()[&offered].state,
+        LeaseState::Bound
+    );
+    server.stop().await;
+}
+
+fn load_capture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../rackboot-wire/testdata/dhcp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text: String = std::fs::read_to_string(path)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_dhcp_answers_pxe_clients_only() {
+    let lab = Lab::new();
+    let store = Arc::new(MemStore::default());
+    let server = start(
+        lab.server_sockets(true, false),
+        rackboot_dhcp::DhcpConfig::proxy(),
+        store.clone(),
+    );
+    lab.client(&["addr", "add", "10.99.0.254/24", "dev", &lab.client_if]);
+    let sock = lab.client_socket(68);
+    tokio::task::spawn_blocking(move || {
+        // EDK2 UEFI PXE DISCOVER (real capture): ProxyDHCP offer with ipxe.efi.
+        let edk2 = load_capture("uefi-edk2-pxe-05-discover.hex");
+        let xid = u32::from_be_bytes(edk2[4..8].try_into().unwrap());
+        let offer = send_recv(&sock, BCAST, edk2.clone(), xid).expect("proxy offer");
+        assert_eq!(message_type(&offer), Some(MessageType::Offer));
+        assert_eq!(
+            offer.yiaddr(),
+            Ipv4Addr::UNSPECIFIED,
+            "ProxyDHCP never hands out addresses"
+        );
+        assert_eq!(option_bytes(&offer, 60), Some(b"PXEClient".to_vec()));
+        assert_eq!(option_bytes(&offer, 43), Some(vec![6, 1, 0x0b, 255]));
+        assert_eq!(option_bytes(&offer, 54), Some(SERVER_IP.octets().to_vec()));
+        assert_eq!(file_field(&offer).as_deref(), Some("ipxe.efi"));
+        assert_eq!(offer.siaddr(), SERVER_IP);
+        assert!(offer.opts().get(OptionCode::AddressLeaseTime).is_none());
+
+        // The same client then asks the boot server on 4011 (unicast, from its new address).
+        let mut req = edk2.clone();
+        req[12..16].copy_from_slice(&[10, 99, 0, 254]); // ciaddr
+        let pos = 240 + 2; // option 53 value is the first option's value
+        assert_eq!(&req[240..242], &[53, 1]);
+        req[pos] = 3;
+        let pxe_sock = sock.try_clone().unwrap();
+        let ack =
+            send_recv(&pxe_sock, "10.99.0.1:4011".parse().unwrap(), req, xid).expect("4011 ack");
+        assert_eq!(message_type(&ack), Some(MessageType::Ack));
+        assert_eq!(file_field(&ack).as_deref(), Some("ipxe.efi"));
+
+        // iPXE (real BIOS ROM capture) gets the script URL, not iPXE again.
+        let ipxe = load_capture("bios-ipxe-rom-01-discover.hex");
+        let xid = u32::from_be_bytes(ipxe[4..8].try_into().unwrap());
+        let offer = send_recv(&sock, BCAST, ipxe, xid).expect("proxy offer to iPXE");
+        assert_eq!(
+            option_bytes(&offer, 67),
+            Some(b"http://10.99.0.1:8080/boot/ipxe?mac=52:54:00:aa:00:01".to_vec())
+        );
+
+        // A plain client is ignored.
+        let plain = packet(MessageType::Discover, mac(1), |m| {
+            m.set_xid(77);
+            m.set_flags(Flags::default().set_broadcast());
+        });
+        sock.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        assert!(send_recv(&sock, BCAST, plain, 77).is_none());
+    })
+    .await
+    .unwrap();
+    assert!(store.leases.lock().unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_mode_gives_pxe_clients_boot_info() {
+    let lab = Lab::new();
+    let store = Arc::new(MemStore::default());
+    let server = start(lab.server_sockets(false, false), config(3600, ""), store);
+    let sock = lab.client_socket(68);
+    tokio::task::spawn_blocking(move || {
+        let edk2 = load_capture("uefi-edk2-pxe-05-discover.hex");
+        let xid = u32::from_be_bytes(edk2[4..8].try_into().unwrap());
+        let offer = send_recv(&sock, BCAST, edk2, xid).expect("offer");
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 99, 0, 100));
+        assert_eq!(file_field(&offer).as_deref(), Some("ipxe.efi"));
+        assert_eq!(option_bytes(&offer, 67), Some(b"ipxe.efi".to_vec()));
+        assert_eq!(option_bytes(&offer, 66), Some(b"10.99.0.1".to_vec()));
+        assert_eq!(
+            option_bytes(&offer, 252),
+            Some(b"http://10.99.0.1/wpad.dat".to_vec())
+        );
+        assert_eq!(option_bytes(&offer, 1), Some(vec![255, 255, 255, 0]));
+        assert_eq!(option_bytes(&offer, 28), Some(vec![10, 99, 0, 255]));
+        // A reserved host gets its address and hostname.
+        let d = packet(MessageType::Discover, mac(0x99), |m| {
+            m.set_xid(5);
+        });
+        let offer = send_recv(&sock, BCAST, d, 5).expect("offer");
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 99, 0, 50));
+        assert_eq!(option_bytes(&offer, 12), Some(b"fixed-host".to_vec()));
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probe_skips_an_address_that_answers_ping() {
+    let lab = Lab::new();
+    let store = Arc::new(MemStore::default());
+    // Someone squats on the first pool address.
+    lab.client(&["addr", "add", "10.99.0.100/24", "dev", &lab.client_if]);
+    let cfg = config(3600, "probe = { enabled = true, timeout_ms = 300 }");
+    let mut server = start(lab.server_sockets(false, true), cfg, store.clone());
+    let sock = lab.client_socket(68);
+    let (ip, waited) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let d = packet(MessageType::Discover, mac(1), |m| {
+            m.set_xid(31);
+        });
+        let ip = send_recv(&sock, BCAST, d, 31).expect("offer").yiaddr();
+        (ip, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(ip, Ipv4Addr::new(10, 99, 0, 101), "in-use address skipped");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "second probe timed out before the offer: {waited:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let conflict = store
+        .leases
+        .lock()
+        .unwrap()
+        .get(&Ipv4Addr::new(10, 99, 0, 100))
+        .cloned();
+    assert_eq!(conflict.map(|l| l.state), Some(LeaseState::Declined));
+    let events = drain(&mut server.events);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::LeaseDeclined && e.data["conflict"] == true),
+        "{events:?}"
+    );
+    server.stop().await;
+}
