@@ -166,8 +166,10 @@ fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<i64>> {
         .ok_or_else(|| ApiError::BadRequest("Last-Event-ID: expected a numeric event id".into()))
 }
 
-/// Live events as server-sent events: `id` is the event id, `event` its kind,
-/// `data` the JSON event. With `Last-Event-ID` (or `?after=`) stored events after
+/// Live events as server-sent events.
+///
+/// Each event has `id` (the event id), `event` (its kind) and `data` (the JSON
+/// event). With `Last-Event-ID` (or `?after=`) stored events after
 /// it are replayed first, then live ones follow without gaps or duplicates. A
 /// client that falls behind gets an `event: lagged` notice and the missed events
 /// are replayed from the store. Comments are sent as keep-alives.

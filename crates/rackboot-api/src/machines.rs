@@ -333,7 +333,9 @@ pub async fn patch_machine(
     Ok(Json(machine))
 }
 
-/// Removes a machine. Its events stay in the log.
+/// Removes a machine.
+///
+/// Its events stay in the log.
 #[utoipa::path(delete, path = "/api/v1/machines/{ref}", tag = "machines",
     params(("ref" = String, Path, description = "Machine id, name, or any of its MACs")),
     responses(
@@ -351,9 +353,11 @@ pub async fn delete_machine(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Sets what the machine boots next: `{"kind": "local_disk"}`, `{"kind": "profile",
-/// "name": "debian-12"}` (or without `name`: selectors decide), `{"kind": "menu",
-/// "entries": [...]}`, or `{"kind": "discover"}`.
+/// Sets what the machine boots next.
+///
+/// `{"kind": "local_disk"}`, `{"kind": "profile", "name": "debian-12"}` (or
+/// without `name`: selectors decide), `{"kind": "menu", "entries": [...]}`, or
+/// `{"kind": "discover"}`. Referenced profiles must exist.
 #[utoipa::path(put, path = "/api/v1/machines/{ref}/boot", tag = "machines", request_body = BootIntent,
     params(("ref" = String, Path, description = "Machine id, name, or any of its MACs")),
     responses(

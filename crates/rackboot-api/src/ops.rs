@@ -99,8 +99,9 @@ pub async fn list_leases(State(state): State<ApiState>) -> ApiResult<Json<Vec<Le
     Ok(Json(leases))
 }
 
-/// Prometheus metrics in the text exposition format. Not authenticated, like
-/// most exporters: put it behind a firewall if counters are sensitive.
+/// Prometheus metrics in the text exposition format.
+///
+/// Not authenticated, like most exporters: put it behind a firewall if counters are sensitive.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),

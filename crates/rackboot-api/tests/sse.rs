@@ -257,6 +257,28 @@ async fn after_query_and_header_precedence() {
 }
 
 #[tokio::test]
+async fn events_both_replayed_and_live_come_once() {
+    let h = Harness::new().await;
+    h.emit(tftp(0));
+    let first = h.stored_events(1).await[0].id;
+    // The handler subscribes at once; the replay query runs at the first poll,
+    // after these are both stored and queued for this live subscriber.
+    let mut stream = open_stream(&h, "/api/v1/events/stream", Some(first)).await;
+    for i in 1..=5 {
+        h.emit(tftp(i));
+    }
+    let stored = h.stored_events(6).await;
+    h.emit(tftp(6));
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(event_of(&stream.next_event().await).message);
+    }
+    let want: Vec<String> = (1..=6).map(|i| format!("sent file {i}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(stored.len(), 6);
+}
+
+#[tokio::test]
 async fn lagging_subscriber_is_told_and_backfilled_from_the_store() {
     // Capacity 8: a subscriber more than 8 events behind lags.
     let h = Harness::with_capacity(8).await;
