@@ -1,0 +1,188 @@
+//! End to end with real firmware: a QEMU BIOS machine whose iPXE ROM is told (by
+//! QEMU's user-mode DHCP) to chain our script URL. iPXE fetches the per-machine
+//! script, the kernel and the initrd from the boot HTTP router, and the initrd's
+//! /init prints a marker with the templated command line on the serial console.
+//! Traffic stays on loopback: user-mode networking is restricted (no route out)
+//! and only guestfwd 10.0.2.100:8080 reaches the router on 127.0.0.1.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rackboot_boot::BootConfig;
+use rackboot_core::{BootIntent, EventKind, LoaderKind};
+use tokio_util::sync::CancellationToken;
+
+/// Kills QEMU (by its own pid, via the Child handle) even when the test fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kernel() -> std::path::PathBuf {
+    let mut kernels: Vec<_> = std::fs::read_dir("/boot")
+        .expect("/boot")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .collect();
+    kernels.sort();
+    kernels
+        .pop()
+        .expect("a kernel in /boot (linux-image-amd64)")
+}
+
+/// A newc cpio with busybox and an /init that prints the marker and powers off.
+fn initrd(dir: &std::path::Path) -> Vec<u8> {
+    let root = dir.join("initrd-root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    std::fs::write(
+        root.join("init"),
+        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
+         echo \"RACKBOOT-INIT-OK $(/bin/busybox cat /proc/cmdline)\"\n\
+         /bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("find . | cpio -o -H newc --quiet")
+        .current_dir(&root)
+        .output()
+        .expect("cpio");
+    assert!(out.status.success(), "cpio failed");
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bios_ipxe_boots_kernel_and_initrd_from_rendered_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(assets.join("lab")).unwrap();
+    std::fs::copy(kernel(), assets.join("lab/vmlinuz")).unwrap();
+    std::fs::write(assets.join("lab/initrd.cpio"), initrd(dir.path())).unwrap();
+
+    let store = MemStore::default();
+    let mac_str = "52:54:00:7a:00:01";
+    *store.machines.lock().unwrap() = vec![machine(
+        "lab-node",
+        mac_str,
+        BootIntent::Profile {
+            name: Some("lab".into()),
+        },
+    )];
+    let mut profile = kernel_profile("lab", LoaderKind::Ipxe);
+    profile.kernel = Some("lab/vmlinuz".into());
+    profile.initrds = vec!["lab/initrd.cpio".into()];
+    profile.cmdline =
+        "console=ttyS0 panic=-1 quiet rackboot.name={{ machine.name }} rackboot.mac={{ mac }}"
+            .into();
+    *store.profiles.lock().unwrap() = vec![profile];
+    let config = BootConfig {
+        asset_dir: assets,
+        ..BootConfig::default()
+    };
+    let f = fixture(store, config).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(rackboot_boot::serve(
+        listener,
+        f.service.clone(),
+        shutdown.clone(),
+    ));
+
+    let bootfile = format!(
+        "http://10.0.2.100:8080/boot/ipxe/{}",
+        mac_str.replace(':', "-")
+    );
+    let mut qemu = KillOnDrop(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "512", "-nographic", "-nodefaults", "-no-reboot"])
+            .args(["-serial", "stdio", "-boot", "n"])
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:{port},bootfile={bootfile}"
+            ))
+            .arg("-device")
+            .arg(format!("virtio-net-pci,netdev=n0,mac={mac_str}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64"),
+    );
+    let stdout = qemu.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut marker = None;
+    let mut tail = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => {
+                if line.contains("RACKBOOT-INIT-OK") {
+                    marker = Some(line);
+                    break;
+                }
+                let gave_up = line.contains("No more network devices");
+                tail.push(line);
+                if gave_up {
+                    break;
+                }
+                if tail.len() > 40 {
+                    tail.remove(0);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    drop(qemu);
+    let marker = marker.unwrap_or_else(|| panic!("no marker; serial tail:\n{}", tail.join("\n")));
+    assert!(marker.contains("rackboot.name=lab-node"), "{marker}");
+    assert!(
+        marker.contains(&format!("rackboot.mac={mac_str}")),
+        "{marker}"
+    );
+    assert!(marker.contains("initrd=initrd0"), "{marker}");
+
+    f.settle().await;
+    assert_eq!(f.events_of(EventKind::ScriptServed).len(), 1);
+    let assets: Vec<String> = f
+        .events_of(EventKind::AssetServed)
+        .iter()
+        .map(|e| e.data["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(assets.contains(&"lab/vmlinuz".to_string()), "{assets:?}");
+    assert!(
+        assets.contains(&"lab/initrd.cpio".to_string()),
+        "{assets:?}"
+    );
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
