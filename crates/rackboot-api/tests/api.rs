@@ -176,6 +176,25 @@ async fn machine_crud_and_refs() {
             .0,
         StatusCode::NOT_FOUND
     );
+    // Every write was recorded as done by the API.
+    let events = h.stored_events(4).await;
+    let changes: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| {
+            e.kind == EventKind::MachineChanged
+                && e.machine.map(|m| m.to_string()) == Some(id.clone())
+        })
+        .map(|e| {
+            (
+                e.data["who"].as_str().unwrap(),
+                e.data["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [("api", "created"), ("api", "updated"), ("api", "deleted")]
+    );
 }
 
 #[tokio::test]
