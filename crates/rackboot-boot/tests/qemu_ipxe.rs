@@ -70,8 +70,38 @@ fn initrd(dir: &std::path::Path) -> Vec<u8> {
     out.stdout
 }
 
+/// One QEMU at a time: they are CPU-heavy under TCG.
+static QEMU: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bios_ipxe_boots_kernel_and_initrd_from_rendered_script() {
+    let f = boot_lab_node(BootIntent::Profile {
+        name: Some("lab".into()),
+    })
+    .await;
+    let served = f.events_of(EventKind::ScriptServed);
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].data["plan"], "profile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipxe_menu_boots_its_default_after_the_timeout() {
+    let f = boot_lab_node(BootIntent::Menu(rackboot_core::Menu {
+        entries: vec![rackboot_core::MenuEntry {
+            profile: "lab".into(),
+            label: Some("Lab kernel".into()),
+        }],
+        default: Some("lab".into()),
+        timeout_secs: 1,
+    }))
+    .await;
+    assert_eq!(f.events_of(EventKind::ScriptServed)[0].data["plan"], "menu");
+}
+
+/// Boots machine "lab-node" with `intent` (which must end in profile "lab") and
+/// checks the initrd's marker line and the asset events.
+async fn boot_lab_node(intent: BootIntent) -> Fixture {
+    let _one_qemu = QEMU.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let assets = dir.path().join("assets");
     std::fs::create_dir_all(assets.join("lab")).unwrap();
@@ -80,13 +110,7 @@ async fn bios_ipxe_boots_kernel_and_initrd_from_rendered_script() {
 
     let store = MemStore::default();
     let mac_str = "52:54:00:7a:00:01";
-    *store.machines.lock().unwrap() = vec![machine(
-        "lab-node",
-        mac_str,
-        BootIntent::Profile {
-            name: Some("lab".into()),
-        },
-    )];
+    *store.machines.lock().unwrap() = vec![machine("lab-node", mac_str, intent)];
     let mut profile = kernel_profile("lab", LoaderKind::Ipxe);
     profile.kernel = Some("lab/vmlinuz".into());
     profile.initrds = vec!["lab/initrd.cpio".into()];
@@ -172,7 +196,6 @@ async fn bios_ipxe_boots_kernel_and_initrd_from_rendered_script() {
     assert!(marker.contains("initrd=initrd0"), "{marker}");
 
     f.settle().await;
-    assert_eq!(f.events_of(EventKind::ScriptServed).len(), 1);
     let assets: Vec<String> = f
         .events_of(EventKind::AssetServed)
         .iter()
@@ -185,4 +208,5 @@ async fn bios_ipxe_boots_kernel_and_initrd_from_rendered_script() {
     );
     shutdown.cancel();
     server.await.unwrap().unwrap();
+    f
 }
