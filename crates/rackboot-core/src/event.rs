@@ -267,3 +267,70 @@ mod tests {
         }
     }
 }
+
+/// Attributes events that only know a client's IP address (TFTP transfers, HTTP
+/// downloads) to that client's MAC, learned from the DHCP events that went
+/// before, so a machine's timeline shows every step of its boot. Pure: fed the
+/// event stream in order by the persist task.
+#[derive(Debug, Default)]
+pub struct ClientAttribution {
+    mac_by_ip: std::collections::HashMap<std::net::Ipv4Addr, MacAddr>,
+}
+
+impl ClientAttribution {
+    /// Bound on remembered addresses; the oldest are forgotten wholesale when
+    /// exceeded (a /16 of clients still fits).
+    const MAX: usize = 65_536;
+
+    pub fn observe(&mut self, event: &mut NewEvent) {
+        let ip_field = |key: &str| {
+            event
+                .data
+                .get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+        };
+        match (event.kind, event.mac) {
+            (
+                EventKind::LeaseAcked | EventKind::DhcpInform | EventKind::ProxyDhcpReply,
+                Some(mac),
+            ) => {
+                if let Some(ip) = ip_field("ip").or_else(|| ip_field("client_ip")) {
+                    if self.mac_by_ip.len() >= Self::MAX {
+                        self.mac_by_ip.clear();
+                    }
+                    self.mac_by_ip.insert(ip, mac);
+                }
+            }
+            (_, None) => {
+                if let Some(mac) = ip_field("client_ip").and_then(|ip| self.mac_by_ip.get(&ip)) {
+                    event.mac = Some(*mac);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod attribution_tests {
+    use super::*;
+
+    #[test]
+    fn tftp_event_gets_the_mac_of_the_lease_holder() {
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let mut attr = ClientAttribution::default();
+        let mut ack = NewEvent::new(EventKind::LeaseAcked, "ack")
+            .mac(mac)
+            .data(serde_json::json!({"ip": "10.77.0.100"}));
+        attr.observe(&mut ack);
+        let mut sent = NewEvent::new(EventKind::TftpSent, "sent")
+            .data(serde_json::json!({"client_ip": "10.77.0.100"}));
+        attr.observe(&mut sent);
+        assert_eq!(sent.mac, Some(mac));
+        let mut other = NewEvent::new(EventKind::TftpSent, "sent")
+            .data(serde_json::json!({"client_ip": "10.77.0.200"}));
+        attr.observe(&mut other);
+        assert_eq!(other.mac, None);
+    }
+}

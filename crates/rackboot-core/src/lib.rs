@@ -14,7 +14,7 @@ pub mod selector;
 
 pub use arch::{Arch, PxeClient};
 pub use boot::{BootResponder, DhcpBoot, GeneratedFile, TftpContent};
-pub use event::{Event, EventHub, EventKind, EventPersistQueue, NewEvent};
+pub use event::{ClientAttribution, Event, EventHub, EventKind, EventPersistQueue, NewEvent};
 pub use lease::{Lease, LeaseState};
 pub use mac::MacAddr;
 pub use machine::{BootIntent, LoaderKind, Machine, MachineId, Menu, MenuEntry, Profile};

@@ -71,7 +71,10 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
         LabCmd::Down(d) => {
             let report = rackboot_lab::down(&state_file(&d.dir)?)?;
             match &report.netns_deleted {
-                Some(ns) => println!("lab down: deleted namespace {ns}, stopped {} processes", report.stopped.len()),
+                Some(ns) => println!(
+                    "lab down: deleted namespace {ns}, stopped {} processes",
+                    report.stopped.len()
+                ),
                 None => println!("lab down: nothing was running"),
             }
             Ok(())
@@ -86,12 +89,18 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
             println!("namespace: {}", state.netns);
             for p in &state.processes {
                 let alive = Path::new(&format!("/proc/{}", p.pid)).exists();
-                println!("{:<10} pid {:<8} {}", p.name, p.pid, if alive { "running" } else { "gone" });
+                println!(
+                    "{:<10} pid {:<8} {}",
+                    p.name,
+                    p.pid,
+                    if alive { "running" } else { "gone" }
+                );
             }
             Ok(())
         }
         LabCmd::Exec { dir, command } => {
-            let state = rackboot_lab::read_state(&state_file(&dir.dir)?).context("is the lab up?")?;
+            let state =
+                rackboot_lab::read_state(&state_file(&dir.dir)?).context("is the lab up?")?;
             let status = Command::new("ip")
                 .args(["netns", "exec", &state.netns])
                 .args(&command)
@@ -108,7 +117,11 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
 }
 
 fn abs(p: &Path) -> Result<PathBuf> {
-    Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
 }
 
 fn state_file(dir: &Path) -> Result<PathBuf> {
@@ -119,7 +132,8 @@ fn state_file(dir: &Path) -> Result<PathBuf> {
 pub fn prepare_assets(assets: &Path) -> Result<()> {
     std::fs::create_dir_all(assets).with_context(|| format!("creating {}", assets.display()))?;
     let kernel = rackboot_lab::host_kernel()?;
-    std::fs::copy(&kernel, assets.join("vmlinuz")).with_context(|| format!("copying {}", kernel.display()))?;
+    std::fs::copy(&kernel, assets.join("vmlinuz"))
+        .with_context(|| format!("copying {}", kernel.display()))?;
     rackboot_lab::build_marker_initramfs(&assets.join("marker.cpio.gz"))?;
     Ok(())
 }
@@ -136,7 +150,11 @@ pub fn lab_cli(lab: &Lab, state_dir: &Path, args: &[&str]) -> Result<String> {
         .output()
         .context("running rackboot in the lab")?;
     if !output.status.success() {
-        bail!("rackboot {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "rackboot {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -164,7 +182,11 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut config = LabConfig::new(&dir, vec![spec; args.machines]);
     config.state_file = Some(state_path.clone());
     let mut lab = Lab::create(config)?;
-    println!("lab: namespace {}, bridge 10.77.0.1/24, {} machines", lab.netns().name(), args.machines);
+    println!(
+        "lab: namespace {}, bridge 10.77.0.1/24, {} machines",
+        lab.netns().name(),
+        args.machines
+    );
 
     let exe = std::env::current_exe()?;
     let state_arg = state_dir.display().to_string();
@@ -172,8 +194,17 @@ async fn up(args: UpArgs) -> Result<()> {
     lab.spawn_server(
         &exe,
         [
-            "serve", "--interface", "br0", "--dhcp-range", LAB_RANGE, "--state-dir", &state_arg,
-            "--asset-dir", &asset_arg, "--api-listen", "10.77.0.1:8080",
+            "serve",
+            "--interface",
+            "br0",
+            "--dhcp-range",
+            LAB_RANGE,
+            "--state-dir",
+            &state_arg,
+            "--asset-dir",
+            &asset_arg,
+            "--api-listen",
+            "10.77.0.1:8080",
         ],
     )?;
     wait_for_api(&lab, &state_dir).await?;
@@ -181,24 +212,44 @@ async fn up(args: UpArgs) -> Result<()> {
         &lab,
         &state_dir,
         &[
-            "profile", "add", LAB_PROFILE, "--kernel", "vmlinuz", "--initrd", "marker.cpio.gz", "--cmdline",
+            "profile",
+            "add",
+            LAB_PROFILE,
+            "--kernel",
+            "vmlinuz",
+            "--initrd",
+            "marker.cpio.gz",
+            "--cmdline",
             "console=ttyS0 quiet panic=-1 rackboot.machine={{ machine.name }}",
-            "--description", "host kernel + marker initramfs",
+            "--description",
+            "host kernel + marker initramfs",
         ],
     )?;
-    lab_cli(&lab, &state_dir, &["selector", "add", "everything", "--profile", LAB_PROFILE])?;
+    lab_cli(
+        &lab,
+        &state_dir,
+        &["selector", "add", "everything", "--profile", LAB_PROFILE],
+    )?;
     for m in lab.machines() {
         let name = m.name().to_string();
         let mac = m.mac();
-        lab_cli(&lab, &state_dir, &["machine", "add", &name, "--mac", &mac, "--label", "lab=yes"])?;
+        lab_cli(
+            &lab,
+            &state_dir,
+            &["machine", "add", &name, "--mac", &mac, "--label", "lab=yes"],
+        )?;
     }
-    println!("rackboot serving at {LAB_API} in the lab; profile {LAB_PROFILE} selected for every machine");
+    println!(
+        "rackboot serving at {LAB_API} in the lab; profile {LAB_PROFILE} selected for every machine"
+    );
     lab.start_all()?;
     println!("machines started; serial logs in {}", dir.display());
 
     if args.no_wait {
         lab.detach();
-        println!("lab is up; `rackboot lab exec -- rackboot events --follow` to watch, `rackboot lab down` to stop");
+        println!(
+            "lab is up; `rackboot lab exec -- rackboot events --follow` to watch, `rackboot lab down` to stop"
+        );
         return Ok(());
     }
 
@@ -224,17 +275,31 @@ async fn up(args: UpArgs) -> Result<()> {
         print!("{}", lab_cli(&lab, &state_dir, &["timeline", m.name()])?);
     }
     let ok = booted.iter().filter(|b| **b).count();
-    println!("\n{ok}/{} machines booted Linux through rackboot", args.machines);
+    println!(
+        "\n{ok}/{} machines booted Linux through rackboot",
+        args.machines
+    );
     lab.detach();
-    println!("lab left running for inspection: `rackboot lab exec -- rackboot machine list`; `rackboot lab down` removes it");
+    println!(
+        "lab left running for inspection: `rackboot lab exec -- rackboot machine list`; `rackboot lab down` removes it"
+    );
     if ok < args.machines {
-        bail!("{} machines did not boot within {} s; see {}", args.machines - ok, args.timeout, dir.display());
+        bail!(
+            "{} machines did not boot within {} s; see {}",
+            args.machines - ok,
+            args.timeout,
+            dir.display()
+        );
     }
     Ok(())
 }
 
 fn marker_line(log: &str) -> String {
-    log.lines().find(|l| l.contains(MARKER)).unwrap_or("").trim().to_string()
+    log.lines()
+        .find(|l| l.contains(MARKER))
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 async fn wait_for_api(lab: &Lab, state_dir: &Path) -> Result<()> {
@@ -252,7 +317,19 @@ async fn wait_for_api(lab: &Lab, state_dir: &Path) -> Result<()> {
 }
 
 fn print_new_events(lab: &Lab, state_dir: &Path, after: i64) -> Result<i64> {
-    let out = lab_cli(lab, state_dir, &["events", "-o", "json", "--after", &after.to_string(), "--limit", "1000"])?;
+    let out = lab_cli(
+        lab,
+        state_dir,
+        &[
+            "events",
+            "-o",
+            "json",
+            "--after",
+            &after.to_string(),
+            "--limit",
+            "1000",
+        ],
+    )?;
     let mut last = after;
     for line in out.lines() {
         if let Ok(e) = serde_json::from_str::<Event>(line) {

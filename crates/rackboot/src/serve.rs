@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rackboot_core::{EventHub, EventKind, EventPersistQueue, NewEvent};
+use rackboot_core::{ClientAttribution, EventHub, EventKind, EventPersistQueue, NewEvent};
 use rackboot_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -174,7 +174,11 @@ pub fn ensure_admin_token(state_dir: &Path) -> Result<String> {
 
 /// Stores events in batches, then hands them, with ids, to live subscribers.
 async fn persist_events(mut queue: EventPersistQueue, hub: EventHub, store: Arc<dyn Store>) {
-    while let Some(batch) = queue.next_batch(512).await {
+    let mut attribution = ClientAttribution::default();
+    while let Some(mut batch) = queue.next_batch(512).await {
+        for event in &mut batch {
+            attribution.observe(event);
+        }
         match store.append_events(batch).await {
             Ok(events) => hub.publish(events),
             Err(e) => {

@@ -1,0 +1,333 @@
+//! End to end on real firmware: QEMU machines (SeaBIOS with iPXE ROM, OVMF with
+//! its own PXE client) in a private namespace boot Debian's stock kernel with a
+//! marker initramfs through `rackboot serve` alone — its DHCP, TFTP and boot
+//! HTTP — and the boot shows up in the machine's timeline. Needs root and the
+//! packages scripts/install-deps installs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rackboot_lab::{Lab, LabConfig, MARKER, MachineSpec, firmware};
+use tokio::sync::Mutex;
+
+/// TCG machines are CPU-bound: one test's machines at a time on a 2-core box.
+static VMS: Mutex<()> = Mutex::const_new(());
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const API: &str = "http://10.77.0.1:8080";
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1 rackboot.machine={{ machine.name }}";
+
+struct Rack {
+    lab: Lab,
+    state_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Rack {
+    /// A namespace with `machines`, rackboot serving on its bridge with `serve_args`
+    /// appended, and a `linux` profile (host kernel + marker initramfs) ready.
+    async fn start(machines: Vec<MachineSpec>, serve_args: &[&str]) -> Rack {
+        let dir = tempfile::tempdir().unwrap();
+        let assets = dir.path().join("assets");
+        std::fs::create_dir_all(&assets).unwrap();
+        std::fs::copy(rackboot_lab::host_kernel().unwrap(), assets.join("vmlinuz")).unwrap();
+        rackboot_lab::build_marker_initramfs(&assets.join("marker.cpio.gz")).unwrap();
+        let state_dir = dir.path().join("state");
+        let mut lab = Lab::create(LabConfig::new(dir.path(), machines)).unwrap();
+        let mut args: Vec<String> = [
+            "serve",
+            "--interface",
+            "br0",
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+            "--asset-dir",
+            assets.to_str().unwrap(),
+            "--api-listen",
+            "10.77.0.1:8080",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(serve_args.iter().map(|s| s.to_string()));
+        lab.spawn_server(env!("CARGO_BIN_EXE_rackboot"), &args)
+            .unwrap();
+        let rack = Rack {
+            lab,
+            state_dir,
+            _dir: dir,
+        };
+        rack.wait_for_api().await;
+        rack.cli(&[
+            "profile",
+            "add",
+            "linux",
+            "--kernel",
+            "vmlinuz",
+            "--initrd",
+            "marker.cpio.gz",
+            "--cmdline",
+            CMDLINE,
+        ]);
+        rack
+    }
+
+    async fn wait_for_api(&self) {
+        for _ in 0..150 {
+            if self.try_cli(&["status"]).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "rackboot did not come up; server log:\n{}",
+            self.server_log()
+        );
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .lab
+            .netns()
+            .command(env!("CARGO_BIN_EXE_rackboot"))
+            .args(args)
+            .env("RACKBOOT_URL", API)
+            .env("RACKBOOT_STATE_DIR", &self.state_dir)
+            .output()
+            .expect("run rackboot CLI");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args).unwrap_or_else(|e| {
+            panic!(
+                "rackboot {}: {e}\nserver log:\n{}",
+                args.join(" "),
+                self.server_log()
+            )
+        })
+    }
+
+    fn server_log(&self) -> String {
+        self.lab.server().map(|s| s.output()).unwrap_or_default()
+    }
+
+    fn enroll(&self, index: usize, intent: &[&str]) {
+        let m = self.lab.machine(index);
+        self.cli(&["machine", "add", m.name(), "--mac", &m.mac()]);
+        let mut args = vec!["machine", "set-boot", m.name()];
+        args.extend_from_slice(intent);
+        self.cli(&args);
+    }
+
+    async fn boot_and_wait(&mut self, index: usize, pattern: &str) -> String {
+        self.lab.start_machine(index).unwrap();
+        let m = self.lab.machine(index);
+        match m.wait_for_serial(pattern, BOOT_TIMEOUT).await {
+            Ok(line) => line,
+            Err(e) => panic!("{e}\nserver log:\n{}", self.server_log()),
+        }
+    }
+
+    fn timeline(&self, index: usize) -> String {
+        self.cli(&["timeline", self.lab.machine(index).name()])
+    }
+}
+
+fn assert_timeline_has(timeline: &str, kinds: &[&str]) {
+    for kind in kinds {
+        assert!(
+            timeline.contains(kind),
+            "timeline lacks {kind}:\n{timeline}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bios_machine_boots_linux_through_rackboot() {
+    let _vms = VMS.lock().await;
+    let mut rack = Rack::start(
+        vec![MachineSpec::bios()],
+        &["--dhcp-range", "10.77.0.100-10.77.0.150"],
+    )
+    .await;
+    rack.enroll(0, &["profile", "--profile", "linux"]);
+    let line = rack.boot_and_wait(0, MARKER).await;
+    assert!(
+        line.contains("rackboot.machine=m1"),
+        "kernel command line not rendered per machine: {line}"
+    );
+    let timeline = rack.timeline(0);
+    assert_timeline_has(
+        &timeline,
+        &["lease_offered", "lease_acked", "script_served"],
+    );
+    let leases = rack.cli(&["lease", "list"]);
+    assert!(
+        leases.contains("52:54:00:00:00:01") && leases.contains("bound"),
+        "{leases}"
+    );
+}
+
+#[tokio::test]
+async fn uefi_machine_boots_linux_through_rackboot() {
+    let _vms = VMS.lock().await;
+    // No NIC ROM: OVMF's own PXE client gets ipxe.efi over TFTP, then iPXE gets its script.
+    let mut rack = Rack::start(
+        vec![MachineSpec::uefi()],
+        &["--dhcp-range", "10.77.0.100-10.77.0.150"],
+    )
+    .await;
+    rack.enroll(0, &["profile", "--profile", "linux"]);
+    rack.boot_and_wait(0, MARKER).await;
+    let timeline = rack.timeline(0);
+    assert_timeline_has(&timeline, &["lease_acked", "tftp_sent", "script_served"]);
+    assert!(
+        timeline.contains("ipxe.efi"),
+        "OVMF should have fetched ipxe.efi over TFTP:\n{timeline}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_machine_is_discovered_and_boots_by_selector() {
+    let _vms = VMS.lock().await;
+    let mut rack = Rack::start(
+        vec![MachineSpec::bios()],
+        &["--dhcp-range", "10.77.0.100-10.77.0.150"],
+    )
+    .await;
+    // Not enrolled: it is recorded on its first request; a catch-all selector picks its profile
+    // once an operator sets it to boot by selector.
+    rack.cli(&["selector", "add", "everything", "--profile", "linux"]);
+    let m = rack.lab.machine(0).mac();
+    rack.lab.start_machine(0).unwrap();
+    let mut found = false;
+    for _ in 0..600 {
+        if rack.try_cli(&["machine", "show", &m]).is_ok() {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        found,
+        "machine {m} was not discovered; server log:\n{}",
+        rack.server_log()
+    );
+    let shown = rack.cli(&["machine", "show", &m, "-o", "json"]);
+    assert!(
+        shown.contains("\"discover\"") && shown.contains("bios"),
+        "{shown}"
+    );
+    let events = rack.cli(&["events", "--mac", &m]);
+    assert!(events.contains("machine_discovered"), "{events}");
+}
+
+#[tokio::test]
+async fn local_boot_machine_exits_to_disk() {
+    let _vms = VMS.lock().await;
+    let mut rack = Rack::start(
+        vec![MachineSpec::bios().with_disk(16)],
+        &["--dhcp-range", "10.77.0.100-10.77.0.150"],
+    )
+    .await;
+    rack.enroll(0, &["local"]);
+    // iPXE's script says `exit`; SeaBIOS moves on to the (blank) disk.
+    rack.boot_and_wait(0, firmware::SEABIOS_DISK_NOT_BOOTABLE)
+        .await;
+    let serial = std::fs::read_to_string(rack.lab.machine(0).config().serial_log()).unwrap();
+    assert!(
+        !serial.contains(MARKER),
+        "a local-boot machine must not boot the profile"
+    );
+    let timeline = rack.timeline(0);
+    assert!(
+        timeline.contains("local"),
+        "script should be the local-disk one:\n{timeline}"
+    );
+}
+
+#[tokio::test]
+async fn proxy_dhcp_beside_dnsmasq_boots_linux() {
+    let _vms = VMS.lock().await;
+    let mut rack = Rack::start(vec![MachineSpec::bios()], &["--proxy-dhcp"]).await;
+    // dnsmasq hands out addresses only, from a second namespace wired to the lab bridge.
+    let dhcp = DhcpNeighbour::start(rack.lab.netns().name(), rack._dir.path());
+    rack.enroll(0, &["profile", "--profile", "linux"]);
+    rack.boot_and_wait(0, MARKER).await;
+    let timeline = rack.timeline(0);
+    assert_timeline_has(&timeline, &["proxy_dhcp_reply", "script_served"]);
+    assert!(
+        !timeline.contains("lease_acked"),
+        "proxy mode must not hand out addresses:\n{timeline}"
+    );
+    let leases = std::fs::read_to_string(dhcp.dir.join("dnsmasq.leases")).unwrap_or_default();
+    assert!(
+        leases.contains("52:54:00:00:00:01"),
+        "dnsmasq should have leased the address: {leases:?}"
+    );
+}
+
+/// dnsmasq as the network's address-only DHCP server, in its own namespace joined
+/// to the lab bridge by a veth pair. Dropped: dnsmasq killed, namespace deleted.
+struct DhcpNeighbour {
+    ns: String,
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl DhcpNeighbour {
+    fn start(lab_ns: &str, dir: &Path) -> DhcpNeighbour {
+        let ns = format!("rbd-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {}", args.join(" "));
+        };
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", &ns, "link", "add", "vd0", "type", "veth", "peer", "name", "vd1", "netns", lab_ns,
+        ]);
+        ip(&["-n", &ns, "addr", "add", "10.77.0.2/24", "dev", "vd0"]);
+        ip(&["-n", &ns, "link", "set", "vd0", "up"]);
+        ip(&["-n", lab_ns, "link", "set", "vd1", "master", "br0"]);
+        ip(&["-n", lab_ns, "link", "set", "vd1", "up"]);
+        let dir = dir.to_path_buf();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "dnsmasq",
+                "--no-daemon",
+                "--port=0",
+                "--interface=vd0",
+                "--bind-interfaces",
+                "--user=root",
+            ])
+            .arg("--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h")
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                dir.join("dnsmasq.leases").display()
+            ))
+            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+            .arg("--log-dhcp")
+            .stdout(std::fs::File::create(dir.join("dnsmasq.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap())
+            .spawn()
+            .expect("start dnsmasq");
+        DhcpNeighbour { ns, child, dir }
+    }
+}
+
+impl Drop for DhcpNeighbour {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // `ip netns exec` execs dnsmasq, so the child PID is dnsmasq itself.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
