@@ -14,6 +14,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,6 +45,48 @@ pub struct SqliteStore {
 
 const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.created_at, m.updated_at, \
      (SELECT group_concat(mm.mac, ',' ORDER BY mm.ordinal) FROM machine_macs mm WHERE mm.machine_id = m.id) AS macs";
+
+/// Rows per multi-row INSERT: a batch is cut greedily into these sizes, so it
+/// takes a handful of statements (one call into SQLite's worker thread each,
+/// instead of one per row) and only these few SQL texts are ever prepared.
+const CHUNK_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// `head VALUES (?, ...), ... tail` for every size in [`CHUNK_ROWS`].
+fn multi_row_sql(head: &str, columns: usize, tail: &str) -> Vec<String> {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    CHUNK_ROWS
+        .iter()
+        .map(|&n| format!("{head} VALUES {} {tail}", vec![row.as_str(); n].join(", ")))
+        .collect()
+}
+
+/// Splits `rows` into chunks of [`CHUNK_ROWS`] sizes, each with its size's index.
+fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
+    std::iter::from_fn(move || {
+        let i = CHUNK_ROWS.iter().position(|&n| n <= rows.len())?;
+        let (now, later) = rows.split_at(CHUNK_ROWS[i]);
+        rows = later;
+        Some((i, now))
+    })
+}
+
+static LEASE_UPSERT: LazyLock<Vec<String>> = LazyLock::new(|| {
+    multi_row_sql(
+        "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at)",
+        8,
+        "ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
+         hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
+         subnet = excluded.subnet, updated_at = excluded.updated_at",
+    )
+});
+
+static EVENT_INSERT: LazyLock<Vec<String>> = LazyLock::new(|| {
+    multi_row_sql(
+        "INSERT INTO events (at, kind, machine_id, mac, message, data)",
+        6,
+        "RETURNING id",
+    )
+});
 
 impl SqliteStore {
     /// Opens (creating the file and its parent directories) and migrates a database file.
@@ -581,38 +624,25 @@ impl Store for SqliteStore {
         if leases.is_empty() {
             return Ok(());
         }
-        // The whole batch is one JSON array bound to one fixed, cached statement:
-        // a single call into SQLite's worker thread instead of one per row.
-        let rows: Vec<serde_json::Value> = dedup_leases(leases)
-            .into_iter()
-            .map(|l| {
-                serde_json::json!([
-                    l.ip.to_string(),
-                    l.mac.map(|m| m.to_string()),
-                    l.client_id,
-                    l.hostname,
-                    l.state.as_str(),
-                    codec::millis(l.expires_at),
-                    l.subnet,
-                    codec::millis(l.updated_at),
-                ])
-            })
-            .collect();
+        let leases = dedup_leases(leases);
         let mut tx = self.begin_write().await?;
-        // `WHERE true` resolves SQLite's INSERT ... SELECT ... ON CONFLICT parsing ambiguity.
-        sqlx::query(
-            "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-                    value ->> 6, value ->> 7 \
-             FROM json_each($1) WHERE true \
-             ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
-             hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
-             subnet = excluded.subnet, updated_at = excluded.updated_at",
-        )
-        .bind(codec::json_text(&rows))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("writing leases"))?;
+        for (i, chunk) in chunks(&leases) {
+            let mut q = sqlx::query(LEASE_UPSERT[i].as_str());
+            for l in chunk {
+                q = q
+                    .bind(l.ip.to_string())
+                    .bind(l.mac.map(|m| m.to_string()))
+                    .bind(&l.client_id)
+                    .bind(&l.hostname)
+                    .bind(l.state.as_str())
+                    .bind(codec::millis(l.expires_at))
+                    .bind(&l.subnet)
+                    .bind(codec::millis(l.updated_at));
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(backend("writing leases"))?;
+        }
         tx.commit().await.map_err(backend("committing leases"))
     }
 
@@ -657,32 +687,28 @@ impl Store for SqliteStore {
                 e
             })
             .collect();
-        let rows: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| {
-                serde_json::json!([
-                    codec::millis(e.at),
-                    e.kind.as_str(),
-                    e.machine.map(|m| m.to_string()),
-                    e.mac.map(|m| m.to_string()),
-                    e.message,
-                    e.data,
-                ])
-            })
-            .collect();
         let mut tx = self.begin_write().await?;
-        // json_each yields rows in array order and the single writer takes ids in
-        // insertion order; RETURNING's order is unspecified, so sort the ids.
-        let mut ids: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO events (at, kind, machine_id, mac, message, data) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5 \
-             FROM json_each($1) ORDER BY key RETURNING id",
-        )
-        .bind(codec::json_text(&rows))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend("appending events"))?;
+        let mut ids: Vec<i64> = Vec::with_capacity(events.len());
+        for (i, chunk) in chunks(&events) {
+            let mut q = sqlx::query_scalar::<_, i64>(EVENT_INSERT[i].as_str());
+            for e in chunk {
+                q = q
+                    .bind(codec::millis(e.at))
+                    .bind(e.kind.as_str())
+                    .bind(e.machine.map(|m| m.to_string()))
+                    .bind(e.mac.map(|m| m.to_string()))
+                    .bind(&e.message)
+                    .bind(codec::json_text(&e.data));
+            }
+            ids.extend(
+                q.fetch_all(&mut *tx)
+                    .await
+                    .map_err(backend("appending events"))?,
+            );
+        }
         tx.commit().await.map_err(backend("committing events"))?;
+        // The single writer assigns ids in VALUES order; RETURNING's order is
+        // unspecified, so sort them.
         ids.sort_unstable();
         if ids.len() != events.len() {
             return Err(StoreError::Corrupt {
@@ -730,5 +756,38 @@ impl Store for SqliteStore {
             .iter()
             .map(Self::event_from_row)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_few_prepared_sizes() {
+        let sizes = |n: usize| -> Vec<usize> {
+            let rows = vec![0u8; n];
+            chunks(&rows)
+                .map(|(i, c)| {
+                    assert_eq!(CHUNK_ROWS[i], c.len());
+                    c.len()
+                })
+                .collect()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(256), [64, 64, 64, 64]);
+        assert_eq!(sizes(127), [64, 32, 16, 8, 4, 2, 1]);
+    }
+
+    #[test]
+    fn multi_row_sql_has_one_placeholder_per_value() {
+        let sql = multi_row_sql("INSERT INTO t (a, b)", 2, "RETURNING id");
+        assert_eq!(
+            sql[CHUNK_ROWS.len() - 1],
+            "INSERT INTO t (a, b) VALUES (?, ?) RETURNING id"
+        );
+        assert_eq!(sql[0].matches('?').count(), 64 * 2);
     }
 }
