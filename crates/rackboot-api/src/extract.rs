@@ -21,7 +21,12 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::BadRequest(format!("cannot read request body: {}", e.body_text()))
+            let message = format!("cannot read request body: {}", e.body_text());
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(message)
+            } else {
+                ApiError::BadRequest(message)
+            }
         })?;
         parse_json(&bytes).map(ApiJson)
     }

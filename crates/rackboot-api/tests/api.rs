@@ -930,6 +930,20 @@ async fn status_leases_and_metrics() {
 }
 
 #[tokio::test]
+async fn oversized_body_is_413() {
+    let h = Harness::new().await;
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    let (status, got) = h
+        .call_raw(Method::POST, "/api/v1/machines", Some(huge), Some(TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        error_of(&got).starts_with("cannot read request body"),
+        "{got}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_are_json_errors() {
     let h = Harness::new().await;
     let (status, got) = h.get("/api/v2/machines").await;
