@@ -83,30 +83,36 @@ pub trait Store: Send + Sync + 'static {
     /// Backend name for logs and `/api/v1/status`: "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
 
-    // Machines. Names and MACs are unique across machines (Conflict otherwise).
+    // Machines. Names and MACs are unique across machines (Conflict otherwise,
+    // naming the value and the machine that has it). Listed by name; a
+    // machine's MACs keep their order (the first is the boot NIC).
     async fn create_machine(&self, machine: &Machine) -> Result<()>;
-    /// Replaces every field but `id` and `created_at`.
+    /// Replaces every field but `id` and `created_at`, MACs included. NotFound if absent.
     async fn update_machine(&self, machine: &Machine) -> Result<()>;
+    /// Deletes the machine and its MACs (its events stay). NotFound if absent.
     async fn delete_machine(&self, id: MachineId) -> Result<()>;
     async fn get_machine(&self, id: MachineId) -> Result<Machine>;
     async fn find_machine_by_name(&self, name: &str) -> Result<Option<Machine>>;
     async fn find_machine_by_mac(&self, mac: MacAddr) -> Result<Option<Machine>>;
     async fn list_machines(&self) -> Result<Vec<Machine>>;
 
-    // Profiles, keyed by name.
+    // Profiles, keyed by name, listed by name. `put_profile` inserts or replaces,
+    // keeping the stored `created_at` of an existing profile. Deletes of missing
+    // names are NotFound.
     async fn put_profile(&self, profile: &Profile) -> Result<()>;
     async fn delete_profile(&self, name: &str) -> Result<()>;
     async fn get_profile(&self, name: &str) -> Result<Profile>;
     async fn list_profiles(&self) -> Result<Vec<Profile>>;
 
-    // Selectors, keyed by name.
+    // Selectors, keyed by name, listed by name; put inserts or replaces.
     async fn put_selector(&self, selector: &Selector) -> Result<()>;
     async fn delete_selector(&self, name: &str) -> Result<()>;
     async fn list_selectors(&self) -> Result<Vec<Selector>>;
 
     // Leases, keyed by address. `put_leases` writes a batch in one transaction
     // (the DHCP server group-commits ACKs) and returns once it is durable
-    // against a process kill.
+    // against a process kill. Within a batch the last lease for an address wins.
+    // Listed in address order; deleting a missing address is NotFound.
     async fn put_leases(&self, leases: &[Lease]) -> Result<()>;
     async fn delete_lease(&self, ip: Ipv4Addr) -> Result<()>;
     async fn list_leases(&self) -> Result<Vec<Lease>>;
