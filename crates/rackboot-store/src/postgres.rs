@@ -23,6 +23,8 @@ use crate::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 const MAX_CONNECTIONS: u32 = 16;
+/// Advisory lock key serialising event appends ("rbevents" in ASCII).
+const EVENTS_APPEND_LOCK: i64 = 0x7262_6576_656e_7473;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
@@ -592,6 +594,20 @@ impl Store for PgStore {
             message.push(e.message.clone());
             data.push(e.data.clone());
         }
+        // Readers page with `after_id`, so ids must become visible in id order.
+        // Identity values are taken at insert time and transactions may commit in
+        // any order (several servers, or concurrent callers); holding this lock
+        // until commit makes allocation order and commit order the same.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(backend("appending events"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(EVENTS_APPEND_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("locking the event log"))?;
         // Rows are inserted, and take identity values, in ORDER BY ord order; the
         // ids are sorted because RETURNING's order is not promised.
         let mut ids: Vec<i64> = sqlx::query_scalar(
@@ -607,9 +623,10 @@ impl Store for PgStore {
         .bind(mac)
         .bind(message)
         .bind(data)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(backend("appending events"))?;
+        tx.commit().await.map_err(backend("committing events"))?;
         ids.sort_unstable();
         if ids.len() != n {
             return Err(StoreError::Corrupt {

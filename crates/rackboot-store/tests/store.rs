@@ -686,6 +686,65 @@ async fn events_default_limit_and_paging(store: Arc<dyn Store>) {
     assert_eq!(page2[..], appended[1000..]);
 }
 
+/// A reader paging with `after_id` while several writers append must see every
+/// event: ids have to become visible in id order.
+async fn events_paging_sees_concurrent_appends(store: Arc<dyn Store>) {
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for b in 0..25 {
+                    let batch = (0..4)
+                        .map(|i| NewEvent::new(EventKind::TftpSent, format!("w{w} b{b} e{i}")))
+                        .collect();
+                    ids.extend(
+                        store
+                            .append_events(batch)
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|e| e.id),
+                    );
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let mut last = 0;
+    let mut done = false;
+    loop {
+        // Read once more after every writer finished, then stop.
+        let finished = writers.iter().all(|w| w.is_finished());
+        let page = store
+            .list_events(&EventFilter {
+                after_id: Some(last),
+                limit: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if let Some(e) = page.last() {
+            last = e.id;
+        }
+        let empty = page.is_empty();
+        seen.extend(page.into_iter().map(|e| e.id));
+        if done && empty {
+            break;
+        }
+        done = finished;
+        tokio::task::yield_now().await;
+    }
+    let mut written = Vec::new();
+    for w in writers {
+        written.extend(w.await.unwrap());
+    }
+    written.sort_unstable();
+    assert_eq!(written.len(), 400);
+    assert_eq!(seen, written, "the paging reader missed or repeated events");
+}
+
 /// Opening an existing database again re-runs migrations (a no-op) and keeps the data.
 async fn reopen_keeps_data(db: &TestDb) {
     let a = machine("m-1", &["52:54:00:00:00:01"]);
@@ -725,6 +784,7 @@ macro_rules! backend_suite {
                 concurrent_lease_writers,
                 events_append_and_filter,
                 events_default_limit_and_paging,
+                events_paging_sees_concurrent_appends,
             );
         }
     };
