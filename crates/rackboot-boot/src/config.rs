@@ -46,7 +46,9 @@ pub struct BootConfig {
 pub struct LoaderFiles {
     /// iPXE for BIOS PXE ROMs (chains through the ROM's UNDI driver).
     pub bios_ipxe: String,
-    /// iPXE for UEFI x86-64 (`ipxe.efi`, or `snponly.efi` to use the firmware's NIC driver).
+    /// iPXE for UEFI x86-64. Default `snponly.efi` (drives the NIC through the
+    /// firmware's SNP): measured under OVMF, `ipxe.efi`'s `exit` never returns to
+    /// the firmware, so local-disk boots hang, while `snponly.efi` returns.
     pub uefi_x64_ipxe: String,
     /// iPXE for UEFI arm64; arm64 clients get no boot file when absent.
     pub uefi_arm64: Option<String>,
@@ -89,7 +91,7 @@ impl Default for LoaderFiles {
     fn default() -> LoaderFiles {
         LoaderFiles {
             bios_ipxe: "undionly.kpxe".into(),
-            uefi_x64_ipxe: "ipxe.efi".into(),
+            uefi_x64_ipxe: "snponly.efi".into(),
             uefi_arm64: None,
             pxelinux: "pxelinux.0".into(),
             uefi_x64_grub: None,
@@ -215,7 +217,7 @@ mod tests {
             discovery_profile = "inspect"
             unknown_machines = "menu"
             [loaders]
-            uefi_x64_ipxe = "snponly.efi"
+            uefi_x64_ipxe = "ipxe.efi"
             uefi_arm64 = "arm64/ipxe.efi"
             uefi_x64_grub = "grubx64.efi"
             [unknown_menu]

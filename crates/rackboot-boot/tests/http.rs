@@ -27,7 +27,7 @@ async fn setup() -> Http {
     std::fs::create_dir_all(asset_dir.join("debian")).unwrap();
     let asset: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(asset_dir.join("debian/linux"), &asset).unwrap();
-    std::fs::write(loaders.path().join("ipxe.efi"), b"MZ fake ipxe").unwrap();
+    std::fs::write(loaders.path().join("snponly.efi"), b"MZ fake ipxe").unwrap();
     std::fs::write(root.path().join("rackboot-secret"), b"x").unwrap();
 
     let mut config = BootConfig {
@@ -160,7 +160,7 @@ async fn bad_requests_say_why() {
 #[tokio::test]
 async fn loaders_only_by_configured_name() {
     let h = setup().await;
-    let (status, headers, body) = send(&h, get("/boot/loader/ipxe.efi")).await;
+    let (status, headers, body) = send(&h, get("/boot/loader/snponly.efi")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"MZ fake ipxe");
     assert_eq!(headers[header::CONTENT_LENGTH], "12");

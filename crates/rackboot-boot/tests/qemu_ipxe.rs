@@ -101,6 +101,31 @@ async fn ipxe_menu_boots_its_default_after_the_timeout() {
 /// Boots machine "lab-node" with `intent` (which must end in profile "lab") and
 /// checks the initrd's marker line and the asset events.
 async fn boot_lab_node(intent: BootIntent) -> Fixture {
+    boot_lab_node_with(intent, Firmware::Bios).await
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Firmware {
+    /// SeaBIOS; the virtio NIC's iPXE ROM is the PXE stack.
+    Bios,
+    /// OVMF; the NIC ROM's EFI iPXE boots, and the kernel's EFI stub loads the
+    /// initrd named by `initrd=` on the command line.
+    Uefi,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uefi_ipxe_boots_efi_stub_kernel_with_named_initrd() {
+    let f = boot_lab_node_with(
+        BootIntent::Profile {
+            name: Some("lab".into()),
+        },
+        Firmware::Uefi,
+    )
+    .await;
+    assert_eq!(f.events_of(EventKind::ScriptServed).len(), 1);
+}
+
+async fn boot_lab_node_with(intent: BootIntent, firmware: Firmware) -> Fixture {
     let _one_qemu = QEMU.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let assets = dir.path().join("assets");
@@ -133,6 +158,17 @@ async fn boot_lab_node(intent: BootIntent) -> Fixture {
         shutdown.clone(),
     ));
 
+    let vars = dir.path().join("OVMF_VARS.fd");
+    let mut firmware_args: Vec<String> = Vec::new();
+    if firmware == Firmware::Uefi {
+        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("ovmf");
+        firmware_args = vec![
+            "-drive".into(),
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            "-drive".into(),
+            format!("if=pflash,format=raw,file={}", vars.display()),
+        ];
+    }
     let bootfile = format!(
         "http://10.0.2.100:8080/boot/ipxe/{}",
         mac_str.replace(':', "-")
@@ -141,6 +177,7 @@ async fn boot_lab_node(intent: BootIntent) -> Fixture {
         Command::new("qemu-system-x86_64")
             .args(["-accel", "tcg", "-m", "512", "-nographic", "-nodefaults", "-no-reboot"])
             .args(["-serial", "stdio", "-boot", "n"])
+            .args(&firmware_args)
             .arg("-netdev")
             .arg(format!(
                 "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:{port},bootfile={bootfile}"
