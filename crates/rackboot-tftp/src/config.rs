@@ -42,6 +42,9 @@ pub struct TftpConfig {
     pub max_transfers: usize,
     /// Concurrent transfers per client address.
     pub max_transfers_per_client: usize,
+    /// Threads running transfers (each a single-threaded runtime); 0 means one
+    /// per CPU, at most 4.
+    pub threads: usize,
 }
 
 impl Default for TftpConfig {
@@ -58,6 +61,7 @@ impl Default for TftpConfig {
             retries: 5,
             max_transfers: 1024,
             max_transfers_per_client: 64,
+            threads: 0,
         }
     }
 }
@@ -96,6 +100,16 @@ impl TftpConfig {
             max_blksize: self.max_blksize,
             max_windowsize: self.max_windowsize,
             max_window_bytes: self.max_window_bytes,
+        }
+    }
+
+    pub(crate) fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
+            n => n,
         }
     }
 

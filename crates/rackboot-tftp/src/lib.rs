@@ -57,6 +57,8 @@ pub enum TftpError {
     NotIpv4(SocketAddr),
     #[error("TFTP socket: {0}")]
     Socket(#[source] io::Error),
+    #[error("cannot start TFTP transfer threads: {0}")]
+    Runtime(#[source] io::Error),
 }
 
 /// Everything a transfer task needs, shared by all of them.
@@ -146,6 +148,7 @@ pub async fn run(
         active: Mutex::new(Active::default()),
     });
     tracing::info!(%local, "TFTP server listening");
+    let workers = Workers::start(shared.config.worker_threads())?;
     let tracker = TaskTracker::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -171,7 +174,7 @@ pub async fn run(
             Ok(Packet::Rrq(request)) => match shared.try_acquire(*peer.ip()) {
                 Ok(slot) => {
                     metrics::counter!("rackboot_tftp_transfers_started_total").increment(1);
-                    tracker.spawn(serve_read(slot, local_ip, peer, request));
+                    tracker.spawn_on(serve_read(slot, local_ip, peer, request), workers.next());
                 }
                 Err(reason) => {
                     tracing::debug!(%peer, reason, "TFTP request dropped");
@@ -203,8 +206,74 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
+    workers.stop().await;
     tracing::info!("TFTP server stopped");
     Ok(())
+}
+
+/// Transfer threads, each with a single-threaded runtime. Lock-step TFTP is bound
+/// by wake-up latency (one round trip per block); on a work-stealing runtime the
+/// ACK's wake-up often crosses threads, which halved lock-step throughput in
+/// measurements. Transfers are spread over the threads round-robin.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::cell::Cell<usize>,
+    stop: CancellationToken,
+    done: Vec<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Workers {
+    fn start(count: usize) -> Result<Workers, TftpError> {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::new();
+        let mut done = Vec::new();
+        for i in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name(format!("rackboot-tftp-{i}"))
+                .build()
+                .map_err(TftpError::Runtime)?;
+            handles.push(runtime.handle().clone());
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            done.push(done_rx);
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("rackboot-tftp-{i}"))
+                .spawn(move || {
+                    runtime.block_on(stop.cancelled());
+                    drop(runtime);
+                    let _ = done_tx.send(());
+                })
+                .map_err(TftpError::Runtime)?;
+        }
+        Ok(Workers {
+            handles,
+            next: std::cell::Cell::new(0),
+            stop,
+            done,
+        })
+    }
+
+    fn next(&self) -> &tokio::runtime::Handle {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.handles.len());
+        &self.handles[i]
+    }
+
+    /// Call once every transfer has finished.
+    async fn stop(mut self) {
+        self.stop.cancel();
+        for d in std::mem::take(&mut self.done) {
+            let _ = d.await;
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // If run() is dropped mid-way, let the threads end (their tasks are cancelled).
+        self.stop.cancel();
+    }
 }
 
 /// A socket for one transfer: same local address as the request, new port, connected.

@@ -4,12 +4,13 @@
 //! window position is taken as the client's retransmission request (RFC 7440).
 
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rackboot_wire::tftp::{DATA_HEADER_LEN, ErrorCode, Packet, data_header};
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::net;
 use crate::stream::Stream;
@@ -102,30 +103,50 @@ enum Received {
     Other,
 }
 
-async fn receive(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    deadline: Instant,
-    shutdown: &CancellationToken,
-    bytes: u64,
-) -> Result<Received, TransferError> {
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => Err(TransferError::Shutdown { bytes }),
-        r = tokio::time::timeout_at(deadline, socket.recv(buf)) => match r {
-            Err(_) => Ok(Received::TimedOut),
-            Ok(Err(e)) if is_unreachable(&e) => {
-                // The kernel reports a pending ICMP error before queued datagrams: a
-                // client that sent its last ACK and exited (busybox does) must still
-                // have that ACK read.
-                match socket.try_recv(buf) {
-                    Ok(n) => Ok(classify(&buf[..n])),
-                    Err(_) => Err(io_error(e, bytes)),
+/// Waits for the client's next packet. The timer and the cancellation future are
+/// allocated once per transfer and reused for every packet (lock-step transfers
+/// wait tens of thousands of times).
+struct Waiter {
+    sleep: Pin<Box<Sleep>>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Waiter {
+    fn new(shutdown: &CancellationToken) -> Waiter {
+        Waiter {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            cancelled: Box::pin(shutdown.clone().cancelled_owned()),
+        }
+    }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(deadline);
+    }
+
+    async fn receive(
+        &mut self,
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        bytes: u64,
+    ) -> Result<Received, TransferError> {
+        tokio::select! {
+            biased;
+            _ = &mut self.cancelled => Err(TransferError::Shutdown { bytes }),
+            r = socket.recv(buf) => match r {
+                Ok(n) => Ok(classify(&buf[..n])),
+                Err(e) if is_unreachable(&e) => {
+                    // The kernel reports a pending ICMP error before queued datagrams: a
+                    // client that sent its last ACK and exited (busybox does) must still
+                    // have that ACK read.
+                    match socket.try_recv(buf) {
+                        Ok(n) => Ok(classify(&buf[..n])),
+                        Err(_) => Err(io_error(e, bytes)),
+                    }
                 }
-            }
-            Ok(Err(e)) => Err(io_error(e, bytes)),
-            Ok(Ok(n)) => Ok(classify(&buf[..n])),
-        },
+                Err(e) => Err(io_error(e, bytes)),
+            },
+            _ = &mut self.sleep => Ok(Received::TimedOut),
+        }
     }
 }
 
@@ -161,6 +182,7 @@ pub async fn send(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, TransferError> {
     let mut rbuf = [0u8; 1024];
+    let mut waiter = Waiter::new(shutdown);
     let mut timeout = p.timeout;
     let backoff = |t: Duration| (t * 2).min(p.max_timeout.max(p.timeout));
 
@@ -172,9 +194,9 @@ pub async fn send(
             {
                 return Err(io_error(e, 0));
             }
-            let deadline = Instant::now() + timeout;
+            waiter.set_deadline(Instant::now() + timeout);
             loop {
-                match receive(socket, &mut rbuf, deadline, shutdown, 0).await? {
+                match waiter.receive(socket, &mut rbuf, 0).await? {
                     Received::Ack(0) => break 'oack,
                     Received::Error(code, message) => {
                         return Ok(Outcome::OptionsRefused { code, message });
@@ -263,9 +285,9 @@ pub async fn send(
         }
         metrics::counter!("rackboot_tftp_bytes_sent_total").increment(sent_bytes as u64);
 
-        let deadline = Instant::now() + timeout;
+        waiter.set_deadline(Instant::now() + timeout);
         loop {
-            match receive(socket, &mut rbuf, deadline, shutdown, acked_bytes(base)).await? {
+            match waiter.receive(socket, &mut rbuf, acked_bytes(base)).await? {
                 Received::Ack(n) => {
                     // Which block in [base - 1, window_end] has this wire number?
                     let offset = n.wrapping_sub((base - 1) as u16) as u64;
