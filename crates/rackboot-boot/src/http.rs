@@ -230,10 +230,12 @@ async fn asset(
         .and_then(|r| r.to_str().ok())
         .map(str::to_string);
     let is_get = req.method() == Method::GET;
-    let resp = match ServeDir::new(&service.config().asset_dir)
-        .oneshot(req)
-        .await
-    {
+    // No index.html and no trailing-slash redirect: the redirect would point outside
+    // /assets (ServeDir sees the rewritten path), and directories are not assets.
+    let serve_dir = ServeDir::new(&service.config().asset_dir)
+        .append_index_html_on_directories(false)
+        .redirect_to_trailing_slash(false);
+    let resp = match serve_dir.oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     };

@@ -254,8 +254,14 @@ async fn traversal_is_refused() {
         );
         assert_ne!(body, b"x", "{uri} leaked a file outside the asset dir");
     }
-    let (status, _, _) = send(&h, get("/assets/debian/missing")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    for uri in [
+        "/assets/debian/missing",
+        "/assets/debian",
+        "/assets/debian/",
+    ] {
+        let (status, _, _) = send(&h, get(uri)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+    }
     h.f.settle().await;
     assert!(h.f.events_of(EventKind::AssetServed).is_empty());
 }
