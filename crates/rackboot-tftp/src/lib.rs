@@ -10,8 +10,8 @@
 //! Metrics: `rackboot_tftp_transfers_started_total`,
 //! `rackboot_tftp_transfers_completed_total`,
 //! `rackboot_tftp_transfers_failed_total{reason}`,
-//! `rackboot_tftp_transfers_aborted_total` (client ERROR after OACK, e.g. a PXE
-//! tsize probe), `rackboot_tftp_requests_rejected_total{reason}`,
+//! `rackboot_tftp_transfers_aborted_total` (client ERROR or closed port after the
+//! OACK: a PXE/UEFI tsize probe; not a failure, no event), `rackboot_tftp_requests_rejected_total{reason}`,
 //! `rackboot_tftp_bytes_sent_total`, `rackboot_tftp_retransmits_total`,
 //! `rackboot_tftp_dropped_total{reason}`, gauge `rackboot_tftp_active_transfers`,
 //! histogram `rackboot_tftp_transfer_duration_seconds`.
@@ -479,9 +479,9 @@ async fn serve_read(slot: Slot, local_ip: Ipv4Addr, peer: SocketAddrV4, request:
                 })),
             );
         }
-        Ok(Outcome::OptionsRefused { code, message }) => {
+        Ok(Outcome::LeftAfterOack { why }) => {
             metrics::counter!("rackboot_tftp_transfers_aborted_total").increment(1);
-            tracing::debug!(%peer, %file, code, %message, "TFTP client ended transfer after OACK");
+            tracing::debug!(%peer, %file, %why, "TFTP client ended transfer after OACK");
         }
         Err(e) => {
             metrics::counter!("rackboot_tftp_transfers_failed_total", "reason" => e.reason())

@@ -34,8 +34,9 @@ pub struct Params {
 pub enum Outcome {
     /// The last block was acknowledged.
     Completed { bytes: u64 },
-    /// The client answered the OACK with an ERROR: a tsize probe or refused options.
-    OptionsRefused { code: u16, message: String },
+    /// The client answered the OACK with an ERROR, or closed its port: a tsize
+    /// probe (PXE ROMs, UEFI) or refused options. Not a failure.
+    LeftAfterOack { why: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,10 +197,21 @@ pub async fn send(
             }
             waiter.set_deadline(Instant::now() + timeout);
             loop {
-                match waiter.receive(socket, &mut rbuf, 0).await? {
+                let received = match waiter.receive(socket, &mut rbuf, 0).await {
+                    Ok(r) => r,
+                    Err(TransferError::Unreachable { .. }) => {
+                        return Ok(Outcome::LeftAfterOack {
+                            why: "client closed its port".into(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                match received {
                     Received::Ack(0) => break 'oack,
                     Received::Error(code, message) => {
-                        return Ok(Outcome::OptionsRefused { code, message });
+                        return Ok(Outcome::LeftAfterOack {
+                            why: format!("client error {code}: {message}"),
+                        });
                     }
                     Received::TimedOut => {
                         retries += 1;

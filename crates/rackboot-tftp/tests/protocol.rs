@@ -93,6 +93,31 @@ async fn error_after_oack_ends_transfer_cleanly() {
     server.stop().await;
 }
 
+/// UEFI firmware probes tsize and just closes its port: not a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_port_after_oack_is_not_a_failure() {
+    let mut server = start(|_, _| {}).await;
+    server.write("ipxe.efi", &random_bytes(3000, 2));
+    {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.send_to(
+            &rrq("ipxe.efi", &[("blksize", "1432"), ("tsize", "0")]),
+            ("127.0.0.1", server.port),
+        )
+        .await
+        .unwrap();
+        let (pkt, _) = recv(&sock, Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(Packet::parse(&pkt).unwrap(), Packet::Oack { .. }));
+    }
+    // The OACK retransmission (after 300 ms) meets a closed port.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let r = raw_get(server.port, "ipxe.efi", Mode::Octet, &[("blksize", "1432")]).await;
+    assert_eq!(r.data, random_bytes(3000, 2));
+    let e = server.next_event().await;
+    assert_eq!(e.kind, EventKind::TftpSent, "{e:?}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_requests_are_refused() {
     let server = start(|_, _| {}).await;

@@ -524,7 +524,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        let s = s.trim();
+        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
         (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
@@ -543,10 +543,11 @@ mod tests {
             .collect()
     }
 
+    type Row<'a> = (&'a str, &'a str, Mode, &'a [(&'a str, &'a str)]);
+
     /// Requests captured from real clients by testdata/tftp/capture.sh.
     #[test]
     fn real_client_requests() {
-        type Row<'a> = (&'a str, &'a str, Mode, &'a [(&'a str, &'a str)]);
         let table: &[Row] = &[
             (
                 "atftp-blksize-windowsize",
@@ -591,6 +592,74 @@ mod tests {
             // Our encoder produces the same bytes the client sent.
             assert_eq!(Packet::Rrq(expected).encode(), bytes, "{name}");
         }
+    }
+
+    /// Requests from firmware, captured by testdata/tftp/capture-firmware.sh: the
+    /// iPXE ROM (BIOS) and OVMF (UEFI) loading their first stage, then pxelinux.
+    #[test]
+    fn real_firmware_requests() {
+        let table: &[Row] = &[
+            (
+                "bios-01-rrq-pxelinux.0",
+                "pxelinux.0",
+                Mode::Octet,
+                &[("blksize", "1432"), ("tsize", "0")],
+            ),
+            (
+                "bios-02-rrq-ldlinux.c32",
+                "ldlinux.c32",
+                Mode::Octet,
+                &[("tsize", "0"), ("blksize", "1408")],
+            ),
+            (
+                "bios-04-rrq-pxelinux.cfg_01-52-54-00-12-34-56",
+                "pxelinux.cfg/01-52-54-00-12-34-56",
+                Mode::Octet,
+                &[("tsize", "0"), ("blksize", "1408")],
+            ),
+            (
+                "bios-13-rrq-pxelinux.cfg_default",
+                "pxelinux.cfg/default",
+                Mode::Octet,
+                &[("tsize", "0"), ("blksize", "1408")],
+            ),
+            (
+                "uefi-01-rrq-ipxe.efi",
+                "ipxe.efi",
+                Mode::Octet,
+                &[("blksize", "1432"), ("tsize", "0")],
+            ),
+        ];
+        for (name, filename, mode, options) in table {
+            let bytes = fixture(name);
+            let expected = Request {
+                filename: filename.to_string(),
+                mode: *mode,
+                options: opts(options),
+            };
+            assert_eq!(
+                Packet::parse(&bytes),
+                Ok(Packet::Rrq(expected.clone())),
+                "{name}"
+            );
+            assert_eq!(Packet::Rrq(expected).encode(), bytes, "{name}");
+        }
+        // Every other firmware capture is a well-formed octet RRQ with tsize.
+        let dir = format!("{}/testdata/tftp", env!("CARGO_MANIFEST_DIR"));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            if name.starts_with("bios-") || name.starts_with("uefi-") {
+                let Ok(Packet::Rrq(req)) = Packet::parse(&fixture(&name)) else {
+                    panic!("{name} is not an RRQ");
+                };
+                assert_eq!(req.mode, Mode::Octet, "{name}");
+                assert!(has_option(&req.options, "tsize"), "{name}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 15);
     }
 
     #[test]
