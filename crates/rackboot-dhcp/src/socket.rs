@@ -19,7 +19,24 @@ pub fn bind_interface(ifname: &str, port: u16) -> io::Result<UdpSocket> {
     s.bind_device(Some(ifname.as_bytes()))?;
     s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
     s.set_nonblocking(true)?;
+    grow_buffers(&s);
     Ok(s.into())
+}
+
+/// Socket buffer size for boot storms: a burst of requests (or of ACKs released by
+/// one group commit) must not overflow the kernel's ~200 KiB default.
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
+/// Best effort: the `*FORCE` options pass `net.core.[rw]mem_max` with CAP_NET_ADMIN;
+/// without it the plain options give whatever the limit allows.
+fn grow_buffers(s: &Socket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(s, sockopt::RcvBufForce, &SOCKET_BUFFER_BYTES).is_err() {
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    }
+    if setsockopt(s, sockopt::SndBufForce, &SOCKET_BUFFER_BYTES).is_err() {
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    }
 }
 
 /// Raw ICMP socket for echo probes (needs CAP_NET_RAW). Blocking; the prober
