@@ -13,6 +13,11 @@ use crate::{LabError, Result, io_err};
 /// The start of the line /init prints: `RACKBOOT-TEST-MARKER booted cmdline=<kernel cmdline>`.
 pub const MARKER: &str = "RACKBOOT-TEST-MARKER booted";
 
+/// Kernel command line for booting the marker initramfs: the console is the first serial port
+/// (which QEMU logs); `quiet` keeps TCG boots short; `panic=-1` reboots on a panic instead of
+/// hanging until a test times out.
+pub const MARKER_KERNEL_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+
 const BUSYBOX: &str = "/bin/busybox";
 
 /// The /init script of the marker initramfs.

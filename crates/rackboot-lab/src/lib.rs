@@ -10,6 +10,24 @@
 //! - [`build_marker_initramfs`]: a busybox initramfs that prints [`MARKER`] and powers off.
 //!
 //! Firmware facts this crate relies on (Debian 12, QEMU 7.2) are in [`firmware`].
+//!
+//! Typical use in an end-to-end test (see tests/firmware_boot.rs, where dnsmasq stands in for
+//! `rackboot serve`):
+//! ```no_run
+//! # async fn demo() -> rackboot_lab::Result<()> {
+//! use rackboot_lab::{Lab, LabConfig, MachineSpec, MARKER};
+//! use std::time::Duration;
+//! let mut lab = Lab::create(LabConfig::new("/tmp/lab", vec![MachineSpec::bios(), MachineSpec::uefi()]))?;
+//! lab.spawn_server("/path/to/rackboot", ["serve", "--config", "/tmp/lab/rackboot.toml"])?;
+//! lab.server().unwrap().wait_for_output("listening", Duration::from_secs(10)).await?;
+//! lab.start_all()?;
+//! let line = lab.machine(0).wait_for_serial(MARKER, Duration::from_secs(240)).await?;
+//! lab.teardown()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Tests: `cargo test -p rackboot-lab` as root (namespaces, taps). Packages: qemu-system-x86,
+//! ipxe-qemu, ipxe, ovmf, busybox-static, dnsmasq-base, cpio, linux-image-amd64.
 
 pub mod firmware;
 mod initramfs;
@@ -24,7 +42,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use initramfs::{
-    CpioEntry, MARKER, build_marker_initramfs, host_kernel, marker_init_script, write_newc,
+    CpioEntry, MARKER, MARKER_KERNEL_CMDLINE, build_marker_initramfs, host_kernel,
+    marker_init_script, write_newc,
 };
 pub use lab::{DEFAULT_BRIDGE_ADDR, DEFAULT_PREFIX_LEN, Lab, LabConfig, MachineSpec, lab_mac};
 pub use netns::{Netns, NetnsConfig, unique_name};

@@ -8,12 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use rackboot_lab::{
-    Lab, LabConfig, MARKER, MachineConfig, MachineSpec, Netns, NetnsConfig, QemuMachine,
-    build_marker_initramfs, firmware, host_kernel, lab_mac,
+    Lab, LabConfig, MARKER, MARKER_KERNEL_CMDLINE, MachineConfig, MachineSpec, Netns, NetnsConfig,
+    QemuMachine, build_marker_initramfs, firmware, host_kernel, lab_mac,
 };
 use tokio::sync::Mutex;
 
-use common::{LOCAL_BOOT_SCRIPT, MARKER_CMDLINE, marker_script, stage_tftp_root, start_dnsmasq};
+use common::{LOCAL_BOOT_SCRIPT, marker_script, stage_tftp_root, start_dnsmasq};
 
 /// The VMs are CPU-bound under TCG: run one test's machines at a time so the timings mean
 /// something and nothing times out on a 2-core machine.
@@ -49,7 +49,7 @@ async fn marker_initramfs_boots_the_host_kernel_directly() {
             "-initrd".into(),
             initrd.display().to_string(),
             "-append".into(),
-            format!("{MARKER_CMDLINE} lab.test=direct"),
+            format!("{MARKER_KERNEL_CMDLINE} lab.test=direct"),
         ],
         ..lab_machine_config(dir.path())
     })

@@ -7,11 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rackboot_lab::{Lab, build_marker_initramfs, firmware, host_kernel};
-
-/// Kernel command line for the marker kernel: `quiet` keeps the serial console short (fast under
-/// TCG); `panic=-1` makes a kernel panic reboot instead of hanging until the timeout.
-pub const MARKER_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+use rackboot_lab::{Lab, MARKER_KERNEL_CMDLINE, build_marker_initramfs, firmware, host_kernel};
 
 /// iPXE script: load the host kernel and marker initramfs from the same TFTP server. The
 /// `initrd=` argument is what this (2019) iPXE needs on UEFI for the EFI stub to find the initrd;
@@ -20,7 +16,7 @@ pub fn marker_script() -> String {
     format!(
         "#!ipxe\n\
          echo rackboot-lab: booting marker kernel platform=${{platform}}\n\
-         kernel vmlinuz initrd=marker.cpio.gz {MARKER_CMDLINE} lab.mac=${{net0/mac}}\n\
+         kernel vmlinuz initrd=marker.cpio.gz {MARKER_KERNEL_CMDLINE} lab.mac=${{net0/mac}}\n\
          initrd marker.cpio.gz\n\
          boot\n"
     )
