@@ -251,6 +251,24 @@ impl Subnet {
     }
 }
 
+impl SubnetConfig {
+    /// A subnet with defaults (no pool, no options, lease 3600 s): fill in what you need.
+    pub fn new(cidr: impl Into<String>) -> SubnetConfig {
+        SubnetConfig {
+            name: None,
+            cidr: cidr.into(),
+            ranges: Vec::new(),
+            router: None,
+            dns: Vec::new(),
+            domain: None,
+            ntp: Vec::new(),
+            lease_time_secs: default_lease_time(),
+            reservations: Vec::new(),
+            options: Vec::new(),
+        }
+    }
+}
+
 fn mask_bits(prefix: u8) -> u32 {
     if prefix == 0 {
         0

@@ -575,3 +575,45 @@ async fn probe_skips_an_address_that_answers_ping() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pool_low_event_when_free_addresses_fall_below_threshold() {
+    let lab = Lab::new();
+    let store = Arc::new(MemStore::default());
+    // The local pool has 21 addresses; below 50% free after the 11th lease.
+    let mut server = start(
+        lab.server_sockets(false, false),
+        config(3600, "pool_low_percent = 50"),
+        store,
+    );
+    let sock = lab.client_socket(68);
+    let sock = tokio::task::spawn_blocking(move || {
+        for n in 1..=10 {
+            dora(&sock, n);
+        }
+        sock
+    })
+    .await
+    .unwrap();
+    // The pool is checked every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = drain(&mut server.events);
+    assert!(
+        !early.iter().any(|e| e.kind == EventKind::PoolLow),
+        "11 of 21 free is not low yet: {early:?}"
+    );
+    tokio::task::spawn_blocking(move || dora(&sock, 11))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = drain(&mut server.events);
+    let low: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::PoolLow)
+        .collect();
+    assert_eq!(low.len(), 1, "{events:?}");
+    assert_eq!(low[0].data["subnet"], "local");
+    assert_eq!(low[0].data["free"], 10);
+    assert_eq!(low[0].data["size"], 21);
+    server.stop().await;
+}
