@@ -32,8 +32,10 @@ pub struct DhcpConfig {
     #[serde(default = "default_decline_hold")]
     pub decline_hold_secs: u32,
     /// Group commit: after the first ACK of a batch, wait this long for more before
-    /// writing the batch. 0 (default) batches whatever queued during the previous write.
-    #[serde(default)]
+    /// writing the batch (on top of whatever queued during the previous write).
+    /// Fewer, larger transactions and thread wake-ups for up to this much ACK latency.
+    /// 0 writes at once. Default 2.
+    #[serde(default = "default_commit_window")]
     pub commit_window_ms: u32,
 }
 
@@ -46,7 +48,7 @@ impl Default for DhcpConfig {
             pool_low_percent: default_pool_low_percent(),
             offer_hold_secs: default_offer_hold(),
             decline_hold_secs: default_decline_hold(),
-            commit_window_ms: 0,
+            commit_window_ms: default_commit_window(),
         }
     }
 }
@@ -59,6 +61,9 @@ fn default_offer_hold() -> u32 {
 }
 fn default_decline_hold() -> u32 {
     600
+}
+fn default_commit_window() -> u32 {
+    2
 }
 fn default_lease_time() -> u32 {
     3600
