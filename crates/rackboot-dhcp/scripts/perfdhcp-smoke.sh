@@ -7,7 +7,7 @@
 set -u
 s=rbt-perf-$$-s c=rbt-perf-$$-c
 work=$(mktemp -d)
-cleanup() { [ -n "${spid:-}" ] && kill $spid 2>/dev/null; sleep 0.5; ip netns del $s 2>/dev/null; ip netns del $c 2>/dev/null; }
+cleanup() { [ -n "${spid:-}" ] && kill $spid 2>/dev/null; sleep 0.5; ip netns del $s 2>/dev/null; ip netns del $c 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 ip netns add $s; ip netns add $c
 ip -n $s link set lo up; ip -n $c link set lo up
