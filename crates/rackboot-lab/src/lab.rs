@@ -233,6 +233,15 @@ impl Lab {
         machine.start(&self.netns)
     }
 
+    /// Cuts machine `index`'s power (SIGKILL to QEMU); [`Lab::start_machine`] powers it on again
+    /// (with its disk and UEFI variables kept, like a real power cycle).
+    pub fn stop_machine(&mut self, index: usize) -> Result<()> {
+        let machine = self.machines.get_mut(index).ok_or_else(|| {
+            LabError::Config(format!("the lab has no machine with index {index}"))
+        })?;
+        machine.kill()
+    }
+
     /// Powers every machine on.
     pub fn start_all(&mut self) -> Result<()> {
         for machine in &mut self.machines {

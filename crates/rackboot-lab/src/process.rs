@@ -276,7 +276,14 @@ pub(crate) fn strip_ansi(text: &str) -> String {
                     }
                 }
             }
-            '\u{8}' | '\r' => {}
+            // Backspace moves the cursor left and the next character overwrites: approximating it
+            // by deleting keeps erased prompts ("Press Ctrl-B ...") out of the text.
+            '\u{8}' => {
+                if out.chars().next_back().is_some_and(|c| c != '\n') {
+                    out.pop();
+                }
+            }
+            '\r' => {}
             c => out.push(c),
         }
     }
@@ -360,10 +367,11 @@ mod tests {
 
     #[test]
     fn strip_ansi_removes_backspaces_and_cursor_moves() {
-        assert_eq!(
-            strip_ansi("a\u{8} \u{8}b\u{1b}[01;01Hc\u{1b}[=3hd"),
-            "a bcd"
-        );
+        assert_eq!(strip_ansi("a\u{8} \u{8}b\u{1b}[01;01Hc\u{1b}[=3hd"), "bcd");
+        assert_eq!(strip_ansi("x\n\u{8}y"), "x\ny");
+        // iPXE erases its prompt with backspace-space-backspace.
+        let prompt = format!("Press Ctrl-B{}BdsDxe", "\u{8} \u{8}".repeat(12));
+        assert_eq!(strip_ansi(&prompt), "BdsDxe");
     }
 
     #[test]
