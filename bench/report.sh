@@ -8,6 +8,7 @@ val() { # val KEY [PENDING_TEXT]: the result, or why there is none
     elif [[ "$1" == rackboot.* ]] && [ "$RACKBOOT_OK" != 1 ]; then echo "pending"
     else echo "not measured"; fi
 }
+unit() { local v; v=$(val "$1"); if is_num "$v"; then echo "$v MiB/s"; else echo "$v"; fi; }
 pct() { local v; v=$(val "$1"); if is_num "$v"; then echo "$v%"; else echo "$v"; fi; }
 
 # verdict A OP B: "met"/"not met" when both are numbers, "pending" otherwise.
@@ -55,11 +56,10 @@ and takes about ${ELAPSED} s here). Do not edit by hand: rerun the bench.
 - rackboot: $(version_of rackboot)
 - Servers: $(version_of kea), $(version_of dnsmasq), $(version_of tftpd-hpa), $(version_of atftpd)
 - Clients: $(version_of perfdhcp), $(version_of atftp)
-
 - Load average (1, 5, 15 min) when the run started: $LOAD_START; when it ended: $LOAD_END
 
 The machine is small and may be shared with other work (the load average shows how
-much), so read the figures as ratios between servers measured minutes apart in the
+much; bench/run runs its servers and clients at nice -10 to be disturbed less), so read the figures as ratios between servers measured minutes apart in the
 same run, not as absolute capacity.
 
 ## Targets
@@ -98,16 +98,16 @@ round (all rounds are listed); dnsmasq once. dnsmasq runs with \`--no-ping\`
 
 ## TFTP
 
-| server | lock-step, blksize 512 | lock-step, blksize 1468 | windowsize 16, blksize 1468 | $TFTP_CLIENTS concurrent ${TFTP_SMALL_BYTES}-byte fetches |
-|---|---|---|---|---|
+| server | lock-step, blksize 512 | lock-step, blksize 1468 | windowsize 16, blksize 1468 | $TFTP_CLIENTS concurrent ${TFTP_SMALL_BYTES}-byte fetches, $TFTP_CLIENTS addresses | the same, one address (atftp) |
+|---|---|---|---|---|---|
 EOF
     local s
     for s in rackboot tftpd-hpa atftpd; do
-        local conc
-        if is_num "$(val "$s.conc_secs")"; then
-            conc="$(val "$s.conc_secs") s, $(val "$s.conc_ok")/$TFTP_CLIENTS complete"
-        else conc=$(val "$s.conc_secs"); fi
-        echo "| $s | $(val "$s.lock512") MiB/s | $(val "$s.lock1468") MiB/s | $(val "$s.win16") MiB/s | $conc |"
+        local conc conc1
+        conc=$(val "$s.conc_secs"); conc1=$(val "$s.conc1_secs")
+        is_num "$conc" && conc="$conc s, $(val "$s.conc_ok")/$TFTP_CLIENTS complete"
+        is_num "$conc1" && conc1="$conc1 s, $(val "$s.conc1_ok")/$TFTP_CLIENTS complete"
+        echo "| $s | $(unit "$s.lock512") | $(unit "$s.lock1468") | $(unit "$s.win16") | $conc | $conc1 |"
     done
     cat <<EOF
 
@@ -119,10 +119,16 @@ ${TFTP_BIG_MIB} MiB divided by the wall time of the client. tftpd-hpa runs as
 package, so bench/run unpacks it under bench/.cache) as
 \`atftpd --daemon --no-fork --maxthread 200 DIR\`. tftpd-hpa does not implement windowsize
 (RFC 7440) and answers lock-step, so its windowed figure is its lock-step speed.
-The concurrency test starts $TFTP_CLIENTS atftp clients at once, each fetching a
-${TFTP_SMALL_BYTES}-byte file (the size of pxelinux.0 / undionly.kpxe) with blksize 1468 and a
-30-second limit, and reports the wall time until the last one exits and how many
-received the whole file.
+The concurrency test is what a rack powering on at once looks like: $TFTP_CLIENTS clients,
+each from its own address ($SWARM_NET.1-$TFTP_CLIENTS on the client veth), fetch a
+${TFTP_SMALL_BYTES}-byte file (the size of pxelinux.0 / undionly.kpxe) at the same moment with
+blksize 1468, a 1-second retransmit and a 30-second limit (\`bench/tftp_swarm.py\`, one
+process, so client start-up cost does not count); the table gives the wall time until the
+last one finished and how many received the whole file. The last column starts
+$TFTP_CLIENTS atftp processes at once from the client namespace's single address instead
+(process start-up included; atftp retransmits after 5 s). rackboot caps transfers per
+client address (\`max_transfers_per_client\`, default 64), so there the requests above
+the cap are refused until the client retransmits: a protection, not a throughput limit.
 
 ## Idle memory
 
