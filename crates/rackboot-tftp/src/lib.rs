@@ -59,6 +59,8 @@ pub enum TftpError {
     Socket(#[source] io::Error),
     #[error("cannot start TFTP transfer threads: {0}")]
     Runtime(#[source] io::Error),
+    #[error("cannot enter the listening socket's network namespace: {0}")]
+    Netns(#[source] io::Error),
 }
 
 /// Everything a transfer task needs, shared by all of them.
@@ -148,7 +150,8 @@ pub async fn run(
         active: Mutex::new(Active::default()),
     });
     tracing::info!(%local, "TFTP server listening");
-    let workers = Workers::start(shared.config.worker_threads())?;
+    let netns = net::socket_netns(&socket);
+    let workers = Workers::start(shared.config.worker_threads(), netns)?;
     let tracker = TaskTracker::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -186,12 +189,15 @@ pub async fn run(
                 metrics::counter!("rackboot_tftp_requests_rejected_total", "reason" => "write_request")
                     .increment(1);
                 tracing::debug!(%peer, file = %request.filename, "TFTP write refused");
-                tracker.spawn(refuse(
-                    local_ip,
-                    peer,
-                    ErrorCode::AccessViolation,
-                    "read-only server",
-                ));
+                tracker.spawn_on(
+                    refuse(
+                        local_ip,
+                        peer,
+                        ErrorCode::AccessViolation,
+                        "read-only server",
+                    ),
+                    workers.next(),
+                );
             }
             Ok(_) => {
                 metrics::counter!("rackboot_tftp_dropped_total", "reason" => "unexpected_opcode")
@@ -223,7 +229,11 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(count: usize) -> Result<Workers, TftpError> {
+    /// `netns`: the listening socket's network namespace. Transfer sockets are
+    /// created on the worker threads, so those threads join it (when it is not
+    /// already theirs): a caller may bind the listener inside another namespace.
+    fn start(count: usize, netns: Option<std::os::fd::OwnedFd>) -> Result<Workers, TftpError> {
+        let netns = netns.map(Arc::new);
         let stop = CancellationToken::new();
         let mut handles = Vec::new();
         let mut done = Vec::new();
@@ -237,14 +247,28 @@ impl Workers {
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
             done.push(done_rx);
             let stop = stop.clone();
+            let netns = netns.clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("rackboot-tftp-{i}"))
                 .spawn(move || {
-                    runtime.block_on(stop.cancelled());
+                    let joined = match &netns {
+                        Some(ns) => net::enter_netns(ns),
+                        None => Ok(()),
+                    };
+                    let ok = joined.is_ok();
+                    let _ = ready_tx.send(joined);
+                    if ok {
+                        runtime.block_on(stop.cancelled());
+                    }
                     drop(runtime);
                     let _ = done_tx.send(());
                 })
                 .map_err(TftpError::Runtime)?;
+            ready_rx
+                .recv()
+                .map_err(|_| TftpError::Runtime(io::Error::other("transfer thread died")))?
+                .map_err(TftpError::Netns)?;
         }
         Ok(Workers {
             handles,
@@ -354,6 +378,8 @@ async fn serve_read(slot: Slot, local_ip: Ipv4Addr, peer: SocketAddrV4, request:
             tracing::warn!(%peer, %local_ip, error = %e, "cannot open TFTP transfer socket");
             metrics::counter!("rackboot_tftp_transfers_failed_total", "reason" => "socket")
                 .increment(1);
+            let reason = format!("cannot open a socket on {local_ip}: {e}");
+            failed_event(&shared, &request.filename, client, &reason, 0);
             return;
         }
     };

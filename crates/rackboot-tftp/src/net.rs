@@ -3,7 +3,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
@@ -73,4 +73,26 @@ pub async fn send_gso(socket: &UdpSocket, buf: &[u8], segment: u16) -> io::Resul
         })
         .await
         .map(|_| ())
+}
+
+/// The network namespace a socket lives in (ioctl SIOCGSKNS, Linux 4.9+), or
+/// `None` when the kernel cannot tell.
+pub fn socket_netns(socket: &UdpSocket) -> Option<OwnedFd> {
+    const SIOCGSKNS: nix::libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd we then own.
+    let fd = unsafe { nix::libc::ioctl(socket.as_raw_fd(), SIOCGSKNS as _) };
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves the calling thread into `netns` unless it is already there (which needs
+/// no privilege, so unprivileged servers in one namespace never call setns).
+pub fn enter_netns(netns: &OwnedFd) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let target = nix::sys::stat::fstat(netns.as_fd()).map_err(io::Error::from)?;
+    let current = std::fs::metadata("/proc/thread-self/ns/net")?;
+    if current.ino() == target.st_ino && current.dev() == target.st_dev {
+        return Ok(());
+    }
+    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
 }
