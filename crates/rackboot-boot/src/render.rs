@@ -569,14 +569,17 @@ fn grub_quote(s: &str) -> String {
     format!("'{}'", one_line(s).replace('\'', r"'\''"))
 }
 
-/// Kernel arguments as GRUB words: GRUB's parser would eat quotes and expand `$`,
-/// so special characters are backslash-escaped; GRUB joins the words back with spaces.
+/// Kernel arguments as GRUB words. GRUB's parser strips quotes (`a="b c"` becomes the
+/// word `a=b c`) and its `linux` command re-quotes words with spaces (`"a=b c"`, which
+/// Linux accepts), so quotes pass through; `$` (expansion), backslashes and the characters
+/// GRUB's shell treats specially are backslash-escaped to stay literal.
+/// Checked with Debian 12's GRUB 2.06 under OVMF.
 fn grub_args(args: &str) -> String {
     let mut out = String::with_capacity(args.len());
     for c in args.chars() {
         if matches!(
             c,
-            '"' | '\'' | '\\' | '$' | ';' | '|' | '&' | '<' | '>' | '{' | '}' | '#'
+            '\\' | '$' | ';' | '|' | '&' | '<' | '>' | '{' | '}' | '#'
         ) {
             out.push('\\');
         }
@@ -710,9 +713,12 @@ fn grub_menu(
     Ok(out)
 }
 
-/// The generic `grub.cfg`: GRUB ≥ 2.04 looks for `grub.cfg-01-<mac>` itself; older
-/// ones read this file, which loads the per-machine file by the MAC GRUB booted from
-/// (`net_default_mac` is `52:54:00:12:34:56`, a name the TFTP side also answers).
+/// The generic `grub.cfg`. Debian 12's network GRUB (grubnetx64.efi, 2.06) reads only
+/// `$prefix/grub.cfg` (prefix `(tftp,SERVER)/grub`), so this file loads the
+/// per-machine one by the MAC GRUB booted from: `net_default_mac` is
+/// `52:54:00:12:34:56`, a file name the TFTP side answers. Newer GRUBs that look
+/// for `grub.cfg-01-<mac>` themselves get the same file directly. Checked under
+/// OVMF with Debian's grubnetx64.efi.signed.
 pub fn render_grub_generic() -> String {
     "# rackboot: per-machine GRUB configs are rendered on request\n\
      configfile \"${prefix}/grub.cfg-01-${net_default_mac}\"\n\
@@ -795,7 +801,7 @@ mod tests {
         );
         assert!(grub_asset(&p, "http://mirror:8080/d/linux", &u).is_err());
         assert!(grub_asset(&p, "https://mirror/d/linux", &u).is_err());
-        assert_eq!(grub_args(r#"a="b c" $x"#), r#"a=\"b c\" \$x"#);
+        assert_eq!(grub_args(r#"a="b c" $x;y"#), r#"a="b c" \$x\;y"#);
     }
 
     #[test]
