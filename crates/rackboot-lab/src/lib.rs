@@ -12,7 +12,7 @@
 //! Firmware facts this crate relies on (Debian 12, QEMU 7.2) are in [`firmware`].
 //!
 //! Typical use in an end-to-end test (see tests/firmware_boot.rs, where dnsmasq stands in for
-//! `rackboot serve`):
+//! `rackboot serve` through [`Lab::start_dnsmasq`]):
 //! ```no_run
 //! # async fn demo() -> rackboot_lab::Result<()> {
 //! use rackboot_lab::{Lab, LabConfig, MachineSpec, MARKER};
@@ -35,6 +35,7 @@ mod lab;
 mod netns;
 mod process;
 mod qemu;
+mod standin;
 mod state;
 
 use std::path::PathBuf;
@@ -50,6 +51,10 @@ pub use netns::{Netns, NetnsConfig, unique_name};
 pub use process::LabProcess;
 pub use qemu::{
     BootOrder, Firmware, MachineConfig, NicRom, QemuMachine, UefiFirmware, format_mac, qemu_args,
+};
+pub use standin::{
+    DnsmasqRole, LOCAL_BOOT_IPXE_SCRIPT, MARKER_INITRD_NAME, MARKER_KERNEL_NAME,
+    marker_ipxe_script, stage_marker_boot_files, stage_tftp_root,
 };
 pub use state::{DownReport, LabState, ProcessRecord, down, read_state};
 

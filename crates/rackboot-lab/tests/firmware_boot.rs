@@ -3,17 +3,14 @@
 //! Needs root (namespaces, taps), qemu-system-x86, ipxe-qemu, ipxe, ovmf, busybox-static,
 //! dnsmasq-base and a /boot/vmlinuz-*. Run with `--nocapture` to see the boot timings.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use rackboot_lab::{
-    Lab, LabConfig, MARKER, MARKER_KERNEL_CMDLINE, MachineConfig, MachineSpec, Netns, NetnsConfig,
-    QemuMachine, build_marker_initramfs, firmware, host_kernel, lab_mac,
+    DnsmasqRole, LOCAL_BOOT_IPXE_SCRIPT, Lab, LabConfig, MARKER, MARKER_KERNEL_CMDLINE,
+    MachineConfig, MachineSpec, Netns, NetnsConfig, QemuMachine, build_marker_initramfs, firmware,
+    host_kernel, lab_mac, marker_ipxe_script, stage_tftp_root,
 };
 use tokio::sync::Mutex;
-
-use common::{LOCAL_BOOT_SCRIPT, marker_script, stage_tftp_root, start_dnsmasq};
 
 /// The VMs are CPU-bound under TCG: run one test's machines at a time so the timings mean
 /// something and nothing times out on a 2-core machine.
@@ -71,14 +68,16 @@ async fn marker_initramfs_boots_the_host_kernel_directly() {
 async fn bios_and_uefi_machines_netboot_the_marker_kernel() {
     let _vms = VMS.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let tftp = stage_tftp_root(dir.path(), &marker_script());
+    let tftp = stage_tftp_root(&dir.path().join("tftp"), &marker_ipxe_script()).unwrap();
     let mut lab = Lab::create(LabConfig::new(
         dir.path().join("lab"),
         // SeaBIOS + QEMU's iPXE ROM; OVMF's own PXE client chainloading snponly.efi.
         vec![MachineSpec::bios(), MachineSpec::uefi()],
     ))
     .unwrap();
-    start_dnsmasq(&mut lab, &tftp).await;
+    lab.start_dnsmasq(DnsmasqRole::BootServer { tftp_root: tftp })
+        .await
+        .unwrap();
 
     let started = Instant::now();
     lab.start_all().unwrap();
@@ -142,7 +141,7 @@ async fn bios_and_uefi_machines_netboot_the_marker_kernel() {
 async fn boot_local_disk_falls_through_to_the_blank_disk() {
     let _vms = VMS.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let tftp = stage_tftp_root(dir.path(), LOCAL_BOOT_SCRIPT);
+    let tftp = stage_tftp_root(&dir.path().join("tftp"), LOCAL_BOOT_IPXE_SCRIPT).unwrap();
     let mut lab = Lab::create(LabConfig::new(
         dir.path().join("lab"),
         vec![
@@ -151,7 +150,9 @@ async fn boot_local_disk_falls_through_to_the_blank_disk() {
         ],
     ))
     .unwrap();
-    start_dnsmasq(&mut lab, &tftp).await;
+    lab.start_dnsmasq(DnsmasqRole::BootServer { tftp_root: tftp })
+        .await
+        .unwrap();
 
     let started = Instant::now();
     lab.start_all().unwrap();

@@ -1,12 +1,14 @@
 //! Lab namespace lifecycle without VMs: bridge and taps exist, processes are tracked in the state
-//! file, `down` from "another process" (a detached lab) and Drop both leave nothing behind.
-//! Needs root.
+//! file, `down` from "another process" (a detached lab) and Drop both leave nothing behind; the
+//! DHCP-only dnsmasq stand-in. Needs root, dnsmasq-base, busybox-static.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rackboot_lab::{Lab, LabConfig, MachineSpec, down, read_state};
+use rackboot_lab::{
+    DnsmasqRole, Lab, LabConfig, MachineSpec, Netns, NetnsConfig, down, read_state,
+};
 
 fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
@@ -125,4 +127,71 @@ async fn waiting_for_output_of_an_exited_process_fails_fast() {
         message.contains("exited") && message.contains("something else"),
         "{message}"
     );
+}
+
+/// dnsmasq as the plain DHCP server next to rackboot in ProxyDHCP mode: hands out an address from
+/// the lab range and no boot file. The client is busybox udhcpc in a second namespace joined to
+/// the lab bridge by a veth pair.
+#[tokio::test]
+async fn dhcp_only_dnsmasq_leases_addresses_without_boot_information() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::create(LabConfig::new(dir.path().join("lab"), vec![])).unwrap();
+    lab.start_dnsmasq(DnsmasqRole::DhcpOnly).await.unwrap();
+
+    let client = Netns::create(&NetnsConfig::new(
+        &rackboot_lab::unique_name("rbl-client"),
+        "10.78.0.1".parse().unwrap(),
+        24,
+        0,
+    ))
+    .unwrap();
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    let lab_ns = lab.netns().name().to_string();
+    ip(&[
+        "-n",
+        &lab_ns,
+        "link",
+        "add",
+        "vcl0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "cl0",
+        "netns",
+        client.name(),
+    ]);
+    ip(&["-n", &lab_ns, "link", "set", "vcl0", "master", "br0", "up"]);
+    ip(&["-n", client.name(), "link", "set", "cl0", "up"]);
+
+    let script = dir.path().join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"bound ip=$ip boot_file=[$boot_file]\"\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // -n: exit if no lease; -q: exit after obtaining one; 5 tries, 1 s apart.
+    let out = client
+        .exec(
+            "busybox",
+            [
+                "udhcpc", "-i", "cl0", "-f", "-n", "-q", "-t", "5", "-T", "1", "-s",
+            ]
+            .map(String::from)
+            .into_iter()
+            .chain([script.display().to_string()]),
+        )
+        .unwrap();
+    let bound = out
+        .lines()
+        .find(|l| l.starts_with("bound "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(bound.starts_with("bound ip=10.77.0."), "{bound}");
+    assert!(bound.ends_with("boot_file=[]"), "{bound}");
+    let log = std::fs::read_to_string(lab.dir().join("dnsmasq.log")).unwrap();
+    assert!(log.contains("DHCPACK(br0)"), "{log}");
 }
