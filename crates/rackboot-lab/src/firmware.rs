@@ -18,7 +18,9 @@
 //! - This iPXE (2019) loads an initrd for an EFI-stub kernel only through the kernel command line:
 //!   the script must say `kernel vmlinuz initrd=NAME ...` where NAME is the initrd image's name.
 //! - Typical TCG times with 512 MiB: direct `-kernel` boot to the marker ~7 s; SeaBIOS + iPXE ROM →
-//!   DHCP → TFTP kernel+initrd → marker ~26 s; OVMF native PXE → ipxe.efi → marker ~39 s.
+//!   DHCP → TFTP kernel+initrd → marker ~26 s; OVMF native PXE → ipxe.efi → marker ~39 s (one VM,
+//!   idle host). With a BIOS and a UEFI VM booting at once on a busy host (load 4-6): 39-53 s and
+//!   44-65 s; local-disk fall-through: SeaBIOS "No bootable device." ~21 s, OVMF UiApp ~32 s.
 //!   iPXE's "Configuring (net0 ...)......" takes several seconds (it waits for ProxyDHCP offers).
 
 use std::path::PathBuf;
