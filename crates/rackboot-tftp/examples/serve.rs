@@ -33,6 +33,13 @@ async fn serve() {
     let socket = tokio::net::UdpSocket::bind(&addr).await.expect("bind");
     let (hub, queue) = EventHub::new(1024);
     tokio::spawn(queue.run_unpersisted(hub.clone()));
+    // Print events (TftpSent / TftpFailed) as they happen.
+    let mut live = hub.subscribe();
+    tokio::spawn(async move {
+        while let Ok(e) = live.recv().await {
+            eprintln!("{} {}", e.kind.as_str(), e.message);
+        }
+    });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
