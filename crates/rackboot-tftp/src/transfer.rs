@@ -276,7 +276,7 @@ pub async fn send(
                         // An earlier packet bounced; the receive below sorts it out.
                         break;
                     }
-                    // EINVAL (segment larger than the path MTU), EIO (no checksum
+                    // EMSGSIZE (segment larger than the MTU), EIO (no checksum
                     // offload) and the like: send packet by packet from now on.
                     tracing::debug!(error = %e, "UDP GSO unavailable, sending packets one by one");
                     gso = false;
