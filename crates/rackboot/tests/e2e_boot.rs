@@ -175,7 +175,7 @@ async fn bios_machine_boots_linux_through_rackboot() {
 #[tokio::test]
 async fn uefi_machine_boots_linux_through_rackboot() {
     let _vms = VMS.lock().await;
-    // No NIC ROM: OVMF's own PXE client gets ipxe.efi over TFTP, then iPXE gets its script.
+    // No NIC ROM: OVMF's own PXE client gets snponly.efi over TFTP, then iPXE gets its script.
     let mut rack = Rack::start(
         vec![MachineSpec::uefi()],
         &["--dhcp-range", "10.77.0.100-10.77.0.150"],
@@ -186,8 +186,8 @@ async fn uefi_machine_boots_linux_through_rackboot() {
     let timeline = rack.timeline(0);
     assert_timeline_has(&timeline, &["lease_acked", "tftp_sent", "script_served"]);
     assert!(
-        timeline.contains("ipxe.efi"),
-        "OVMF should have fetched ipxe.efi over TFTP:\n{timeline}"
+        timeline.contains("snponly.efi"),
+        "OVMF should have fetched snponly.efi over TFTP:\n{timeline}"
     );
 }
 
