@@ -47,8 +47,9 @@ write_report() {
     cat <<EOF
 # Benchmarks
 
-Written by \`bench/run\` (run it as root: \`sudo bench/run\`; it installs what it needs
-and takes about ${ELAPSED} s here). Do not edit by hand: rerun the bench.
+Written by \`bench/run\` (run it as root: \`sudo bench/run\`; it installs what it needs,
+builds rackboot in release mode, and its measurements took ${ELAPSED} s here). Do not
+edit by hand: rerun the bench.
 
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")
@@ -59,8 +60,10 @@ and takes about ${ELAPSED} s here). Do not edit by hand: rerun the bench.
 - Load average (1, 5, 15 min) when the run started: $LOAD_START; when it ended: $LOAD_END
 
 The machine is small and may be shared with other work (the load average shows how
-much; bench/run runs its servers and clients at nice -10 to be disturbed less), so read the figures as ratios between servers measured minutes apart in the
-same run, not as absolute capacity.
+much; bench/run runs its servers and clients at nice -10 to be disturbed less), so
+read the figures as ratios between servers measured minutes apart in the same run,
+not as absolute capacity; differences under ~20% between single figures are within
+the noise seen from run to run here.
 
 ## Targets
 
@@ -76,8 +79,8 @@ same run, not as absolute capacity.
 
 | server | lease storage | exchanges/s | dropped at that rate | requested rate | each round |
 |---|---|---|---|---|---|
-| rackboot | SQLite in the state directory, lease written before the ACK | $rb_dhcp | $(pct rackboot.dhcp_drop) | $(val rackboot.dhcp_rate) | $(val rackboot.dhcp_rounds) |
-| Kea | memfile, \`persist: true\`, \`lfc-interval: 0\` | $kea_dhcp | $(pct kea.dhcp_drop) | $(val kea.dhcp_rate) | $(val kea.dhcp_rounds) |
+| rackboot | SQLite (WAL, \`synchronous=NORMAL\`) in the state directory; each lease committed before its ACK | $rb_dhcp | $(pct rackboot.dhcp_drop) | $(val rackboot.dhcp_rate) | $(val rackboot.dhcp_rounds) |
+| Kea | memfile CSV, \`persist: true\`, \`lfc-interval: 0\`; appended before the ACK | $kea_dhcp | $(pct kea.dhcp_drop) | $(val kea.dhcp_rate) | $(val kea.dhcp_rounds) |
 | dnsmasq | lease file in a temporary directory | $(val dnsmasq.dhcp) | $(pct dnsmasq.dhcp_drop) | $(val dnsmasq.dhcp_rate) | $(val dnsmasq.dhcp_rounds) |
 
 Method: each server runs alone in the server namespace with one /$PREFIX pool
@@ -89,8 +92,8 @@ as a relay with giaddr $CLI_IP). A rate passes when fewer than $DHCP_MAX_DROP_PC
 DISCOVERs sent end without an ACK and perfdhcp achieved at least $DHCP_MIN_ACHIEVED_PCT% of the
 rate it asked for; a rate that fails is run once more before it counts as failed (one
 busy second on a shared machine should not decide it). The search starts at $DHCP_START_RATE/s, doubles until a ${DHCP_PROBE_SECS}-second probe fails
-(at most $DHCP_MAX_RATE/s), then bisects until the step is under 10%; the best passing rate is
-confirmed with a ${DHCP_CONFIRM_SECS}-second run (stepping down 10% if that fails), and the table
+(at most $DHCP_MAX_RATE/s), then bisects until the step is at most 1/8 of the rate; the best passing rate is
+confirmed with one ${DHCP_CONFIRM_SECS}-second run (stepping down 10% while that fails, at most 3 times), and the table
 shows the exchanges/s perfdhcp reported for that run. rackboot and Kea are searched
 $DHCP_ROUNDS times, alternately, each time from a fresh lease store, and keep their best
 round (all rounds are listed); dnsmasq once. dnsmasq runs with \`--no-ping\`
