@@ -41,6 +41,35 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Background WAL checkpoints of a file database; stopped when the store drops.
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.checkpointer.take() {
+            task.abort();
+        }
+    }
+}
+
+/// How often the background task checkpoints the WAL into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL from its own connection, so a commit (a DHCP ACK waiting
+/// on its lease write) never pays for copying and fsyncing pages, which
+/// SQLite's automatic checkpoint does on the committing connection.
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // PASSIVE never waits for readers or the writer; what it cannot copy now
+        // is copied on a later tick.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!("SQLite WAL checkpoint failed: {e}");
+        }
+    }
 }
 
 const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.created_at, m.updated_at, \
@@ -112,6 +141,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // Commits never checkpoint; `checkpoint_loop` does (see there).
+        let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
         // The writer connection stays open for the life of the store: closing the
         // last connection would checkpoint and delete the WAL under the readers.
         let writer = SqlitePoolOptions::new()
@@ -119,7 +150,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(writer_options)
             .await
             .map_err(|e| open_err("opening database file")(e.into()))?;
         MIGRATOR
@@ -128,11 +159,20 @@ impl SqliteStore {
             .map_err(|e| open_err("running migrations")(e.into()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .connect_with(options.pragma("query_only", "ON"))
+            .connect_with(options.clone().pragma("query_only", "ON"))
             .await
             .map_err(|e| open_err("opening reader connections")(e.into()))?;
+        let checkpoint_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err("opening checkpoint connection")(e.into()))?;
         tracing::debug!(path = %path.display(), "opened SQLite store");
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            checkpointer: Some(tokio::spawn(checkpoint_loop(checkpoint_pool))),
+        })
     }
 
     /// A migrated in-memory database on a single connection.
@@ -163,6 +203,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: pool.clone(),
             reader: pool,
+            checkpointer: None,
         })
     }
 
