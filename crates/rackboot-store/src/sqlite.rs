@@ -66,7 +66,10 @@ async fn checkpoint_loop(pool: SqlitePool) {
         tick.tick().await;
         // PASSIVE never waits for readers or the writer; what it cannot copy now
         // is copied on a later tick.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
             tracing::warn!("SQLite WAL checkpoint failed: {e}");
         }
     }
