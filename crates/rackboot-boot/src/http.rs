@@ -47,9 +47,12 @@ pub async fn serve(
     service: Arc<BootService>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router(service).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -230,6 +233,12 @@ async fn asset(
         .and_then(|r| r.to_str().ok())
         .map(str::to_string);
     let is_get = req.method() == Method::GET;
+    // Present when the server was started with connect info (the rackboot binary
+    // does); lets the event log attribute the download to the lease holder's MAC.
+    let client_ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     // No index.html and no trailing-slash redirect: the redirect would point outside
     // /assets (ServeDir sees the rewritten path), and directories are not assets.
     let serve_dir = ServeDir::new(&service.config().asset_dir)
@@ -249,6 +258,7 @@ async fn asset(
             path,
             range,
             status: status.as_u16(),
+            client_ip,
         });
     let (mut parts, body) = resp.into_parts();
     parts
@@ -271,6 +281,7 @@ struct AssetReport {
     path: String,
     range: Option<String>,
     status: u16,
+    client_ip: Option<String>,
 }
 
 /// Counts the bytes actually sent and reports once, when the body ends or is
@@ -302,6 +313,7 @@ impl CountingBody {
                 "range": r.range,
                 "status": r.status,
                 "complete": complete,
+                "client_ip": r.client_ip,
             })),
         );
     }

@@ -294,10 +294,13 @@ impl Server {
             let app = rackboot_boot::router(boot.clone()).merge(rackboot_api::router(api_state));
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-                    .context("HTTP server")
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .context("HTTP server")
             });
             services.push("http");
         }

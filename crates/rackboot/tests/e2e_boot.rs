@@ -163,7 +163,12 @@ async fn bios_machine_boots_linux_through_rackboot() {
     let timeline = rack.timeline(0);
     assert_timeline_has(
         &timeline,
-        &["lease_offered", "lease_acked", "script_served"],
+        &[
+            "lease_offered",
+            "lease_acked",
+            "script_served",
+            "asset_served",
+        ],
     );
     let leases = rack.cli(&["lease", "list"]);
     assert!(
