@@ -10,64 +10,14 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::qemu::{KillOnDrop, initrd, kernel};
 use common::*;
 use rackboot_boot::BootConfig;
 use rackboot_core::{BootIntent, GeneratedFile, LoaderKind, TftpContent};
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kernel() -> std::path::PathBuf {
-    let mut kernels: Vec<_> = std::fs::read_dir("/boot")
-        .expect("/boot")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("vmlinuz-")
-        })
-        .collect();
-    kernels.sort();
-    kernels
-        .pop()
-        .expect("a kernel in /boot (linux-image-amd64)")
-}
-
-fn initrd(dir: &std::path::Path) -> Vec<u8> {
-    let root = dir.join("initrd-root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("proc")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
-    std::fs::write(
-        root.join("init"),
-        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
-         echo \"RACKBOOT-INIT-OK $(/bin/busybox cat /proc/cmdline)\"\n\
-         /bin/busybox poweroff -f\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("find . | cpio -o -H newc --quiet")
-        .current_dir(&root)
-        .output()
-        .expect("cpio");
-    assert!(out.status.success(), "cpio failed");
-    out.stdout
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grub_boots_the_generated_config_over_tftp() {

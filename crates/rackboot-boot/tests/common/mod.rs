@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod qemu;
+
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
