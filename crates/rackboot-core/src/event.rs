@@ -32,10 +32,17 @@ pub enum EventKind {
     MachineChanged,
     ProfileChanged,
     ServiceStarted,
+    PowerChanged,
+    PowerActionDone,
+    PowerActionFailed,
+    BootDeviceSet,
+    InstallRequested,
+    InstallFileServed,
+    InstallCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::LeaseOffered,
         EventKind::LeaseAcked,
         EventKind::LeaseNak,
@@ -52,6 +59,13 @@ impl EventKind {
         EventKind::MachineChanged,
         EventKind::ProfileChanged,
         EventKind::ServiceStarted,
+        EventKind::PowerChanged,
+        EventKind::PowerActionDone,
+        EventKind::PowerActionFailed,
+        EventKind::BootDeviceSet,
+        EventKind::InstallRequested,
+        EventKind::InstallFileServed,
+        EventKind::InstallCompleted,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -72,6 +86,13 @@ impl EventKind {
             EventKind::MachineChanged => "machine_changed",
             EventKind::ProfileChanged => "profile_changed",
             EventKind::ServiceStarted => "service_started",
+            EventKind::PowerChanged => "power_changed",
+            EventKind::PowerActionDone => "power_action_done",
+            EventKind::PowerActionFailed => "power_action_failed",
+            EventKind::BootDeviceSet => "boot_device_set",
+            EventKind::InstallRequested => "install_requested",
+            EventKind::InstallFileServed => "install_file_served",
+            EventKind::InstallCompleted => "install_completed",
         }
     }
 
@@ -87,6 +108,7 @@ impl EventKind {
                 | EventKind::TftpFailed
                 | EventKind::LeaseDeclined
                 | EventKind::LeaseNak
+                | EventKind::PowerActionFailed
         )
     }
 }

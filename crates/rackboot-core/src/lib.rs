@@ -10,6 +10,7 @@ pub mod event;
 pub mod lease;
 pub mod mac;
 pub mod machine;
+pub mod os;
 pub mod selector;
 
 pub use arch::{Arch, PxeClient};
@@ -18,4 +19,5 @@ pub use event::{ClientAttribution, Event, EventHub, EventKind, EventPersistQueue
 pub use lease::{Lease, LeaseState};
 pub use mac::MacAddr;
 pub use machine::{BootIntent, LoaderKind, Machine, MachineId, Menu, MenuEntry, Profile};
+pub use os::OsFamily;
 pub use selector::{Selector, SelectorError};
