@@ -1,0 +1,733 @@
+//! A read-only ISO 9660 reader (ECMA-119) with Rock Ridge (names, symlinks,
+//! relocated directories) and Joliet, for importing installation ISOs without
+//! mounting them. The directory tree is read once when the image is opened,
+//! with every extent checked against the image size; file contents are read
+//! by offset on demand (`pread`), never buffered whole.
+//!
+//! Name choice follows Linux's isofs: Rock Ridge when the primary volume has
+//! it, else Joliet, else the primary names with the `;1` version removed and
+//! lower-cased (what `mount -o loop` shows, and what ESXi's boot.cfg expects).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::SourceKind;
+use crate::media::{Entry, EntryKind, MediaError, MediaFs, ReadSeek, check_name, join};
+
+const SECTOR: u64 = 2048;
+/// Bounds on what a (possibly hostile) image can make us do.
+const MAX_DESCRIPTORS: u64 = 64;
+const MAX_ENTRIES: usize = 2_000_000;
+const MAX_DEPTH: usize = 128;
+const MAX_DIR_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_CONTINUATIONS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Names {
+    RockRidge,
+    Joliet,
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+struct IsoEntry {
+    entry: Entry,
+    /// (byte offset in the image, length) of each extent, in file order.
+    extents: Vec<(u64, u64)>,
+}
+
+/// An opened ISO 9660 image.
+pub struct IsoImage {
+    file: File,
+    /// Directory path → its entries, sorted by name.
+    dirs: HashMap<String, Vec<IsoEntry>>,
+    names: Names,
+    has_udf: bool,
+}
+
+impl std::fmt::Debug for IsoImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IsoImage")
+            .field("dirs", &self.dirs.len())
+            .field("names", &self.names)
+            .field("has_udf", &self.has_udf)
+            .finish()
+    }
+}
+
+fn corrupt(msg: impl Into<String>) -> MediaError {
+    MediaError::CorruptIso(msg.into())
+}
+
+/// A directory record's fixed part (ECMA-119 9.1).
+#[derive(Debug, Clone)]
+struct Record {
+    extent_lba: u64,
+    data_len: u64,
+    flags: u8,
+    ident: Vec<u8>,
+    system_use: Vec<u8>,
+}
+
+const FLAG_DIRECTORY: u8 = 0x02;
+const FLAG_MULTI_EXTENT: u8 = 0x80;
+
+fn parse_record(buf: &[u8]) -> Result<Record, MediaError> {
+    if buf.len() < 34 {
+        return Err(corrupt(format!("directory record of {} bytes", buf.len())));
+    }
+    let name_len = buf[32] as usize;
+    if 33 + name_len > buf.len() {
+        return Err(corrupt("directory record name runs past the record"));
+    }
+    let ident = buf[33..33 + name_len].to_vec();
+    // A pad byte follows even-length names so the system use area is aligned.
+    let su_start = 33 + name_len + usize::from(name_len.is_multiple_of(2));
+    let system_use = buf.get(su_start..).unwrap_or(&[]).to_vec();
+    Ok(Record {
+        extent_lba: u64::from(u32::from_le_bytes(buf[2..6].try_into().unwrap_or_default())),
+        data_len: u64::from(u32::from_le_bytes(
+            buf[10..14].try_into().unwrap_or_default(),
+        )),
+        flags: buf[25],
+        ident,
+        system_use,
+    })
+}
+
+/// What the Rock Ridge entries of one record say.
+#[derive(Debug, Default)]
+struct RockRidge {
+    name: Option<Vec<u8>>,
+    name_is_dot: bool,
+    symlink: Option<String>,
+    mode: Option<u32>,
+    child_link: Option<u64>,
+    relocated: bool,
+}
+
+impl IsoImage {
+    pub fn open(path: &Path) -> Result<IsoImage, MediaError> {
+        let file = File::open(path).map_err(|source| MediaError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|source| MediaError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
+            .len();
+        let mut image = IsoImage {
+            file,
+            dirs: HashMap::new(),
+            names: Names::Plain,
+            has_udf: false,
+        };
+        let reader = Reader {
+            file: &image.file,
+            size,
+        };
+
+        let mut primary_root: Option<Record> = None;
+        let mut joliet_root: Option<Record> = None;
+        let mut saw_terminator = false;
+        for index in 0..MAX_DESCRIPTORS {
+            let lba = 16 + index;
+            if (lba + 1) * SECTOR > size {
+                break;
+            }
+            let sector = reader.read(lba * SECTOR, SECTOR)?;
+            let ident = &sector[1..6];
+            match ident {
+                b"CD001" => {}
+                b"BEA01" | b"TEA01" | b"BOOT2" | b"CDW02" => continue,
+                b"NSR02" | b"NSR03" => {
+                    image.has_udf = true;
+                    continue;
+                }
+                _ => break,
+            }
+            if saw_terminator {
+                continue;
+            }
+            match sector[0] {
+                1 if primary_root.is_none() => {
+                    let block_size = u16::from_le_bytes([sector[128], sector[129]]);
+                    if u64::from(block_size) != SECTOR {
+                        return Err(corrupt(format!(
+                            "logical block size {block_size}, only 2048 is supported"
+                        )));
+                    }
+                    primary_root = Some(parse_record(&sector[156..190])?);
+                }
+                2 => {
+                    // Joliet: UCS-2 escape sequences in the supplementary descriptor.
+                    let escapes = &sector[88..91];
+                    if escapes == b"%/@" || escapes == b"%/C" || escapes == b"%/E" {
+                        joliet_root = Some(parse_record(&sector[156..190])?);
+                    }
+                }
+                255 => saw_terminator = true,
+                _ => {}
+            }
+        }
+        let Some(primary_root) = primary_root else {
+            if image.has_udf {
+                return Err(MediaError::NotIso(
+                    "UDF-only image without an ISO 9660 volume (Windows media): extract it with a UDF-capable tool (e.g. 7z x) and import the directory".into(),
+                ));
+            }
+            return Err(MediaError::NotIso(format!(
+                "no ISO 9660 primary volume descriptor (CD001) at sector 16 of a {size}-byte file"
+            )));
+        };
+
+        // Rock Ridge is announced by an SP entry in the root's "." record.
+        let root_dot = reader.first_record(primary_root.extent_lba)?;
+        let susp_skip = if root_dot.system_use.len() >= 7
+            && &root_dot.system_use[0..2] == b"SP"
+            && root_dot.system_use[4..6] == [0xBE, 0xEF]
+        {
+            Some(usize::from(root_dot.system_use[6]))
+        } else {
+            None
+        };
+        let (root, names) = match (susp_skip, joliet_root) {
+            (Some(_), _) => (primary_root, Names::RockRidge),
+            (None, Some(joliet)) => (joliet, Names::Joliet),
+            (None, None) => (primary_root, Names::Plain),
+        };
+        image.names = names;
+        let mut walk = Walk {
+            reader,
+            names,
+            susp_skip: susp_skip.unwrap_or(0),
+            dirs: HashMap::new(),
+            visited: HashSet::new(),
+            entries: 0,
+        };
+        walk.directory("", &root, 0)?;
+        image.dirs = walk.dirs;
+        Ok(image)
+    }
+
+    /// True when the image also carries a UDF volume (Windows media).
+    pub fn has_udf(&self) -> bool {
+        self.has_udf
+    }
+
+    fn find(&self, path: &str) -> Result<&IsoEntry, MediaError> {
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((dir, name)) => (dir, name),
+            None => ("", path),
+        };
+        self.dirs
+            .get(dir)
+            .and_then(|entries| entries.iter().find(|e| e.entry.name == name))
+            .ok_or_else(|| MediaError::NotFound {
+                path: path.to_string(),
+            })
+    }
+}
+
+impl MediaFs for IsoImage {
+    fn source_kind(&self) -> SourceKind {
+        SourceKind::Iso
+    }
+
+    fn read_dir(&self, dir: &str) -> Result<Vec<Entry>, MediaError> {
+        match self.dirs.get(dir) {
+            Some(entries) => Ok(entries.iter().map(|e| e.entry.clone()).collect()),
+            None => match self.find(dir) {
+                Ok(_) => Err(MediaError::NotADirectory {
+                    path: dir.to_string(),
+                }),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn ReadSeek + '_>, MediaError> {
+        let found = self.find(path)?;
+        let EntryKind::File { size } = found.entry.kind else {
+            return Err(MediaError::NotAFile {
+                path: path.to_string(),
+            });
+        };
+        Ok(Box::new(ExtentReader {
+            file: &self.file,
+            extents: found.extents.clone(),
+            size,
+            pos: 0,
+        }))
+    }
+
+    fn unknown_media_hint(&self) -> Option<String> {
+        self.has_udf.then(|| {
+            "the image also has a UDF volume: Windows ISOs keep their files only in UDF; extract it with a UDF-capable tool (e.g. 7z x) and import the directory".to_string()
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    file: &'a File,
+    size: u64,
+}
+
+impl Reader<'_> {
+    fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, MediaError> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| corrupt("offset overflow"))?;
+        if end > self.size {
+            return Err(corrupt(format!(
+                "read of {len} bytes at offset {offset} runs past the end of the {}-byte image (truncated?)",
+                self.size
+            )));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|source| MediaError::Io {
+                path: "ISO image".into(),
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    fn check_extent(&self, lba: u64, len: u64, what: &str) -> Result<u64, MediaError> {
+        let offset = lba * SECTOR;
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(corrupt(format!(
+                "{what}: extent at block {lba} with {len} bytes runs past the end of the {}-byte image (truncated?)",
+                self.size
+            )));
+        }
+        Ok(offset)
+    }
+
+    /// The directory records of a directory extent (records never cross
+    /// sector boundaries; a zero length byte means "next sector").
+    fn records(&self, dir: &Record) -> Result<Vec<Record>, MediaError> {
+        if dir.data_len > MAX_DIR_BYTES {
+            return Err(corrupt(format!("directory of {} bytes", dir.data_len)));
+        }
+        let offset = self.check_extent(dir.extent_lba, dir.data_len, "directory")?;
+        let data = self.read(offset, dir.data_len)?;
+        let mut records = Vec::new();
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let len = data[pos] as usize;
+            if len == 0 {
+                pos = (pos / SECTOR as usize + 1) * SECTOR as usize;
+                continue;
+            }
+            if len < 34 || pos + len > data.len() {
+                return Err(corrupt(format!(
+                    "directory record of length {len} at byte {pos} of a {}-byte directory",
+                    data.len()
+                )));
+            }
+            records.push(parse_record(&data[pos..pos + len])?);
+            pos += len;
+        }
+        Ok(records)
+    }
+
+    /// The "." record at the start of the directory at `lba`.
+    fn first_record(&self, lba: u64) -> Result<Record, MediaError> {
+        let offset = lba
+            .checked_mul(SECTOR)
+            .filter(|offset| offset.checked_add(34).is_some_and(|end| end <= self.size))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "directory at block {lba} lies past the end of the image (truncated?)"
+                ))
+            })?;
+        let sector = self.read(offset, SECTOR.min(self.size - offset))?;
+        let len = sector[0] as usize;
+        if len < 34 || len > sector.len() {
+            return Err(corrupt(format!(
+                "directory at block {lba} has no valid \".\" record"
+            )));
+        }
+        parse_record(&sector[..len])
+    }
+
+    /// Parses the SUSP entries of a record, following CE continuation areas.
+    fn rock_ridge(&self, system_use: &[u8], skip: usize) -> Result<RockRidge, MediaError> {
+        let mut rr = RockRidge::default();
+        let mut name = Vec::new();
+        let mut has_name = false;
+        let mut link = SymlinkBuilder::default();
+        let mut area = system_use.get(skip..).unwrap_or(&[]).to_vec();
+        let mut continuations = 0;
+        loop {
+            let mut next: Option<(u64, u64, u64)> = None;
+            let mut pos = 0;
+            while pos + 4 <= area.len() {
+                let sig = [area[pos], area[pos + 1]];
+                let len = area[pos + 2] as usize;
+                if len < 4 || pos + len > area.len() {
+                    break;
+                }
+                let body = &area[pos + 4..pos + len];
+                match &sig {
+                    b"NM" if !body.is_empty() => {
+                        let flags = body[0];
+                        if flags & 0x06 != 0 {
+                            rr.name_is_dot = true;
+                        }
+                        name.extend_from_slice(&body[1..]);
+                        has_name = true;
+                    }
+                    b"SL" if !body.is_empty() => link.push(&body[1..])?,
+                    b"PX" if body.len() >= 4 => {
+                        rr.mode = Some(u32::from_le_bytes([body[0], body[1], body[2], body[3]]));
+                    }
+                    b"CL" if body.len() >= 4 => {
+                        rr.child_link = Some(u64::from(u32::from_le_bytes([
+                            body[0], body[1], body[2], body[3],
+                        ])));
+                    }
+                    b"RE" => rr.relocated = true,
+                    b"CE" if body.len() >= 24 => {
+                        let le = |at: usize| {
+                            u64::from(u32::from_le_bytes([
+                                body[at],
+                                body[at + 1],
+                                body[at + 2],
+                                body[at + 3],
+                            ]))
+                        };
+                        next = Some((le(0), le(8), le(16)));
+                    }
+                    b"ST" => break,
+                    _ => {}
+                }
+                pos += len;
+            }
+            let Some((lba, offset, len)) = next else {
+                break;
+            };
+            continuations += 1;
+            if continuations > MAX_CONTINUATIONS || len > SECTOR {
+                return Err(corrupt("Rock Ridge continuation area chain too long"));
+            }
+            let start = self.check_extent(lba, offset + len, "Rock Ridge continuation area")?;
+            area = self.read(start + offset, len)?;
+        }
+        if has_name {
+            rr.name = Some(name);
+        }
+        rr.symlink = link.finish();
+        Ok(rr)
+    }
+}
+
+/// Assembles an SL (symbolic link) target from its component records.
+#[derive(Default)]
+struct SymlinkBuilder {
+    target: String,
+    seen: bool,
+    /// The previous component continues into the next one (no `/` between).
+    continues: bool,
+}
+
+impl SymlinkBuilder {
+    fn push(&mut self, mut components: &[u8]) -> Result<(), MediaError> {
+        while components.len() >= 2 {
+            let flags = components[0];
+            let len = components[1] as usize;
+            let Some(content) = components.get(2..2 + len) else {
+                return Err(corrupt("Rock Ridge SL component runs past its entry"));
+            };
+            let part = if flags & 0x02 != 0 {
+                ".".to_string()
+            } else if flags & 0x04 != 0 {
+                "..".to_string()
+            } else if flags & 0x08 != 0 {
+                "/".to_string()
+            } else {
+                String::from_utf8_lossy(content).into_owned()
+            };
+            if self.seen && !self.continues && !self.target.ends_with('/') {
+                self.target.push('/');
+            }
+            if part == "/" {
+                self.target.clear();
+                self.target.push('/');
+            } else {
+                self.target.push_str(&part);
+            }
+            self.seen = true;
+            self.continues = flags & 0x01 != 0;
+            components = &components[2 + len..];
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Option<String> {
+        self.seen.then_some(self.target)
+    }
+}
+
+struct Walk<'a> {
+    reader: Reader<'a>,
+    names: Names,
+    susp_skip: usize,
+    dirs: HashMap<String, Vec<IsoEntry>>,
+    visited: HashSet<u64>,
+    entries: usize,
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFDIR: u32 = 0o040000;
+
+impl Walk<'_> {
+    fn decode_name(
+        &self,
+        dir: &str,
+        record: &Record,
+        rr: &RockRidge,
+    ) -> Result<String, MediaError> {
+        if self.names == Names::RockRidge {
+            if rr.name_is_dot {
+                return Err(MediaError::UnsafeName {
+                    dir: dir.to_string(),
+                    name: String::from_utf8_lossy(rr.name.as_deref().unwrap_or(b".")).into_owned(),
+                });
+            }
+            if let Some(name) = &rr.name {
+                return String::from_utf8(name.clone()).map_err(|_| MediaError::NonUtf8Name {
+                    dir: dir.to_string(),
+                });
+            }
+        }
+        let ident = &record.ident;
+        let name = if self.names == Names::Joliet {
+            let units: Vec<u16> = ident
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).map_err(|_| MediaError::NonUtf8Name {
+                dir: dir.to_string(),
+            })?
+        } else {
+            String::from_utf8(ident.clone())
+                .map_err(|_| MediaError::NonUtf8Name {
+                    dir: dir.to_string(),
+                })?
+                .to_ascii_lowercase()
+        };
+        // Drop the ";1" file version, then the "." of names without extension.
+        let mut name = match name.rsplit_once(';') {
+            Some((base, version))
+                if record.flags & FLAG_DIRECTORY == 0
+                    && version.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                base.to_string()
+            }
+            _ => name,
+        };
+        if self.names == Names::Plain && name.ends_with('.') && name.len() > 1 {
+            name.pop();
+        }
+        Ok(name)
+    }
+
+    fn directory(&mut self, path: &str, dir: &Record, depth: usize) -> Result<(), MediaError> {
+        if depth > MAX_DEPTH {
+            return Err(corrupt(format!(
+                "directory nesting deeper than {MAX_DEPTH} at {path:?}"
+            )));
+        }
+        if !self.visited.insert(dir.extent_lba) {
+            return Err(corrupt(format!(
+                "directory loop at {path:?} (block {})",
+                dir.extent_lba
+            )));
+        }
+        let records = self.reader.records(dir)?;
+        let mut entries: Vec<IsoEntry> = Vec::new();
+        let mut subdirs: Vec<(String, Record)> = Vec::new();
+        // A multi-extent file still being assembled: (name, entry).
+        let mut pending: Option<IsoEntry> = None;
+        for record in records {
+            // "." and ".." are the single bytes 0 and 1.
+            if record.ident == [0] || record.ident == [1] {
+                continue;
+            }
+            let rr = if self.names == Names::RockRidge {
+                self.reader.rock_ridge(&record.system_use, self.susp_skip)?
+            } else {
+                RockRidge::default()
+            };
+            if rr.relocated {
+                // Shown at its original place through the parent's CL entry.
+                continue;
+            }
+            let name = self.decode_name(path, &record, &rr)?;
+            check_name(path, &name)?;
+            self.entries += 1;
+            if self.entries > MAX_ENTRIES {
+                return Err(corrupt(format!("more than {MAX_ENTRIES} entries")));
+            }
+
+            if let Some(target) = rr
+                .symlink
+                .clone()
+                .filter(|_| rr.mode.is_none_or(|mode| mode & S_IFMT == S_IFLNK))
+            {
+                entries.push(IsoEntry {
+                    entry: Entry {
+                        name,
+                        kind: EntryKind::Symlink { target },
+                    },
+                    extents: Vec::new(),
+                });
+                continue;
+            }
+            if let Some(child) = rr.child_link {
+                let relocated = self.reader.first_record(child)?;
+                subdirs.push((name.clone(), relocated));
+                entries.push(dir_entry(name));
+                continue;
+            }
+            let is_dir = record.flags & FLAG_DIRECTORY != 0
+                || rr.mode.is_some_and(|mode| mode & S_IFMT == S_IFDIR);
+            if is_dir {
+                subdirs.push((name.clone(), record));
+                entries.push(dir_entry(name));
+                continue;
+            }
+            let offset =
+                self.reader
+                    .check_extent(record.extent_lba, record.data_len, &join(path, &name))?;
+            let part = (offset, record.data_len);
+            let multi = record.flags & FLAG_MULTI_EXTENT != 0;
+            match pending.take() {
+                Some(mut file) if file.entry.name == name => {
+                    file.extents.push(part);
+                    if let EntryKind::File { size } = &mut file.entry.kind {
+                        *size += record.data_len;
+                    }
+                    if multi {
+                        pending = Some(file);
+                    } else {
+                        entries.push(file);
+                    }
+                }
+                Some(unfinished) => {
+                    return Err(corrupt(format!(
+                        "multi-extent file {:?} ends without its last extent",
+                        join(path, &unfinished.entry.name)
+                    )));
+                }
+                None => {
+                    let file = IsoEntry {
+                        entry: Entry {
+                            name,
+                            kind: EntryKind::File {
+                                size: record.data_len,
+                            },
+                        },
+                        extents: vec![part],
+                    };
+                    if multi {
+                        pending = Some(file);
+                    } else {
+                        entries.push(file);
+                    }
+                }
+            }
+        }
+        if let Some(unfinished) = pending {
+            return Err(corrupt(format!(
+                "multi-extent file {:?} ends without its last extent",
+                join(path, &unfinished.entry.name)
+            )));
+        }
+        entries.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+        if let Some(pair) = entries
+            .windows(2)
+            .find(|w| w[0].entry.name == w[1].entry.name)
+        {
+            return Err(corrupt(format!(
+                "duplicate name {:?} in directory {path:?}",
+                pair[0].entry.name
+            )));
+        }
+        self.dirs.insert(path.to_string(), entries);
+        for (name, record) in subdirs {
+            self.directory(&join(path, &name), &record, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+fn dir_entry(name: String) -> IsoEntry {
+    IsoEntry {
+        entry: Entry {
+            name,
+            kind: EntryKind::Dir,
+        },
+        extents: Vec::new(),
+    }
+}
+
+/// Streams a file's extents from the image by offset.
+struct ExtentReader<'a> {
+    file: &'a File,
+    extents: Vec<(u64, u64)>,
+    size: u64,
+    pos: u64,
+}
+
+impl Read for ExtentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut start = 0u64;
+        for &(offset, len) in &self.extents {
+            if self.pos < start + len {
+                let within = self.pos - start;
+                let want = (len - within).min(buf.len() as u64) as usize;
+                let n = self.file.read_at(&mut buf[..want], offset + within)?;
+                if n == 0 && want > 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "ISO image ends inside a file extent",
+                    ));
+                }
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            start += len;
+        }
+        Ok(0)
+    }
+}
+
+impl Seek for ExtentReader<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the file",
+            )
+        })?;
+        self.pos = target;
+        Ok(target)
+    }
+}
