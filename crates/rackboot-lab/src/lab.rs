@@ -5,10 +5,12 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::bmc::{BmcKind, IPMI_BASE_PORT, IpmiSim, IpmiSimConfig};
+use crate::chassis::{VmChassis, kill_recorded_qemu};
 use crate::netns::{Netns, NetnsConfig, netns_exists, unique_name};
-use crate::process::{LabProcess, lock};
-use crate::qemu::{BootOrder, Firmware, MachineConfig, NicRom, QemuMachine};
-use crate::state::{LabState, StateFile, down, read_state};
+use crate::process::{LabProcess, find_line, lock, read_from, tail};
+use crate::qemu::{BootOrder, Firmware, MachineConfig, NicRom, QemuMachine, format_mac};
+use crate::state::{LabState, MachineRecord, StateFile, down, read_state};
 use crate::{LabError, Result, io_err};
 
 pub const DEFAULT_BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -93,6 +95,9 @@ pub struct LabConfig {
     pub state_file: Option<PathBuf>,
     /// Machine `i` is named `m{i+1}`, has MAC [`lab_mac`]`(i)` and tap `tap{i+1}`.
     pub machines: Vec<MachineSpec>,
+    /// Give every machine an emulated BMC: machines then start powered off and are powered
+    /// through their BMC (see [`Lab::bmc`]). `None`: plain VMs started by [`Lab::start_all`].
+    pub bmc: Option<BmcKind>,
 }
 
 impl LabConfig {
@@ -105,6 +110,91 @@ impl LabConfig {
             prefix_len: DEFAULT_PREFIX_LEN,
             state_file: None,
             machines,
+            bmc: None,
+        }
+    }
+}
+
+/// A lab machine's emulated BMC and the chassis program it powers the machine's QEMU with.
+/// Dropping it stops the BMC and powers the machine off.
+#[derive(Debug)]
+pub struct LabBmc {
+    // Field order is drop order: the BMC first, so it cannot start the VM again.
+    sim: Option<IpmiSim>,
+    chassis: VmChassis,
+    url: String,
+    detached: bool,
+}
+
+impl LabBmc {
+    /// What `rackboot machine add --bmc` takes, e.g. `ipmi://admin:password@10.77.0.1:6231`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The machine's chassis: its program, pid file and boot device file.
+    pub fn chassis(&self) -> &VmChassis {
+        &self.chassis
+    }
+
+    /// The running ipmi_sim (IPMI labs).
+    pub fn ipmi_sim(&self) -> Option<&IpmiSim> {
+        self.sim.as_ref()
+    }
+
+    /// The PID of the machine's QEMU while it is powered on.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.chassis.qemu_pid()
+    }
+
+    pub fn is_powered_on(&self) -> bool {
+        self.chassis.is_powered_on()
+    }
+
+    /// The serial console log (appended to across power cycles).
+    pub fn serial_log(&self) -> PathBuf {
+        self.chassis.machine().serial_log()
+    }
+
+    /// The serial log's current length: pass it to [`LabBmc::wait_for_serial`] to look only at
+    /// what a later power-on prints.
+    pub fn serial_len(&self) -> u64 {
+        std::fs::metadata(self.serial_log()).map_or(0, |m| m.len())
+    }
+
+    /// Waits until the serial log, from byte `from`, contains `pattern`; returns the line holding
+    /// it (ANSI escapes removed).
+    pub async fn wait_for_serial(
+        &self,
+        pattern: &str,
+        from: u64,
+        timeout: std::time::Duration,
+    ) -> Result<String> {
+        let log = self.serial_log();
+        let started = std::time::Instant::now();
+        loop {
+            let text = read_from(&log, from);
+            if let Some(line) = find_line(&text, pattern) {
+                return Ok(line);
+            }
+            if started.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    pattern: pattern.to_string(),
+                    log,
+                    timeout,
+                    tail: tail(&text, 20),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for LabBmc {
+    fn drop(&mut self) {
+        self.sim = None;
+        if !self.detached {
+            kill_recorded_qemu(&self.chassis.pid_file());
         }
     }
 }
@@ -116,6 +206,7 @@ pub struct Lab {
     // Field order is drop order: processes before the namespace they run in.
     server: Option<LabProcess>,
     helpers: Vec<LabProcess>,
+    bmcs: Vec<LabBmc>,
     machines: Vec<QemuMachine>,
     netns: Netns,
     dir: PathBuf,
@@ -124,8 +215,77 @@ pub struct Lab {
 impl Lab {
     /// Creates the namespace, bridge and one tap per machine; machines are not started.
     pub fn create(config: LabConfig) -> Result<Lab> {
+        if config.bmc == Some(BmcKind::Redfish) {
+            return Err(LabError::Config(
+                crate::bmc::REDFISH_UNAVAILABLE.to_string(),
+            ));
+        }
+        if config.bmc.is_some() && config.machines.len() > usize::from(u16::MAX - IPMI_BASE_PORT) {
+            return Err(LabError::Config(
+                "too many machines for one BMC port each".into(),
+            ));
+        }
         std::fs::create_dir_all(&config.dir)
             .map_err(io_err(format!("create {}", config.dir.display())))?;
+        let netns_config = NetnsConfig::new(
+            &config.netns,
+            config.bridge_addr,
+            config.prefix_len,
+            config.machines.len(),
+        );
+        let machine_configs: Vec<MachineConfig> = config
+            .machines
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| MachineConfig {
+                name: format!("m{}", i + 1),
+                mac: lab_mac(i),
+                tap: netns_config.taps[i].clone(),
+                firmware: spec.firmware.clone(),
+                memory_mib: spec.memory_mib,
+                nic_rom: spec.nic_rom.clone(),
+                disk_mib: spec.disk_mib,
+                boot: spec.boot,
+                no_reboot: spec.no_reboot,
+                dir: config.dir.clone(),
+                extra_args: spec.extra_args.clone(),
+            })
+            .collect();
+        let machines = machine_configs
+            .iter()
+            .cloned()
+            .map(QemuMachine::new)
+            .collect::<Result<Vec<_>>>()?;
+        // BMC i listens on the bridge address, UDP port 6231, 6232, ...: one address the server
+        // in the namespace reaches, no extra addresses in the machines' DHCP subnet.
+        let bmc_configs: Vec<(VmChassis, IpmiSimConfig)> = match config.bmc {
+            Some(_) => machine_configs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let chassis = VmChassis::new(&config.netns, m.clone());
+                    let mut sim = IpmiSimConfig::new(
+                        &m.name,
+                        &config.dir,
+                        config.bridge_addr,
+                        IPMI_BASE_PORT + i as u16 + 1,
+                    );
+                    sim.chassis_control = Some(chassis.program());
+                    (chassis, sim)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let records: Vec<MachineRecord> = machine_configs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MachineRecord {
+                name: m.name.clone(),
+                mac: format_mac(&m.mac),
+                bmc_url: bmc_configs.get(i).map(|(_, sim)| sim.url()),
+                qemu_pid_file: bmc_configs.get(i).map(|(chassis, _)| chassis.pid_file()),
+            })
+            .collect();
         let state = match &config.state_file {
             Some(path) => {
                 if path.exists() {
@@ -146,17 +306,12 @@ impl Lab {
                         netns: config.netns.clone(),
                         dir: Some(config.dir.clone()),
                         processes: Vec::new(),
+                        machines: records,
                     },
                 )?)
             }
             None => None,
         };
-        let netns_config = NetnsConfig::new(
-            &config.netns,
-            config.bridge_addr,
-            config.prefix_len,
-            config.machines.len(),
-        );
         let netns = match Netns::create_with_state(&netns_config, state.clone()) {
             Ok(netns) => netns,
             Err(err) => {
@@ -166,33 +321,39 @@ impl Lab {
                 return Err(err);
             }
         };
-        let machines = config
-            .machines
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                QemuMachine::new(MachineConfig {
-                    name: format!("m{}", i + 1),
-                    mac: lab_mac(i),
-                    tap: netns_config.taps[i].clone(),
-                    firmware: spec.firmware.clone(),
-                    memory_mib: spec.memory_mib,
-                    nic_rom: spec.nic_rom.clone(),
-                    disk_mib: spec.disk_mib,
-                    boot: spec.boot,
-                    no_reboot: spec.no_reboot,
-                    dir: config.dir.clone(),
-                    extra_args: spec.extra_args.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Lab {
+        // From here on, dropping `lab` removes whatever was built if a BMC fails to start.
+        let mut lab = Lab {
             server: None,
             helpers: Vec::new(),
+            bmcs: Vec::new(),
             machines,
             netns,
             dir: config.dir,
-        })
+        };
+        for (chassis, sim_config) in bmc_configs {
+            // A previous lab in the same directory may have left a boot device behind.
+            let _ = std::fs::remove_file(chassis.boot_device_file());
+            chassis.install()?;
+            let url = sim_config.url();
+            let sim = IpmiSim::start(sim_config, Some(&lab.netns))?;
+            lab.bmcs.push(LabBmc {
+                sim: Some(sim),
+                chassis,
+                url,
+                detached: false,
+            });
+        }
+        Ok(lab)
+    }
+
+    /// Machine `index`'s BMC, in a lab created with [`LabConfig::bmc`].
+    pub fn bmc(&self, index: usize) -> Option<&LabBmc> {
+        self.bmcs.get(index)
+    }
+
+    /// Every machine's BMC, in machine order (empty without [`LabConfig::bmc`]).
+    pub fn bmcs(&self) -> &[LabBmc] {
+        &self.bmcs
     }
 
     pub fn netns(&self) -> &Netns {
@@ -225,8 +386,11 @@ impl Lab {
         &mut self.machines[index]
     }
 
-    /// Powers machine `index` on.
+    /// Powers machine `index` on (in a BMC lab: through its chassis program, as the BMC would).
     pub fn start_machine(&mut self, index: usize) -> Result<()> {
+        if !self.bmcs.is_empty() {
+            return self.bmc_of(index)?.chassis.power_on();
+        }
         let machine = self.machines.get_mut(index).ok_or_else(|| {
             LabError::Config(format!("the lab has no machine with index {index}"))
         })?;
@@ -236,18 +400,34 @@ impl Lab {
     /// Cuts machine `index`'s power (SIGKILL to QEMU); [`Lab::start_machine`] powers it on again
     /// (with its disk and UEFI variables kept, like a real power cycle).
     pub fn stop_machine(&mut self, index: usize) -> Result<()> {
+        if !self.bmcs.is_empty() {
+            return self.bmc_of(index)?.chassis.power_off();
+        }
         let machine = self.machines.get_mut(index).ok_or_else(|| {
             LabError::Config(format!("the lab has no machine with index {index}"))
         })?;
         machine.kill()
     }
 
-    /// Powers every machine on.
+    /// Powers every machine on (in a BMC lab: through their chassis programs; a BMC lab whose
+    /// machines should be powered by the server under test does not call this).
     pub fn start_all(&mut self) -> Result<()> {
+        for bmc in &self.bmcs {
+            bmc.chassis.power_on()?;
+        }
+        if !self.bmcs.is_empty() {
+            return Ok(());
+        }
         for machine in &mut self.machines {
             machine.start(&self.netns)?;
         }
         Ok(())
+    }
+
+    fn bmc_of(&self, index: usize) -> Result<&LabBmc> {
+        self.bmcs
+            .get(index)
+            .ok_or_else(|| LabError::Config(format!("the lab has no machine with index {index}")))
     }
 
     /// Starts the server under test inside the namespace: `program args...`, output to
@@ -301,6 +481,7 @@ impl Lab {
     pub fn teardown(mut self) -> Result<()> {
         self.server = None;
         self.helpers.clear();
+        self.bmcs.clear();
         self.machines.clear();
         self.netns.teardown()
     }
@@ -311,6 +492,7 @@ impl Lab {
         let Lab {
             server,
             helpers,
+            bmcs,
             machines,
             netns,
             dir,
@@ -319,10 +501,28 @@ impl Lab {
             netns: netns.name().to_string(),
             dir: Some(dir),
             processes: Vec::new(),
+            machines: Vec::new(),
         };
+        for (i, machine) in machines.iter().enumerate() {
+            state.machines.push(MachineRecord {
+                name: machine.name().to_string(),
+                mac: machine.mac(),
+                bmc_url: bmcs.get(i).map(|b| b.url.clone()),
+                qemu_pid_file: bmcs.get(i).map(|b| b.chassis.pid_file()),
+            });
+        }
+        let bmc_processes: Vec<LabProcess> = bmcs
+            .into_iter()
+            .filter_map(|mut bmc| {
+                // The VM keeps running; `down` finds it through its pid file.
+                bmc.detached = true;
+                bmc.sim.take().map(IpmiSim::into_process)
+            })
+            .collect();
         let processes = server
             .into_iter()
             .chain(helpers)
+            .chain(bmc_processes)
             .chain(machines.into_iter().filter_map(QemuMachine::into_process));
         for process in processes {
             state.processes.push(crate::ProcessRecord {

@@ -29,6 +29,8 @@
 //! Tests: `cargo test -p rackboot-lab` as root (namespaces, taps). Packages: qemu-system-x86,
 //! ipxe-qemu, ipxe, ovmf, busybox-static, dnsmasq-base, cpio, linux-image-amd64.
 
+pub mod bmc;
+pub mod chassis;
 pub mod firmware;
 mod initramfs;
 mod lab;
@@ -42,11 +44,15 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+pub use bmc::{BMC_PASSWORD, BMC_USER, BmcKind, IPMI_BASE_PORT, IpmiSim, IpmiSimConfig, ipmi_url};
+pub use chassis::VmChassis;
 pub use initramfs::{
     CpioEntry, MARKER, MARKER_KERNEL_CMDLINE, build_marker_initramfs, host_kernel,
     marker_init_script, write_newc,
 };
-pub use lab::{DEFAULT_BRIDGE_ADDR, DEFAULT_PREFIX_LEN, Lab, LabConfig, MachineSpec, lab_mac};
+pub use lab::{
+    DEFAULT_BRIDGE_ADDR, DEFAULT_PREFIX_LEN, Lab, LabBmc, LabConfig, MachineSpec, lab_mac,
+};
 pub use netns::{Netns, NetnsConfig, unique_name};
 pub use process::LabProcess;
 pub use qemu::{
@@ -56,7 +62,7 @@ pub use standin::{
     DnsmasqRole, LOCAL_BOOT_IPXE_SCRIPT, MARKER_INITRD_NAME, MARKER_KERNEL_NAME,
     marker_ipxe_script, stage_marker_boot_files, stage_tftp_root,
 };
-pub use state::{DownReport, LabState, ProcessRecord, down, read_state};
+pub use state::{DownReport, LabState, MachineRecord, ProcessRecord, down, read_state};
 
 /// Everything that can go wrong while building or running the lab.
 #[derive(Debug, thiserror::Error)]

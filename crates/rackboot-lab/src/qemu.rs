@@ -192,6 +192,33 @@ pub fn qemu_args(config: &MachineConfig) -> Vec<String> {
     args
 }
 
+/// Creates the machine's directory, its blank disk and its UEFI variable store unless they exist
+/// (they are kept across power cycles, like a real machine's disk and NVRAM).
+pub(crate) fn prepare_machine_files(config: &MachineConfig) -> Result<()> {
+    let dir = &config.dir;
+    std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    if let Some(mib) = config.disk_mib {
+        let disk = config.disk_path();
+        if !disk.exists() {
+            let file = std::fs::File::create(&disk)
+                .map_err(io_err(format!("create {}", disk.display())))?;
+            file.set_len(mib * 1024 * 1024)
+                .map_err(io_err(format!("size {}", disk.display())))?;
+        }
+    }
+    if let Firmware::Uefi(uefi) = &config.firmware {
+        let vars = config.vars_path();
+        if !vars.exists() {
+            std::fs::copy(&uefi.vars_template, &vars).map_err(io_err(format!(
+                "copy {} to {}",
+                uefi.vars_template.display(),
+                vars.display()
+            )))?;
+        }
+    }
+    Ok(())
+}
+
 /// A QEMU machine: configured once, started (and restarted) in a namespace.
 #[derive(Debug)]
 pub struct QemuMachine {
@@ -253,27 +280,7 @@ impl QemuMachine {
                 self.config.name
             )));
         }
-        let dir = &self.config.dir;
-        std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
-        if let Some(mib) = self.config.disk_mib {
-            let disk = self.config.disk_path();
-            if !disk.exists() {
-                let file = std::fs::File::create(&disk)
-                    .map_err(io_err(format!("create {}", disk.display())))?;
-                file.set_len(mib * 1024 * 1024)
-                    .map_err(io_err(format!("size {}", disk.display())))?;
-            }
-        }
-        if let Firmware::Uefi(uefi) = &self.config.firmware {
-            let vars = self.config.vars_path();
-            if !vars.exists() {
-                std::fs::copy(&uefi.vars_template, &vars).map_err(io_err(format!(
-                    "copy {} to {}",
-                    uefi.vars_template.display(),
-                    vars.display()
-                )))?;
-            }
-        }
+        prepare_machine_files(&self.config)?;
         let serial = self.config.serial_log();
         self.boot_offset = std::fs::metadata(&serial).map_or(0, |m| m.len());
         let mut cmd = netns.command("qemu-system-x86_64");

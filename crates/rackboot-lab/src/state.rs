@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chassis::kill_recorded_qemu;
 use crate::netns::destroy_netns;
 use crate::process::stop_recorded;
 use crate::{LabError, Result, io_err};
@@ -19,6 +20,25 @@ pub struct LabState {
     pub dir: Option<PathBuf>,
     /// Processes started in the lab that were still running at the last update.
     pub processes: Vec<ProcessRecord>,
+    /// The lab's machines (written when the lab is created).
+    #[serde(default)]
+    pub machines: Vec<MachineRecord>,
+}
+
+/// One machine of the lab, as `rackboot lab` needs it to enroll the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    /// `m1`, `m2`, ...
+    pub name: String,
+    /// `52:54:00:00:00:01` form.
+    pub mac: String,
+    /// The machine's emulated BMC (`ipmi://admin:password@10.77.0.1:6231`), in a BMC lab.
+    #[serde(default)]
+    pub bmc_url: Option<String>,
+    /// Where the machine's chassis program records the PID of the QEMU it started (BMC labs):
+    /// [`down`] stops that QEMU too.
+    #[serde(default)]
+    pub qemu_pid_file: Option<PathBuf>,
 }
 
 /// One process the lab started.
@@ -121,6 +141,17 @@ pub fn down(state_file: &Path) -> Result<DownReport> {
             report.stopped.push(record.pid);
         }
     }
+    // VMs started by BMC chassis programs run in their own sessions: not in any recorded process
+    // group, so stop them by their pid files.
+    for machine in &state.machines {
+        if let Some(pid) = machine
+            .qemu_pid_file
+            .as_deref()
+            .and_then(kill_recorded_qemu)
+        {
+            report.stopped.push(pid);
+        }
+    }
     if !state.netns.is_empty() {
         let (deleted, stopped) = destroy_netns(&state.netns)?;
         report.stopped.extend(stopped);
@@ -154,6 +185,7 @@ mod tests {
                 netns: "rbl-test".into(),
                 dir: Some(dir.path().to_path_buf()),
                 processes: vec![],
+                machines: vec![],
             },
         )
         .unwrap();
@@ -198,6 +230,7 @@ mod tests {
                 pid: std::process::id(),
                 start_time: u64::MAX,
             }],
+            machines: vec![],
         };
         std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
         let report = down(&path).unwrap();
