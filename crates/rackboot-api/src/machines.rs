@@ -108,6 +108,13 @@ pub(crate) async fn check_intent(
     let mut wanted: Vec<(String, &str)> = Vec::new();
     match intent {
         BootIntent::Discover | BootIntent::LocalDisk | BootIntent::Profile { name: None } => {}
+        // An install needs its request (variables, callback token): it is made
+        // by POST /machines/{id}/install, never set as a bare intent.
+        BootIntent::Install { .. } => {
+            return Err(ApiError::BadRequest(format!(
+                "{field}: an install intent is set by requesting an install (POST /api/v1/machines/{{id}}/install)"
+            )));
+        }
         BootIntent::Profile { name: Some(name) } => wanted.push((format!("{field}.name"), name)),
         BootIntent::Menu(menu) => {
             for (i, entry) in menu.entries.iter().enumerate() {
@@ -259,6 +266,7 @@ pub async fn create_machine(
         arch: new.arch,
         labels: new.labels,
         intent,
+        bmc: None,
         created_at: now,
         updated_at: now,
     };

@@ -49,7 +49,10 @@ pub(crate) fn intent_uses(intent: &BootIntent, name: &str) -> bool {
         BootIntent::Menu(menu) => {
             menu.default.as_deref() == Some(name) || menu.entries.iter().any(|e| e.profile == name)
         }
-        BootIntent::Discover | BootIntent::LocalDisk | BootIntent::Profile { name: None } => false,
+        BootIntent::Discover
+        | BootIntent::LocalDisk
+        | BootIntent::Profile { name: None }
+        | BootIntent::Install { .. } => false,
     }
 }
 

@@ -146,6 +146,12 @@ pub fn plan_for(
             },
         },
         BootIntent::Menu(menu) => BootPlan::Menu(menu_plan(&machine.name, menu, snapshot)),
+        BootIntent::Install { id, os } => BootPlan::Error {
+            message: format!(
+                "cannot boot {}: install {id} of {os} needs the OS catalog, which this server does not serve yet",
+                machine.name
+            ),
+        },
     }
 }
 

@@ -318,13 +318,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `discover`, `local_disk`, `profile` or `menu`, as the API spells intents.
+/// `discover`, `local_disk`, `profile`, `menu` or `install`, as the API spells intents.
 pub fn intent_kind(intent: &BootIntent) -> &'static str {
     match intent {
         BootIntent::Discover => "discover",
         BootIntent::LocalDisk => "local_disk",
         BootIntent::Profile { .. } => "profile",
         BootIntent::Menu(_) => "menu",
+        BootIntent::Install { .. } => "install",
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod boot;
 pub mod event;
+pub mod install;
 pub mod lease;
 pub mod mac;
 pub mod machine;
@@ -16,8 +17,9 @@ pub mod selector;
 pub use arch::{Arch, PxeClient};
 pub use boot::{BootResponder, DhcpBoot, GeneratedFile, TftpContent};
 pub use event::{ClientAttribution, Event, EventHub, EventKind, EventPersistQueue, NewEvent};
+pub use install::{InstallRequest, InstallState, InstallTemplate};
 pub use lease::{Lease, LeaseState};
 pub use mac::MacAddr;
-pub use machine::{BootIntent, LoaderKind, Machine, MachineId, Menu, MenuEntry, Profile};
+pub use machine::{Bmc, BootIntent, LoaderKind, Machine, MachineId, Menu, MenuEntry, Profile};
 pub use os::OsFamily;
 pub use selector::{Selector, SelectorError};

@@ -28,6 +28,9 @@ pub struct Machine {
     pub labels: BTreeMap<String, String>,
     /// What the machine boots on its next network boot.
     pub intent: BootIntent,
+    /// Its baseboard management controller, when rackboot may drive its power.
+    #[serde(default)]
+    pub bmc: Option<Bmc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -49,6 +52,45 @@ pub enum BootIntent {
     },
     /// Show a menu of profiles with local disk as the default after a timeout.
     Menu(Menu),
+    /// Boot an OS installer with its rendered unattended file. The install
+    /// request (its variables and single-use callback token) is stored under `id`;
+    /// its completion callback moves the machine to `local_disk`.
+    Install {
+        #[schema(value_type = String, format = Uuid)]
+        id: uuid::Uuid,
+        /// Catalog id of the OS being installed, e.g. `debian-12-amd64`.
+        os: String,
+    },
+}
+
+/// How to reach a machine's BMC. The password is never part of the public
+/// shape: it is kept sealed (encrypted with the state directory's key) beside it.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Bmc {
+    /// Driver scheme, host, port and path without credentials, e.g.
+    /// `ipmi://10.0.0.5:623` or `redfish+https://bmc-r12-04/redfish/v1/Systems/1`.
+    pub address: String,
+    pub username: String,
+    /// Accept a self-signed TLS certificate from this BMC (Redfish over HTTPS).
+    #[serde(default)]
+    pub insecure_tls: bool,
+    /// The password sealed by the server's secret key; never serialised.
+    #[serde(skip)]
+    pub sealed_password: Option<String>,
+}
+
+impl std::fmt::Debug for Bmc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bmc")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("insecure_tls", &self.insecure_tls)
+            .field(
+                "sealed_password",
+                &self.sealed_password.as_ref().map(|_| "<sealed>"),
+            )
+            .finish()
+    }
 }
 
 /// A boot menu. Local disk is always the first entry and the default unless `default` names a profile.
@@ -164,6 +206,7 @@ impl Machine {
             arch,
             labels: BTreeMap::new(),
             intent: BootIntent::Discover,
+            bmc: None,
             created_at: now,
             updated_at: now,
         }

@@ -14,11 +14,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use rackboot_core::{Event, Lease, MacAddr, Machine, MachineId, NewEvent, Profile, Selector};
+use rackboot_core::{
+    Event, InstallRequest, InstallState, InstallTemplate, Lease, MacAddr, Machine, MachineId,
+    NewEvent, Profile, Selector,
+};
 
 mod codec;
 mod postgres;
+mod postgres_installs;
 mod sqlite;
+mod sqlite_installs;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -120,6 +125,57 @@ pub trait Store: Send + Sync + 'static {
     // Events: appended in one transaction, returned with their ids in order.
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>>;
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+
+    // Install templates (user overrides of the built-in unattended files), keyed
+    // by name, listed by name; put inserts or replaces keeping `created_at`.
+    async fn put_template(&self, template: &InstallTemplate) -> Result<()>;
+    async fn get_template(&self, name: &str) -> Result<InstallTemplate>;
+    async fn list_templates(&self) -> Result<Vec<InstallTemplate>>;
+    async fn delete_template(&self, name: &str) -> Result<()>;
+
+    // Install requests. `create_install` is one transaction: it cancels the
+    // machine's pending installs, stores this one and points the machine's
+    // intent at it (NotFound if the machine is gone).
+    async fn create_install(&self, install: &InstallRequest) -> Result<()>;
+    async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest>;
+    /// Oldest first; one machine's, or all.
+    async fn list_installs(&self, machine: Option<MachineId>) -> Result<Vec<InstallRequest>>;
+    /// The completion callback, in one transaction: checks the token (a wrong
+    /// one is NotFound, so tokens cannot be probed), marks the install completed
+    /// and sets the machine's intent to local disk if it still points at this
+    /// install. Idempotent: a repeated callback returns `(install, false)`; a
+    /// cancelled install is a Conflict.
+    async fn complete_install(
+        &self,
+        id: uuid::Uuid,
+        token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(InstallRequest, bool)>;
+}
+
+/// Token and state check of an install callback, shared by both backends.
+pub(crate) fn check_install_callback(install: &InstallRequest, token: &str) -> Result<()> {
+    // Constant-time comparison: the token is a bearer secret.
+    let same = install.token.len() == token.len()
+        && install
+            .token
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(StoreError::NotFound {
+            what: "install",
+            key: install.id.to_string(),
+        });
+    }
+    if install.state == InstallState::Cancelled {
+        return Err(StoreError::Conflict(format!(
+            "install {} was cancelled (a newer install or an operator replaced it)",
+            install.id
+        )));
+    }
+    Ok(())
 }
 
 /// Opens (creating if needed) and migrates the store named by `url`:

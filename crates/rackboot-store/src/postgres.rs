@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rackboot_core::{Event, Lease, MacAddr, Machine, MachineId, NewEvent, Profile, Selector};
+use rackboot_core::{
+    Bmc, Event, InstallRequest, InstallTemplate, Lease, MacAddr, Machine, MachineId, NewEvent,
+    Profile, Selector,
+};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
@@ -31,10 +34,14 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.created_at, m.updated_at, \
+const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
      ARRAY(SELECT mm.mac FROM machine_macs mm WHERE mm.machine_id = m.id ORDER BY mm.ordinal) AS macs";
 
 impl PgStore {
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Connects to an existing database and migrates it.
     pub async fn open(url: &str) -> Result<PgStore> {
         let open_err = |what: &'static str| {
@@ -92,8 +99,8 @@ impl PgStore {
     async fn try_create_machine(&self, m: &Machine) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO machines (id, name, uuid, arch, labels, intent, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(m.id)
         .bind(&m.name)
@@ -101,6 +108,8 @@ impl PgStore {
         .bind(m.arch.map(|a| a.as_str()))
         .bind(codec::json_value(&m.labels))
         .bind(codec::json_value(&m.intent))
+        .bind(m.bmc.as_ref().map(codec::json_value))
+        .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
         .bind(truncate_ms(m.created_at))
         .bind(truncate_ms(m.updated_at))
         .execute(&mut *tx)
@@ -113,7 +122,8 @@ impl PgStore {
     async fn try_update_machine(&self, m: &Machine) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
-            "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7 \
+            "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7, \
+             bmc = $8, bmc_password = $9 \
              WHERE id = $1",
         )
         .bind(m.id)
@@ -123,6 +133,8 @@ impl PgStore {
         .bind(codec::json_value(&m.labels))
         .bind(codec::json_value(&m.intent))
         .bind(truncate_ms(m.updated_at))
+        .bind(m.bmc.as_ref().map(codec::json_value))
+        .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -206,6 +218,7 @@ impl PgStore {
     fn machine_from_row(row: &PgRow) -> Result<Machine> {
         let get = |e| backend("decoding a machine row")(e);
         let t = "machines";
+        let sealed_password: Option<String> = row.try_get("bmc_password").map_err(get)?;
         Ok(Machine {
             id: row.try_get("id").map_err(get)?,
             name: row.try_get("name").map_err(get)?,
@@ -223,6 +236,15 @@ impl PgStore {
                 .transpose()?,
             labels: codec::from_json_value(t, "labels", row.try_get("labels").map_err(get)?)?,
             intent: codec::from_json_value(t, "intent", row.try_get("intent").map_err(get)?)?,
+            bmc: row
+                .try_get::<Option<serde_json::Value>, _>("bmc")
+                .map_err(get)?
+                .map(|value| codec::from_json_value::<Bmc>(t, "bmc", value))
+                .transpose()?
+                .map(|bmc| Bmc {
+                    sealed_password: sealed_password.clone(),
+                    ..bmc
+                }),
             created_at: row.try_get("created_at").map_err(get)?,
             updated_at: row.try_get("updated_at").map_err(get)?,
         })
@@ -673,5 +695,42 @@ impl Store for PgStore {
             .iter()
             .map(Self::event_from_row)
             .collect()
+    }
+
+    async fn put_template(&self, template: &InstallTemplate) -> Result<()> {
+        self.put_template_impl(template).await
+    }
+
+    async fn get_template(&self, name: &str) -> Result<InstallTemplate> {
+        self.get_template_impl(name).await
+    }
+
+    async fn list_templates(&self) -> Result<Vec<InstallTemplate>> {
+        self.list_templates_impl().await
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<()> {
+        self.delete_template_impl(name).await
+    }
+
+    async fn create_install(&self, install: &InstallRequest) -> Result<()> {
+        self.create_install_impl(install).await
+    }
+
+    async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest> {
+        self.get_install_impl(id).await
+    }
+
+    async fn list_installs(&self, machine: Option<MachineId>) -> Result<Vec<InstallRequest>> {
+        self.list_installs_impl(machine).await
+    }
+
+    async fn complete_install(
+        &self,
+        id: uuid::Uuid,
+        token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(InstallRequest, bool)> {
+        self.complete_install_impl(id, token, at).await
     }
 }

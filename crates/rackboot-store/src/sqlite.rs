@@ -18,7 +18,11 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rackboot_core::{Event, Lease, MacAddr, Machine, MachineId, NewEvent, Profile, Selector};
+use chrono::{DateTime, Utc};
+use rackboot_core::{
+    Bmc, Event, InstallRequest, InstallTemplate, Lease, MacAddr, Machine, MachineId, NewEvent,
+    Profile, Selector,
+};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -75,7 +79,7 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.created_at, m.updated_at, \
+const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
      (SELECT group_concat(mm.mac, ',' ORDER BY mm.ordinal) FROM machine_macs mm WHERE mm.machine_id = m.id) AS macs";
 
 /// Rows per multi-row INSERT: a batch is cut greedily into these sizes, so it
@@ -210,7 +214,11 @@ impl SqliteStore {
         })
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -237,8 +245,8 @@ impl SqliteStore {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let id = m.id.to_string();
         sqlx::query(
-            "INSERT INTO machines (id, name, uuid, arch, labels, intent, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&id)
         .bind(&m.name)
@@ -246,6 +254,8 @@ impl SqliteStore {
         .bind(m.arch.map(|a| a.as_str()))
         .bind(codec::json_text(&m.labels))
         .bind(codec::json_text(&m.intent))
+        .bind(m.bmc.as_ref().map(codec::json_text))
+        .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
         .bind(codec::millis(m.created_at))
         .bind(codec::millis(m.updated_at))
         .execute(&mut *tx)
@@ -259,7 +269,8 @@ impl SqliteStore {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let id = m.id.to_string();
         let updated = sqlx::query(
-            "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7 \
+            "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7, \
+             bmc = $8, bmc_password = $9 \
              WHERE id = $1",
         )
         .bind(&id)
@@ -269,6 +280,8 @@ impl SqliteStore {
         .bind(codec::json_text(&m.labels))
         .bind(codec::json_text(&m.intent))
         .bind(codec::millis(m.updated_at))
+        .bind(m.bmc.as_ref().map(codec::json_text))
+        .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -354,6 +367,7 @@ impl SqliteStore {
         let get = |e| backend("decoding a machine row")(e);
         let t = "machines";
         let macs: Option<String> = row.try_get("macs").map_err(get)?;
+        let sealed_password: Option<String> = row.try_get("bmc_password").map_err(get)?;
         Ok(Machine {
             id: codec::uuid(t, "id", &row.try_get::<String, _>("id").map_err(get)?)?,
             name: row.try_get("name").map_err(get)?,
@@ -376,6 +390,15 @@ impl SqliteStore {
                 .transpose()?,
             labels: codec::labels(t, &row.try_get::<String, _>("labels").map_err(get)?)?,
             intent: codec::intent(t, &row.try_get::<String, _>("intent").map_err(get)?)?,
+            bmc: row
+                .try_get::<Option<String>, _>("bmc")
+                .map_err(get)?
+                .map(|text| codec::parse_json::<Bmc>(t, "bmc", &text))
+                .transpose()?
+                .map(|bmc| Bmc {
+                    sealed_password: sealed_password.clone(),
+                    ..bmc
+                }),
             created_at: codec::from_millis(t, row.try_get("created_at").map_err(get)?)?,
             updated_at: codec::from_millis(t, row.try_get("updated_at").map_err(get)?)?,
         })
@@ -800,6 +823,43 @@ impl Store for SqliteStore {
             .iter()
             .map(Self::event_from_row)
             .collect()
+    }
+
+    async fn put_template(&self, template: &InstallTemplate) -> Result<()> {
+        self.put_template_impl(template).await
+    }
+
+    async fn get_template(&self, name: &str) -> Result<InstallTemplate> {
+        self.get_template_impl(name).await
+    }
+
+    async fn list_templates(&self) -> Result<Vec<InstallTemplate>> {
+        self.list_templates_impl().await
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<()> {
+        self.delete_template_impl(name).await
+    }
+
+    async fn create_install(&self, install: &InstallRequest) -> Result<()> {
+        self.create_install_impl(install).await
+    }
+
+    async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest> {
+        self.get_install_impl(id).await
+    }
+
+    async fn list_installs(&self, machine: Option<MachineId>) -> Result<Vec<InstallRequest>> {
+        self.list_installs_impl(machine).await
+    }
+
+    async fn complete_install(
+        &self,
+        id: uuid::Uuid,
+        token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(InstallRequest, bool)> {
+        self.complete_install_impl(id, token, at).await
     }
 }
 

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rackboot_core::{
-    Arch, BootIntent, EventKind, Lease, LeaseState, LoaderKind, MacAddr, Machine, Menu, MenuEntry,
-    NewEvent, Profile, Selector,
+    Arch, Bmc, BootIntent, EventKind, InstallRequest, InstallState, InstallTemplate, Lease,
+    LeaseState, LoaderKind, MacAddr, Machine, Menu, MenuEntry, NewEvent, OsFamily, Profile,
+    Selector,
 };
 use rackboot_store::{EventFilter, Store, StoreError, open, truncate_ms};
 use serde_json::json;
@@ -43,6 +44,7 @@ fn machine(name: &str, macs: &[&str]) -> Machine {
         intent: BootIntent::Profile {
             name: Some("debian".into()),
         },
+        bmc: None,
         created_at: t(0),
         updated_at: t(1),
     }
@@ -760,6 +762,201 @@ async fn reopen_keeps_data(db: &TestDb) {
     assert_eq!(db.store.list_leases().await.unwrap().len(), 1);
 }
 
+async fn machine_bmc_keeps_sealed_password(store: Arc<dyn Store>) {
+    let mut m = machine("bmc-1", &["52:54:00:00:0b:01"]);
+    m.bmc = Some(Bmc {
+        address: "ipmi://10.0.0.5:623".into(),
+        username: "admin".into(),
+        insecure_tls: false,
+        sealed_password: Some("v1:sealed-bytes".into()),
+    });
+    store.create_machine(&m).await.unwrap();
+    let got = store.get_machine(m.id).await.unwrap();
+    assert_eq!(got, stored(m.clone()));
+    assert_eq!(
+        got.bmc.as_ref().unwrap().sealed_password.as_deref(),
+        Some("v1:sealed-bytes")
+    );
+    // The public JSON of a machine never carries the password.
+    let json = serde_json::to_string(&got).unwrap();
+    assert!(!json.contains("sealed"), "{json}");
+
+    m.bmc = Some(Bmc {
+        address: "redfish+https://bmc-1/redfish/v1/Systems/1".into(),
+        username: "root".into(),
+        insecure_tls: true,
+        sealed_password: None,
+    });
+    store.update_machine(&m).await.unwrap();
+    assert_eq!(store.get_machine(m.id).await.unwrap(), stored(m.clone()));
+    m.bmc = None;
+    store.update_machine(&m).await.unwrap();
+    assert_eq!(store.get_machine(m.id).await.unwrap().bmc, None);
+}
+
+fn template(name: &str, family: OsFamily) -> InstallTemplate {
+    InstallTemplate {
+        name: name.into(),
+        family,
+        description: "site kickstart".into(),
+        source: "text\nrootpw --iscrypted {{ root_password_hash }}\n".into(),
+        created_at: t(20),
+        updated_at: t(21),
+    }
+}
+
+async fn templates_crud(store: Arc<dyn Store>) {
+    let a = template("site-rhel", OsFamily::Rhel);
+    let b = template("site-debian", OsFamily::Debian);
+    store.put_template(&a).await.unwrap();
+    store.put_template(&b).await.unwrap();
+    let names: Vec<_> = store
+        .list_templates()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["site-debian", "site-rhel"]);
+    let mut a2 = a.clone();
+    a2.source = "changed".into();
+    a2.created_at = t(99);
+    a2.updated_at = t(100);
+    store.put_template(&a2).await.unwrap();
+    let got = store.get_template("site-rhel").await.unwrap();
+    assert_eq!(got.source, "changed");
+    assert_eq!(
+        got.created_at,
+        truncate_ms(a.created_at),
+        "created_at is kept"
+    );
+    assert_eq!(got.updated_at, truncate_ms(a2.updated_at));
+    store.delete_template("site-rhel").await.unwrap();
+    assert_not_found(
+        store.get_template("site-rhel").await,
+        "template",
+        "site-rhel",
+    );
+    assert_not_found(
+        store.delete_template("site-rhel").await,
+        "template",
+        "site-rhel",
+    );
+}
+
+fn install(machine: &Machine, os: &str, token: &str, at: i64) -> InstallRequest {
+    InstallRequest {
+        id: uuid::Uuid::new_v4(),
+        machine: machine.id,
+        os: os.into(),
+        template: None,
+        vars: json!({"hostname": machine.name, "packages": ["vim"]}),
+        token: token.into(),
+        state: InstallState::Pending,
+        requested_at: t(at),
+        completed_at: None,
+    }
+}
+
+async fn install_lifecycle(store: Arc<dyn Store>) {
+    let m = machine("inst-1", &["52:54:00:00:0c:01"]);
+    store.create_machine(&m).await.unwrap();
+
+    // Requesting sets the intent in the same transaction.
+    let first = install(&m, "debian-12-amd64", "tok-first", 30);
+    store.create_install(&first).await.unwrap();
+    assert_eq!(
+        store.get_machine(m.id).await.unwrap().intent,
+        BootIntent::Install {
+            id: first.id,
+            os: "debian-12-amd64".into()
+        }
+    );
+    let got = store.get_install(first.id).await.unwrap();
+    assert_eq!(got.token, "tok-first");
+    assert_eq!(got.vars, first.vars);
+    assert_eq!(got.state, InstallState::Pending);
+
+    // A second request cancels the first and takes over the intent.
+    let second = install(&m, "rocky-9-x86_64", "tok-second", 31);
+    store.create_install(&second).await.unwrap();
+    let states: Vec<_> = store
+        .list_installs(Some(m.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.id, i.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (first.id, InstallState::Cancelled),
+            (second.id, InstallState::Pending)
+        ]
+    );
+    assert!(matches!(
+        store.complete_install(first.id, "tok-first", t(32)).await,
+        Err(StoreError::Conflict(msg)) if msg.contains("cancelled")
+    ));
+    // A wrong token looks like a missing install.
+    assert_not_found(
+        store.complete_install(second.id, "tok-first", t(32)).await,
+        "install",
+        &second.id.to_string(),
+    );
+
+    let (done, changed) = store
+        .complete_install(second.id, "tok-second", t(33))
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(done.state, InstallState::Completed);
+    assert_eq!(done.completed_at, Some(truncate_ms(t(33))));
+    assert_eq!(
+        store.get_machine(m.id).await.unwrap().intent,
+        BootIntent::LocalDisk
+    );
+    // Idempotent: the second callback changes nothing.
+    let (again, changed) = store
+        .complete_install(second.id, "tok-second", t(40))
+        .await
+        .unwrap();
+    assert!(!changed);
+    assert_eq!(again.completed_at, Some(truncate_ms(t(33))));
+
+    // A callback never overrides an intent an operator set meanwhile.
+    let third = install(&m, "debian-12-amd64", "tok-third", 50);
+    store.create_install(&third).await.unwrap();
+    let mut changed_by_operator = store.get_machine(m.id).await.unwrap();
+    changed_by_operator.intent = BootIntent::Profile {
+        name: Some("rescue".into()),
+    };
+    store.update_machine(&changed_by_operator).await.unwrap();
+    store
+        .complete_install(third.id, "tok-third", t(51))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_machine(m.id).await.unwrap().intent,
+        BootIntent::Profile {
+            name: Some("rescue".into())
+        }
+    );
+
+    let ghost = machine("ghost", &[]);
+    assert_not_found(
+        store
+            .create_install(&install(&ghost, "x", "tok-ghost", 60))
+            .await,
+        "machine",
+        &ghost.id.to_string(),
+    );
+    assert_eq!(store.list_installs(None).await.unwrap().len(), 3);
+    // Deleting the machine removes its installs.
+    store.delete_machine(m.id).await.unwrap();
+    assert!(store.list_installs(None).await.unwrap().is_empty());
+}
+
 // ---------- every behaviour on every backend ----------
 
 macro_rules! backend_suite {
@@ -785,6 +982,9 @@ macro_rules! backend_suite {
                 events_append_and_filter,
                 events_default_limit_and_paging,
                 events_paging_sees_concurrent_appends,
+                machine_bmc_keeps_sealed_password,
+                templates_crud,
+                install_lifecycle,
             );
         }
     };

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use rackboot_boot::{BootConfig, BootService, Inventory};
 use rackboot_core::{
-    BootIntent, Event, EventHub, EventPersistQueue, Lease, LoaderKind, MacAddr, Machine, MachineId,
-    NewEvent, Profile, Selector,
+    BootIntent, Event, EventHub, EventPersistQueue, InstallRequest, InstallState, InstallTemplate,
+    Lease, LoaderKind, MacAddr, Machine, MachineId, NewEvent, Profile, Selector,
 };
 use rackboot_store::{EventFilter, Result, Store, StoreError};
 
@@ -25,6 +25,8 @@ pub struct MemStore {
     pub machines: Mutex<Vec<Machine>>,
     pub profiles: Mutex<Vec<Profile>>,
     pub selectors: Mutex<Vec<Selector>>,
+    pub templates: Mutex<Vec<InstallTemplate>>,
+    pub installs: Mutex<Vec<InstallRequest>>,
     pub create_delay: Option<Duration>,
     pub create_calls: AtomicUsize,
 }
@@ -156,6 +158,76 @@ impl Store for MemStore {
     async fn list_events(&self, _filter: &EventFilter) -> Result<Vec<Event>> {
         Ok(Vec::new())
     }
+    async fn put_template(&self, template: &InstallTemplate) -> Result<()> {
+        let mut all = self.templates.lock().unwrap();
+        all.retain(|t| t.name != template.name);
+        all.push(template.clone());
+        Ok(())
+    }
+    async fn get_template(&self, name: &str) -> Result<InstallTemplate> {
+        let all = self.templates.lock().unwrap();
+        all.iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .ok_or_else(|| not_found("template", name))
+    }
+    async fn list_templates(&self) -> Result<Vec<InstallTemplate>> {
+        Ok(self.templates.lock().unwrap().clone())
+    }
+    async fn delete_template(&self, name: &str) -> Result<()> {
+        self.templates.lock().unwrap().retain(|t| t.name != name);
+        Ok(())
+    }
+    async fn create_install(&self, install: &InstallRequest) -> Result<()> {
+        let mut machine = self.get_machine(install.machine).await?;
+        machine.intent = BootIntent::Install {
+            id: install.id,
+            os: install.os.clone(),
+        };
+        self.update_machine(&machine).await?;
+        self.installs.lock().unwrap().push(install.clone());
+        Ok(())
+    }
+    async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest> {
+        let all = self.installs.lock().unwrap();
+        all.iter()
+            .find(|i| i.id == id)
+            .cloned()
+            .ok_or_else(|| not_found("install", id))
+    }
+    async fn list_installs(&self, machine: Option<MachineId>) -> Result<Vec<InstallRequest>> {
+        let all = self.installs.lock().unwrap();
+        Ok(all
+            .iter()
+            .filter(|i| machine.is_none_or(|m| i.machine == m))
+            .cloned()
+            .collect())
+    }
+    async fn complete_install(
+        &self,
+        id: uuid::Uuid,
+        token: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(InstallRequest, bool)> {
+        let mut install = self.get_install(id).await?;
+        if install.token != token {
+            return Err(not_found("install", id));
+        }
+        if install.state == InstallState::Completed {
+            return Ok((install, false));
+        }
+        install.state = InstallState::Completed;
+        install.completed_at = Some(at);
+        for i in self.installs.lock().unwrap().iter_mut() {
+            if i.id == id {
+                *i = install.clone();
+            }
+        }
+        let mut machine = self.get_machine(install.machine).await?;
+        machine.intent = BootIntent::LocalDisk;
+        self.update_machine(&machine).await?;
+        Ok((install, true))
+    }
 }
 
 pub fn mac(s: &str) -> MacAddr {
@@ -173,6 +245,7 @@ pub fn machine(name: &str, mac_str: &str, intent: BootIntent) -> Machine {
         arch: None,
         labels: Default::default(),
         intent,
+        bmc: None,
         created_at: t,
         updated_at: t,
     }

@@ -1,0 +1,253 @@
+//! SQLite: install templates and install requests.
+
+use chrono::{DateTime, Utc};
+use rackboot_core::{
+    BootIntent, InstallRequest, InstallState, InstallTemplate, MachineId, OsFamily,
+};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::sqlite::SqliteStore;
+use crate::{Result, StoreError, backend, codec};
+
+const LOCAL_DISK: &str = r#"{"kind":"local_disk"}"#;
+
+impl SqliteStore {
+    pub(crate) async fn put_template_impl(&self, t: &InstallTemplate) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO install_templates (name, family, description, source, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (name) DO UPDATE SET family = excluded.family, description = excluded.description, \
+             source = excluded.source, updated_at = excluded.updated_at",
+        )
+        .bind(&t.name)
+        .bind(t.family.as_str())
+        .bind(&t.description)
+        .bind(&t.source)
+        .bind(codec::millis(t.created_at))
+        .bind(codec::millis(t.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("writing a template"))?;
+        tx.commit().await.map_err(backend("writing a template"))
+    }
+
+    pub(crate) async fn get_template_impl(&self, name: &str) -> Result<InstallTemplate> {
+        let row = sqlx::query("SELECT * FROM install_templates WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend("reading a template"))?;
+        match row {
+            Some(row) => template_from_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "template",
+                key: name.to_string(),
+            }),
+        }
+    }
+
+    pub(crate) async fn list_templates_impl(&self) -> Result<Vec<InstallTemplate>> {
+        sqlx::query("SELECT * FROM install_templates ORDER BY name")
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend("listing templates"))?
+            .iter()
+            .map(template_from_row)
+            .collect()
+    }
+
+    pub(crate) async fn delete_template_impl(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM install_templates WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting a template"))?;
+        tx.commit().await.map_err(backend("deleting a template"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "template",
+                key: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn create_install_impl(&self, install: &InstallRequest) -> Result<()> {
+        let ctx = "requesting an install";
+        let mut tx = self.begin_write().await?;
+        let machine = install.machine.to_string();
+        let intent = BootIntent::Install {
+            id: install.id,
+            os: install.os.clone(),
+        };
+        let updated = sqlx::query("UPDATE machines SET intent = $2, updated_at = $3 WHERE id = $1")
+            .bind(&machine)
+            .bind(codec::json_text(&intent))
+            .bind(codec::millis(install.requested_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(ctx))?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "machine",
+                key: machine,
+            });
+        }
+        sqlx::query(
+            "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending'",
+        )
+        .bind(&machine)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend(ctx))?;
+        sqlx::query(
+            "INSERT INTO installs (id, machine_id, os, template, vars, token, state, requested_at, completed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(install.id.to_string())
+        .bind(&machine)
+        .bind(&install.os)
+        .bind(&install.template)
+        .bind(codec::json_text(&install.vars))
+        .bind(&install.token)
+        .bind(install.state.as_str())
+        .bind(codec::millis(install.requested_at))
+        .bind(install.completed_at.map(codec::millis))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend(ctx))?;
+        tx.commit().await.map_err(backend(ctx))
+    }
+
+    pub(crate) async fn get_install_impl(&self, id: uuid::Uuid) -> Result<InstallRequest> {
+        let row = sqlx::query("SELECT * FROM installs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend("reading an install"))?;
+        match row {
+            Some(row) => install_from_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "install",
+                key: id.to_string(),
+            }),
+        }
+    }
+
+    pub(crate) async fn list_installs_impl(
+        &self,
+        machine: Option<MachineId>,
+    ) -> Result<Vec<InstallRequest>> {
+        let query = match machine {
+            Some(m) => sqlx::query(
+                "SELECT * FROM installs WHERE machine_id = $1 ORDER BY requested_at, id",
+            )
+            .bind(m.to_string()),
+            None => sqlx::query("SELECT * FROM installs ORDER BY requested_at, id"),
+        };
+        query
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend("listing installs"))?
+            .iter()
+            .map(install_from_row)
+            .collect()
+    }
+
+    pub(crate) async fn complete_install_impl(
+        &self,
+        id: uuid::Uuid,
+        token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(InstallRequest, bool)> {
+        let ctx = "completing an install";
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT * FROM installs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend(ctx))?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                what: "install",
+                key: id.to_string(),
+            });
+        };
+        let mut install = install_from_row(&row)?;
+        crate::check_install_callback(&install, token)?;
+        if install.state == InstallState::Completed {
+            return Ok((install, false));
+        }
+        sqlx::query("UPDATE installs SET state = 'completed', completed_at = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(codec::millis(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(ctx))?;
+        // Only the intent this install set is replaced: an operator who changed
+        // the machine's intent meanwhile keeps theirs.
+        sqlx::query(
+            "UPDATE machines SET intent = $2, updated_at = $3 \
+             WHERE id = $1 AND json_extract(intent, '$.kind') = 'install' AND json_extract(intent, '$.id') = $4",
+        )
+        .bind(install.machine.to_string())
+        .bind(LOCAL_DISK)
+        .bind(codec::millis(at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend(ctx))?;
+        tx.commit().await.map_err(backend(ctx))?;
+        install.state = InstallState::Completed;
+        install.completed_at = Some(crate::truncate_ms(at));
+        Ok((install, true))
+    }
+}
+
+fn template_from_row(row: &SqliteRow) -> Result<InstallTemplate> {
+    let get = |e| backend("decoding a template row")(e);
+    let t = "install_templates";
+    let family: String = row.try_get("family").map_err(get)?;
+    Ok(InstallTemplate {
+        name: row.try_get("name").map_err(get)?,
+        family: OsFamily::parse(&family).ok_or_else(|| StoreError::Corrupt {
+            table: t,
+            detail: format!("unknown family {family:?}"),
+        })?,
+        description: row.try_get("description").map_err(get)?,
+        source: row.try_get("source").map_err(get)?,
+        created_at: codec::from_millis(t, row.try_get("created_at").map_err(get)?)?,
+        updated_at: codec::from_millis(t, row.try_get("updated_at").map_err(get)?)?,
+    })
+}
+
+fn install_from_row(row: &SqliteRow) -> Result<InstallRequest> {
+    let get = |e| backend("decoding an install row")(e);
+    let t = "installs";
+    let state: String = row.try_get("state").map_err(get)?;
+    Ok(InstallRequest {
+        id: codec::uuid(t, "id", &row.try_get::<String, _>("id").map_err(get)?)?,
+        machine: codec::uuid(
+            t,
+            "machine_id",
+            &row.try_get::<String, _>("machine_id").map_err(get)?,
+        )?,
+        os: row.try_get("os").map_err(get)?,
+        template: row.try_get("template").map_err(get)?,
+        vars: codec::parse_json(t, "vars", &row.try_get::<String, _>("vars").map_err(get)?)?,
+        token: row.try_get("token").map_err(get)?,
+        state: InstallState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+            table: t,
+            detail: format!("unknown state {state:?}"),
+        })?,
+        requested_at: codec::from_millis(t, row.try_get("requested_at").map_err(get)?)?,
+        completed_at: row
+            .try_get::<Option<i64>, _>("completed_at")
+            .map_err(get)?
+            .map(|ms| codec::from_millis(t, ms))
+            .transpose()?,
+    })
+}
