@@ -1,0 +1,809 @@
+//! Typed per-machine install variables. The API builds an [`InstallVars`] from
+//! the machine, its profile and operator input; [`InstallVars::validate`] checks
+//! it before any template sees it, so a bad value is a client error naming the
+//! field, never a half-rendered file.
+//!
+//! JSON/TOML shape (every field documented on the structs):
+//!
+//! ```json
+//! {
+//!   "hostname": "node1", "domain": "rack1.example.com",
+//!   "nics": [{"mac": "52:54:00:00:00:01", "ipv4": {"mode": "static", "address": "10.0.0.11",
+//!             "prefix": 24, "gateway": "10.0.0.1", "dns": ["10.0.0.1"]}}],
+//!   "bonds": [{"name": "bond0", "members": ["52:54:00:00:00:02", "52:54:00:00:00:03"],
+//!              "mode": "active-backup", "ipv4": {"mode": "dhcp"}}],
+//!   "vlans": [{"id": 100, "parent": "bond0", "ipv4": {"mode": "dhcp"}}],
+//!   "disk": {"rule": "serial", "value": "S3Z8NB0K123456"},
+//!   "layout": "lvm",
+//!   "packages": ["vim"], "repositories": [{"name": "extras", "url": "http://..."}],
+//!   "timezone": "Etc/UTC", "locale": "en_US.UTF-8", "keyboard": "us",
+//!   "root_password_hash": "$6$...", "ssh_authorized_keys": ["ssh-ed25519 AAAA... ops"],
+//!   "post_script": "echo hello > /etc/motd",
+//!   "install_source_url": "http://10.0.0.1:8080/trees/rocky-9.4-x86_64/",
+//!   "callback_url": "http://10.0.0.1:8080/api/v1/install/done/TOKEN"
+//! }
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use rackboot_core::{MacAddr, OsFamily};
+use serde::{Deserialize, Serialize};
+
+use crate::RenderError;
+
+/// Everything a template may know about one machine's installation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallVars {
+    /// Short host name (one RFC 1123 label: letters, digits, '-'). Required.
+    pub hostname: String,
+    /// DNS domain; the FQDN is `hostname.domain` when set.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Physical NICs to configure, identified by MAC. At least one interface
+    /// (NIC, bond or VLAN) must carry an IPv4 configuration.
+    #[serde(default)]
+    pub nics: Vec<NicConfig>,
+    /// Bonds (link aggregation) of NICs chosen by MAC. Members must not appear
+    /// in `nics` with an address of their own.
+    #[serde(default)]
+    pub bonds: Vec<BondConfig>,
+    /// 802.1Q VLAN interfaces on a NIC (by MAC) or a bond (by name).
+    #[serde(default)]
+    pub vlans: Vec<VlanConfig>,
+    /// Which disk the OS goes to.
+    pub disk: DiskSelector,
+    /// Partition layout on that disk.
+    #[serde(default)]
+    pub layout: PartitionLayout,
+    /// Extra packages (names as the distribution spells them).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Extra package repositories, added to the installer and the installed system.
+    #[serde(default)]
+    pub repositories: Vec<Repository>,
+    /// IANA time zone, e.g. `Etc/UTC`, `Asia/Shanghai`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// POSIX locale, e.g. `en_US.UTF-8`.
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    /// Keyboard layout (X11 name), e.g. `us`, `de`.
+    #[serde(default = "default_keyboard")]
+    pub keyboard: String,
+    /// Root password as a SHA-512 crypt hash (`$6$...`, see
+    /// [`crate::hash_root_password`]). Never a plain password. When absent the
+    /// root password is locked and `ssh_authorized_keys` must be non-empty
+    /// (Linux and ESXi families; ESXi requires a hash).
+    #[serde(default)]
+    pub root_password_hash: Option<String>,
+    /// OpenSSH public keys for root, one per entry (single line each).
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// Operator's shell script (PowerShell for Windows) run in the installed
+    /// system near the end of the installation, before the completion callback.
+    #[serde(default)]
+    pub post_script: Option<String>,
+    /// The OS installation tree served over HTTP (for Ubuntu: the live-server
+    /// ISO URL; for Windows: an `smb://server/share/path` holding the ISO
+    /// contents, because Windows Setup cannot install over HTTP). Required.
+    pub install_source_url: String,
+    /// Completion callback with its single-use token. Every family's last
+    /// installation step POSTs to it (empty body), retrying. Required.
+    pub callback_url: String,
+    /// Windows-only settings; ignored by other families.
+    #[serde(default)]
+    pub windows: Option<WindowsVars>,
+}
+
+fn default_timezone() -> String {
+    "Etc/UTC".into()
+}
+fn default_locale() -> String {
+    "en_US.UTF-8".into()
+}
+fn default_keyboard() -> String {
+    "us".into()
+}
+
+/// One physical NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicConfig {
+    pub mac: MacAddr,
+    /// Address configuration; `none` brings the link up without an address.
+    #[serde(default)]
+    pub ipv4: Ipv4Config,
+    /// MTU in bytes (68..=9216); the OS default when absent.
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// IPv4 configuration of an interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Ipv4Config {
+    /// Link up, no address (bond member, VLAN parent, unused port).
+    #[default]
+    None,
+    Dhcp,
+    Static {
+        address: Ipv4Addr,
+        /// Prefix length, 1..=32.
+        prefix: u8,
+        #[serde(default)]
+        gateway: Option<Ipv4Addr>,
+        #[serde(default)]
+        dns: Vec<Ipv4Addr>,
+    },
+}
+
+impl Ipv4Config {
+    pub fn is_configured(&self) -> bool {
+        !matches!(self, Ipv4Config::None)
+    }
+}
+
+/// A bond of NICs chosen by MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BondConfig {
+    /// Interface name, e.g. `bond0` (letters, digits, '_', '-', at most 15 bytes).
+    pub name: String,
+    /// Member NICs by MAC; at least one.
+    pub members: Vec<MacAddr>,
+    #[serde(default)]
+    pub mode: BondMode,
+    #[serde(default)]
+    pub ipv4: Ipv4Config,
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// Linux bonding modes (the names the kernel, NetworkManager and netplan use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BondMode {
+    #[default]
+    ActiveBackup,
+    #[serde(rename = "802.3ad")]
+    Lacp,
+    BalanceRr,
+    BalanceXor,
+    Broadcast,
+    BalanceTlb,
+    BalanceAlb,
+}
+
+impl BondMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BondMode::ActiveBackup => "active-backup",
+            BondMode::Lacp => "802.3ad",
+            BondMode::BalanceRr => "balance-rr",
+            BondMode::BalanceXor => "balance-xor",
+            BondMode::Broadcast => "broadcast",
+            BondMode::BalanceTlb => "balance-tlb",
+            BondMode::BalanceAlb => "balance-alb",
+        }
+    }
+}
+
+/// An 802.1Q VLAN interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanConfig {
+    /// VLAN id, 1..=4094.
+    pub id: u16,
+    /// The parent link: a NIC's MAC or a bond's name.
+    pub parent: String,
+    #[serde(default)]
+    pub ipv4: Ipv4Config,
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// Which disk receives the OS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rule", content = "value", rename_all = "snake_case")]
+pub enum DiskSelector {
+    /// A device path, preferably stable: `/dev/disk/by-id/...`,
+    /// `/dev/disk/by-path/...` (or `/dev/sda`). ESXi: a device name such as
+    /// `mpx.vmhba0:C0:T0:L0`; Windows: a disk number (`0`).
+    Path(String),
+    /// The disk whose serial number (udev `ID_SERIAL_SHORT`) equals this.
+    Serial(String),
+    /// The smallest non-removable disk.
+    Smallest,
+    /// The largest non-removable disk.
+    Largest,
+}
+
+impl DiskSelector {
+    pub fn rule(&self) -> &'static str {
+        match self {
+            DiskSelector::Path(_) => "path",
+            DiskSelector::Serial(_) => "serial",
+            DiskSelector::Smallest => "smallest",
+            DiskSelector::Largest => "largest",
+        }
+    }
+}
+
+/// Partition layout: an EFI/boot partition plus the root file system either
+/// directly on a partition or in an LVM volume group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionLayout {
+    #[default]
+    Plain,
+    Lvm,
+}
+
+/// A named package repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repository {
+    /// Letters, digits, '.', '_', '-'.
+    pub name: String,
+    /// http(s) URL. Debian/Ubuntu: `URL SUITE COMPONENTS` is written as one
+    /// apt line `deb URL`, so put the suite and components after the URL
+    /// separated by spaces (`http://mirror/debian bookworm main`).
+    pub url: String,
+}
+
+/// Windows Server settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsVars {
+    /// The `/IMAGE/NAME` inside install.wim, e.g.
+    /// `Windows Server 2022 SERVERSTANDARD`. Defaults to the version's Standard
+    /// edition (Server Core).
+    #[serde(default)]
+    pub image_name: Option<String>,
+    /// Product key (KMS client key or MAK); absent: none (evaluation media).
+    #[serde(default)]
+    pub product_key: Option<String>,
+    /// User for the SMB share holding the install media (`install_source_url`).
+    #[serde(default)]
+    pub share_user: Option<String>,
+    /// Registered organisation/owner shown in Windows.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// Firmware of the machine: decides the partition layout (GPT with
+    /// EFI + MSR partitions, or MBR with a system partition).
+    #[serde(default)]
+    pub firmware: WindowsFirmware,
+}
+
+/// Boot firmware, for Windows' disk layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowsFirmware {
+    #[default]
+    Uefi,
+    Bios,
+}
+
+/// Secrets that must be plain at render time and are therefore not part of
+/// [`InstallVars`] (which may be logged, stored and shown). Only Windows needs
+/// them: see `crate::password` for why and how they are encoded.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RenderSecrets {
+    /// The local Administrator password (Windows).
+    pub windows_admin_password: Option<String>,
+    /// Password for `WindowsVars::share_user` on the SMB share.
+    pub windows_share_password: Option<String>,
+}
+
+impl std::fmt::Debug for RenderSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RenderSecrets")
+            .field(
+                "windows_admin_password",
+                &shown(&self.windows_admin_password),
+            )
+            .field(
+                "windows_share_password",
+                &shown(&self.windows_share_password),
+            )
+            .finish()
+    }
+}
+
+fn missing(name: &str) -> RenderError {
+    RenderError::MissingValue {
+        name: name.to_string(),
+    }
+}
+
+fn invalid(name: impl Into<String>, reason: impl Into<String>) -> RenderError {
+    RenderError::InvalidValue {
+        name: name.into(),
+        reason: reason.into(),
+    }
+}
+
+fn unsupported(family: OsFamily, what: impl Into<String>) -> RenderError {
+    RenderError::Unsupported {
+        family,
+        what: what.into(),
+    }
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_simple_token(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+fn check_http_url(name: &str, value: &str) -> Result<url::Url, RenderError> {
+    let url = url::Url::parse(value).map_err(|e| invalid(name, format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(name, "must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(name, "URL has no host"));
+    }
+    check_no_shell_breakers(name, value)?;
+    Ok(url)
+}
+
+/// URLs end up inside shell commands, XML and YAML; characters that would
+/// need quoting there are refused (percent-encode them instead).
+fn check_no_shell_breakers(name: &str, value: &str) -> Result<(), RenderError> {
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "'\"`\\<>$;".contains(*c))
+    {
+        return Err(invalid(
+            name,
+            format!("character {c:?} is not allowed (percent-encode it)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_ipv4(name: &str, cfg: &Ipv4Config) -> Result<(), RenderError> {
+    if let Ipv4Config::Static {
+        address,
+        prefix,
+        gateway,
+        ..
+    } = cfg
+    {
+        if !(1..=32).contains(prefix) {
+            return Err(invalid(format!("{name}.prefix"), "must be 1..=32"));
+        }
+        if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+            return Err(invalid(
+                format!("{name}.address"),
+                format!("{address} is not a host address"),
+            ));
+        }
+        if let Some(gw) = gateway {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+            if u32::from(*gw) & mask != u32::from(*address) & mask {
+                return Err(invalid(
+                    format!("{name}.gateway"),
+                    format!("{gw} is outside {address}/{prefix}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_mtu(name: &str, mtu: Option<u16>) -> Result<(), RenderError> {
+    match mtu {
+        Some(m) if !(68..=9216).contains(&m) => {
+            Err(invalid(format!("{name}.mtu"), "must be 68..=9216"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl InstallVars {
+    /// The fully qualified name, or the bare host name without a domain.
+    pub fn fqdn(&self) -> String {
+        match &self.domain {
+            Some(d) => format!("{}.{d}", self.hostname),
+            None => self.hostname.clone(),
+        }
+    }
+
+    /// Checks every value, and that `family` can express what is asked for.
+    /// Errors name the offending field (`nics[1].ipv4.gateway`).
+    pub fn validate(&self, family: OsFamily, secrets: &RenderSecrets) -> Result<(), RenderError> {
+        if self.hostname.is_empty() {
+            return Err(missing("hostname"));
+        }
+        if !is_label(&self.hostname) {
+            return Err(invalid(
+                "hostname",
+                "must be one DNS label: letters, digits and '-', at most 63, not starting or ending with '-'",
+            ));
+        }
+        if family == OsFamily::Windows && self.hostname.len() > 15 {
+            return Err(invalid(
+                "hostname",
+                "Windows computer names are at most 15 characters",
+            ));
+        }
+        if let Some(domain) = &self.domain
+            && (domain.len() > 253 || !domain.split('.').all(is_label))
+        {
+            return Err(invalid("domain", "must be dot-separated DNS labels"));
+        }
+        if self.install_source_url.is_empty() {
+            return Err(missing("install_source_url"));
+        }
+        if family == OsFamily::Windows {
+            let url = url::Url::parse(&self.install_source_url)
+                .map_err(|e| invalid("install_source_url", format!("not a URL: {e}")))?;
+            if url.scheme() != "smb" || url.host_str().is_none() || url.path().len() < 2 {
+                return Err(invalid(
+                    "install_source_url",
+                    "Windows Setup installs from an SMB share: smb://server/share[/path]",
+                ));
+            }
+            check_no_shell_breakers("install_source_url", &self.install_source_url)?;
+        } else {
+            check_http_url("install_source_url", &self.install_source_url)?;
+        }
+        if self.callback_url.is_empty() {
+            return Err(missing("callback_url"));
+        }
+        check_http_url("callback_url", &self.callback_url)?;
+
+        self.validate_network(family)?;
+        self.validate_disk(family)?;
+
+        for (i, p) in self.packages.iter().enumerate() {
+            // '@' groups (kickstart), '^' environments/patterns, '-' exclusions.
+            if !is_simple_token(p, b"._+-@^:~") {
+                return Err(invalid(
+                    format!("packages[{i}]"),
+                    format!("{p:?} is not a package name"),
+                ));
+            }
+        }
+        let mut repo_names = BTreeSet::new();
+        for (i, r) in self.repositories.iter().enumerate() {
+            if !is_simple_token(&r.name, b"._-") {
+                return Err(invalid(
+                    format!("repositories[{i}].name"),
+                    "letters, digits, '.', '_' and '-' only",
+                ));
+            }
+            if !repo_names.insert(&r.name) {
+                return Err(invalid(
+                    format!("repositories[{i}].name"),
+                    format!("duplicate repository {:?}", r.name),
+                ));
+            }
+            let mut words = r.url.split(' ');
+            check_http_url(
+                &format!("repositories[{i}].url"),
+                words.next().unwrap_or_default(),
+            )?;
+            if words.any(|w| !is_simple_token(w, b"._-/")) {
+                return Err(invalid(
+                    format!("repositories[{i}].url"),
+                    "suite/components after the URL: letters, digits, '.', '_', '-', '/'",
+                ));
+            }
+            let apt = matches!(family, OsFamily::Debian | OsFamily::Ubuntu);
+            if apt && !r.url.contains(' ') {
+                return Err(invalid(
+                    format!("repositories[{i}].url"),
+                    "Debian/Ubuntu repositories need `URL SUITE [COMPONENTS...]`",
+                ));
+            }
+            if !apt && r.url.contains(' ') {
+                return Err(invalid(
+                    format!("repositories[{i}].url"),
+                    "only Debian and Ubuntu repositories take a suite and components",
+                ));
+            }
+        }
+        if !is_simple_token(&self.timezone, b"/_+-") {
+            return Err(invalid("timezone", "not an IANA time zone name"));
+        }
+        if !is_simple_token(&self.locale, b"._@-") {
+            return Err(invalid("locale", "not a locale name like en_US.UTF-8"));
+        }
+        if !is_simple_token(&self.keyboard, b"_-()") {
+            return Err(invalid("keyboard", "not a keyboard layout name"));
+        }
+        if let Some(hash) = &self.root_password_hash {
+            crate::password::check_sha512_crypt(hash)
+                .map_err(|reason| invalid("root_password_hash", reason))?;
+        }
+        for (i, key) in self.ssh_authorized_keys.iter().enumerate() {
+            let mut parts = key.split_whitespace();
+            let (Some(kind), Some(_blob)) = (parts.next(), parts.next()) else {
+                return Err(invalid(
+                    format!("ssh_authorized_keys[{i}]"),
+                    "expected `TYPE BASE64 [comment]`",
+                ));
+            };
+            if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
+                || key
+                    .chars()
+                    .any(|c| c.is_control() || "'\"`\\<>$".contains(c))
+            {
+                return Err(invalid(
+                    format!("ssh_authorized_keys[{i}]"),
+                    "not a single-line OpenSSH public key (no quotes, backslashes or '$')",
+                ));
+            }
+        }
+        match family {
+            OsFamily::Windows => {
+                if crate::context::windows_timezone(&self.timezone).is_none() {
+                    return Err(invalid(
+                        "timezone",
+                        format!(
+                            "no Windows time zone known for {:?} (known: {})",
+                            self.timezone,
+                            crate::context::WINDOWS_TIMEZONES
+                                .iter()
+                                .map(|(iana, _)| *iana)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                if secrets
+                    .windows_admin_password
+                    .as_deref()
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    return Err(missing("windows_admin_password"));
+                }
+                let w = self.windows.clone().unwrap_or_default();
+                if let Some(user) = &w.share_user {
+                    if !is_simple_token(user, b"._-\\@") {
+                        return Err(invalid("windows.share_user", "not a user name"));
+                    }
+                    if secrets.windows_share_password.is_none() {
+                        return Err(missing("windows_share_password"));
+                    }
+                }
+                if let Some(key) = &w.product_key
+                    && !is_simple_token(key, b"-")
+                {
+                    return Err(invalid("windows.product_key", "XXXXX-XXXXX-... expected"));
+                }
+                for (name, v) in [
+                    ("windows.image_name", &w.image_name),
+                    ("windows.organization", &w.organization),
+                ] {
+                    if let Some(v) = v
+                        && (v.is_empty()
+                            || v.chars().any(|c| c.is_control() || "\"%^&|<>".contains(c)))
+                    {
+                        return Err(invalid(
+                            name,
+                            "empty or contains a control or shell character",
+                        ));
+                    }
+                }
+                if let Some(secret) = &secrets.windows_share_password
+                    && secret
+                        .chars()
+                        .any(|c| c.is_control() || "\"%^&|<>".contains(c))
+                {
+                    return Err(invalid(
+                        "windows_share_password",
+                        "must not contain control characters or \"%^&|<> (it is passed to `net use` in a cmd script)",
+                    ));
+                }
+            }
+            OsFamily::Esxi => {
+                if self.root_password_hash.is_none() {
+                    return Err(missing("root_password_hash"));
+                }
+            }
+            _ => {
+                if self.root_password_hash.is_none() && self.ssh_authorized_keys.is_empty() {
+                    return Err(invalid(
+                        "root_password_hash",
+                        "set a root password hash or at least one SSH key, or nobody can log in",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_network(&self, family: OsFamily) -> Result<(), RenderError> {
+        let mut macs = BTreeSet::new();
+        for (i, nic) in self.nics.iter().enumerate() {
+            if !macs.insert(nic.mac) {
+                return Err(invalid(
+                    format!("nics[{i}].mac"),
+                    format!("{} is listed twice", nic.mac),
+                ));
+            }
+            check_ipv4(&format!("nics[{i}].ipv4"), &nic.ipv4)?;
+            check_mtu(&format!("nics[{i}]"), nic.mtu)?;
+        }
+        let mut bond_names = BTreeSet::new();
+        let mut members = BTreeSet::new();
+        for (i, bond) in self.bonds.iter().enumerate() {
+            if !is_simple_token(&bond.name, b"_-") || bond.name.len() > 15 {
+                return Err(invalid(
+                    format!("bonds[{i}].name"),
+                    "letters, digits, '_', '-', at most 15 bytes",
+                ));
+            }
+            if !bond_names.insert(bond.name.as_str()) {
+                return Err(invalid(
+                    format!("bonds[{i}].name"),
+                    format!("duplicate bond {:?}", bond.name),
+                ));
+            }
+            if bond.members.is_empty() {
+                return Err(missing(&format!("bonds[{i}].members")));
+            }
+            for m in &bond.members {
+                if !members.insert(*m) {
+                    return Err(invalid(
+                        format!("bonds[{i}].members"),
+                        format!("{m} is in more than one bond"),
+                    ));
+                }
+                if let Some(nic) = self.nics.iter().find(|n| n.mac == *m)
+                    && nic.ipv4.is_configured()
+                {
+                    return Err(invalid(
+                        format!("bonds[{i}].members"),
+                        format!("{m} is a bond member and also has its own ipv4 in nics"),
+                    ));
+                }
+            }
+            check_ipv4(&format!("bonds[{i}].ipv4"), &bond.ipv4)?;
+            check_mtu(&format!("bonds[{i}]"), bond.mtu)?;
+        }
+        let mut vlan_keys = BTreeSet::new();
+        for (i, vlan) in self.vlans.iter().enumerate() {
+            if !(1..=4094).contains(&vlan.id) {
+                return Err(invalid(format!("vlans[{i}].id"), "must be 1..=4094"));
+            }
+            let parent_ok = match vlan.parent.parse::<MacAddr>() {
+                Ok(mac) => macs.contains(&mac) || members.contains(&mac),
+                Err(_) => bond_names.contains(vlan.parent.as_str()),
+            };
+            if !parent_ok {
+                return Err(invalid(
+                    format!("vlans[{i}].parent"),
+                    format!(
+                        "{:?} is neither a NIC MAC in nics nor a bond name",
+                        vlan.parent
+                    ),
+                ));
+            }
+            if vlan
+                .parent
+                .parse::<MacAddr>()
+                .is_ok_and(|m| members.contains(&m))
+            {
+                return Err(invalid(
+                    format!("vlans[{i}].parent"),
+                    "a VLAN on a bond member: put it on the bond",
+                ));
+            }
+            if !vlan_keys.insert((vlan.parent.to_ascii_lowercase(), vlan.id)) {
+                return Err(invalid(
+                    format!("vlans[{i}]"),
+                    "duplicate VLAN id on the same parent",
+                ));
+            }
+            check_ipv4(&format!("vlans[{i}].ipv4"), &vlan.ipv4)?;
+            check_mtu(&format!("vlans[{i}]"), vlan.mtu)?;
+        }
+        let configured = self.nics.iter().filter(|n| n.ipv4.is_configured()).count()
+            + self.bonds.iter().filter(|b| b.ipv4.is_configured()).count()
+            + self.vlans.iter().filter(|v| v.ipv4.is_configured()).count();
+        if configured == 0 {
+            return Err(missing(
+                "nics (at least one interface with ipv4 dhcp or static)",
+            ));
+        }
+        let has_bonds_or_vlans = !self.bonds.is_empty() || !self.vlans.is_empty();
+        if family == OsFamily::Windows && has_bonds_or_vlans {
+            return Err(unsupported(
+                family,
+                "bonds and VLANs (unattend.xml has no NIC teaming or VLAN settings)",
+            ));
+        }
+        if family == OsFamily::Esxi {
+            // Kickstart configures exactly one management interface (vmk0):
+            // an addressed NIC, or one VLAN on a NIC.
+            if !self.bonds.is_empty() {
+                return Err(unsupported(
+                    family,
+                    "bonds (configure NIC teaming after install)",
+                ));
+            }
+            if configured > 1 || self.vlans.len() > 1 {
+                return Err(unsupported(
+                    family,
+                    "more than one addressed interface or VLAN: ESXi kickstart configures one management interface (vmk0)",
+                ));
+            }
+            if let Some(vlan) = self.vlans.first()
+                && !vlan.ipv4.is_configured()
+            {
+                return Err(unsupported(
+                    family,
+                    "a VLAN without an address (the VLAN is the management interface's)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_disk(&self, family: OsFamily) -> Result<(), RenderError> {
+        match &self.disk {
+            DiskSelector::Path(p) => {
+                if p.is_empty() {
+                    return Err(missing("disk.value"));
+                }
+                match family {
+                    OsFamily::Windows => {
+                        if p.parse::<u8>().is_err() {
+                            return Err(invalid("disk.value", "Windows: a disk number like 0"));
+                        }
+                    }
+                    OsFamily::Esxi => {
+                        if !is_simple_token(p, b"._:-/") {
+                            return Err(invalid("disk.value", "not an ESXi device name"));
+                        }
+                    }
+                    _ => {
+                        if !p.starts_with("/dev/") || !is_simple_token(p, b"._:-/+") {
+                            return Err(invalid(
+                                "disk.value",
+                                "a device path such as /dev/disk/by-id/... (letters, digits, ._:-/+)",
+                            ));
+                        }
+                    }
+                }
+            }
+            DiskSelector::Serial(s) => {
+                if s.is_empty() {
+                    return Err(missing("disk.value"));
+                }
+                if !is_simple_token(s, b"._:-") {
+                    return Err(invalid("disk.value", "serial: letters, digits, ._:- only"));
+                }
+                if family == OsFamily::Windows {
+                    return Err(unsupported(family, "disk by serial (use a disk number)"));
+                }
+            }
+            DiskSelector::Smallest | DiskSelector::Largest => {
+                if family == OsFamily::Windows {
+                    return Err(unsupported(
+                        family,
+                        "disk smallest/largest rules (use a disk number)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Machines used by the golden and validator tests.
+
+#![allow(dead_code)]
+
+use rackboot_core::OsFamily;
+use rackboot_install::{
+    BondConfig, BondMode, DiskSelector, InstallVars, Ipv4Config, NicConfig, PartitionLayout,
+    RenderSecrets, Repository, VlanConfig, WindowsVars,
+};
+
+pub const HASH: &str = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
+
+/// Every family and the versions with built-in templates.
+pub const RELEASES: &[(OsFamily, &str)] = &[
+    (OsFamily::Rhel, "8"),
+    (OsFamily::Rhel, "9"),
+    (OsFamily::Rhel, "10"),
+    (OsFamily::Esxi, "7.0"),
+    (OsFamily::Esxi, "8.0"),
+    (OsFamily::Debian, "11"),
+    (OsFamily::Debian, "12"),
+    (OsFamily::Ubuntu, "22.04"),
+    (OsFamily::Ubuntu, "24.04"),
+    (OsFamily::Suse, "15"),
+    (OsFamily::Windows, "2019"),
+    (OsFamily::Windows, "2022"),
+];
+
+fn mac(s: &str) -> rackboot_core::MacAddr {
+    s.parse().unwrap()
+}
+
+fn static_v4(a: [u8; 4], gw: Option<[u8; 4]>) -> Ipv4Config {
+    Ipv4Config::Static {
+        address: a.into(),
+        prefix: 24,
+        gateway: gw.map(Into::into),
+        dns: if gw.is_some() {
+            vec![[10, 1, 0, 1].into(), [10, 1, 0, 2].into()]
+        } else {
+            vec![]
+        },
+    }
+}
+
+pub fn base(family: OsFamily) -> InstallVars {
+    let windows = family == OsFamily::Windows;
+    InstallVars {
+        hostname: "node7".into(),
+        domain: Some("rack1.example.com".into()),
+        nics: vec![NicConfig {
+            mac: mac("52:54:00:00:07:01"),
+            ipv4: Ipv4Config::Dhcp,
+            mtu: None,
+        }],
+        bonds: vec![],
+        vlans: vec![],
+        disk: match family {
+            OsFamily::Windows => DiskSelector::Path("0".into()),
+            _ => DiskSelector::Largest,
+        },
+        layout: PartitionLayout::Plain,
+        packages: if windows || family == OsFamily::Esxi {
+            vec![]
+        } else {
+            vec!["vim".into(), "tmux".into()]
+        },
+        repositories: match family {
+            OsFamily::Rhel => vec![Repository {
+                name: "epel".into(),
+                url: "http://10.1.0.1:8080/repos/epel/9/x86_64/".into(),
+            }],
+            OsFamily::Debian | OsFamily::Ubuntu => vec![Repository {
+                name: "tools".into(),
+                url: "http://10.1.0.1:8080/repos/tools stable main".into(),
+            }],
+            OsFamily::Suse => vec![Repository {
+                name: "tools".into(),
+                url: "http://10.1.0.1:8080/repos/tools/".into(),
+            }],
+            _ => vec![],
+        },
+        timezone: "Asia/Shanghai".into(),
+        locale: "en_US.UTF-8".into(),
+        keyboard: "us".into(),
+        root_password_hash: Some(HASH.into()),
+        ssh_authorized_keys: vec![
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdvbGRlbmtleWdvbGRlbmtleWdvbGRlbmtleQ ops@rackboot".into(),
+        ],
+        post_script: Some(if windows {
+            "New-Item -ItemType File -Path C:\\rackboot-ok.txt".into()
+        } else {
+            "#!/bin/sh\necho \"built by rackboot on $(date)\" > /etc/motd\n".into()
+        }),
+        install_source_url: if windows {
+            "smb://10.1.0.1/install/win".into()
+        } else {
+            "http://10.1.0.1:8080/trees/os/".into()
+        },
+        callback_url: "http://10.1.0.1:8080/api/v1/install/done/3q2-7Yt_token".into(),
+        windows: windows.then(WindowsVars::default),
+    }
+}
+
+pub fn secrets(family: OsFamily) -> RenderSecrets {
+    RenderSecrets {
+        windows_admin_password: (family == OsFamily::Windows).then(|| "Rack&Boot<1>".into()),
+        windows_share_password: None,
+    }
+}
+
+/// The golden machines for a family: (name, vars).
+pub fn machines(family: OsFamily) -> Vec<(&'static str, InstallVars)> {
+    let mut out = Vec::new();
+    out.push(("dhcp", base(family)));
+
+    let mut v = base(family);
+    v.nics[0].ipv4 = static_v4([10, 1, 0, 17], Some([10, 1, 0, 1]));
+    v.disk = match family {
+        OsFamily::Windows => DiskSelector::Path("1".into()),
+        OsFamily::Esxi => DiskSelector::Path("mpx.vmhba0:C0:T0:L0".into()),
+        _ => DiskSelector::Path("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4".into()),
+    };
+    out.push(("static", v));
+
+    if family != OsFamily::Esxi {
+        let mut v = base(family);
+        v.nics[0].ipv4 = static_v4([10, 1, 0, 17], Some([10, 1, 0, 1]));
+        v.nics.push(NicConfig {
+            mac: mac("52:54:00:00:07:02"),
+            ipv4: Ipv4Config::Dhcp,
+            mtu: Some(9000),
+        });
+        if family != OsFamily::Windows {
+            v.disk = DiskSelector::Serial("S3Z8NB0K123456".into());
+        }
+        out.push(("two-nics", v));
+    } else {
+        // ESXi: the management interface on a tagged VLAN.
+        let mut v = base(family);
+        v.nics[0].ipv4 = Ipv4Config::None;
+        v.vlans.push(VlanConfig {
+            id: 120,
+            parent: "52:54:00:00:07:01".into(),
+            ipv4: static_v4([10, 120, 0, 17], Some([10, 120, 0, 1])),
+            mtu: None,
+        });
+        v.disk = DiskSelector::Serial("S3Z8NB0K123456".into());
+        out.push(("vlan", v));
+    }
+
+    if !matches!(family, OsFamily::Esxi | OsFamily::Windows) {
+        let mut v = base(family);
+        v.nics = vec![NicConfig {
+            mac: mac("52:54:00:00:07:03"),
+            ipv4: Ipv4Config::Dhcp,
+            mtu: None,
+        }];
+        v.bonds.push(BondConfig {
+            name: "bond0".into(),
+            members: vec![mac("52:54:00:00:07:01"), mac("52:54:00:00:07:02")],
+            mode: BondMode::Lacp,
+            ipv4: static_v4([10, 1, 0, 17], Some([10, 1, 0, 1])),
+            mtu: Some(9000),
+        });
+        v.vlans.push(VlanConfig {
+            id: 200,
+            parent: "bond0".into(),
+            ipv4: static_v4([10, 200, 0, 17], None),
+            mtu: None,
+        });
+        v.vlans.push(VlanConfig {
+            id: 300,
+            parent: "52:54:00:00:07:03".into(),
+            ipv4: Ipv4Config::Dhcp,
+            mtu: None,
+        });
+        out.push(("bond-vlan", v));
+    }
+
+    if family != OsFamily::Windows {
+        let mut v = base(family);
+        v.layout = PartitionLayout::Lvm;
+        v.disk = DiskSelector::Smallest;
+        v.post_script = None;
+        v.ssh_authorized_keys.clear();
+        out.push(("lvm", v));
+    }
+    out
+}
