@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fake_wim, filler, snapshot, write_tree, xorriso};
+use common::{IsoNames, fake_wim, filler, snapshot, write_tree, xorriso};
 use rackboot_core::OsFamily;
 use rackboot_oscatalog::{DirTree, IsoImage, OsRelease, SourceKind, detect, import, list};
 
@@ -14,8 +14,8 @@ struct Fixture {
     name: &'static str,
     files: Vec<(&'static str, Vec<u8>)>,
     expected: OsRelease,
-    /// Extra xorriso arguments for the ISO variant (default: Rock Ridge + Joliet).
-    iso_args: &'static [&'static str],
+    /// The name sets of the ISO variant.
+    iso_names: IsoNames,
 }
 
 #[allow(clippy::too_many_arguments)] // one positional row per expected release
@@ -135,7 +135,7 @@ fn rocky() -> Fixture {
             "images/pxeboot/vmlinuz",
             "images/pxeboot/initrd.img",
         ),
-        iso_args: &["-R", "-J"],
+        iso_names: IsoNames::RockRidgeJoliet,
     }
 }
 
@@ -171,7 +171,7 @@ fn alma_joliet_only() -> Fixture {
             "images/pxeboot/vmlinuz",
             "images/pxeboot/initrd.img",
         ),
-        iso_args: &["-J"],
+        iso_names: IsoNames::JolietOnly,
     }
 }
 
@@ -200,7 +200,7 @@ fn debian_iso_tree() -> Fixture {
             "install.amd/vmlinuz",
             "install.amd/initrd.gz",
         ),
-        iso_args: &["-R", "-J"],
+        iso_names: IsoNames::RockRidgeJoliet,
     }
 }
 
@@ -226,7 +226,7 @@ fn ubuntu() -> Fixture {
             "casper/vmlinuz",
             "casper/initrd",
         ),
-        iso_args: &["-R", "-J"],
+        iso_names: IsoNames::RockRidgeJoliet,
     }
 }
 
@@ -252,7 +252,7 @@ fn sles12() -> Fixture {
             "boot/x86_64/loader/linux",
             "boot/x86_64/loader/initrd",
         ),
-        iso_args: &["-R", "-J"],
+        iso_names: IsoNames::RockRidgeJoliet,
     }
 }
 
@@ -276,7 +276,7 @@ fn leap15() -> Fixture {
             "boot/x86_64/loader/linux",
             "boot/x86_64/loader/initrd",
         ),
-        iso_args: &["-R", "-J"],
+        iso_names: IsoNames::RockRidgeJoliet,
     }
 }
 
@@ -338,7 +338,7 @@ fn esxi() -> Fixture {
         expected,
         // ESXi ISOs carry plain ISO 9660 names (upper case 8.3), no Rock Ridge
         // or Joliet; the reader lower-cases them as Linux's mount does.
-        iso_args: &[],
+        iso_names: IsoNames::Plain,
     }
 }
 
@@ -402,7 +402,7 @@ fn windows() -> Fixture {
         name: "windows",
         files: windows_files(),
         expected: windows_expected(),
-        iso_args: &["-R", "-J"],
+        iso_names: IsoNames::RockRidgeJoliet,
     }
 }
 
@@ -425,7 +425,7 @@ fn check_family(fixture: Fixture) {
     assert_eq!(found, fixture.expected, "{}: tree detection", fixture.name);
 
     let iso = dir.path().join(format!("{}.iso", fixture.name));
-    xorriso(&tree, &iso, fixture.iso_args);
+    xorriso(&tree, &iso, fixture.iso_names);
     let from_iso = detect(&IsoImage::open(&iso).unwrap()).unwrap();
     let expected_iso = OsRelease {
         source_kind: SourceKind::Iso,

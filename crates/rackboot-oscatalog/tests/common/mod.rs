@@ -44,22 +44,59 @@ pub fn filler(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Runs `xorriso -as mkisofs ARGS -o iso tree`, failing clearly when the
-/// tool is absent.
-pub fn xorriso(tree: &Path, iso: &Path, args: &[&str]) {
-    let output = Command::new("xorriso")
-        .arg("-as")
-        .arg("mkisofs")
-        .args(args)
-        .arg("-o")
-        .arg(iso)
-        .arg(tree)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run xorriso ({e}): install the Debian package xorriso (apt-get install -y xorriso)")
-        });
+/// Which name sets an ISO built by [`xorriso`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsoNames {
+    /// `xorriso -as mkisofs -R -J` (what Linux distributions ship).
+    RockRidgeJoliet,
+    /// Joliet without Rock Ridge (xorriso always writes Rock Ridge unless
+    /// told `-rockridge off`).
+    JolietOnly,
+    /// Plain ISO 9660 names only, as on VMware ESXi media.
+    Plain,
+    /// Rock Ridge with directories deeper than 8 levels relocated (CL/RE/PL
+    /// entries), as mkisofs does by default.
+    RockRidgeRelocated,
+}
+
+/// Builds an ISO image of `tree` with xorriso, failing clearly when the tool
+/// is absent.
+pub fn xorriso(tree: &Path, iso: &Path, names: IsoNames) {
+    let mut command = Command::new("xorriso");
+    match names {
+        IsoNames::RockRidgeJoliet => {
+            command
+                .args(["-as", "mkisofs", "-R", "-J", "-o"])
+                .arg(iso)
+                .arg(tree);
+        }
+        IsoNames::RockRidgeRelocated => {
+            command
+                .args(["-compliance", "deep_paths_off", "-outdev"])
+                .arg(iso)
+                .arg("-map")
+                .arg(tree)
+                .arg("/");
+        }
+        IsoNames::JolietOnly | IsoNames::Plain => {
+            let joliet = if names == IsoNames::JolietOnly {
+                "on"
+            } else {
+                "off"
+            };
+            command
+                .args(["-rockridge", "off", "-joliet", joliet, "-outdev"])
+                .arg(iso)
+                .arg("-map")
+                .arg(tree)
+                .arg("/");
+        }
+    }
+    let output = command.output().unwrap_or_else(|e| {
+        panic!("cannot run xorriso ({e}): install the Debian package xorriso (apt-get install -y xorriso)")
+    });
     assert!(
-        output.status.success(),
+        output.status.success() && iso.is_file(),
         "xorriso failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -127,4 +164,59 @@ pub fn fake_wim(xml: &str) -> Vec<u8> {
     wim[88..96].copy_from_slice(&size.to_le_bytes());
     wim.extend_from_slice(&xml_bytes);
     wim
+}
+
+/// Like [`snapshot`], but a symlink is recorded as the root-relative path it
+/// resolves to, so trees whose links are spelled differently but lead to the
+/// same place compare equal.
+pub fn resolved_snapshot(root: &Path) -> BTreeMap<String, Node> {
+    let canonical_root = fs::canonicalize(root).unwrap();
+    snapshot(root)
+        .into_iter()
+        .map(|(path, node)| match node {
+            Node::Symlink(_) => {
+                let target = fs::canonicalize(root.join(&path)).unwrap();
+                let rel = target
+                    .strip_prefix(&canonical_root)
+                    .unwrap_or_else(|_| {
+                        panic!("{path} resolves outside the tree: {}", target.display())
+                    })
+                    .to_string_lossy()
+                    .into_owned();
+                (path, Node::Symlink(rel))
+            }
+            other => (path, other),
+        })
+        .collect()
+}
+
+/// Copies a directory tree, keeping symlinks as they are.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// Replaces the single occurrence of `from` in the file with `to` (same length).
+pub fn patch_once(path: &Path, from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let mut data = fs::read(path).unwrap();
+    let hits: Vec<usize> = data
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(hits.len(), 1, "pattern {from:?} found {} times", hits.len());
+    data[hits[0]..hits[0] + to.len()].copy_from_slice(to);
+    fs::write(path, data).unwrap();
 }
