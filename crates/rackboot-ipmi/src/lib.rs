@@ -29,6 +29,8 @@ pub mod client;
 pub mod commands;
 pub mod crypto;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod msg;
 pub mod rakp;
 pub mod rmcp;
