@@ -731,3 +731,182 @@ impl Seek for ExtentReader<'_> {
         Ok(target)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::lookup;
+
+    /// A directory record (ECMA-119 9.1) without system use data.
+    fn record(lba: u32, len: u32, flags: u8, name: &[u8]) -> Vec<u8> {
+        let pad = usize::from(name.len().is_multiple_of(2));
+        let total = 33 + name.len() + pad;
+        let mut r = vec![0u8; total];
+        r[0] = total as u8;
+        r[2..6].copy_from_slice(&lba.to_le_bytes());
+        r[6..10].copy_from_slice(&lba.to_be_bytes());
+        r[10..14].copy_from_slice(&len.to_le_bytes());
+        r[14..18].copy_from_slice(&len.to_be_bytes());
+        r[25] = flags;
+        r[28] = 1;
+        r[32] = name.len() as u8;
+        r[33..33 + name.len()].copy_from_slice(name);
+        r
+    }
+
+    fn descriptor(kind: u8, ident: &[u8; 5]) -> Vec<u8> {
+        let mut d = vec![0u8; SECTOR as usize];
+        d[0] = kind;
+        d[1..6].copy_from_slice(ident);
+        d[6] = 1;
+        d
+    }
+
+    /// A plain ISO 9660 image: PVD at 16, terminator at 17, the root
+    /// directory at 18 holding `entries`, then `data` from sector 19 on.
+    fn image(entries: &[Vec<u8>], data: &[u8]) -> Vec<u8> {
+        let mut img = vec![0u8; 16 * SECTOR as usize];
+        let mut pvd = descriptor(1, b"CD001");
+        pvd[128..130].copy_from_slice(&2048u16.to_le_bytes());
+        pvd[130..132].copy_from_slice(&2048u16.to_be_bytes());
+        pvd[156..190].copy_from_slice(&record(18, 2048, FLAG_DIRECTORY, &[0]));
+        img.extend(pvd);
+        img.extend(descriptor(255, b"CD001"));
+        let mut root = Vec::new();
+        root.extend(record(18, 2048, FLAG_DIRECTORY, &[0]));
+        root.extend(record(18, 2048, FLAG_DIRECTORY, &[1]));
+        for e in entries {
+            root.extend(e);
+        }
+        root.resize(SECTOR as usize, 0);
+        img.extend(root);
+        img.extend(data);
+        img
+    }
+
+    fn write(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.join("test.iso");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn multi_extent_files_are_read_across_extents() {
+        let mut data = vec![0xAAu8; SECTOR as usize];
+        data.extend(vec![0xBBu8; 100]);
+        let entries = [
+            record(19, 2048, FLAG_MULTI_EXTENT, b"BIG.IMG;1"),
+            record(20, 100, 0, b"BIG.IMG;1"),
+            record(20, 10, 0, b"README.;1"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let iso = IsoImage::open(&write(dir.path(), &image(&entries, &data))).unwrap();
+        let listing = iso.read_dir("").unwrap();
+        assert_eq!(
+            listing,
+            vec![
+                Entry {
+                    name: "big.img".into(),
+                    kind: EntryKind::File { size: 2148 }
+                },
+                Entry {
+                    name: "readme".into(),
+                    kind: EntryKind::File { size: 10 }
+                },
+            ]
+        );
+        let mut all = Vec::new();
+        iso.open("big.img").unwrap().read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
+        let mut file = iso.open("big.img").unwrap();
+        file.seek(SeekFrom::Start(2040)).unwrap();
+        let mut middle = [0u8; 16];
+        file.read_exact(&mut middle).unwrap();
+        assert_eq!(&middle[..8], &[0xAA; 8]);
+        assert_eq!(&middle[8..], &[0xBB; 8]);
+        assert!(matches!(
+            lookup(&iso, "BIG.IMG", true).unwrap(),
+            crate::media::Resolved::Found(path, _) if path == "big.img"
+        ));
+    }
+
+    #[test]
+    fn broken_directories_are_corrupt_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            (
+                "unfinished multi-extent",
+                vec![record(19, 2048, FLAG_MULTI_EXTENT, b"BIG.IMG;1")],
+            ),
+            (
+                "extent past the end",
+                vec![record(19, 1 << 30, 0, b"HUGE.IMG;1")],
+            ),
+            (
+                "directory loop",
+                vec![record(18, 2048, FLAG_DIRECTORY, b"LOOP")],
+            ),
+            (
+                "duplicate names",
+                vec![record(19, 1, 0, b"A.;1"), record(19, 1, 0, b"A.;1")],
+            ),
+        ];
+        for (what, entries) in cases {
+            let path = write(dir.path(), &image(&entries, &[0u8; 2048]));
+            match IsoImage::open(&path) {
+                Err(MediaError::CorruptIso(message)) => {
+                    assert!(!message.is_empty(), "{what}");
+                }
+                other => panic!("{what}: expected CorruptIso, got {other:?}"),
+            }
+        }
+        // A record whose name runs past the record.
+        let mut bad = image(&[], &[0u8; 2048]);
+        let at = 18 * SECTOR as usize + 68;
+        bad[at] = 40;
+        bad[at + 32] = 200;
+        let path = write(dir.path(), &bad);
+        assert!(matches!(
+            IsoImage::open(&path),
+            Err(MediaError::CorruptIso(_))
+        ));
+    }
+
+    #[test]
+    fn udf_media_are_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        // UDF-only: the volume recognition sequence and no CD001 at all.
+        let mut udf_only = vec![0u8; 16 * SECTOR as usize];
+        udf_only.extend(descriptor(0, b"BEA01"));
+        udf_only.extend(descriptor(0, b"NSR02"));
+        udf_only.extend(descriptor(0, b"TEA01"));
+        udf_only.extend(vec![0u8; SECTOR as usize]);
+        match IsoImage::open(&write(dir.path(), &udf_only)) {
+            Err(MediaError::NotIso(message)) => assert!(message.contains("UDF"), "{message}"),
+            other => panic!("expected NotIso, got {other:?}"),
+        }
+        // Bridge media whose ISO 9660 side only has a README (Windows):
+        // descriptors 16 PVD, 17 terminator, then BEA01/NSR02/TEA01; the
+        // root directory moves to sector 21.
+        let mut bridge = vec![0u8; 16 * SECTOR as usize];
+        let mut pvd = descriptor(1, b"CD001");
+        pvd[128..130].copy_from_slice(&2048u16.to_le_bytes());
+        pvd[156..190].copy_from_slice(&record(21, 2048, FLAG_DIRECTORY, &[0]));
+        bridge.extend(pvd);
+        bridge.extend(descriptor(255, b"CD001"));
+        bridge.extend(descriptor(0, b"BEA01"));
+        bridge.extend(descriptor(0, b"NSR02"));
+        bridge.extend(descriptor(0, b"TEA01"));
+        let mut root = Vec::new();
+        root.extend(record(21, 2048, FLAG_DIRECTORY, &[0]));
+        root.extend(record(21, 2048, FLAG_DIRECTORY, &[1]));
+        root.extend(record(22, 5, 0, b"README.TXT;1"));
+        root.resize(SECTOR as usize, 0);
+        bridge.extend(root);
+        bridge.extend(b"hello".iter().copied().chain(std::iter::repeat_n(0, 2043)));
+        let iso = IsoImage::open(&write(dir.path(), &bridge)).unwrap();
+        assert!(iso.has_udf());
+        let err = crate::detect(&iso).unwrap_err().to_string();
+        assert!(err.contains("UDF"), "{err}");
+    }
+}
