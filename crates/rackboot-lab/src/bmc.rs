@@ -28,14 +28,10 @@ use crate::{LabError, Result, io_err};
 pub enum BmcKind {
     /// One OpenIPMI `ipmi_sim` per machine (packages openipmi, and ipmitool to talk to it).
     Ipmi,
-    /// sushy-tools' Redfish emulator (see [`crate::bmc`]'s report in the crate docs): not
-    /// available yet, [`crate::Lab::create`] refuses it with an explanation.
+    /// One sushy-tools Redfish emulator for the lab, over a private libvirt session daemon that
+    /// runs the machines (see [`crate::redfish`]).
     Redfish,
 }
-
-/// Why [`BmcKind::Redfish`] labs are refused (see the crate report).
-pub const REDFISH_UNAVAILABLE: &str = "Redfish BMCs are not available in the lab yet: \
-     sushy-tools' emulator powers VMs only through libvirt, which the lab does not run";
 
 /// First UDP port of lab BMCs: machine `m{i}` (1-based) listens on `IPMI_BASE_PORT + i`.
 pub const IPMI_BASE_PORT: u16 = 6230;
@@ -102,7 +98,7 @@ impl IpmiSimConfig {
         self.dir.join(format!("{}.ipmi_sim.log", self.name))
     }
 
-    /// `ipmi://USER:PASSWORD@ADDR:PORT`: what `rackboot machine add --bmc` takes.
+    /// `ipmi://USER:PASSWORD@ADDR:PORT?cipher=3`: what `rackboot machine add --bmc` takes.
     pub fn url(&self) -> String {
         ipmi_url(&self.user, &self.password, self.addr, self.port)
     }
@@ -168,9 +164,10 @@ impl IpmiSimConfig {
     }
 }
 
-/// `ipmi://USER:PASSWORD@ADDR:PORT`.
+/// `ipmi://USER:PASSWORD@ADDR:PORT?cipher=3` (cipher suite 3: the only one ipmi_sim offers, and
+/// it does not answer the cipher suite query clients would otherwise start with).
 pub fn ipmi_url(user: &str, password: &str, addr: Ipv4Addr, port: u16) -> String {
-    format!("ipmi://{user}:{password}@{addr}:{port}")
+    format!("ipmi://{user}:{password}@{addr}:{port}?cipher=3")
 }
 
 /// A stable per-instance GUID (32 hex digits) for RMCP+ session setup.
@@ -348,7 +345,10 @@ mod tests {
         );
         let guid_line = text.lines().find(|l| l.contains("guid")).unwrap();
         assert_eq!(guid_line.trim().len(), "guid ".len() + 32);
-        assert_eq!(config.url(), "ipmi://admin:password@10.77.0.1:6231");
+        assert_eq!(
+            config.url(),
+            "ipmi://admin:password@10.77.0.1:6231?cipher=3"
+        );
     }
 
     #[test]

@@ -290,7 +290,8 @@ exit 0
 
     /// The PID of the running QEMU, checked the way the program checks it (without running it).
     pub fn qemu_pid(&self) -> Option<u32> {
-        running_qemu_pid(&self.pid_file())
+        let pid_file = self.pid_file();
+        running_qemu_pid(&pid_file, &pid_file.display().to_string())
     }
 
     pub fn is_powered_on(&self) -> bool {
@@ -298,9 +299,10 @@ exit 0
     }
 }
 
-/// The PID recorded in a chassis pid file, if that process runs and its command line names the pid
-/// file (so a reused PID or a zombie is not mistaken for the machine's QEMU).
-pub(crate) fn running_qemu_pid(pid_file: &Path) -> Option<u32> {
+/// The PID recorded in a QEMU pid file, if that process runs and one of its command-line arguments
+/// is `tag` (the pid file path for chassis-started QEMU, the domain UUID for libvirt's), so a
+/// reused PID or a zombie is not mistaken for the machine's QEMU.
+pub(crate) fn running_qemu_pid(pid_file: &Path, tag: &str) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_file)
         .ok()?
         .trim()
@@ -311,20 +313,20 @@ pub(crate) fn running_qemu_pid(pid_file: &Path) -> Option<u32> {
         .ok()?
         .read_to_end(&mut cmdline)
         .ok()?;
-    let needle = pid_file.as_os_str().as_encoded_bytes();
+    let needle = tag.as_bytes();
     cmdline
         .split(|b| *b == 0)
         .any(|arg| arg == needle)
         .then_some(pid)
 }
 
-/// Kills (SIGKILL) the QEMU recorded in a chassis pid file and waits up to 5 s for it to go.
-/// Returns its PID if it was running.
-pub(crate) fn kill_recorded_qemu(pid_file: &Path) -> Option<u32> {
-    let pid = running_qemu_pid(pid_file)?;
+/// Kills (SIGKILL) the QEMU recorded in a pid file (checked as in [`running_qemu_pid`]) and waits
+/// up to 5 s for it to go. Returns its PID if it was running.
+pub(crate) fn kill_recorded_qemu(pid_file: &Path, tag: &str) -> Option<u32> {
+    let pid = running_qemu_pid(pid_file, tag)?;
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while running_qemu_pid(pid_file).is_some() && Instant::now() < deadline {
+    while running_qemu_pid(pid_file, tag).is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(pid_file);
@@ -432,10 +434,14 @@ mod tests {
         let pid_file = dir.path().join("m1.qemu.pid");
         // Our own PID: alive, but our command line does not name the pid file.
         std::fs::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
-        assert_eq!(running_qemu_pid(&pid_file), None);
-        assert_eq!(kill_recorded_qemu(&pid_file), None);
+        let tag = pid_file.display().to_string();
+        assert_eq!(running_qemu_pid(&pid_file, &tag), None);
+        assert_eq!(kill_recorded_qemu(&pid_file, &tag), None);
+        // Our own command line's first argument: found.
+        let me = std::env::args().next().unwrap();
+        assert_eq!(running_qemu_pid(&pid_file, &me), Some(std::process::id()));
         std::fs::write(&pid_file, "garbage").unwrap();
-        assert_eq!(running_qemu_pid(&pid_file), None);
+        assert_eq!(running_qemu_pid(&pid_file, &me), None);
     }
 
     #[test]

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::bmc::{BmcKind, IPMI_BASE_PORT, IpmiSim, IpmiSimConfig};
-use crate::chassis::{VmChassis, kill_recorded_qemu};
+use crate::chassis::{VmChassis, running_qemu_pid};
 use crate::netns::{Netns, NetnsConfig, netns_exists, unique_name};
 use crate::process::{LabProcess, find_line, lock, read_from, tail};
 use crate::qemu::{BootOrder, Firmware, MachineConfig, NicRom, QemuMachine, format_mac};
+use crate::redfish::{
+    REDFISH_PORT, REDFISH_UID, RedfishEnv, RedfishService, domain_uuid, redfish_url,
+};
 use crate::state::{LabState, MachineRecord, StateFile, down, read_state};
 use crate::{LabError, Result, io_err};
 
@@ -115,26 +118,48 @@ impl LabConfig {
     }
 }
 
-/// A lab machine's emulated BMC and the chassis program it powers the machine's QEMU with.
-/// Dropping it stops the BMC and powers the machine off.
+/// A lab machine's emulated BMC and what it powers the machine's QEMU with. Dropping it stops the
+/// BMC (IPMI) and powers the machine off.
 #[derive(Debug)]
 pub struct LabBmc {
     // Field order is drop order: the BMC first, so it cannot start the VM again.
     sim: Option<IpmiSim>,
-    chassis: VmChassis,
-    url: String,
+    power: BmcPower,
+    machine: MachineRecord,
+    serial_log: PathBuf,
     detached: bool,
 }
 
+/// How the lab itself presses a machine's power button.
+#[derive(Debug)]
+enum BmcPower {
+    /// The chassis program ipmi_sim runs.
+    Chassis(VmChassis),
+    /// The lab's libvirt session daemon (domain named like the machine).
+    Libvirt(RedfishEnv),
+}
+
 impl LabBmc {
-    /// What `rackboot machine add --bmc` takes, e.g. `ipmi://admin:password@10.77.0.1:6231`.
+    /// What `rackboot machine add --bmc` takes, e.g.
+    /// `ipmi://admin:password@10.77.0.1:6231?cipher=3` or
+    /// `redfish://admin:password@10.77.0.1:8000/redfish/v1/Systems/UUID`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.machine.bmc_url.as_deref().unwrap_or_default()
     }
 
-    /// The machine's chassis: its program, pid file and boot device file.
-    pub fn chassis(&self) -> &VmChassis {
-        &self.chassis
+    pub fn kind(&self) -> BmcKind {
+        match self.power {
+            BmcPower::Chassis(_) => BmcKind::Ipmi,
+            BmcPower::Libvirt(_) => BmcKind::Redfish,
+        }
+    }
+
+    /// The machine's chassis program, pid file and boot device file (IPMI labs).
+    pub fn chassis(&self) -> Option<&VmChassis> {
+        match &self.power {
+            BmcPower::Chassis(chassis) => Some(chassis),
+            BmcPower::Libvirt(_) => None,
+        }
     }
 
     /// The running ipmi_sim (IPMI labs).
@@ -144,22 +169,54 @@ impl LabBmc {
 
     /// The PID of the machine's QEMU while it is powered on.
     pub fn qemu_pid(&self) -> Option<u32> {
-        self.chassis.qemu_pid()
+        let pid_file = self.machine.qemu_pid_file.as_deref()?;
+        let tag = self
+            .machine
+            .qemu_tag
+            .clone()
+            .unwrap_or_else(|| pid_file.display().to_string());
+        running_qemu_pid(pid_file, &tag)
     }
 
     pub fn is_powered_on(&self) -> bool {
-        self.chassis.is_powered_on()
+        self.qemu_pid().is_some()
+    }
+
+    /// Powers the machine on the way its BMC does (chassis program / libvirt); a no-op if on.
+    pub fn power_on(&self) -> Result<()> {
+        match &self.power {
+            BmcPower::Chassis(chassis) => chassis.power_on(),
+            BmcPower::Libvirt(env) => {
+                if !self.is_powered_on() {
+                    env.virsh(&["start", &self.machine.name])?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Cuts the power; a no-op if off.
+    pub fn power_off(&self) -> Result<()> {
+        match &self.power {
+            BmcPower::Chassis(chassis) => chassis.power_off(),
+            BmcPower::Libvirt(env) => {
+                if self.is_powered_on() {
+                    env.virsh(&["destroy", &self.machine.name])?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The serial console log (appended to across power cycles).
     pub fn serial_log(&self) -> PathBuf {
-        self.chassis.machine().serial_log()
+        self.serial_log.clone()
     }
 
     /// The serial log's current length: pass it to [`LabBmc::wait_for_serial`] to look only at
     /// what a later power-on prints.
     pub fn serial_len(&self) -> u64 {
-        std::fs::metadata(self.serial_log()).map_or(0, |m| m.len())
+        std::fs::metadata(&self.serial_log).map_or(0, |m| m.len())
     }
 
     /// Waits until the serial log, from byte `from`, contains `pattern`; returns the line holding
@@ -194,7 +251,7 @@ impl Drop for LabBmc {
     fn drop(&mut self) {
         self.sim = None;
         if !self.detached {
-            kill_recorded_qemu(&self.chassis.pid_file());
+            self.machine.kill_qemu();
         }
     }
 }
@@ -207,6 +264,7 @@ pub struct Lab {
     server: Option<LabProcess>,
     helpers: Vec<LabProcess>,
     bmcs: Vec<LabBmc>,
+    redfish: Option<RedfishService>,
     machines: Vec<QemuMachine>,
     netns: Netns,
     dir: PathBuf,
@@ -215,11 +273,10 @@ pub struct Lab {
 impl Lab {
     /// Creates the namespace, bridge and one tap per machine; machines are not started.
     pub fn create(config: LabConfig) -> Result<Lab> {
-        if config.bmc == Some(BmcKind::Redfish) {
-            return Err(LabError::Config(
-                crate::bmc::REDFISH_UNAVAILABLE.to_string(),
-            ));
-        }
+        let sushy = match config.bmc {
+            Some(BmcKind::Redfish) => Some(crate::redfish::check_prerequisites(&config.dir)?),
+            _ => None,
+        };
         if config.bmc.is_some() && config.machines.len() > usize::from(u16::MAX - IPMI_BASE_PORT) {
             return Err(LabError::Config(
                 "too many machines for one BMC port each".into(),
@@ -227,12 +284,16 @@ impl Lab {
         }
         std::fs::create_dir_all(&config.dir)
             .map_err(io_err(format!("create {}", config.dir.display())))?;
-        let netns_config = NetnsConfig::new(
+        let mut netns_config = NetnsConfig::new(
             &config.netns,
             config.bridge_addr,
             config.prefix_len,
             config.machines.len(),
         );
+        if config.bmc == Some(BmcKind::Redfish) {
+            // libvirt's session daemon runs QEMU as nobody; it opens the taps unprivileged.
+            netns_config.tap_owner = Some(REDFISH_UID);
+        }
         let machine_configs: Vec<MachineConfig> = config
             .machines
             .iter()
@@ -256,34 +317,45 @@ impl Lab {
             .cloned()
             .map(QemuMachine::new)
             .collect::<Result<Vec<_>>>()?;
-        // BMC i listens on the bridge address, UDP port 6231, 6232, ...: one address the server
-        // in the namespace reaches, no extra addresses in the machines' DHCP subnet.
-        let bmc_configs: Vec<(VmChassis, IpmiSimConfig)> = match config.bmc {
-            Some(_) => machine_configs
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    let chassis = VmChassis::new(&config.netns, m.clone());
-                    let mut sim = IpmiSimConfig::new(
-                        &m.name,
-                        &config.dir,
-                        config.bridge_addr,
-                        IPMI_BASE_PORT + i as u16 + 1,
-                    );
-                    sim.chassis_control = Some(chassis.program());
-                    (chassis, sim)
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        // IPMI: BMC i listens on the bridge address, UDP port 6231, 6232, ...: one address the
+        // server in the namespace reaches, no extra addresses in the machines' DHCP subnet.
+        // Redfish: one sushy-emulator on the bridge address, port 8000, one system per machine.
+        let mut ipmi_configs: Vec<(VmChassis, IpmiSimConfig)> = Vec::new();
         let records: Vec<MachineRecord> = machine_configs
             .iter()
             .enumerate()
-            .map(|(i, m)| MachineRecord {
-                name: m.name.clone(),
-                mac: format_mac(&m.mac),
-                bmc_url: bmc_configs.get(i).map(|(_, sim)| sim.url()),
-                qemu_pid_file: bmc_configs.get(i).map(|(chassis, _)| chassis.pid_file()),
+            .map(|(i, m)| {
+                let mut record = MachineRecord {
+                    name: m.name.clone(),
+                    mac: format_mac(&m.mac),
+                    bmc_url: None,
+                    qemu_pid_file: None,
+                    qemu_tag: None,
+                };
+                match config.bmc {
+                    Some(BmcKind::Ipmi) => {
+                        let chassis = VmChassis::new(&config.netns, m.clone());
+                        let mut sim = IpmiSimConfig::new(
+                            &m.name,
+                            &config.dir,
+                            config.bridge_addr,
+                            IPMI_BASE_PORT + i as u16 + 1,
+                        );
+                        sim.chassis_control = Some(chassis.program());
+                        record.bmc_url = Some(sim.url());
+                        record.qemu_pid_file = Some(chassis.pid_file());
+                        ipmi_configs.push((chassis, sim));
+                    }
+                    Some(BmcKind::Redfish) => {
+                        let uuid = domain_uuid(&config.netns, &m.name);
+                        let env = RedfishEnv::new(&config.netns, &config.dir);
+                        record.bmc_url = Some(redfish_url(config.bridge_addr, REDFISH_PORT, &uuid));
+                        record.qemu_pid_file = Some(env.qemu_pid_file(&m.name));
+                        record.qemu_tag = Some(uuid);
+                    }
+                    None => {}
+                }
+                record
             })
             .collect();
         let state = match &config.state_file {
@@ -306,7 +378,7 @@ impl Lab {
                         netns: config.netns.clone(),
                         dir: Some(config.dir.clone()),
                         processes: Vec::new(),
-                        machines: records,
+                        machines: records.clone(),
                     },
                 )?)
             }
@@ -326,22 +398,36 @@ impl Lab {
             server: None,
             helpers: Vec::new(),
             bmcs: Vec::new(),
+            redfish: None,
             machines,
             netns,
             dir: config.dir,
         };
-        for (chassis, sim_config) in bmc_configs {
+        for ((chassis, sim_config), record) in ipmi_configs.into_iter().zip(&records) {
             // A previous lab in the same directory may have left a boot device behind.
             let _ = std::fs::remove_file(chassis.boot_device_file());
             chassis.install()?;
-            let url = sim_config.url();
             let sim = IpmiSim::start(sim_config, Some(&lab.netns))?;
             lab.bmcs.push(LabBmc {
                 sim: Some(sim),
-                chassis,
-                url,
+                serial_log: chassis.machine().serial_log(),
+                power: BmcPower::Chassis(chassis),
+                machine: record.clone(),
                 detached: false,
             });
+        }
+        if let Some(sushy) = sushy {
+            let service = RedfishService::start(&lab.netns, &sushy, &lab.dir, &machine_configs)?;
+            for (m, record) in machine_configs.iter().zip(&records) {
+                lab.bmcs.push(LabBmc {
+                    sim: None,
+                    serial_log: m.serial_log(),
+                    power: BmcPower::Libvirt(service.env().clone()),
+                    machine: record.clone(),
+                    detached: false,
+                });
+            }
+            lab.redfish = Some(service);
         }
         Ok(lab)
     }
@@ -354,6 +440,11 @@ impl Lab {
     /// Every machine's BMC, in machine order (empty without [`LabConfig::bmc`]).
     pub fn bmcs(&self) -> &[LabBmc] {
         &self.bmcs
+    }
+
+    /// The lab's libvirtd + sushy-emulator (Redfish labs).
+    pub fn redfish(&self) -> Option<&RedfishService> {
+        self.redfish.as_ref()
     }
 
     pub fn netns(&self) -> &Netns {
@@ -389,7 +480,7 @@ impl Lab {
     /// Powers machine `index` on (in a BMC lab: through its chassis program, as the BMC would).
     pub fn start_machine(&mut self, index: usize) -> Result<()> {
         if !self.bmcs.is_empty() {
-            return self.bmc_of(index)?.chassis.power_on();
+            return self.bmc_of(index)?.power_on();
         }
         let machine = self.machines.get_mut(index).ok_or_else(|| {
             LabError::Config(format!("the lab has no machine with index {index}"))
@@ -401,7 +492,7 @@ impl Lab {
     /// (with its disk and UEFI variables kept, like a real power cycle).
     pub fn stop_machine(&mut self, index: usize) -> Result<()> {
         if !self.bmcs.is_empty() {
-            return self.bmc_of(index)?.chassis.power_off();
+            return self.bmc_of(index)?.power_off();
         }
         let machine = self.machines.get_mut(index).ok_or_else(|| {
             LabError::Config(format!("the lab has no machine with index {index}"))
@@ -413,7 +504,7 @@ impl Lab {
     /// machines should be powered by the server under test does not call this).
     pub fn start_all(&mut self) -> Result<()> {
         for bmc in &self.bmcs {
-            bmc.chassis.power_on()?;
+            bmc.power_on()?;
         }
         if !self.bmcs.is_empty() {
             return Ok(());
@@ -482,6 +573,7 @@ impl Lab {
         self.server = None;
         self.helpers.clear();
         self.bmcs.clear();
+        self.redfish = None;
         self.machines.clear();
         self.netns.teardown()
     }
@@ -493,6 +585,7 @@ impl Lab {
             server,
             helpers,
             bmcs,
+            redfish,
             machines,
             netns,
             dir,
@@ -504,11 +597,15 @@ impl Lab {
             machines: Vec::new(),
         };
         for (i, machine) in machines.iter().enumerate() {
-            state.machines.push(MachineRecord {
-                name: machine.name().to_string(),
-                mac: machine.mac(),
-                bmc_url: bmcs.get(i).map(|b| b.url.clone()),
-                qemu_pid_file: bmcs.get(i).map(|b| b.chassis.pid_file()),
+            state.machines.push(match bmcs.get(i) {
+                Some(bmc) => bmc.machine.clone(),
+                None => MachineRecord {
+                    name: machine.name().to_string(),
+                    mac: machine.mac(),
+                    bmc_url: None,
+                    qemu_pid_file: None,
+                    qemu_tag: None,
+                },
             });
         }
         let bmc_processes: Vec<LabProcess> = bmcs
@@ -518,6 +615,7 @@ impl Lab {
                 bmc.detached = true;
                 bmc.sim.take().map(IpmiSim::into_process)
             })
+            .chain(redfish.into_iter().flat_map(RedfishService::into_processes))
             .collect();
         let processes = server
             .into_iter()

@@ -37,6 +37,7 @@ mod lab;
 mod netns;
 mod process;
 mod qemu;
+pub mod redfish;
 mod standin;
 mod state;
 
@@ -58,6 +59,7 @@ pub use process::LabProcess;
 pub use qemu::{
     BootOrder, Firmware, MachineConfig, NicRom, QemuMachine, UefiFirmware, format_mac, qemu_args,
 };
+pub use redfish::{REDFISH_PORT, RedfishEnv, RedfishService, domain_uuid, redfish_url};
 pub use standin::{
     DnsmasqRole, LOCAL_BOOT_IPXE_SCRIPT, MARKER_INITRD_NAME, MARKER_KERNEL_NAME,
     marker_ipxe_script, stage_marker_boot_files, stage_tftp_root,

@@ -26,6 +26,9 @@ pub struct NetnsConfig {
     pub prefix_len: u8,
     /// Tap devices to create and attach to the bridge (QEMU opens them by name).
     pub taps: Vec<String>,
+    /// User ID that may open the taps without privileges (`ip tuntap add ... user UID`), for
+    /// QEMU running unprivileged; `None`: root only.
+    pub tap_owner: Option<u32>,
 }
 
 impl NetnsConfig {
@@ -37,6 +40,7 @@ impl NetnsConfig {
             bridge_addr,
             prefix_len,
             taps: (1..=taps).map(|i| format!("tap{i}")).collect(),
+            tap_owner: None,
         }
     }
 }
@@ -57,6 +61,7 @@ pub struct Netns {
     bridge_addr: Ipv4Addr,
     prefix_len: u8,
     taps: Vec<String>,
+    tap_owner: Option<u32>,
     state: Option<SharedState>,
     torn_down: bool,
 }
@@ -99,6 +104,7 @@ impl Netns {
             bridge_addr: config.bridge_addr,
             prefix_len: config.prefix_len,
             taps: Vec::new(),
+            tap_owner: config.tap_owner,
             state,
             torn_down: false,
         };
@@ -146,7 +152,19 @@ impl Netns {
 
     /// Adds a tap device attached to the bridge.
     pub fn add_tap(&mut self, tap: &str) -> Result<()> {
-        self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+        match self.tap_owner {
+            Some(uid) => self.ip(&[
+                "tuntap",
+                "add",
+                "dev",
+                tap,
+                "mode",
+                "tap",
+                "user",
+                &uid.to_string(),
+            ])?,
+            None => self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?,
+        };
         self.ip(&["link", "set", tap, "master", &self.bridge])?;
         self.ip(&["link", "set", tap, "up"])?;
         self.taps.push(tap.to_string());

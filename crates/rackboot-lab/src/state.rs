@@ -35,10 +35,26 @@ pub struct MachineRecord {
     /// The machine's emulated BMC (`ipmi://admin:password@10.77.0.1:6231`), in a BMC lab.
     #[serde(default)]
     pub bmc_url: Option<String>,
-    /// Where the machine's chassis program records the PID of the QEMU it started (BMC labs):
-    /// [`down`] stops that QEMU too.
+    /// Where the machine's BMC side (chassis program, libvirt) records the PID of the QEMU it
+    /// started (BMC labs): [`down`] stops that QEMU too.
     #[serde(default)]
     pub qemu_pid_file: Option<PathBuf>,
+    /// A command-line argument that identifies that QEMU (guards against a reused PID); the pid
+    /// file path when absent.
+    #[serde(default)]
+    pub qemu_tag: Option<String>,
+}
+
+impl MachineRecord {
+    /// Stops the machine's BMC-started QEMU, if it runs; returns its PID.
+    pub(crate) fn kill_qemu(&self) -> Option<u32> {
+        let pid_file = self.qemu_pid_file.as_deref()?;
+        let tag = self
+            .qemu_tag
+            .clone()
+            .unwrap_or_else(|| pid_file.display().to_string());
+        kill_recorded_qemu(pid_file, &tag)
+    }
 }
 
 /// One process the lab started.
@@ -141,14 +157,10 @@ pub fn down(state_file: &Path) -> Result<DownReport> {
             report.stopped.push(record.pid);
         }
     }
-    // VMs started by BMC chassis programs run in their own sessions: not in any recorded process
-    // group, so stop them by their pid files.
+    // VMs started by BMC chassis programs or libvirt run in their own sessions: not in any
+    // recorded process group, so stop them by their pid files.
     for machine in &state.machines {
-        if let Some(pid) = machine
-            .qemu_pid_file
-            .as_deref()
-            .and_then(kill_recorded_qemu)
-        {
+        if let Some(pid) = machine.kill_qemu() {
             report.stopped.push(pid);
         }
     }

@@ -84,7 +84,7 @@ async fn ipmitool_powers_the_machine_through_its_bmc() {
     let lab = Lab::create(config).unwrap();
     let netns = lab.netns().name().to_string();
     let bmc = lab.bmc(0).expect("a BMC lab has one BMC per machine");
-    assert_eq!(bmc.url(), "ipmi://admin:password@10.77.0.1:6231");
+    assert_eq!(bmc.url(), "ipmi://admin:password@10.77.0.1:6231?cipher=3");
     let sim_pid = bmc.ipmi_sim().unwrap().process().pid();
     let state = read_state(&state_file).unwrap();
     assert_eq!(state.machines.len(), 1);
@@ -190,7 +190,7 @@ async fn dropping_a_bmc_lab_powers_its_machines_off() {
     let netns = lab.netns().name().to_string();
     assert_eq!(
         lab.bmc(1).unwrap().url(),
-        "ipmi://admin:password@10.77.0.1:6232"
+        "ipmi://admin:password@10.77.0.1:6232?cipher=3"
     );
     // The lab's own power switch goes through the chassis program too.
     lab.start_machine(1).unwrap();
