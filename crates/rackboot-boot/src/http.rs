@@ -30,7 +30,11 @@ use crate::service::BootService;
 /// - `GET /boot/grub/{mac}`, `GET /boot/pxelinux/{mac}`: the same intent as GRUB or
 ///   pxelinux config (the pxelinux one is for debugging and records nothing);
 /// - `GET /boot/loader/{name}`: a configured loader file (UEFI HTTP boot);
-/// - `GET|HEAD /assets/{*path}`: files under `asset_dir`, with Range requests.
+/// - `GET|HEAD /assets/{*path}`: files under `asset_dir`, with Range requests;
+/// - `GET|HEAD /os/{*path}`: imported OS trees (the OS catalog), with Range;
+/// - `GET /install/{id}/{file}`: a pending install's rendered unattended file
+///   (and companions such as `meta-data`);
+/// - `GET|POST /install/{id}/done/{token}`: the installer's completion callback.
 pub fn router(service: Arc<BootService>) -> Router {
     Router::new()
         .route("/boot/ipxe/{mac}", get(ipxe_script))
@@ -38,6 +42,15 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route("/boot/pxelinux/{mac}", get(pxelinux_config))
         .route("/boot/loader/{*name}", get(loader))
         .route("/assets/{*path}", get(asset))
+        .route("/os/{*path}", get(crate::install_http::os_file))
+        .route(
+            "/install/{id}/done/{token}",
+            get(crate::install_http::done).post(crate::install_http::done),
+        )
+        .route(
+            "/install/{id}/{file}",
+            get(crate::install_http::install_file),
+        )
         .with_state(service)
 }
 
@@ -55,7 +68,7 @@ pub async fn serve(
     .await
 }
 
-fn text(status: StatusCode, body: String) -> Response {
+pub(crate) fn text(status: StatusCode, body: String) -> Response {
     (
         status,
         [
@@ -72,7 +85,7 @@ fn text(status: StatusCode, body: String) -> Response {
 /// reply told it `http://IP:PORT/...`). The host goes into scripts, so it must be
 /// plain host[:port] text.
 /// A refusal: status and a one-line reason, sent as text.
-struct Refusal(StatusCode, String);
+pub(crate) struct Refusal(pub StatusCode, pub String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -80,7 +93,7 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn base_url(service: &BootService, headers: &HeaderMap) -> Result<String, Refusal> {
+pub(crate) fn base_url(service: &BootService, headers: &HeaderMap) -> Result<String, Refusal> {
     if let Some(url) = &service.config().public_url {
         return Ok(url.trim_end_matches('/').to_string());
     }
@@ -213,16 +226,29 @@ fn is_clean_asset_path(path: &str) -> bool {
 async fn asset(
     State(service): State<Arc<BootService>>,
     Path(path): Path<String>,
+    req: Request,
+) -> Response {
+    let root = service.config().asset_dir.clone();
+    serve_tree(&service, &root, "/assets", path, req).await
+}
+
+/// Serves `path` from the directory `root`, which the router mounts at
+/// `prefix`, with Range requests; one AssetServed event per response.
+pub(crate) async fn serve_tree(
+    service: &BootService,
+    root: &std::path::Path,
+    prefix: &str,
+    path: String,
     mut req: Request,
 ) -> Response {
     if !is_clean_asset_path(&path) {
         return text(
             StatusCode::BAD_REQUEST,
-            "asset paths may not contain '.' or '..' segments\n".into(),
+            "paths may not contain '.' or '..' segments\n".into(),
         );
     }
-    // Hand ServeDir the still-encoded path below /assets; it decodes and confines it.
-    let raw = req.uri().path().strip_prefix("/assets").unwrap_or("/");
+    // Hand ServeDir the still-encoded path below the prefix; it decodes and confines it.
+    let raw = req.uri().path().strip_prefix(prefix).unwrap_or("/");
     let Ok(uri) = raw.parse::<Uri>() else {
         return text(StatusCode::BAD_REQUEST, "invalid asset path\n".into());
     };
@@ -241,7 +267,7 @@ async fn asset(
         .map(|c| c.0.ip().to_string());
     // No index.html and no trailing-slash redirect: the redirect would point outside
     // /assets (ServeDir sees the rewritten path), and directories are not assets.
-    let serve_dir = ServeDir::new(&service.config().asset_dir)
+    let serve_dir = ServeDir::new(root)
         .append_index_html_on_directories(false)
         .redirect_to_trailing_slash(false);
     let resp = match serve_dir.oneshot(req).await {
@@ -250,12 +276,16 @@ async fn asset(
     };
     let status = resp.status();
     if status == StatusCode::NOT_FOUND {
-        return text(StatusCode::NOT_FOUND, format!("no asset {path:?}\n"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no file {path:?} under {prefix}\n"),
+        );
     }
     let report = (is_get && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT))
         .then(|| AssetReport {
             events: service.events().clone(),
             path,
+            under: prefix.to_string(),
             range,
             status: status.as_u16(),
             client_ip,
@@ -279,6 +309,8 @@ async fn asset(
 struct AssetReport {
     events: EventHub,
     path: String,
+    /// The mount the path is under: `/assets` or `/os`.
+    under: String,
     range: Option<String>,
     status: u16,
     client_ip: Option<String>,
@@ -309,6 +341,7 @@ impl CountingBody {
             )
             .data(json!({
                 "path": r.path,
+                "under": r.under,
                 "bytes": self.sent,
                 "range": r.range,
                 "status": r.status,

@@ -3,9 +3,11 @@
 //! then call [`Inventory::reload`]; readers take a cheap [`Snapshot`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use rackboot_core::{MacAddr, Machine, Profile, Selector};
+use rackboot_core::{InstallRequest, InstallState, MacAddr, Machine, Profile, Selector};
+use rackboot_oscatalog::OsRelease;
 use rackboot_store::{Store, StoreError};
 
 /// One consistent view of the inventory.
@@ -14,6 +16,10 @@ pub struct Snapshot {
     pub machines: Vec<Machine>,
     pub profiles: HashMap<String, Profile>,
     pub selectors: Vec<Selector>,
+    /// Pending install requests by id (what `BootIntent::Install` points at).
+    pub installs: HashMap<uuid::Uuid, InstallRequest>,
+    /// Imported OS releases by id (the OS catalog directory).
+    pub os: HashMap<String, OsRelease>,
     by_mac: HashMap<MacAddr, usize>,
     by_uuid: HashMap<uuid::Uuid, usize>,
 }
@@ -38,6 +44,8 @@ impl Snapshot {
             machines,
             profiles: profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
             selectors,
+            installs: HashMap::new(),
+            os: HashMap::new(),
             by_mac,
             by_uuid,
         }
@@ -54,6 +62,8 @@ impl Snapshot {
 
 pub struct Inventory {
     store: Arc<dyn Store>,
+    /// The OS catalog directory (imported trees), when installs are served.
+    os_dir: Option<PathBuf>,
     current: RwLock<Arc<Snapshot>>,
     /// Serialises reloads: a reload that starts after a write reads after every
     /// earlier reload has published, so an older read never replaces a newer one.
@@ -63,8 +73,17 @@ pub struct Inventory {
 impl Inventory {
     /// Loads everything from the store.
     pub async fn load(store: Arc<dyn Store>) -> Result<Arc<Inventory>, StoreError> {
+        Inventory::load_with_os_catalog(store, None).await
+    }
+
+    /// Loads everything from the store and the OS catalog in `os_dir`.
+    pub async fn load_with_os_catalog(
+        store: Arc<dyn Store>,
+        os_dir: Option<PathBuf>,
+    ) -> Result<Arc<Inventory>, StoreError> {
         let inv = Arc::new(Inventory {
             store,
+            os_dir,
             current: RwLock::new(Arc::new(Snapshot::default())),
             reloading: tokio::sync::Mutex::new(()),
         });
@@ -72,14 +91,24 @@ impl Inventory {
         Ok(inv)
     }
 
-    /// Re-reads the store. Call after every write to machines, profiles or selectors.
+    /// Re-reads the store and the OS catalog. Call after every write to
+    /// machines, profiles, selectors, installs or the catalog.
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let snap = Snapshot::new(
+        let mut snap = Snapshot::new(
             self.store.list_machines().await?,
             self.store.list_profiles().await?,
             self.store.list_selectors().await?,
         );
+        snap.installs = self
+            .store
+            .list_installs(None)
+            .await?
+            .into_iter()
+            .filter(|i| i.state == InstallState::Pending)
+            .map(|i| (i.id, i))
+            .collect();
+        snap.os = self.read_os_catalog().await;
         // A poisoned lock only means a reader panicked; the Arc inside is still whole.
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
         Ok(())
@@ -94,5 +123,32 @@ impl Inventory {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn os_dir(&self) -> Option<&std::path::Path> {
+        self.os_dir.as_deref()
+    }
+
+    /// The catalog's releases. An unreadable catalog is logged and served as
+    /// empty: installs then fail with "OS not imported", boots still work.
+    async fn read_os_catalog(&self) -> HashMap<String, OsRelease> {
+        let Some(dir) = self.os_dir.clone() else {
+            return HashMap::new();
+        };
+        let listed = tokio::task::spawn_blocking(move || rackboot_oscatalog::list(&dir)).await;
+        match listed {
+            Ok(Ok(entries)) => entries
+                .into_iter()
+                .map(|e| (e.release.id.clone(), e.release))
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!("reading the OS catalog: {e}");
+                HashMap::new()
+            }
+            Err(e) => {
+                tracing::warn!("reading the OS catalog: {e}");
+                HashMap::new()
+            }
+        }
     }
 }

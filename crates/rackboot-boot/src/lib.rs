@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod http;
+pub mod install;
+mod install_http;
 pub mod inventory;
 pub mod render;
 pub mod service;
@@ -14,5 +16,5 @@ pub mod service;
 pub use config::{BootConfig, BootConfigError, LoaderFiles, UnknownPolicy};
 pub use http::{router, serve};
 pub use inventory::{Inventory, Snapshot};
-pub use render::{BootPlan, ServerUrls, validate_profile_templates};
+pub use render::{BootPlan, InstallPlan, ServerUrls, validate_profile_templates};
 pub use service::{BootService, DiscoveryOutcome, Resolved};

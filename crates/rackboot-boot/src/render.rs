@@ -66,6 +66,15 @@ pub enum BootPlan {
     Menu(MenuPlan),
     /// Cannot boot as asked: print the message, pause, leave network boot.
     Error { message: String },
+    /// Boot an OS installer pointed at the machine's rendered unattended file.
+    Install(Box<InstallPlan>),
+}
+
+/// A pending install resolved against the OS catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallPlan {
+    pub install: rackboot_core::InstallRequest,
+    pub release: rackboot_oscatalog::OsRelease,
 }
 
 /// A menu whose entries are resolved to profiles.
@@ -89,6 +98,7 @@ impl BootPlan {
             BootPlan::NextDevice { .. } => "next_device",
             BootPlan::Menu(_) => "menu",
             BootPlan::Error { .. } => "error",
+            BootPlan::Install(_) => "install",
         }
     }
 
@@ -146,13 +156,35 @@ pub fn plan_for(
             },
         },
         BootIntent::Menu(menu) => BootPlan::Menu(menu_plan(&machine.name, menu, snapshot)),
-        BootIntent::Install { id, os } => BootPlan::Error {
-            message: format!(
-                "cannot boot {}: install {id} of {os} needs the OS catalog, which this server does not serve yet",
-                machine.name
-            ),
+        BootIntent::Install { id, os } => match (snapshot.installs.get(id), snapshot.os.get(os)) {
+            (Some(install), Some(release)) => BootPlan::Install(Box::new(InstallPlan {
+                install: install.clone(),
+                release: release.clone(),
+            })),
+            (None, _) => BootPlan::Error {
+                message: format!(
+                    "cannot boot {}: install {id} is no longer pending (completed or cancelled)",
+                    machine.name
+                ),
+            },
+            (_, None) => BootPlan::Error {
+                message: format!(
+                    "cannot boot {}: OS {os} is not in the OS catalog (see rackboot os list)",
+                    machine.name
+                ),
+            },
         },
     }
+}
+
+/// Installer boots fetch the OS tree over HTTP, which iPXE does; the first
+/// stage is chosen by the plan's loader, so this only shows for a machine
+/// that asked for a pxelinux/GRUB config directly.
+fn install_needs_ipxe(plan: &InstallPlan) -> String {
+    format!(
+        "install {} of {} boots through iPXE (/boot/ipxe/<mac>), not this loader",
+        plan.install.id, plan.release.id
+    )
 }
 
 /// Resolves a menu's entries; entries naming a missing profile are skipped with a note.
@@ -408,8 +440,67 @@ pub fn render_ipxe(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
         )),
         BootPlan::Error { message } => Ok(ipxe_error(machine, mac, message)),
         BootPlan::Menu(menu) => ipxe_menu(machine, mac, menu, &vars, urls),
+        BootPlan::Install(plan) => ipxe_install(machine, mac, plan, urls),
     };
     result.unwrap_or_else(|message| ipxe_error(machine, mac, &message))
+}
+
+/// The installer boot: kernel + initrds (Linux families), VMware's mboot with
+/// its boot.cfg (ESXi) or wimboot with named files (Windows).
+fn ipxe_install(
+    machine: &Machine,
+    mac: MacAddr,
+    plan: &InstallPlan,
+    urls: &ServerUrls,
+) -> Result<String, String> {
+    use rackboot_install::BootMethod;
+    let entry = crate::install::boot_entry(machine, &plan.install, &plan.release, urls)?;
+    let mut out = ipxe_header(
+        machine,
+        mac,
+        &format!("installs {} (install {})", plan.release.id, plan.install.id),
+    );
+    let words = |args: &[String]| {
+        args.iter()
+            .map(|a| a.replace("${", "$ {"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match entry.method {
+        BootMethod::Linux => {
+            let mut line = format!("kernel {}", entry.kernel_url);
+            for i in 0..entry.initrds.len() {
+                write!(line, " initrd=initrd{i}").unwrap();
+            }
+            if !entry.args.is_empty() {
+                write!(line, " {}", words(&entry.args)).unwrap();
+            }
+            writeln!(out, "{line}").unwrap();
+            for (i, initrd) in entry.initrds.iter().enumerate() {
+                writeln!(out, "initrd --name initrd{i} {}", initrd.url).unwrap();
+            }
+        }
+        BootMethod::EsxiMboot => {
+            // BIOS: mboot.c32 is a COMBOOT image iPXE loads with `kernel`;
+            // UEFI: mboot.efi is chained.
+            let verb = match machine.arch {
+                Some(rackboot_core::Arch::Bios) | None => "kernel",
+                Some(_) => "chain",
+            };
+            writeln!(out, "{verb} {} {}", entry.kernel_url, words(&entry.args)).unwrap();
+        }
+        BootMethod::Wimboot => {
+            writeln!(out, "kernel {}", entry.kernel_url).unwrap();
+            for f in &entry.initrds {
+                match &f.name {
+                    Some(name) => writeln!(out, "initrd {} {name}", f.url).unwrap(),
+                    None => writeln!(out, "initrd {}", f.url).unwrap(),
+                }
+            }
+        }
+    }
+    out.push_str("boot\n");
+    Ok(out)
 }
 
 fn ipxe_menu(
@@ -529,6 +620,7 @@ pub fn render_pxelinux(
         }
         BootPlan::Error { message } => Ok(pxelinux_error(machine, mac, message)),
         BootPlan::Menu(menu) => pxelinux_menu(machine, mac, menu, &vars, urls),
+        BootPlan::Install(plan) => Ok(pxelinux_error(machine, mac, &install_needs_ipxe(plan))),
     };
     result.unwrap_or_else(|message| pxelinux_error(machine, mac, &message))
 }
@@ -682,6 +774,7 @@ pub fn render_grub(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
         )),
         BootPlan::Error { message } => Ok(grub_error(machine, mac, message)),
         BootPlan::Menu(menu) => grub_menu(machine, mac, menu, &vars, urls),
+        BootPlan::Install(plan) => Ok(grub_error(machine, mac, &install_needs_ipxe(plan))),
     };
     result.unwrap_or_else(|message| grub_error(machine, mac, &message))
 }

@@ -1,0 +1,291 @@
+//! Installer-based installs as the boot side sees them: what an operator asks
+//! for (stored with the request), the variables a machine's unattended file is
+//! rendered from, the URLs the installer is pointed at, and the installer's
+//! boot entry. Pure: no store, no sockets.
+//!
+//! URLs (all under the boot HTTP base URL):
+//! - `/os/<os-id>/...`: the imported OS tree (the install source);
+//! - `/install/<install-id>/<file>`: the rendered file and its companions
+//!   (`user-data` + `meta-data`, `boot.cfg`, `winpeshl.ini`...);
+//! - `/install/<install-id>/done/<token>`: the completion callback.
+
+use rackboot_core::{Arch, InstallRequest, Machine, OsFamily};
+use rackboot_install::{
+    BootContext, BootEntry, Firmware, InstallVars, RenderError, RenderSecrets, Rendered,
+    TemplateChoice,
+};
+use rackboot_oscatalog::OsRelease;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::render::ServerUrls;
+
+/// What an operator gives when requesting an install; stored as the request's
+/// `vars`. The server fills what it knows: `hostname` (the machine's name),
+/// `nics` (DHCP on the boot NIC), `disk` (the smallest disk),
+/// `install_source_url` (the imported tree) and always `callback_url`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallInput {
+    /// Install variables (see rackboot-install's `InstallVars`): hostname,
+    /// domain, nics, bonds, vlans, disk, layout, packages, repositories,
+    /// timezone, locale, keyboard, root_password_hash, ssh_authorized_keys,
+    /// post_script, install_source_url, windows.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub vars: Map<String, Value>,
+    /// Extra installer kernel arguments, e.g. `console=ttyS0,115200`.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+}
+
+impl InstallInput {
+    pub fn from_request(install: &InstallRequest) -> Result<InstallInput, String> {
+        serde_json::from_value(install.vars.clone())
+            .map_err(|e| format!("install {}: stored variables: {e}", install.id))
+    }
+}
+
+/// Where one install's files live, as seen by the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallUrls {
+    /// `<base>/os/<os-id>/`
+    pub tree: String,
+    /// `<base>/install/<install-id>/`
+    pub dir: String,
+    /// `<base>/install/<install-id>/<file name of the family>`
+    pub file: String,
+    /// `<base>/install/<install-id>/done/<token>`
+    pub callback: String,
+}
+
+impl InstallUrls {
+    pub fn new(urls: &ServerUrls, install: &InstallRequest, family: OsFamily) -> InstallUrls {
+        let dir = format!("{}/install/{}/", urls.base_url, install.id);
+        InstallUrls {
+            tree: format!("{}/os/{}/", urls.base_url, install.os),
+            file: format!("{dir}{}", rackboot_install::file_name(family).0),
+            callback: format!("{dir}done/{}", install.token),
+            dir,
+        }
+    }
+}
+
+/// The full variables for rendering: the operator's, completed with what the
+/// server knows. Errors name the value.
+pub fn install_vars(
+    machine: &Machine,
+    input: &InstallInput,
+    release: &OsRelease,
+    urls: &InstallUrls,
+) -> Result<InstallVars, RenderError> {
+    let mut vars = input.vars.clone();
+    vars.entry("hostname")
+        .or_insert_with(|| json!(host_label(&machine.name)));
+    if let Some(mac) = machine.macs.first() {
+        vars.entry("nics")
+            .or_insert_with(|| json!([{"mac": mac, "ipv4": {"mode": "dhcp"}}]));
+    }
+    vars.entry("disk")
+        .or_insert_with(|| json!({"rule": "smallest"}));
+    vars.entry("install_source_url")
+        .or_insert_with(|| json!(urls.tree));
+    // The callback always comes from the server: it carries the token.
+    vars.insert("callback_url".into(), json!(urls.callback));
+    let vars: InstallVars =
+        serde_json::from_value(Value::Object(vars)).map_err(|e| RenderError::InvalidValue {
+            name: "vars".into(),
+            reason: e.to_string(),
+        })?;
+    vars.validate(release.family, &RenderSecrets::default())?;
+    Ok(vars)
+}
+
+/// A machine name as a host label: lower case, letters, digits and '-'.
+fn host_label(name: &str) -> String {
+    let label: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let label = label.trim_matches('-');
+    if label.is_empty() {
+        "host".into()
+    } else {
+        label.chars().take(63).collect()
+    }
+}
+
+/// Renders the machine's unattended file (and its companions).
+pub fn render_file(
+    machine: &Machine,
+    install: &InstallRequest,
+    release: &OsRelease,
+    template_source: Option<&str>,
+    urls: &ServerUrls,
+) -> Result<Rendered, RenderError> {
+    let input =
+        InstallInput::from_request(install).map_err(|reason| RenderError::InvalidValue {
+            name: "vars".into(),
+            reason,
+        })?;
+    let install_urls = InstallUrls::new(urls, install, release.family);
+    let vars = install_vars(machine, &input, release, &install_urls)?;
+    let choice = match template_source {
+        Some(source) => TemplateChoice::Override(source),
+        None => TemplateChoice::Builtin,
+    };
+    rackboot_install::render(
+        release.family,
+        &release.version,
+        choice,
+        &vars,
+        &RenderSecrets::default(),
+    )
+}
+
+/// How the machine boots its installer.
+pub fn boot_entry(
+    machine: &Machine,
+    install: &InstallRequest,
+    release: &OsRelease,
+    urls: &ServerUrls,
+) -> Result<BootEntry, String> {
+    let input = InstallInput::from_request(install)?;
+    let install_urls = InstallUrls::new(urls, install, release.family);
+    let tree_file = |p: &std::path::Path| format!("{}{}", install_urls.tree, p.display());
+    let firmware = match machine.arch {
+        Some(Arch::Bios) | None => Firmware::Bios,
+        Some(_) => Firmware::Uefi,
+    };
+    let ctx = BootContext {
+        tree_url: install_urls.tree.clone(),
+        kernel_url: tree_file(&release.kernel),
+        initrd_urls: vec![tree_file(&release.initrd)],
+        automation_url: install_urls.file.clone(),
+        boot_mac: machine.macs.first().copied(),
+        firmware,
+        hostname: input
+            .vars
+            .get("hostname")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| Some(host_label(&machine.name))),
+        domain: input
+            .vars
+            .get("domain")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        wimboot_url: Some(format!("{}/boot/loader/wimboot", urls.base_url)),
+    };
+    let mut entry = rackboot_install::boot_entry(release.family, &release.version, &ctx)
+        .map_err(|e| format!("install {} of {}: {e}", install.id, install.os))?;
+    entry.args.extend(input.kernel_args.iter().cloned());
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rackboot_core::{InstallState, MacAddr};
+    use rackboot_oscatalog::SourceKind;
+
+    fn debian() -> OsRelease {
+        OsRelease {
+            id: "debian-12-amd64".into(),
+            family: OsFamily::Debian,
+            distro: "debian".into(),
+            version: "12".into(),
+            arch: "amd64".into(),
+            name: "Debian 12".into(),
+            kernel: "debian-installer/amd64/linux".into(),
+            initrd: "debian-installer/amd64/initrd.gz".into(),
+            extra_boot_files: vec![],
+            boot_config: None,
+            bootloader_bios: None,
+            bootloader_efi: None,
+            source_kind: SourceKind::Tree,
+        }
+    }
+
+    fn request(vars: Value) -> (Machine, InstallRequest) {
+        let mac: MacAddr = "52:54:00:aa:bb:01".parse().unwrap();
+        let mut machine = Machine::discovered(mac, None, Some(Arch::Bios));
+        machine.name = "Node_1".into();
+        let install = InstallRequest {
+            id: uuid::Uuid::from_u128(7),
+            machine: machine.id,
+            os: "debian-12-amd64".into(),
+            template: None,
+            vars,
+            token: "tok123".into(),
+            state: InstallState::Pending,
+            requested_at: chrono::Utc::now(),
+            completed_at: None,
+        };
+        (machine, install)
+    }
+
+    fn urls() -> ServerUrls {
+        ServerUrls::new("http://10.77.0.1:8080", "assets")
+    }
+
+    #[test]
+    fn server_fills_hostname_nic_disk_source_and_callback() {
+        let (machine, install) = request(json!({"vars": {
+            "root_password_hash": "$6$salt$2bM1Xw0dYhV0B5Zb3h7u9c6sVnq1Wq3z1yA4oQ2m8F6eTzQnq0Yy0dG5mK8hJbXwE1vC3sZ4rT7uI9oP2lK6j/",
+        }}));
+        let release = debian();
+        let u = InstallUrls::new(&urls(), &install, release.family);
+        assert_eq!(u.tree, "http://10.77.0.1:8080/os/debian-12-amd64/");
+        assert_eq!(
+            u.file,
+            "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/preseed.cfg"
+        );
+        assert_eq!(
+            u.callback,
+            "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/done/tok123"
+        );
+        let input = InstallInput::from_request(&install).unwrap();
+        let vars = install_vars(&machine, &input, &release, &u).unwrap();
+        assert_eq!(vars.hostname, "node-1");
+        assert_eq!(vars.nics.len(), 1);
+        assert_eq!(vars.install_source_url, u.tree);
+        assert_eq!(vars.callback_url, u.callback);
+    }
+
+    #[test]
+    fn operator_cannot_override_the_callback_and_bad_values_are_named() {
+        let (machine, install) = request(json!({"vars": {"callback_url": "http://evil/"}}));
+        let release = debian();
+        let u = InstallUrls::new(&urls(), &install, release.family);
+        let input = InstallInput::from_request(&install).unwrap();
+        // Without a root password or SSH key the install would be unreachable.
+        let err = install_vars(&machine, &input, &release, &u).unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
+
+        let (_, bad) = request(json!({"vars": {"hostnme": "x"}}));
+        let input = InstallInput::from_request(&bad).unwrap();
+        let err = install_vars(&machine, &input, &release, &u).unwrap_err();
+        assert!(err.to_string().contains("hostnme"), "{err}");
+    }
+
+    #[test]
+    fn debian_boot_entry_points_at_the_tree_and_preseed_and_keeps_extra_args() {
+        let (machine, install) =
+            request(json!({"vars": {}, "kernel_args": ["console=ttyS0,115200"]}));
+        let entry = boot_entry(&machine, &install, &debian(), &urls()).unwrap();
+        assert_eq!(
+            entry.kernel_url,
+            "http://10.77.0.1:8080/os/debian-12-amd64/debian-installer/amd64/linux"
+        );
+        assert!(entry.args.iter().any(|a| a
+            == "url=http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/preseed.cfg"));
+        assert_eq!(entry.args.last().unwrap(), "console=ttyS0,115200");
+    }
+}

@@ -1,0 +1,252 @@
+//! Boot HTTP for installer-based installs: the OS trees, each pending install's
+//! rendered unattended file (rendered on request, never stored), and the
+//! installer's completion callback, which moves the machine to local disk.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use metrics::counter;
+use rackboot_core::{EventKind, NewEvent, OsFamily};
+use rackboot_store::StoreError;
+use serde_json::json;
+
+use crate::http::{Refusal, base_url, serve_tree, text};
+use crate::service::BootService;
+
+/// `GET /os/{*path}`: a file of an imported OS tree, with Range requests.
+pub(crate) async fn os_file(
+    State(service): State<Arc<BootService>>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Response {
+    let Some(dir) = service.inventory().os_dir().map(|d| d.to_path_buf()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this server has no OS catalog\n".into(),
+        );
+    };
+    serve_tree(&service, &dir, "/os", path, req).await
+}
+
+fn parse_id(id: &str) -> Result<uuid::Uuid, Refusal> {
+    id.parse()
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("install id {id:?}: {e}\n")))
+}
+
+/// `GET /install/{id}/{file}`: the rendered file or one of its companions.
+pub(crate) async fn install_file(
+    State(service): State<Arc<BootService>>,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match render_install_file(&service, &id, &file, &headers).await {
+        Ok(resp) => resp,
+        Err(Refusal(status, message)) => {
+            tracing::warn!("install file {id}/{file}: {}", message.trim_end());
+            counter!("rackboot_install_file_errors_total").increment(1);
+            text(status, message)
+        }
+    }
+}
+
+async fn render_install_file(
+    service: &BootService,
+    id: &str,
+    file: &str,
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
+    let id = parse_id(id)?;
+    let base = base_url(service, headers)?;
+    let urls = service.server_urls(&base);
+    let snapshot = service.inventory().snapshot();
+    let install = snapshot.installs.get(&id).ok_or_else(|| {
+        // Once completed (or replaced) the file is gone: a machine that boots
+        // the installer again by accident cannot reinstall itself.
+        Refusal(
+            StatusCode::GONE,
+            format!("install {id} is not pending (completed, cancelled or unknown)\n"),
+        )
+    })?;
+    let machine = snapshot
+        .machines
+        .iter()
+        .find(|m| m.id == install.machine)
+        .ok_or_else(|| {
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!("install {id}: its machine no longer exists\n"),
+            )
+        })?;
+    let release = snapshot.os.get(&install.os).ok_or_else(|| {
+        Refusal(
+            StatusCode::NOT_FOUND,
+            format!("install {id}: OS {} is not in the OS catalog\n", install.os),
+        )
+    })?;
+    let template = match &install.template {
+        Some(name) => Some(
+            service
+                .inventory()
+                .store()
+                .get_template(name)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound { .. } => Refusal(
+                        StatusCode::NOT_FOUND,
+                        format!("install {id}: template {name:?} no longer exists\n"),
+                    ),
+                    other => Refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("install {id}: reading template {name:?}: {other}\n"),
+                    ),
+                })?
+                .source,
+        ),
+        None => None,
+    };
+    let rendered =
+        crate::install::render_file(machine, install, release, template.as_deref(), &urls)
+            .map_err(|e| {
+                Refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("install {id} for {}: {e}\n", machine.name),
+                )
+            })?;
+    let (body, content_type) = if file == rendered.file_name {
+        (rendered.body, rendered.content_type)
+    } else if let Some(c) = rendered.companions.iter().find(|c| c.file_name == file) {
+        (c.body.clone(), c.content_type)
+    } else if file == "boot.cfg" && release.family == OsFamily::Esxi {
+        (
+            esxi_boot_cfg(service, install, release, &urls).await?,
+            "text/plain; charset=utf-8",
+        )
+    } else {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!(
+                "install {id} has no file {file:?} (its file is {:?})\n",
+                rendered.file_name
+            ),
+        ));
+    };
+    counter!("rackboot_install_files_served_total", "format" => rendered.format).increment(1);
+    let mut event = NewEvent::new(
+        EventKind::InstallFileServed,
+        format!(
+            "served {} {file} of install {} ({}) to {}",
+            rendered.format, install.id, install.os, machine.name
+        ),
+    )
+    .machine(machine.id)
+    .data(json!({
+        "install": install.id,
+        "os": install.os,
+        "file": file,
+        "format": rendered.format,
+        "bytes": body.len(),
+    }));
+    if let Some(mac) = machine.macs.first() {
+        event = event.mac(*mac);
+    }
+    service.events().emit(event);
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// ESXi's boot.cfg from the tree, rewritten to load modules from the tree and
+/// pass `ks=` pointing at the rendered kickstart.
+async fn esxi_boot_cfg(
+    service: &BootService,
+    install: &rackboot_core::InstallRequest,
+    release: &rackboot_oscatalog::OsRelease,
+    urls: &crate::render::ServerUrls,
+) -> Result<String, Refusal> {
+    let missing = || {
+        Refusal(
+            StatusCode::NOT_FOUND,
+            format!("OS {} has no boot.cfg in the catalog\n", release.id),
+        )
+    };
+    let dir = service.inventory().os_dir().ok_or_else(missing)?;
+    let rel = release.boot_config.as_ref().ok_or_else(missing)?;
+    let original = tokio::fs::read_to_string(dir.join(&release.id).join(rel))
+        .await
+        .map_err(|e| {
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!("OS {}: reading {}: {e}\n", release.id, rel.display()),
+            )
+        })?;
+    let u = crate::install::InstallUrls::new(urls, install, release.family);
+    Ok(rackboot_install::esxi_boot_cfg(&original, &u.tree, &u.file))
+}
+
+/// `GET|POST /install/{id}/done/{token}`: the installer's last step. Idempotent;
+/// the machine's intent becomes local disk in the same store transaction.
+pub(crate) async fn done(
+    State(service): State<Arc<BootService>>,
+    Path((id, token)): Path<(String, String)>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let store = service.inventory().store().clone();
+    match store.complete_install(id, &token, Utc::now()).await {
+        Ok((install, changed)) => {
+            if changed {
+                if let Err(e) = service.inventory().reload().await {
+                    tracing::warn!("reloading the inventory after install {id} completed: {e}");
+                }
+                let snapshot = service.inventory().snapshot();
+                let machine = snapshot.machines.iter().find(|m| m.id == install.machine);
+                let name = machine.map(|m| m.name.clone()).unwrap_or_default();
+                let mut event = NewEvent::new(
+                    EventKind::InstallCompleted,
+                    format!(
+                        "install {id} of {} on {name} completed; it boots from its disk next",
+                        install.os
+                    ),
+                )
+                .machine(install.machine)
+                .data(json!({"install": id, "os": install.os}));
+                if let Some(mac) = machine.and_then(|m| m.macs.first()) {
+                    event = event.mac(*mac);
+                }
+                service.events().emit(event);
+                counter!("rackboot_installs_completed_total").increment(1);
+            }
+            text(
+                StatusCode::OK,
+                format!(
+                    "install {id} {}\n",
+                    if changed {
+                        "completed"
+                    } else {
+                        "was already completed"
+                    }
+                ),
+            )
+        }
+        Err(StoreError::NotFound { .. }) => text(
+            StatusCode::NOT_FOUND,
+            format!("no install {id} with this token\n"),
+        ),
+        Err(StoreError::Conflict(message)) => text(StatusCode::CONFLICT, format!("{message}\n")),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("install {id}: {e}\n"),
+        ),
+    }
+}
