@@ -1,5 +1,5 @@
-//! Out-of-band power control: drivers for BMCs (Redfish, IPMI through ipmitool, a fake
-//! for tests) behind one trait, and the layer that makes them dependable
+//! Out-of-band power control: drivers for BMCs (Redfish, native IPMI v2.0/RMCP+, IPMI
+//! through ipmitool, a fake for tests) behind one trait, and the layer that makes them dependable
 //! ([`PowerController`]: one operation per BMC at a time, a global limit, retries on
 //! transient errors, and verification that every action took effect).
 //!
@@ -20,6 +20,7 @@ pub mod controller;
 pub mod error;
 pub mod fake;
 pub mod ipmitool;
+pub mod native_ipmi;
 pub mod redfish;
 pub mod secrets;
 pub mod sync;
@@ -178,7 +179,7 @@ type DriverFactory = fn(&BmcTarget, &DriverOptions) -> Result<Box<dyn PowerDrive
 /// Which driver serves which scheme. Adding a driver means one line here; callers only
 /// ever go through [`driver_for`].
 const DRIVERS: &[(BmcScheme, DriverFactory)] = &[
-    (BmcScheme::Ipmi, ipmitool::IpmitoolDriver::boxed),
+    (BmcScheme::Ipmi, native_ipmi::NativeIpmiDriver::boxed),
     (BmcScheme::Ipmitool, ipmitool::IpmitoolDriver::boxed),
     (BmcScheme::Redfish, redfish::RedfishDriver::boxed),
     (BmcScheme::RedfishHttps, redfish::RedfishDriver::boxed),

