@@ -314,10 +314,10 @@ fn debian_netboot(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
             .find_map(|l| l.strip_prefix(key))
             .map(|v| v.trim().to_string())
     };
-    let (family, distro, value) = if let Some(v) = field("Debian version:") {
-        (OsFamily::Debian, "debian", v)
+    let (family, distro, installer_dir, value) = if let Some(v) = field("Debian version:") {
+        (OsFamily::Debian, "debian", "debian-installer", v)
     } else if let Some(v) = field("Ubuntu version:") {
-        (OsFamily::Ubuntu, "ubuntu", v)
+        (OsFamily::Ubuntu, "ubuntu", "ubuntu-installer", v)
     } else {
         return Ok(None);
     };
@@ -335,7 +335,7 @@ fn debian_netboot(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
     let Some(arch) = DEBIAN_ARCHES
         .iter()
         .find(|arch| {
-            find_file(fs, &format!("debian-installer/{arch}/linux"))
+            find_file(fs, &format!("{installer_dir}/{arch}/linux"))
                 .ok()
                 .flatten()
                 .is_some()
@@ -344,7 +344,7 @@ fn debian_netboot(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
     else {
         return Err(DetectError::MissingBootFile {
             file,
-            missing: "debian-installer/<arch>/linux".into(),
+            missing: format!("{installer_dir}/<arch>/linux"),
         });
     };
     let build = field("Installer build:");
@@ -370,8 +370,8 @@ fn debian_netboot(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
         &arch,
         name,
         (
-            require(fs, &file, &format!("debian-installer/{arch}/linux"))?,
-            require(fs, &file, &format!("debian-installer/{arch}/initrd.gz"))?,
+            require(fs, &file, &format!("{installer_dir}/{arch}/linux"))?,
+            require(fs, &file, &format!("{installer_dir}/{arch}/initrd.gz"))?,
         ),
         fs,
     )))
@@ -391,7 +391,11 @@ fn suse_loader_arch(fs: &dyn MediaFs) -> Result<Option<String>, DetectError> {
 
 fn suse(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
     let products = read_text(fs, "media.1/products")?;
-    let content = read_text(fs, "content")?;
+    // A file named "content" is SUSE's only with its keys (SLES 11/12).
+    let content = read_text(fs, "content")?.filter(|(_, text)| {
+        text.lines()
+            .any(|l| l.starts_with("VERSION") || l.starts_with("PRODUCT") || l.starts_with("LABEL"))
+    });
     if products.is_none() && content.is_none() {
         return Ok(None);
     }

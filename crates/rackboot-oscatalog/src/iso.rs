@@ -115,13 +115,14 @@ impl IsoImage {
             path: path.display().to_string(),
             source,
         })?;
-        let size = file
-            .metadata()
+        // Seeking to the end also sizes block devices (/dev/sr0), whose
+        // metadata length is 0.
+        let size = (&file)
+            .seek(SeekFrom::End(0))
             .map_err(|source| MediaError::Io {
                 path: path.display().to_string(),
                 source,
-            })?
-            .len();
+            })?;
         let mut image = IsoImage {
             file,
             dirs: HashMap::new(),

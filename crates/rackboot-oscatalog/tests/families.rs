@@ -550,3 +550,55 @@ fn windows_upper_case_tree_is_found_case_insensitively() {
         vec![PathBuf::from("Boot/BCD"), PathBuf::from("Boot/boot.sdi")]
     );
 }
+
+#[test]
+fn esxi_without_build_takes_the_version_from_upgrade_metadata() {
+    // ESXi 6.x boot.cfg has no build= line; upgrade/metadata.xml names the version.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = "bootstate=0\ntitle=Loading ESXi installer\ntimeout=5\nkernel=/tboot.b00\n\
+               kernelopt=runweasel\nmodules=/b.b00 --- /jumpstrt.gz --- /useropts.gz --- /k.b00\n";
+    write_tree(
+        dir.path(),
+        &[
+            ("boot.cfg", cfg.as_bytes()),
+            ("tboot.b00", &filler(1, 100)),
+            ("b.b00", &filler(2, 100)),
+            ("jumpstrt.gz", &filler(3, 100)),
+            ("useropts.gz", &filler(4, 100)),
+            ("k.b00", &filler(5, 100)),
+            ("mboot.c32", &filler(6, 100)),
+            (
+                "upgrade/metadata.xml",
+                b"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<vum>\n<product>\n<esxVersion>6.7.0</esxVersion>\n<esxRelease>8169922</esxRelease>\n</product>\n</vum>\n",
+            ),
+        ],
+    );
+    let found = detect(&DirTree::new(dir.path()).unwrap()).unwrap();
+    assert_eq!(found.id, "esxi-6.7.0-x86_64");
+    assert_eq!(found.kernel, PathBuf::from("tboot.b00"));
+    assert_eq!(found.initrd, PathBuf::from("b.b00"));
+    assert_eq!(
+        found.extra_boot_files,
+        ["jumpstrt.gz", "useropts.gz", "k.b00"].map(PathBuf::from)
+    );
+    assert_eq!(found.bootloader_efi, None);
+
+    std::fs::remove_file(dir.path().join("upgrade/metadata.xml")).unwrap();
+    let err = detect(&DirTree::new(dir.path()).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("no build="), "{err}");
+    // A module that boot.cfg lists but the media lacks.
+    std::fs::remove_file(dir.path().join("k.b00")).unwrap();
+    let err = detect(&DirTree::new(dir.path()).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("names k.b00"), "{err}");
+}
+
+#[test]
+fn an_unrelated_content_file_is_not_suse() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(dir.path(), &[("content", b"just some file\n")]);
+    let err = detect(&DirTree::new(dir.path()).unwrap()).unwrap_err();
+    assert!(
+        matches!(err, rackboot_oscatalog::DetectError::UnknownMedia { .. }),
+        "{err}"
+    );
+}
