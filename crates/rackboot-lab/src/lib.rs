@@ -8,6 +8,12 @@
 //! - [`Lab`]: a namespace plus N machines with deterministic MACs, plus the server process.
 //! - [`down`]: removes a lab recorded in a state file, from any process (`rackboot lab down`).
 //! - [`build_marker_initramfs`]: a busybox initramfs that prints [`MARKER`] and powers off.
+//! - BMCs ([`LabConfig::bmc`]): with [`BmcKind::Ipmi`] every machine gets an OpenIPMI `ipmi_sim`
+//!   ([`IpmiSim`], reusable alone) on the bridge address, UDP port 6231, 6232, ..., whose
+//!   chassis program ([`VmChassis`]) starts/stops the machine's QEMU; with [`BmcKind::Redfish`]
+//!   one sushy-tools emulator on port 8000 drives a private libvirt session daemon
+//!   ([`redfish`]). Machines then start powered off; [`Lab::bmc`] gives each one's URL (also in
+//!   the state file's [`MachineRecord`]s), PID and serial log.
 //!
 //! Firmware facts this crate relies on (Debian 12, QEMU 7.2) are in [`firmware`].
 //!
@@ -27,7 +33,10 @@
 //! ```
 //!
 //! Tests: `cargo test -p rackboot-lab` as root (namespaces, taps). Packages: qemu-system-x86,
-//! ipxe-qemu, ipxe, ovmf, busybox-static, dnsmasq-base, cpio, linux-image-amd64.
+//! ipxe-qemu, ipxe, ovmf, busybox-static, dnsmasq-base, cpio, linux-image-amd64; for BMCs
+//! openipmi, ipmitool, libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients,
+//! python3-libvirt, python3-venv, curl, and sushy-tools from PyPI in
+//! `/opt/sushy-tools` (see [`redfish`]).
 
 pub mod bmc;
 pub mod chassis;

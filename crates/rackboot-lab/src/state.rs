@@ -213,6 +213,22 @@ mod tests {
     }
 
     #[test]
+    fn state_files_without_machines_still_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.json");
+        std::fs::write(&path, r#"{"netns":"rbl-1-0","dir":null,"processes":[]}"#).unwrap();
+        assert!(read_state(&path).unwrap().machines.is_empty());
+        let record = r#"{"netns":"x","dir":null,"processes":[],
+            "machines":[{"name":"m1","mac":"52:54:00:00:00:01"}]}"#;
+        std::fs::write(&path, record).unwrap();
+        let machine = &read_state(&path).unwrap().machines[0];
+        assert_eq!(
+            (machine.bmc_url.as_deref(), machine.kill_qemu()),
+            (None, None)
+        );
+    }
+
+    #[test]
     fn down_without_state_file_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let report = down(&dir.path().join("lab.json")).unwrap();

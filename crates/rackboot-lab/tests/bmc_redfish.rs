@@ -184,3 +184,36 @@ async fn redfish_requests_power_the_machine_through_libvirt() {
     }
     assert!(!Path::new("/run/netns").join(&netns).exists());
 }
+
+/// A UEFI machine behind Redfish: libvirt boots it from OVMF with the machine's own variable store;
+/// the lab's own power switch goes through libvirt; dropping the lab stops everything.
+#[tokio::test]
+async fn uefi_machine_behind_redfish_boots_ovmf_and_dropping_the_lab_stops_it() {
+    if let Err(err) = rackboot_lab::redfish::sushy_emulator() {
+        panic!("{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = LabConfig::new(dir.path().join("lab"), vec![MachineSpec::uefi()]);
+    config.bmc = Some(BmcKind::Redfish);
+    let mut lab = Lab::create(config).unwrap();
+    let netns = lab.netns().name().to_string();
+    lab.start_machine(0).unwrap();
+    let bmc = lab.bmc(0).unwrap();
+    let pid = bmc.qemu_pid().expect("powered on");
+    let args = cmdline(pid);
+    assert!(args.contains("OVMF_CODE_4M.fd"), "{args}");
+    assert!(args.contains("m1.vars.fd"), "{args}");
+    // OVMF prints its boot manager lines on the serial console.
+    bmc.wait_for_serial("BdsDxe", 0, Duration::from_secs(180))
+        .await
+        .unwrap();
+    let (sushy, libvirtd) = {
+        let r = lab.redfish().unwrap();
+        (r.sushy().pid(), r.libvirtd().pid())
+    };
+    drop(lab);
+    assert!(!process_alive(pid));
+    assert!(!process_alive(sushy) && !process_alive(libvirtd));
+    assert!(!Path::new("/run/netns").join(&netns).exists());
+}
