@@ -23,6 +23,7 @@ pub mod ipmitool;
 pub mod native_ipmi;
 pub mod redfish;
 pub mod secrets;
+pub mod stored;
 pub mod sync;
 pub mod url;
 
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use controller::{PowerConfig, PowerController, PowerFailure, PowerOutcome, PowerRequest};
 pub use error::{PowerError, PowerErrorKind};
+pub use stored::{StoredBmcError, seal_bmc, target_from_bmc};
 pub use sync::{ObservedPower, PowerStateMap, PowerSyncSource, emit_request_event, run_power_sync};
 pub use url::{BmcScheme, BmcTarget, BmcUrl};
 

@@ -281,6 +281,11 @@ impl BmcUrl {
         self.render(self.username.as_deref(), None)
     }
 
+    /// The URL without user name or password: the `address` the store keeps.
+    pub fn address(&self) -> String {
+        self.render(None, None)
+    }
+
     /// A copy with the credentials removed (the store keeps them apart).
     pub fn without_credentials(&self) -> BmcUrl {
         BmcUrl {
