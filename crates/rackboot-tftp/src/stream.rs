@@ -3,6 +3,7 @@
 //! (hundreds of KiB), not one per packet.
 
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
 
 use rackboot_wire::tftp::NetasciiEncoder;
 
@@ -23,6 +24,9 @@ pub struct Stream {
     reader: Option<BoxRead>,
     /// Reading is cheap (memory): do it inline instead of on the blocking pool.
     inline: bool,
+    /// A plain file read as is: its descriptor, for inline reads of what the page
+    /// cache already holds (see [`fill_cached`]).
+    cached_fd: Option<RawFd>,
     buf: Vec<u8>,
     start: u64,
     len: usize,
@@ -39,9 +43,15 @@ impl Stream {
         window_bytes: usize,
         size_hint: Option<u64>,
     ) -> Stream {
+        let mut cached_fd = None;
         let (reader, inline): (BoxRead, bool) = match source {
             Source::Memory(bytes) => (Box::new(io::Cursor::new(bytes)), true),
-            Source::File(file) => (Box::new(file), false),
+            Source::File(file) => {
+                if !netascii {
+                    cached_fd = Some(file.as_raw_fd());
+                }
+                (Box::new(file), false)
+            }
         };
         let reader: BoxRead = if netascii {
             Box::new(NetasciiReader::new(reader))
@@ -58,6 +68,7 @@ impl Stream {
         Stream {
             reader: Some(reader),
             inline,
+            cached_fd,
             buf: vec![0; capacity.max(1)],
             start: 0,
             len: 0,
@@ -84,7 +95,24 @@ impl Stream {
             ));
         };
         let mut buf = std::mem::take(&mut self.buf);
-        let len = self.len;
+        let mut len = self.len;
+        if let Some(fd) = self.cached_fd {
+            // The reader (which owns `fd`) is in hand, so the descriptor is open.
+            match fill_cached(fd, &mut buf, len) {
+                Cached::Filled { len, eof } => {
+                    self.reader = Some(reader);
+                    self.buf = buf;
+                    self.len = len;
+                    self.eof = eof;
+                    return Ok(());
+                }
+                Cached::Partial(n) => len = n,
+                Cached::Unsupported(n) => {
+                    len = n;
+                    self.cached_fd = None;
+                }
+            }
+        }
         let (reader, buf, result) = if self.inline {
             let r = fill(&mut reader, &mut buf, len);
             (reader, buf, r)
@@ -111,6 +139,51 @@ impl Stream {
         let b = to.clamp(a, end);
         &self.buf[(a - self.start) as usize..(b - self.start) as usize]
     }
+}
+
+enum Cached {
+    /// `buf` is full, or the file ended.
+    Filled { len: usize, eof: bool },
+    /// The page cache had only this much; the rest needs a blocking read.
+    Partial(usize),
+    /// The file system cannot say (no RWF_NOWAIT): never try again.
+    Unsupported(usize),
+}
+
+/// Fills `buf[len..]` from `fd`'s current position with what the page cache
+/// holds, without blocking (preadv2 with RWF_NOWAIT). A transfer's thread then
+/// reads a cached file itself instead of handing each chunk to the blocking pool,
+/// a round trip through another thread that cost more than the copy (and, across
+/// CPUs on a virtual machine, a wake-up of a halted vCPU each way).
+fn fill_cached(fd: RawFd, buf: &mut [u8], mut len: usize) -> Cached {
+    use nix::libc;
+    while len < buf.len() {
+        let rest = &mut buf[len..];
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        // SAFETY: one iovec over memory we own; offset -1 reads at (and advances)
+        // the file position, like read(2).
+        let n = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
+        match n {
+            0 => return Cached::Filled { len, eof: true },
+            n if n > 0 => len += n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(libc::EAGAIN) => Cached::Partial(len),
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                        Cached::Unsupported(len)
+                    }
+                    // Real read errors surface from the blocking read that follows.
+                    _ => Cached::Partial(len),
+                };
+            }
+        }
+    }
+    Cached::Filled { len, eof: false }
 }
 
 /// Reads until `buf` is full or the reader ends. Returns (filled length, eof).
