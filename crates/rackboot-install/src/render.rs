@@ -181,10 +181,10 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn environment(family: OsFamily) -> Environment<'static> {
+fn environment(family: OsFamily, fuel: u64) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(FUEL));
+    env.set_fuel(Some(fuel));
     env.set_syntax(
         minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -274,7 +274,17 @@ fn render_source(
     source: &str,
     ctx: &Context,
 ) -> Result<String, TemplateError> {
-    let mut env = environment(family);
+    render_source_with_fuel(family, name, source, ctx, FUEL)
+}
+
+fn render_source_with_fuel(
+    family: OsFamily,
+    name: &str,
+    source: &str,
+    ctx: &Context,
+    fuel: u64,
+) -> Result<String, TemplateError> {
+    let mut env = environment(family, fuel);
     env.add_template_owned(name.to_string(), source.to_string())
         .map_err(|e| template_error(&e, source, name))?;
     let tmpl = env
@@ -286,7 +296,7 @@ fn render_source(
 
 /// Checks that a template parses, without rendering it.
 pub(crate) fn parse_only(family: OsFamily, name: &str, source: &str) -> Result<(), TemplateError> {
-    let mut env = environment(family);
+    let mut env = environment(family, FUEL);
     env.add_template_owned(name.to_string(), source.to_string())
         .map_err(|e| template_error(&e, source, name))
 }
@@ -316,6 +326,14 @@ pub fn render(
     let ctx = Context::build(family, version, vars, secrets)?;
     let body = render_source(family, name, source, &ctx)?;
     check::check_rendered(family, &body)?;
+    // Without the callback the machine would reinstall forever: a template
+    // that drops it is refused.
+    if !body.contains(&vars.callback_url) && !body.contains(&xml_escape(&vars.callback_url)) {
+        return Err(RenderError::Malformed {
+            format: family.automation_format(),
+            reason: "the completion callback_url does not appear in the rendered file (its last step must call it)".into(),
+        });
+    }
     let (file_name, content_type) = file_name(family);
     let companions = match family {
         OsFamily::Ubuntu => vec![Companion {
@@ -387,4 +405,78 @@ pub fn validate_template(family: OsFamily, source: &str) -> Result<(), TemplateE
     )
     .map(|_| ())
     .map_err(to_template_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_use_a_tenth_of_the_fuel_at_most() {
+        for t in BUILTIN_TEMPLATES {
+            let (version, vars, secrets) = crate::sample::sample_machine(t.family);
+            let ctx = Context::build(t.family, version, &vars, &secrets).unwrap();
+            render_source_with_fuel(t.family, t.name, t.source, &ctx, FUEL / 10)
+                .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        }
+        let ctx = {
+            let (version, vars, secrets) = crate::sample::sample_machine(OsFamily::Windows);
+            Context::build(OsFamily::Windows, version, &vars, &secrets).unwrap()
+        };
+        render_source_with_fuel(
+            OsFamily::Windows,
+            "cmd",
+            WINDOWS_INSTALL_CMD,
+            &ctx,
+            FUEL / 10,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn version_matching() {
+        assert_eq!(
+            builtin_template(OsFamily::Rhel, "9.4").unwrap().name,
+            "rhel9.ks"
+        );
+        assert_eq!(
+            builtin_template(OsFamily::Rhel, "10").unwrap().name,
+            "rhel10.ks"
+        );
+        assert_eq!(
+            builtin_template(OsFamily::Rhel, "8.10").unwrap().name,
+            "rhel8.ks"
+        );
+        assert_eq!(
+            builtin_template(OsFamily::Ubuntu, "22.04.5").unwrap().name,
+            "ubuntu.user-data"
+        );
+        assert_eq!(
+            builtin_template(OsFamily::Suse, "15-SP5").unwrap().name,
+            "sles15.xml"
+        );
+        assert_eq!(
+            builtin_template(OsFamily::Esxi, "7.0u3").unwrap().name,
+            "esxi.ks"
+        );
+        for (family, bad) in [
+            (OsFamily::Rhel, "7.9"),
+            (OsFamily::Rhel, "90"),
+            (OsFamily::Ubuntu, "22.10"),
+            (OsFamily::Debian, "13"),
+            (OsFamily::Windows, "2016"),
+        ] {
+            let e = builtin_template(family, bad).unwrap_err();
+            assert!(
+                matches!(e, RenderError::UnknownVersion { .. }),
+                "{family} {bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters() {
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(xml_escape("a<b & 'c'"), "a&lt;b &amp; &apos;c&apos;");
+    }
 }

@@ -592,13 +592,9 @@ impl InstallVars {
                     ("windows.organization", &w.organization),
                 ] {
                     if let Some(v) = v
-                        && (v.is_empty()
-                            || v.chars().any(|c| c.is_control() || "\"%^&|<>".contains(c)))
+                        && (v.is_empty() || v.chars().any(|c| c.is_control()))
                     {
-                        return Err(invalid(
-                            name,
-                            "empty or contains a control or shell character",
-                        ));
+                        return Err(invalid(name, "empty or contains a control character"));
                     }
                 }
                 if let Some(secret) = &secrets.windows_share_password

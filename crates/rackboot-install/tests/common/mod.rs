@@ -160,13 +160,14 @@ pub fn machines(family: OsFamily) -> Vec<(&'static str, InstallVars)> {
             name: "bond0".into(),
             members: vec![mac("52:54:00:00:07:01"), mac("52:54:00:00:07:02")],
             mode: BondMode::Lacp,
-            ipv4: static_v4([10, 1, 0, 17], Some([10, 1, 0, 1])),
+            ipv4: Ipv4Config::None,
             mtu: Some(9000),
         });
+        // A trunked bond: the address is on its VLAN.
         v.vlans.push(VlanConfig {
             id: 200,
             parent: "bond0".into(),
-            ipv4: static_v4([10, 200, 0, 17], None),
+            ipv4: static_v4([10, 200, 0, 17], Some([10, 200, 0, 1])),
             mtu: None,
         });
         v.vlans.push(VlanConfig {
