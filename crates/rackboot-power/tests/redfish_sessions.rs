@@ -33,19 +33,23 @@ struct Mock {
 
 type Shared = Arc<Mutex<Mock>>;
 
-fn authorized(mock: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(mock: &Shared, headers: &HeaderMap) -> bool {
     let mut m = mock.lock().unwrap();
     if headers.contains_key("authorization") {
         m.basic_attempts += 1;
     }
-    match headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
-        Some(t) if m.tokens.contains(t) => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": {"message": "session required"}})),
-        )
-            .into_response()),
-    }
+    headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| m.tokens.contains(t))
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": {"message": "session required"}})),
+    )
+        .into_response()
 }
 
 async fn root() -> axum::Json<Value> {
@@ -91,8 +95,8 @@ async fn logout(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorized(&mock, &headers) {
-        return r;
+    if !authorized(&mock, &headers) {
+        return unauthorized();
     }
     let mut m = mock.lock().unwrap();
     m.tokens.remove(&format!("token-{id}"));
@@ -101,15 +105,15 @@ async fn logout(
 }
 
 async fn systems(State(mock): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&mock, &headers) {
-        return r;
+    if !authorized(&mock, &headers) {
+        return unauthorized();
     }
     axum::Json(json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]})).into_response()
 }
 
 async fn system(State(mock): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&mock, &headers) {
-        return r;
+    if !authorized(&mock, &headers) {
+        return unauthorized();
     }
     let power = mock.lock().unwrap().power.clone();
     (
@@ -138,8 +142,8 @@ async fn patch_system(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if let Err(r) = authorized(&mock, &headers) {
-        return r;
+    if !authorized(&mock, &headers) {
+        return unauthorized();
     }
     let if_match = headers
         .get("if-match")
@@ -155,8 +159,8 @@ async fn patch_system(
 }
 
 async fn action_info(State(mock): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&mock, &headers) {
-        return r;
+    if !authorized(&mock, &headers) {
+        return unauthorized();
     }
     axum::Json(
         json!({"Parameters": [{"Name": "ResetType", "Required": true,
@@ -166,8 +170,8 @@ async fn action_info(State(mock): State<Shared>, headers: HeaderMap) -> Response
 }
 
 async fn manager(State(mock): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&mock, &headers) {
-        return r;
+    if !authorized(&mock, &headers) {
+        return unauthorized();
     }
     axum::Json(json!({"FirmwareVersion": "2.81"})).into_response()
 }
@@ -177,8 +181,8 @@ async fn reset(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if let Err(r) = authorized(&mock, &headers) {
-        return r;
+    if !authorized(&mock, &headers) {
+        return unauthorized();
     }
     let kind = body["ResetType"].as_str().unwrap_or_default().to_string();
     let mut m = mock.lock().unwrap();
