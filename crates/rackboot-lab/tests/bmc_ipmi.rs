@@ -152,19 +152,38 @@ async fn ipmitool_powers_the_machine_through_its_bmc() {
         "log appended across power cycles"
     );
 
-    // Power off: QEMU goes away.
+    // Hard reset: a new QEMU at once. Soft off (ACPI button on real hardware): QEMU exits cleanly.
+    assert_eq!(
+        ipmitool(&lab, 6231, &["chassis", "power", "reset"]),
+        "Chassis Power Control: Reset"
+    );
+    let reset = bmc.qemu_pid().expect("running after a reset");
+    assert_ne!(reset, second);
+    assert!(!process_alive(second));
+    assert_eq!(
+        ipmitool(&lab, 6231, &["chassis", "power", "soft"]),
+        "Chassis Power Control: Soft"
+    );
+    assert!(!process_alive(reset));
+    assert_eq!(bmc.qemu_pid(), None);
+
+    // Power on and off: QEMU goes away.
+    ipmitool(&lab, 6231, &["chassis", "power", "on"]);
+    let on = wait_until("QEMU to start", Duration::from_secs(20), || bmc.qemu_pid());
     assert_eq!(
         ipmitool(&lab, 6231, &["chassis", "power", "off"]),
         "Chassis Power Control: Down/Off"
     );
     wait_until("QEMU to exit", Duration::from_secs(10), || {
-        (!process_alive(second)).then_some(())
+        (!process_alive(on)).then_some(())
     });
     assert_eq!(bmc.qemu_pid(), None);
     assert_eq!(
         ipmitool(&lab, 6231, &["chassis", "power", "status"]),
         "Chassis Power is off"
     );
+    let log = std::fs::read_to_string(bmc.chassis().unwrap().log()).unwrap();
+    assert!(log.contains("power off (TERM)"), "{log}");
 
     // Powered on again and left running: `down` from the state file stops the BMC and its VM.
     ipmitool(&lab, 6231, &["chassis", "power", "on"]);
