@@ -100,13 +100,7 @@ fn encoder_reproduces_captured_session_packets() {
                 (Dir::FromBmc, Clear::Response(p)) => (r.ctx.console_session_id, p.encode()),
                 _ => unreachable!(),
             };
-            let ours = encode_v2(
-                PayloadType::Ipmi,
-                sid,
-                seq,
-                &clear,
-                Some((&r.security, iv)),
-            );
+            let ours = encode_v2(PayloadType::Ipmi, sid, seq, &clear, Some((&r.security, iv)));
             assert_eq!(&ours, raw, "{name} seq {seq} {dir:?}");
         }
     }

@@ -241,3 +241,81 @@ async fn invalid_command_maps_to_unsupported() {
     bmc.get_device_id().await.unwrap();
     bmc.close().await.unwrap();
 }
+
+/// A UDP relay between the client and ipmi_sim that, once the session is up, drops
+/// every other in-session BMC reply, sends a garbage datagram before every reply it
+/// passes on, and repeats the previous reply (a stale answer) too. Bounded: it stops
+/// with the test's runtime.
+async fn lossy_relay(
+    sim_addr: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::net::UdpSocket;
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(sim_addr).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut client = None;
+        let mut previous: Option<Vec<u8>> = None;
+        let mut in_session_replies = 0u32;
+        let (mut a, mut b) = (vec![0u8; 2048], vec![0u8; 2048]);
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut a) => {
+                    let (n, from) = r.unwrap();
+                    client = Some(from);
+                    back.send(&a[..n]).await.unwrap();
+                }
+                r = back.recv(&mut b) => {
+                    let n = r.unwrap();
+                    let Some(to) = client else { continue };
+                    let pkt = b[..n].to_vec();
+                    // RMCP+ IPMI payload (type 0) with the authenticated bit: in session.
+                    let in_session = n > 6 && pkt[4] == 0x06 && pkt[5] & 0x3f == 0 && pkt[5] & 0x40 != 0;
+                    if in_session {
+                        in_session_replies += 1;
+                        if in_session_replies % 2 == 1 {
+                            continue; // dropped: the client must retransmit
+                        }
+                        front.send_to(b"\x06\x00\xff\x07garbage", to).await.unwrap();
+                        if let Some(p) = &previous {
+                            front.send_to(p, to).await.unwrap();
+                        }
+                        previous = Some(pkt.clone());
+                    }
+                    front.send_to(&pkt, to).await.unwrap();
+                }
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn retransmits_through_loss_and_ignores_stale_and_garbage() {
+    let sim = SimBmc::start();
+    let (relay, task) = lossy_relay(sim.addr).await;
+    let opts = IpmiOptions {
+        timeout: Duration::from_millis(300),
+        ..suite3()
+    };
+    let mut bmc = IpmiClient::connect(relay, ADMIN_USER, ADMIN_PASSWORD, opts)
+        .await
+        .expect("connect through the lossy relay");
+    for _ in 0..3 {
+        let id = bmc.get_device_id().await.unwrap();
+        assert_eq!(id.manufacturer_id, 0x1291);
+        assert!(!bmc.chassis_status().await.unwrap().power_on);
+    }
+    bmc.chassis_control(ChassisControl::PowerUp).await.unwrap();
+    wait_file(&sim, "power", "1").await;
+    assert!(bmc.chassis_status().await.unwrap().power_on);
+    // Garbage and stale replies were seen and ignored, not taken as answers.
+    assert!(
+        bmc.ignored_packets() >= 8,
+        "ignored {}",
+        bmc.ignored_packets()
+    );
+    bmc.close().await.unwrap();
+    task.abort();
+}
