@@ -46,7 +46,7 @@ impl RenderError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("template {name}{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
 pub struct TemplateError {
-    /// The template's name (`rhel9.ks`, `override.ks`, ...).
+    /// The template's name (`rhel9-10.ks`, `override.ks`, ...).
     pub name: String,
     /// 1-based line in the template, when known.
     pub line: Option<usize>,

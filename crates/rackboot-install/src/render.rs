@@ -22,7 +22,7 @@ pub struct BuiltinTemplate {
     /// Versions it serves, matched on the version's leading components
     /// (`9` serves `9`, `9.4`, `9.4-x86_64`; `22.04` serves `22.04.5`).
     pub versions: &'static [&'static str],
-    /// Name shown in errors (`rhel9.ks`).
+    /// Name shown in errors (`rhel9-10.ks`).
     pub name: &'static str,
     pub source: &'static str,
 }
@@ -37,15 +37,9 @@ pub const BUILTIN_TEMPLATES: &[BuiltinTemplate] = &[
     },
     BuiltinTemplate {
         family: OsFamily::Rhel,
-        versions: &["9"],
-        name: "rhel9.ks",
-        source: include_str!("../templates/rhel9.ks"),
-    },
-    BuiltinTemplate {
-        family: OsFamily::Rhel,
-        versions: &["10"],
-        name: "rhel10.ks",
-        source: include_str!("../templates/rhel10.ks"),
+        versions: &["9", "10"],
+        name: "rhel9-10.ks",
+        source: include_str!("../templates/rhel9-10.ks"),
     },
     BuiltinTemplate {
         family: OsFamily::Esxi,
@@ -434,14 +428,32 @@ mod tests {
     }
 
     #[test]
+    fn no_builtin_line_ends_in_a_block_tag_after_text() {
+        // trim_blocks eats the newline after a block tag, so `text{% endif %}`
+        // at the end of a line would glue the next line onto it.
+        for t in BUILTIN_TEMPLATES
+            .iter()
+            .map(|t| (t.name, t.source))
+            .chain([("windows-install.cmd", WINDOWS_INSTALL_CMD)])
+        {
+            for (i, line) in t.1.lines().enumerate() {
+                let trimmed = line.trim();
+                if trimmed.ends_with("%}") && !trimmed.starts_with("{%") {
+                    panic!("{} line {}: {line}", t.0, i + 1);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn version_matching() {
         assert_eq!(
             builtin_template(OsFamily::Rhel, "9.4").unwrap().name,
-            "rhel9.ks"
+            "rhel9-10.ks"
         );
         assert_eq!(
             builtin_template(OsFamily::Rhel, "10").unwrap().name,
-            "rhel10.ks"
+            "rhel9-10.ks"
         );
         assert_eq!(
             builtin_template(OsFamily::Rhel, "8.10").unwrap().name,
