@@ -57,6 +57,7 @@ pub struct RedfishDriver {
     username: String,
     password: String,
     system_path: Option<String>,
+    request_timeout: Duration,
     client: reqwest::Client,
     conn: Mutex<Conn>,
 }
@@ -187,6 +188,7 @@ impl RedfishDriver {
             username: target.username.clone(),
             password: target.password.clone(),
             system_path: url.system_path().map(str::to_string),
+            request_timeout: options.request_timeout,
             client,
             conn: Mutex::new(Conn::default()),
         })
@@ -213,7 +215,7 @@ impl RedfishDriver {
             return PowerError::Timeout {
                 bmc: self.bmc.clone(),
                 during: what.to_string(),
-                after: Duration::ZERO,
+                after: self.request_timeout,
             };
         }
         let lower = chain.to_ascii_lowercase();

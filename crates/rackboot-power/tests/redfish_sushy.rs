@@ -3,8 +3,11 @@
 //! and HTTPS (self-signed certificate made with the openssl CLI), with basic auth from
 //! an htpasswd file.
 //!
-//! Needs `/opt/rackboot-venv/bin/sushy-emulator` (override: RACKBOOT_SUSHY_EMULATOR):
-//!   python3 -m venv /opt/rackboot-venv && /opt/rackboot-venv/bin/pip install sushy-tools
+//! Needs sushy-tools from PyPI in a venv; the emulator is found through
+//! `$RACKBOOT_SUSHY_EMULATOR`, then `/opt/sushy-tools/bin/sushy-emulator` (the venv the
+//! lab uses), then `/opt/rackboot-venv/bin/sushy-emulator`:
+//!   /usr/bin/python3 -m venv --system-site-packages /opt/sushy-tools &&
+//!   /opt/sushy-tools/bin/pip install sushy-tools
 //!
 //! sushy's fake driver applies power changes 1-11 s after the request, like real
 //! hardware, which exercises verification by polling.
@@ -27,8 +30,16 @@ const SYSTEM_1: &str = "27946b59-9e44-4fa7-8e91-000000000001";
 const SYSTEM_2: &str = "27946b59-9e44-4fa7-8e91-000000000002";
 
 fn sushy_path() -> String {
-    std::env::var("RACKBOOT_SUSHY_EMULATOR")
-        .unwrap_or_else(|_| "/opt/rackboot-venv/bin/sushy-emulator".into())
+    std::env::var("RACKBOOT_SUSHY_EMULATOR").unwrap_or_else(|_| {
+        [
+            "/opt/sushy-tools/bin/sushy-emulator",
+            "/opt/rackboot-venv/bin/sushy-emulator",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or("/opt/sushy-tools/bin/sushy-emulator")
+        .to_string()
+    })
 }
 
 struct Sushy {
@@ -43,7 +54,7 @@ impl Sushy {
         let exe = sushy_path();
         require_tool(
             &exe,
-            "python3 -m venv /opt/rackboot-venv && /opt/rackboot-venv/bin/pip install sushy-tools",
+            "/usr/bin/python3 -m venv --system-site-packages /opt/sushy-tools && /opt/sushy-tools/bin/pip install sushy-tools (or set RACKBOOT_SUSHY_EMULATOR)",
         );
         let python = PathBuf::from(&exe).with_file_name("python3");
         let dir = tempfile::tempdir().unwrap();
