@@ -31,6 +31,8 @@ const COMMIT_QUEUE: usize = 65536;
 const MAX_BATCH: usize = 4096;
 /// Probe attempts before giving up on a DISCOVER.
 const MAX_PROBE_ATTEMPTS: u32 = 4;
+/// Longest an event waits in the server before it goes to the hub.
+const EVENT_FLUSH: Duration = Duration::from_millis(5);
 
 /// A lease to write and, for ACKs, the reply to send once it is written.
 struct Pending {
@@ -46,7 +48,41 @@ struct Outgoing {
 }
 
 /// Runs the DHCP service until `shutdown`. Leases are loaded from `store` first.
+///
+/// The service runs on its own thread with a single-threaded runtime: every
+/// request is a short burst of work, and on the shared work-stealing runtime each
+/// one also woke a second worker thread (measured: about a fifth of the CPU time per
+/// exchange went to those wake-ups). The returned future only waits for that thread.
 pub async fn run(
+    sockets: DhcpSockets,
+    config: DhcpConfig,
+    store: Arc<dyn Store>,
+    events: EventHub,
+    boot: Arc<dyn BootResponder>,
+    shutdown: CancellationToken,
+) -> Result<(), DhcpError> {
+    let io = |context: &'static str| move |source| DhcpError::Io { context, source };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("starting the DHCP runtime"))?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rackboot-dhcp".into())
+        .spawn(move || {
+            let result = runtime.block_on(serve(sockets, config, store, events, boot, shutdown));
+            let _ = done_tx.send(result);
+        })
+        .map_err(io("starting the DHCP thread"))?;
+    done_rx.await.unwrap_or_else(|_| {
+        Err(DhcpError::Io {
+            context: "DHCP thread",
+            source: std::io::Error::other("the DHCP thread panicked"),
+        })
+    })
+}
+
+async fn serve(
     sockets: DhcpSockets,
     config: DhcpConfig,
     store: Arc<dyn Store>,
@@ -125,14 +161,21 @@ pub async fn run(
         probing: HashMap::new(),
         next_probe_id: 0,
         pool_low: HashMap::new(),
+        deferred: Vec::new(),
+        flush_due: None,
     };
     tracing::info!(%server_ip, mode = ?config.mode, "DHCP server running");
 
     let mut buf = vec![0u8; 4096];
     let mut pxe_buf = vec![0u8; 4096];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut flush = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
     loop {
+        if let Some(due) = server.flush_due.take() {
+            flush.as_mut().reset(due);
+        }
         tokio::select! {
+            () = &mut flush, if !server.deferred.is_empty() => server.flush_events(),
             _ = shutdown.cancelled() => break,
             r = sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => server.on_packet(&buf[..n], from, false).await,
@@ -153,6 +196,7 @@ pub async fn run(
         }
     }
     // Let the commit task write and answer what is queued, then stop.
+    server.flush_events();
     drop(server);
     let _ = commit.await;
     Ok(())
@@ -188,6 +232,11 @@ struct Server {
     next_probe_id: u64,
     /// Subnets currently below the pool-low threshold (event sent once per crossing).
     pool_low: HashMap<String, bool>,
+    /// Events not yet handed to the hub: they go in bursts, every [`EVENT_FLUSH`],
+    /// because each hand-over to an idle persist task wakes another thread.
+    deferred: Vec<NewEvent>,
+    /// Set when `deferred` gets its first event: the loop arms its flush timer.
+    flush_due: Option<tokio::time::Instant>,
 }
 
 fn type_label(kind: MessageType) -> &'static str {
@@ -209,6 +258,19 @@ fn drop_packet(reason: &'static str) {
 }
 
 impl Server {
+    fn emit(&mut self, event: NewEvent) {
+        if self.deferred.is_empty() {
+            self.flush_due = Some(tokio::time::Instant::now() + EVENT_FLUSH);
+        }
+        self.deferred.push(event);
+    }
+
+    fn flush_events(&mut self) {
+        for event in self.deferred.drain(..) {
+            self.events.emit(event);
+        }
+    }
+
     async fn on_packet(&mut self, bytes: &[u8], from: SocketAddr, pxe_port: bool) {
         let req = match wire::parse_request(bytes) {
             Ok(r) => r,
@@ -299,7 +361,7 @@ impl Server {
                 let msg = wire::nak(&req, self.server_ip, why);
                 let to = self.destination(&req, MessageType::Nak, Ipv4Addr::UNSPECIFIED);
                 self.send(&msg, to, "nak").await;
-                self.events.emit(
+                self.emit(
                     NewEvent::new(EventKind::LeaseNak, format!("refused {}: {why}", req.mac))
                         .mac(req.mac)
                         .data(json!({
@@ -320,7 +382,7 @@ impl Server {
                 );
                 let to = self.destination(&req, MessageType::Ack, Ipv4Addr::UNSPECIFIED);
                 self.send(&msg, to, "ack").await;
-                self.events.emit(
+                self.emit(
                     NewEvent::new(
                         EventKind::DhcpInform,
                         format!("answered INFORM from {} ({})", req.ciaddr(), req.mac),
@@ -335,7 +397,7 @@ impl Server {
                 } else {
                     (EventKind::LeaseReleased, "released")
                 };
-                self.events.emit(
+                self.emit(
                     NewEvent::new(event_kind, format!("{} {verb} {}", req.mac, lease.ip))
                         .mac(req.mac)
                         .data(json!({ "ip": lease.ip.to_string(), "subnet": lease.subnet })),
@@ -370,7 +432,7 @@ impl Server {
         let to = self.destination(req, MessageType::Offer, ip);
         self.send(&msg, to, "offer").await;
         let subnet_name = self.engine.as_ref().map(|e| e.subnet(subnet).name.clone());
-        self.events.emit(
+        self.emit(
             NewEvent::new(
                 EventKind::LeaseOffered,
                 format!("offered {ip} to {}", req.mac),
@@ -404,7 +466,7 @@ impl Server {
         counter!("rackboot_dhcp_probe_conflicts_total").increment(1);
         tracing::warn!(ip = %v.ip, "address answered ICMP echo: in use, not offering it");
         if let Some(lease) = engine.mark_conflict(v.ip, now) {
-            self.events.emit(
+            self.emit(
                 NewEvent::new(
                     EventKind::LeaseDeclined,
                     format!("{} is in use (answered ping); kept out of the pool", v.ip),
@@ -608,8 +670,8 @@ impl Server {
         self.emit_proxy(req, client, &boot.filename, 4011);
     }
 
-    fn emit_proxy(&self, req: &Request, client: &PxeClient, filename: &str, port: u16) {
-        self.events.emit(
+    fn emit_proxy(&mut self, req: &Request, client: &PxeClient, filename: &str, port: u16) {
+        self.emit(
             NewEvent::new(
                 EventKind::ProxyDhcpReply,
                 format!("ProxyDHCP on port {port}: {filename} to {}", req.mac),
@@ -630,7 +692,7 @@ impl Server {
             let was_low = self.pool_low.insert(s.subnet.clone(), low).unwrap_or(false);
             if low && !was_low {
                 tracing::warn!(subnet = %s.subnet, free = s.free, size = s.size, "DHCP pool low");
-                self.events.emit(
+                self.emit(
                     NewEvent::new(
                         EventKind::PoolLow,
                         format!(

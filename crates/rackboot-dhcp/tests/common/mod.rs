@@ -272,6 +272,47 @@ impl Store for MemStore {
     async fn list_events(&self, _: &EventFilter) -> rackboot_store::Result<Vec<Event>> {
         Ok(vec![])
     }
+    async fn put_template(&self, _: &rackboot_core::InstallTemplate) -> rackboot_store::Result<()> {
+        Err(unsupported("install template"))
+    }
+    async fn get_template(
+        &self,
+        _: &str,
+    ) -> rackboot_store::Result<rackboot_core::InstallTemplate> {
+        Err(unsupported("install template"))
+    }
+    async fn list_templates(&self) -> rackboot_store::Result<Vec<rackboot_core::InstallTemplate>> {
+        Ok(vec![])
+    }
+    async fn delete_template(&self, _: &str) -> rackboot_store::Result<()> {
+        Err(unsupported("install template"))
+    }
+    async fn create_install(
+        &self,
+        _: &rackboot_core::InstallRequest,
+    ) -> rackboot_store::Result<()> {
+        Err(unsupported("install"))
+    }
+    async fn get_install(
+        &self,
+        _: uuid::Uuid,
+    ) -> rackboot_store::Result<rackboot_core::InstallRequest> {
+        Err(unsupported("install"))
+    }
+    async fn list_installs(
+        &self,
+        _: Option<MachineId>,
+    ) -> rackboot_store::Result<Vec<rackboot_core::InstallRequest>> {
+        Ok(vec![])
+    }
+    async fn complete_install(
+        &self,
+        _: uuid::Uuid,
+        _: &str,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> rackboot_store::Result<(rackboot_core::InstallRequest, bool)> {
+        Err(unsupported("install"))
+    }
 }
 
 /// A running server and what it writes to.
