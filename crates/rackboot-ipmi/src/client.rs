@@ -61,6 +61,44 @@ impl Default for IpmiOptions {
     }
 }
 
+/// Send an ASF Presence Ping (no session, no credentials) and wait for the pong: a cheap
+/// "is there a BMC on this address" probe. Same retry/timeout rules as the client.
+pub async fn presence_ping(
+    target: SocketAddr,
+    opts: &IpmiOptions,
+) -> Result<crate::rmcp::PresencePong, IpmiError> {
+    let socket = bind_connected(target).await?;
+    let tag: u8 = rand::random::<u8>() & 0xfe; // 0xff means "no tag"
+    let pkt = crate::rmcp::encode_presence_ping(tag);
+    let mut ignored = 0;
+    exchange(
+        &socket,
+        target,
+        opts,
+        "ASF Presence Ping",
+        &mut ignored,
+        || pkt.clone(),
+        |buf| match crate::rmcp::decode_presence_pong(buf) {
+            Ok(p) if p.tag == tag => Ok(p),
+            Ok(_) => Err("stale message tag"),
+            Err(_) => Err("not an ASF pong"),
+        },
+    )
+    .await
+}
+
+async fn bind_connected(target: SocketAddr) -> Result<UdpSocket, IpmiError> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let io = |source| IpmiError::Io { target, source };
+    let socket = UdpSocket::bind(bind).await.map_err(io)?;
+    socket.connect(target).await.map_err(io)?;
+    Ok(socket)
+}
+
 /// An authenticated, encrypted RMCP+ session with one BMC.
 ///
 /// Methods take `&mut self`: one request is outstanding at a time, as IPMI expects.
@@ -130,15 +168,7 @@ impl IpmiClient {
                 password.len()
             )));
         }
-        let bind: SocketAddr = if target.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let io = |source| IpmiError::Io { target, source };
-        let socket = UdpSocket::bind(bind).await.map_err(io)?;
-        socket.connect(target).await.map_err(io)?;
-
+        let socket = bind_connected(target).await?;
         let mut hs = Handshake {
             target,
             socket: &socket,

@@ -36,7 +36,7 @@ pub mod rakp;
 pub mod rmcp;
 pub mod session;
 
-pub use client::{CipherSuiteChoice, IpmiClient, IpmiOptions};
+pub use client::{CipherSuiteChoice, IpmiClient, IpmiOptions, presence_ping};
 pub use commands::{
     BootDevice, BootDeviceSelector, BootFlags, ChassisControl, ChassisStatus, DeviceId,
     PowerRestorePolicy,

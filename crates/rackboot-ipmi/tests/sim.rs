@@ -231,6 +231,29 @@ async fn nobody_listening_is_unreachable_within_a_few_seconds() {
 }
 
 #[tokio::test]
+async fn asf_presence_ping() {
+    let sim = SimBmc::start();
+    let pong = rackboot_ipmi::presence_ping(sim.addr, &IpmiOptions::default())
+        .await
+        .unwrap();
+    assert!(pong.ipmi_supported());
+    assert_eq!(pong.iana, 4542);
+    let nobody = std::net::SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let opts = IpmiOptions {
+        timeout: Duration::from_millis(200),
+        retries: 1,
+        ..IpmiOptions::default()
+    };
+    let err = rackboot_ipmi::presence_ping(nobody, &opts)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, IpmiError::Unreachable { attempts: 2, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn invalid_command_maps_to_unsupported() {
     let sim = SimBmc::start();
     let mut bmc = admin(&sim).await;
