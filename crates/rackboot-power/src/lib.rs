@@ -1,9 +1,21 @@
 //! Out-of-band power control: drivers for BMCs (Redfish, native IPMI v2.0/RMCP+, IPMI
-//! through ipmitool, a fake for tests) behind one trait, and the layer that makes them dependable
-//! ([`PowerController`]: one operation per BMC at a time, a global limit, retries on
-//! transient errors, and verification that every action took effect).
+//! through ipmitool, a fake for tests) behind one trait, and the layer that makes them
+//! dependable ([`PowerController`]: one operation per BMC at a time, a global limit,
+//! retries on transient errors, and verification that every action took effect).
 //!
-//! Typical use from the API or the conductor:
+//! URL schemes ([`BmcUrl`]): `ipmi://` (native client), `ipmitool://` (the ipmitool
+//! command), `redfish://` (HTTP), `redfish+https://`, `fake://name` (in memory).
+//! IPMI URLs take `?cipher=3|17`; Redfish URLs may end in the system's path.
+//!
+//! How the server uses it:
+//! - store: [`seal_bmc`] turns what the operator typed into a [`rackboot_core::Bmc`]
+//!   (address without credentials, user, password sealed with a [`secrets::SecretKey`]);
+//!   [`target_from_bmc`] turns it back into a [`BmcTarget`];
+//! - API/conductor: one shared `Arc<PowerController>`; [`PowerController::power`],
+//!   [`PowerController::set_boot_device`], [`PowerController::power_state`],
+//!   [`PowerController::ping`]; then [`emit_request_event`] for the event log;
+//! - background: [`run_power_sync`] with a [`PowerSyncSource`] over the store and a
+//!   [`PowerStateMap`] the API reads.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

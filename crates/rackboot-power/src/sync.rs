@@ -59,8 +59,10 @@ impl PowerStateMap {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Records a state learnt elsewhere (e.g. right after a verified power action), so
-    /// the map is current without waiting for the next round. Emits nothing.
+    /// Records a state learnt elsewhere (e.g. the `final_state` of a verified power
+    /// action), so the map is current without waiting for the next round. Emits
+    /// nothing, and the sync will then not emit `PowerChanged` for this change either
+    /// (the action's own `PowerActionDone` event tells it).
     pub fn record_state(&self, machine: MachineId, state: PowerState) {
         let now = Utc::now();
         self.inner
