@@ -30,13 +30,14 @@ enum Names {
     RockRidge,
     Joliet,
     Plain,
+    Udf,
 }
 
 #[derive(Debug, Clone)]
-struct IsoEntry {
-    entry: Entry,
+pub(crate) struct IsoEntry {
+    pub(crate) entry: Entry,
     /// (byte offset in the image, length) of each extent, in file order.
-    extents: Vec<(u64, u64)>,
+    pub(crate) extents: Vec<(u64, u64)>,
 }
 
 /// An opened ISO 9660 image.
@@ -111,6 +112,10 @@ struct RockRidge {
 
 impl IsoImage {
     pub fn open(path: &Path) -> Result<IsoImage, MediaError> {
+        IsoImage::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, prefer_udf: bool) -> Result<IsoImage, MediaError> {
         let file = File::open(path).map_err(|source| MediaError::Io {
             path: path.display().to_string(),
             source,
@@ -177,43 +182,47 @@ impl IsoImage {
                 _ => {}
             }
         }
-        let Some(primary_root) = primary_root else {
-            if image.has_udf {
-                return Err(MediaError::NotIso(
-                    "UDF-only image without an ISO 9660 volume (Windows media): extract it with a UDF-capable tool (e.g. 7z x) and import the directory".into(),
-                ));
+        let iso_tree = primary_root.map(|root| iso9660_tree(reader, root, joliet_root));
+        // Windows media keep everything in UDF and put only a README in the
+        // ISO 9660 tree; other bridge media are read through ISO 9660 (as
+        // Linux mounts them), unless the caller forces UDF.
+        let readme_only = |dirs: &HashMap<String, Vec<IsoEntry>>| {
+            dirs.len() == 1 && dirs.get("").is_none_or(|root| root.len() <= 1)
+        };
+        let use_udf = image.has_udf
+            && (prefer_udf
+                || match &iso_tree {
+                    None | Some(Err(_)) => true,
+                    Some(Ok((dirs, _))) => readme_only(dirs),
+                });
+        let (dirs, names) = if use_udf {
+            match (crate::udf::Udf::read_tree(reader), iso_tree) {
+                (Ok(dirs), _) => (dirs, Names::Udf),
+                (Err(_), Some(Ok(iso))) if !prefer_udf => iso,
+                (Err(_), Some(Err(iso_error))) => return Err(iso_error),
+                (Err(udf_error), _) => return Err(udf_error),
             }
-            return Err(MediaError::NotIso(format!(
-                "no ISO 9660 primary volume descriptor (CD001) at sector 16 of a {size}-byte file"
-            )));
-        };
-
-        // Rock Ridge is announced by an SP entry in the root's "." record.
-        let root_dot = reader.first_record(primary_root.extent_lba)?;
-        let susp_skip = if root_dot.system_use.len() >= 7
-            && &root_dot.system_use[0..2] == b"SP"
-            && root_dot.system_use[4..6] == [0xBE, 0xEF]
-        {
-            Some(usize::from(root_dot.system_use[6]))
         } else {
-            None
+            match iso_tree {
+                Some(tree) => tree?,
+                None => {
+                    return Err(MediaError::NotIso(format!(
+                        "no ISO 9660 primary volume descriptor (CD001) at sector 16 of a {size}-byte file"
+                    )));
+                }
+            }
         };
-        let (root, names) = match (susp_skip, joliet_root) {
-            (Some(_), _) => (primary_root, Names::RockRidge),
-            (None, Some(joliet)) => (joliet, Names::Joliet),
-            (None, None) => (primary_root, Names::Plain),
-        };
+        image.dirs = dirs;
         image.names = names;
-        let mut walk = Walk {
-            reader,
-            names,
-            susp_skip: susp_skip.unwrap_or(0),
-            dirs: HashMap::new(),
-            visited: HashSet::new(),
-            entries: 0,
-        };
-        walk.directory("", &root, 0)?;
-        image.dirs = walk.dirs;
+        Ok(image)
+    }
+
+    /// Reads the image's UDF tree even when its ISO 9660 tree is complete.
+    pub fn open_udf(path: &Path) -> Result<IsoImage, MediaError> {
+        let image = IsoImage::open_with(path, true)?;
+        if image.names != Names::Udf {
+            return Err(MediaError::NotIso("no UDF volume".into()));
+        }
         Ok(image)
     }
 
@@ -269,20 +278,54 @@ impl MediaFs for IsoImage {
     }
 
     fn unknown_media_hint(&self) -> Option<String> {
-        self.has_udf.then(|| {
+        (self.has_udf && self.names != Names::Udf).then(|| {
             "the image also has a UDF volume: Windows ISOs keep their files only in UDF; extract it with a UDF-capable tool (e.g. 7z x) and import the directory".to_string()
         })
     }
 }
 
+/// Reads the ISO 9660 directory tree, with Rock Ridge names when the
+/// primary volume has them, else Joliet names, else plain names.
+fn iso9660_tree(
+    reader: Reader<'_>,
+    primary_root: Record,
+    joliet_root: Option<Record>,
+) -> Result<(HashMap<String, Vec<IsoEntry>>, Names), MediaError> {
+    // Rock Ridge is announced by an SP entry in the root's "." record.
+    let root_dot = reader.first_record(primary_root.extent_lba)?;
+    let susp_skip = if root_dot.system_use.len() >= 7
+        && &root_dot.system_use[0..2] == b"SP"
+        && root_dot.system_use[4..6] == [0xBE, 0xEF]
+    {
+        Some(usize::from(root_dot.system_use[6]))
+    } else {
+        None
+    };
+    let (root, names) = match (susp_skip, joliet_root) {
+        (Some(_), _) => (primary_root, Names::RockRidge),
+        (None, Some(joliet)) => (joliet, Names::Joliet),
+        (None, None) => (primary_root, Names::Plain),
+    };
+    let mut walk = Walk {
+        reader,
+        names,
+        susp_skip: susp_skip.unwrap_or(0),
+        dirs: HashMap::new(),
+        visited: HashSet::new(),
+        entries: 0,
+    };
+    walk.directory("", &root, 0)?;
+    Ok((walk.dirs, names))
+}
+
 #[derive(Clone, Copy)]
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     file: &'a File,
     size: u64,
 }
 
 impl Reader<'_> {
-    fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, MediaError> {
+    pub(crate) fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, MediaError> {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| corrupt("offset overflow"))?;
@@ -302,7 +345,7 @@ impl Reader<'_> {
         Ok(buf)
     }
 
-    fn check_extent(&self, lba: u64, len: u64, what: &str) -> Result<u64, MediaError> {
+    pub(crate) fn check_extent(&self, lba: u64, len: u64, what: &str) -> Result<u64, MediaError> {
         let offset = lba * SECTOR;
         if offset.checked_add(len).is_none_or(|end| end > self.size) {
             return Err(corrupt(format!(
@@ -883,8 +926,8 @@ mod tests {
         udf_only.extend(descriptor(0, b"TEA01"));
         udf_only.extend(vec![0u8; SECTOR as usize]);
         match IsoImage::open(&write(dir.path(), &udf_only)) {
-            Err(MediaError::NotIso(message)) => assert!(message.contains("UDF"), "{message}"),
-            other => panic!("expected NotIso, got {other:?}"),
+            Err(MediaError::CorruptIso(message)) => assert!(message.contains("UDF"), "{message}"),
+            other => panic!("expected a UDF error, got {other:?}"),
         }
         // Bridge media whose ISO 9660 side only has a README (Windows):
         // descriptors 16 PVD, 17 terminator, then BEA01/NSR02/TEA01; the

@@ -16,6 +16,7 @@ pub mod detect;
 pub mod import;
 pub mod iso;
 pub mod media;
+mod udf;
 pub mod wim;
 
 pub use detect::{DetectError, detect, open_media};

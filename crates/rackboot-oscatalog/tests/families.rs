@@ -602,3 +602,58 @@ fn an_unrelated_content_file_is_not_suse() {
         "{err}"
     );
 }
+
+#[test]
+fn windows_iso_with_files_only_in_udf() {
+    // Microsoft's ISOs: the ISO 9660 tree holds only README.TXT, UDF has everything.
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = windows();
+    fixture.files.push(("README.TXT", b"This disc contains a \"UDF\" file system and requires an operating system\r\nthat supports the ISO-13346 \"UDF\" file system specification.\r\n".to_vec()));
+    let tree = build(dir.path(), &fixture);
+    let iso = dir.path().join("windows.iso");
+    let hide = [
+        "bootmgr",
+        "bootmgr.efi",
+        "boot",
+        "efi",
+        "sources",
+        "setup.exe",
+    ];
+    common::genisoimage_udf(&tree, &iso, &hide);
+
+    let image = IsoImage::open(&iso).unwrap();
+    assert!(image.has_udf());
+    let expected = OsRelease {
+        source_kind: SourceKind::Iso,
+        ..windows_expected()
+    };
+    assert_eq!(detect(&image).unwrap(), expected);
+    let catalog = dir.path().join("catalog");
+    assert_eq!(import(&iso, &catalog, &|_| {}).unwrap(), expected);
+    assert_eq!(snapshot(&catalog.join(&expected.id)), snapshot(&tree));
+}
+
+#[test]
+fn udf_side_of_a_bridge_image_matches_the_iso9660_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = rocky();
+    let tree = build(dir.path(), &fixture);
+    let iso = dir.path().join("rocky-udf.iso");
+    common::genisoimage_udf(&tree, &iso, &[]);
+    let udf = IsoImage::open_udf(&iso).unwrap();
+    let expected = OsRelease {
+        source_kind: SourceKind::Iso,
+        ..fixture.expected.clone()
+    };
+    assert_eq!(detect(&udf).unwrap(), expected);
+    // Every file reads back with the tree's bytes through the UDF extents.
+    for (path, contents) in &fixture.files {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(
+            &mut rackboot_oscatalog::MediaFs::open(&udf, path).unwrap(),
+            &mut data,
+        )
+        .unwrap();
+        assert_eq!(&data, contents, "{path}");
+    }
+}

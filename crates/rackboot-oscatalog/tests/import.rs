@@ -14,7 +14,7 @@ use common::{
 };
 use rackboot_core::OsFamily;
 use rackboot_oscatalog::{
-    DetectError, DirTree, ImportError, ImportPhase, ImportProgress, IsoImage, MediaError,
+    DetectError, DirTree, ImportError, ImportPhase, ImportProgress, IsoImage, MediaError, MediaFs,
     SourceKind, delete, detect, import, list,
 };
 
@@ -369,11 +369,14 @@ fn mutated_isos_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     small_rhel_tree(&tree);
-    let iso = dir.path().join("good.iso");
-    xorriso(&tree, &iso, IsoNames::RockRidgeJoliet);
-    let good = fs::read(&iso).unwrap();
-    // Mutate the metadata area (descriptors and directories), deterministically.
-    let metadata_end = (40 * 2048).min(good.len());
+    let rock_ridge = dir.path().join("rr.iso");
+    xorriso(&tree, &rock_ridge, IsoNames::RockRidgeJoliet);
+    // Files only in UDF (ISO 9660 side: README.TXT), so opening reads UDF.
+    write_tree(&tree, &[("README.TXT", b"UDF only")]);
+    let udf = dir.path().join("udf.iso");
+    common::genisoimage_udf(&tree, &udf, &["images", "sub", ".treeinfo"]);
+    assert!(IsoImage::open(&udf).unwrap().read_dir("images").is_ok());
+
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
         state ^= state << 13;
@@ -381,28 +384,45 @@ fn mutated_isos_never_panic() {
         state ^= state << 17;
         state
     };
-    let (mut opened, mut failed) = (0, 0);
-    for round in 0..300 {
-        let mut data = good.clone();
-        for _ in 0..1 + next() % 6 {
-            let at = (16 * 2048 + next() as usize % (metadata_end - 16 * 2048)) % data.len();
-            data[at] = next() as u8;
-        }
-        let path = dir.path().join("mutated.iso");
-        fs::write(&path, &data).unwrap();
-        match IsoImage::open(&path) {
-            Ok(image) => {
-                opened += 1;
-                let _ = detect(&image);
-                let catalog = dir.path().join(format!("catalog-{round}"));
-                if import(&path, &catalog, &|_| {}).is_ok() {
-                    fs::remove_dir_all(&catalog).unwrap();
-                }
+    for (image, metadata_sectors) in [(&rock_ridge, 16..40), (&udf, 16..300)] {
+        let good = fs::read(image).unwrap();
+        // Mutate the metadata area (descriptors, directories, file entries).
+        let start = metadata_sectors.start * 2048;
+        let end = (metadata_sectors.end * 2048).min(good.len());
+        let (mut opened, mut failed, mut udf_failed) = (0, 0, 0);
+        for round in 0..300 {
+            let mut data = good.clone();
+            for _ in 0..1 + next() % 6 {
+                let at = start + next() as usize % (end - start);
+                data[at] = next() as u8;
             }
-            Err(_) => failed += 1,
+            let path = dir.path().join("mutated.iso");
+            fs::write(&path, &data).unwrap();
+            match IsoImage::open(&path) {
+                Ok(image) => {
+                    opened += 1;
+                    let _ = detect(&image);
+                    let catalog = dir.path().join(format!("catalog-{round}"));
+                    if import(&path, &catalog, &|_| {}).is_ok() {
+                        fs::remove_dir_all(&catalog).unwrap();
+                    }
+                }
+                Err(_) => failed += 1,
+            }
+            if IsoImage::open_udf(&path).is_err() {
+                udf_failed += 1;
+            }
         }
+        assert_eq!(opened + failed, 300);
+        // A broken UDF tree falls back to the ISO 9660 tree: count UDF
+        // failures through open_udf.
+        let detected = if image == &udf { udf_failed } else { failed };
+        assert!(
+            detected > 0,
+            "no mutation of {} was detected",
+            image.display()
+        );
     }
-    assert_eq!(opened + failed, 300);
 }
 
 #[test]

@@ -220,3 +220,22 @@ pub fn patch_once(path: &Path, from: &[u8], to: &[u8]) {
     data[hits[0]..hits[0] + to.len()].copy_from_slice(to);
     fs::write(path, data).unwrap();
 }
+
+/// Builds an ISO 9660 + UDF bridge image with genisoimage (`-udf`), failing
+/// clearly when the tool is absent. `hide` names are left out of the ISO 9660
+/// tree only (UDF keeps them), the way Microsoft's media look.
+pub fn genisoimage_udf(tree: &Path, iso: &Path, hide: &[&str]) {
+    let mut command = Command::new("genisoimage");
+    command.args(["-quiet", "-udf"]);
+    for name in hide {
+        command.arg("-hide").arg(name);
+    }
+    let output = command.arg("-o").arg(iso).arg(tree).output().unwrap_or_else(|e| {
+        panic!("cannot run genisoimage ({e}): install the Debian package genisoimage (apt-get install -y genisoimage)")
+    });
+    assert!(
+        output.status.success() && iso.is_file(),
+        "genisoimage failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
