@@ -92,6 +92,29 @@ pub struct BootEntry {
     pub served_files: Vec<&'static str>,
 }
 
+impl BootEntry {
+    /// The entry as iPXE commands (a reference for renderers, and what the
+    /// tests pin): `kernel URL ARGS...`, one `initrd` per file (`initrd URL
+    /// NAME` for wimboot's named files), `boot`. iPXE runs EFI and COMBOOT
+    /// images (mboot) with `kernel` + `boot` as well as Linux kernels.
+    pub fn ipxe_commands(&self) -> Vec<String> {
+        let mut kernel = format!("kernel {}", self.kernel_url);
+        for a in &self.args {
+            kernel.push(' ');
+            kernel.push_str(a);
+        }
+        let mut out = vec![kernel];
+        for f in &self.initrds {
+            out.push(match &f.name {
+                Some(name) => format!("initrd {} {name}", f.url),
+                None => format!("initrd {}", f.url),
+            });
+        }
+        out.push("boot".into());
+        out
+    }
+}
+
 /// Why a boot entry cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BootError {
@@ -474,6 +497,28 @@ mod tests {
         let e = boot_entry(OsFamily::Windows, "2022", &c).unwrap();
         assert_eq!(e.initrds[0].name.as_deref(), Some("bootmgr"));
         assert_eq!(e.initrds[1].url, "http://10.0.0.1:8080/trees/t/boot/bcd");
+    }
+
+    #[test]
+    fn ipxe_commands() {
+        let e = boot_entry(OsFamily::Rhel, "9", &ctx("http://h/i/ks.cfg")).unwrap();
+        assert_eq!(
+            e.ipxe_commands(),
+            [
+                "kernel http://10.0.0.1:8080/trees/t/images/pxeboot/vmlinuz inst.ks=http://h/i/ks.cfg inst.repo=http://10.0.0.1:8080/trees/t/ ip=dhcp BOOTIF=01-52-54-00-12-34-56",
+                "initrd http://10.0.0.1:8080/trees/t/images/pxeboot/initrd.img",
+                "boot",
+            ]
+        );
+        let e = boot_entry(OsFamily::Windows, "2022", &ctx("http://h/i/unattend.xml")).unwrap();
+        let cmds = e.ipxe_commands();
+        assert_eq!(cmds[0], "kernel http://10.0.0.1:8080/assets/wimboot");
+        assert_eq!(cmds[6], "initrd http://h/i/unattend.xml unattend.xml");
+        let e = boot_entry(OsFamily::Esxi, "8.0", &ctx("http://h/i/ks.cfg")).unwrap();
+        assert_eq!(
+            e.ipxe_commands()[0],
+            "kernel http://10.0.0.1:8080/trees/t/efi/boot/bootx64.efi -c http://h/i/boot.cfg"
+        );
     }
 
     #[test]

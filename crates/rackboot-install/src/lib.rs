@@ -37,6 +37,6 @@ pub use render::{
     builtin_template, file_name, render, validate_template,
 };
 pub use vars::{
-    BondConfig, BondMode, DiskSelector, InstallVars, Ipv4Config, NicConfig, PartitionLayout,
-    RenderSecrets, Repository, VlanConfig, WindowsFirmware, WindowsVars,
+    BondConfig, BondMode, DiskSelector, EXAMPLE_VARS_JSON, InstallVars, Ipv4Config, NicConfig,
+    PartitionLayout, RenderSecrets, Repository, VlanConfig, WindowsFirmware, WindowsVars,
 };

@@ -3,26 +3,8 @@
 //! it before any template sees it, so a bad value is a client error naming the
 //! field, never a half-rendered file.
 //!
-//! JSON/TOML shape (every field documented on the structs):
-//!
-//! ```json
-//! {
-//!   "hostname": "node1", "domain": "rack1.example.com",
-//!   "nics": [{"mac": "52:54:00:00:00:01", "ipv4": {"mode": "static", "address": "10.0.0.11",
-//!             "prefix": 24, "gateway": "10.0.0.1", "dns": ["10.0.0.1"]}}],
-//!   "bonds": [{"name": "bond0", "members": ["52:54:00:00:00:02", "52:54:00:00:00:03"],
-//!              "mode": "active-backup", "ipv4": {"mode": "dhcp"}}],
-//!   "vlans": [{"id": 100, "parent": "bond0", "ipv4": {"mode": "dhcp"}}],
-//!   "disk": {"rule": "serial", "value": "S3Z8NB0K123456"},
-//!   "layout": "lvm",
-//!   "packages": ["vim"], "repositories": [{"name": "extras", "url": "http://..."}],
-//!   "timezone": "Etc/UTC", "locale": "en_US.UTF-8", "keyboard": "us",
-//!   "root_password_hash": "$6$...", "ssh_authorized_keys": ["ssh-ed25519 AAAA... ops"],
-//!   "post_script": "echo hello > /etc/motd",
-//!   "install_source_url": "http://10.0.0.1:8080/trees/rocky-9.4-x86_64/",
-//!   "callback_url": "http://10.0.0.1:8080/api/v1/install/done/TOKEN"
-//! }
-//! ```
+//! JSON shape: see [`EXAMPLE_VARS_JSON`] (every field is documented on the
+//! structs; unknown keys are rejected).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -31,6 +13,10 @@ use rackboot_core::{MacAddr, OsFamily};
 use serde::{Deserialize, Serialize};
 
 use crate::RenderError;
+
+/// A complete example (a RHEL machine with a static NIC, a DHCP NIC, an LACP
+/// bond carrying a VLAN, disk by serial, LVM), parsed and rendered in tests.
+pub const EXAMPLE_VARS_JSON: &str = include_str!("../examples/vars.json");
 
 /// Everything a template may know about one machine's installation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

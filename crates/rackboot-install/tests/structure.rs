@@ -1,0 +1,203 @@
+//! The completion callback is the last step of every family's file, and the
+//! variables' JSON form is strict.
+
+mod common;
+
+use rackboot_core::OsFamily;
+use rackboot_install::{EXAMPLE_VARS_JSON, InstallVars, TemplateChoice, render};
+
+fn renders() -> Vec<(OsFamily, String, String)> {
+    let mut out = Vec::new();
+    for (family, version) in common::RELEASES {
+        for (machine, vars) in common::machines(*family) {
+            let r = render(
+                *family,
+                version,
+                TemplateChoice::Builtin,
+                &vars,
+                &common::secrets(*family),
+            )
+            .unwrap();
+            out.push((*family, format!("{family} {version} {machine}"), r.body));
+        }
+    }
+    out
+}
+
+const CALLBACK: &str = "api/v1/install/done/3q2-7Yt_token";
+
+#[test]
+fn callback_is_the_last_step_of_every_file() {
+    for (family, name, body) in renders() {
+        match family {
+            OsFamily::Rhel => {
+                // The last section is the --nochroot %post with the callback.
+                let last = body.rfind("\n%post").unwrap();
+                let tail = &body[last..];
+                assert!(
+                    tail.starts_with("\n%post --nochroot --erroronfail"),
+                    "{name}"
+                );
+                assert!(tail.contains(CALLBACK), "{name}");
+                assert!(tail.trim_end().ends_with("%end"), "{name}");
+                assert_eq!(
+                    body.matches(CALLBACK).count(),
+                    3,
+                    "{name}: curl, wget, wget"
+                );
+            }
+            OsFamily::Esxi => {
+                // %post (before the installer reboots) ends with the callback.
+                let post = body.split("\n%post").nth(1).unwrap();
+                let post = post.split("\n%firstboot").next().unwrap();
+                let last = post.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+                assert!(last.contains(CALLBACK), "{name}: {last}");
+            }
+            OsFamily::Debian => {
+                let late = body
+                    .lines()
+                    .find(|l| l.starts_with("d-i preseed/late_command string "))
+                    .unwrap();
+                let last_cmd = late.rsplit(" && ").next().unwrap();
+                assert!(
+                    last_cmd.starts_with("in-target sh -c 'i=0; until curl"),
+                    "{name}"
+                );
+                assert!(last_cmd.contains(CALLBACK), "{name}");
+                assert!(
+                    !body.lines().any(|l| l.starts_with("d-i preseed/late_command")
+                        && !l.contains(CALLBACK)),
+                    "{name}"
+                );
+            }
+            OsFamily::Ubuntu => {
+                let doc: serde_yaml::Value = serde_yaml::from_str(&body).unwrap();
+                let cmds = doc["autoinstall"]["late-commands"].as_sequence().unwrap();
+                let last = cmds.last().unwrap().as_str().unwrap();
+                assert!(last.contains(CALLBACK), "{name}");
+                assert!(
+                    cmds[..cmds.len() - 1]
+                        .iter()
+                        .all(|c| !c.as_str().unwrap().contains(CALLBACK))
+                );
+            }
+            OsFamily::Suse => {
+                let doc = roxmltree::Document::parse_with_options(
+                    &body,
+                    roxmltree::ParsingOptions {
+                        allow_dtd: true,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let chroot = doc
+                    .descendants()
+                    .find(|n| n.has_tag_name("chroot-scripts"))
+                    .unwrap();
+                let scripts: Vec<_> = chroot
+                    .children()
+                    .filter(|n| n.has_tag_name("script"))
+                    .collect();
+                let last = scripts.last().unwrap();
+                let text = |tag: &str| {
+                    last.children()
+                        .find(|n| n.has_tag_name(tag))
+                        .and_then(|n| n.text())
+                        .unwrap()
+                };
+                assert!(text("source").contains(CALLBACK), "{name}");
+                // Chrooted scripts run after the boot loader is installed.
+                assert_eq!(text("chrooted"), "true", "{name}");
+                assert!(
+                    doc.descendants()
+                        .filter(|n| n.has_tag_name("init-scripts"))
+                        .count()
+                        == 0
+                );
+            }
+            OsFamily::Windows => {
+                let doc = roxmltree::Document::parse(&body).unwrap();
+                let cmds: Vec<_> = doc
+                    .descendants()
+                    .filter(|n| n.has_tag_name("SynchronousCommand"))
+                    .collect();
+                let order = |n: &roxmltree::Node| -> u32 {
+                    n.children()
+                        .find(|c| c.has_tag_name("Order"))
+                        .unwrap()
+                        .text()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                };
+                let last = cmds.iter().max_by_key(|n| order(n)).unwrap();
+                let line = last
+                    .children()
+                    .find(|c| c.has_tag_name("CommandLine"))
+                    .unwrap()
+                    .text()
+                    .unwrap();
+                assert!(
+                    line.contains(CALLBACK) && line.contains("Invoke-WebRequest"),
+                    "{name}"
+                );
+                // The password never appears in clear text.
+                assert!(
+                    !body.contains("Rack&amp;Boot") && !body.contains("Rack&Boot"),
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn example_vars_parse_and_render() {
+    let vars: InstallVars = serde_json::from_str(EXAMPLE_VARS_JSON).unwrap();
+    assert_eq!(vars.bonds[0].mode, rackboot_install::BondMode::Lacp);
+    let r = render(
+        OsFamily::Rhel,
+        "9.4",
+        TemplateChoice::Builtin,
+        &vars,
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(
+        r.body
+            .contains("--bondopts=mode=802.3ad,miimon=100 --vlanid=100"),
+        "{}",
+        r.body
+    );
+    // Round trip.
+    let again: InstallVars = serde_json::from_value(serde_json::to_value(&vars).unwrap()).unwrap();
+    assert_eq!(again, vars);
+}
+
+#[test]
+fn json_is_strict_and_names_what_is_wrong() {
+    let mut v: serde_json::Value = serde_json::from_str(EXAMPLE_VARS_JSON).unwrap();
+    v["hostnme"] = "typo".into();
+    let err = serde_json::from_value::<InstallVars>(v)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hostnme"), "{err}");
+
+    let mut v: serde_json::Value = serde_json::from_str(EXAMPLE_VARS_JSON).unwrap();
+    v.as_object_mut().unwrap().remove("callback_url");
+    let err = serde_json::from_value::<InstallVars>(v)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("callback_url"), "{err}");
+
+    let mut v: serde_json::Value = serde_json::from_str(EXAMPLE_VARS_JSON).unwrap();
+    v["nics"][0]["mac"] = "52:54:00:zz:00:01".into();
+    let err = serde_json::from_value::<InstallVars>(v)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("52:54:00:zz:00:01"), "{err}");
+
+    let mut v: serde_json::Value = serde_json::from_str(EXAMPLE_VARS_JSON).unwrap();
+    v["disk"] = serde_json::json!({"rule": "biggest"});
+    assert!(serde_json::from_value::<InstallVars>(v).is_err());
+}
