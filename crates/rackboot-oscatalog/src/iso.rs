@@ -1,12 +1,14 @@
 //! A read-only ISO 9660 reader (ECMA-119) with Rock Ridge (names, symlinks,
-//! relocated directories) and Joliet, for importing installation ISOs without
-//! mounting them. The directory tree is read once when the image is opened,
+//! relocated directories) and Joliet, plus the UDF side of bridge images
+//! (see `udf.rs`), for importing installation ISOs without mounting them. The directory tree is read once when the image is opened,
 //! with every extent checked against the image size; file contents are read
 //! by offset on demand (`pread`), never buffered whole.
 //!
 //! Name choice follows Linux's isofs: Rock Ridge when the primary volume has
 //! it, else Joliet, else the primary names with the `;1` version removed and
 //! lower-cased (what `mount -o loop` shows, and what ESXi's boot.cfg expects).
+//! Images with a UDF volume whose ISO 9660 tree is empty or only a README
+//! (Microsoft's Windows ISOs) are read through UDF instead.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -279,7 +281,7 @@ impl MediaFs for IsoImage {
 
     fn unknown_media_hint(&self) -> Option<String> {
         (self.has_udf && self.names != Names::Udf).then(|| {
-            "the image also has a UDF volume: Windows ISOs keep their files only in UDF; extract it with a UDF-capable tool (e.g. 7z x) and import the directory".to_string()
+            "the image also has a UDF volume, which could not be read (only UDF up to 2.01 with a plain partition is supported); extract the image with a UDF-capable tool (e.g. 7z x) and import the directory".to_string()
         })
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! - [`detect`] recognises family, distribution, version, architecture and
 //!   the installer's boot files on any [`MediaFs`] (a directory tree or an
-//!   ISO image read in place by [`IsoImage`], no mount, no root).
+//!   ISO image read in place by [`IsoImage`]: ISO 9660 with Rock Ridge and
+//!   Joliet, or UDF for Windows media; no mount, no root).
 //! - [`import`] copies a tree or extracts an ISO into `catalog_dir/<id>/`
 //!   atomically, with progress, and records `.rackboot-os.json`;
 //!   [`list`] and [`delete`] manage the catalog.
+//!
+//! Everything here is blocking file I/O: call it from `spawn_blocking` (or
+//! a plain thread) inside async code.
 
 use std::path::PathBuf;
 
