@@ -728,7 +728,7 @@ mod tests {
         let targets: Vec<_> = (0..6)
             .map(|i| {
                 let (t, bmc) = fresh(&format!("ctl-global-{i}"));
-                bmc.set_latency(Duration::from_millis(100));
+                bmc.set_latency(Duration::from_millis(200));
                 t
             })
             .collect();
@@ -755,12 +755,12 @@ mod tests {
         };
         let limited = run(2).await;
         assert!(
-            limited >= Duration::from_millis(300),
+            limited >= Duration::from_millis(600),
             "limit 2: {limited:?}"
         );
         let unlimited = run(6).await;
         assert!(
-            unlimited < Duration::from_millis(250),
+            unlimited < Duration::from_millis(500),
             "limit 6: {unlimited:?}"
         );
     }
