@@ -654,9 +654,14 @@ impl Walk<'_> {
                 entries.push(dir_entry(name));
                 continue;
             }
-            let offset =
+            // Empty files may carry any extent location (some mastering
+            // tools write garbage there): only non-empty extents are checked.
+            let offset = if record.data_len == 0 {
+                0
+            } else {
                 self.reader
-                    .check_extent(record.extent_lba, record.data_len, &join(path, &name))?;
+                    .check_extent(record.extent_lba, record.data_len, &join(path, &name))?
+            };
             let part = (offset, record.data_len);
             let multi = record.flags & FLAG_MULTI_EXTENT != 0;
             match pending.take() {
@@ -844,6 +849,8 @@ mod tests {
             record(19, 2048, FLAG_MULTI_EXTENT, b"BIG.IMG;1"),
             record(20, 100, 0, b"BIG.IMG;1"),
             record(20, 10, 0, b"README.;1"),
+            // Empty files may point anywhere (seen in the wild: block -17).
+            record(0xFFFF_FFEF, 0, 0, b"EMPTY.;1"),
         ];
         let dir = tempfile::tempdir().unwrap();
         let iso = IsoImage::open(&write(dir.path(), &image(&entries, &data))).unwrap();
@@ -856,6 +863,10 @@ mod tests {
                     kind: EntryKind::File { size: 2148 }
                 },
                 Entry {
+                    name: "empty".into(),
+                    kind: EntryKind::File { size: 0 }
+                },
+                Entry {
                     name: "readme".into(),
                     kind: EntryKind::File { size: 10 }
                 },
@@ -864,6 +875,9 @@ mod tests {
         let mut all = Vec::new();
         iso.open("big.img").unwrap().read_to_end(&mut all).unwrap();
         assert_eq!(all, data);
+        let mut empty = Vec::new();
+        iso.open("empty").unwrap().read_to_end(&mut empty).unwrap();
+        assert!(empty.is_empty());
         let mut file = iso.open("big.img").unwrap();
         file.seek(SeekFrom::Start(2040)).unwrap();
         let mut middle = [0u8; 16];
