@@ -293,3 +293,27 @@ async fn suite17_wrong_password_and_unknown_user() {
         "{err:?}"
     );
 }
+
+/// The client's futures must be Send (and the client Send + Sync) so rackboot-power can
+/// hold it in a tokio Mutex behind an async trait and spawn work on it.
+#[test]
+fn client_and_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<IpmiClient>();
+    assert_send_sync::<IpmiError>();
+    let fut = async {
+        let addr: SocketAddr = "127.0.0.1:623".parse().unwrap();
+        let mut c = IpmiClient::connect(addr, USER, PASSWORD, IpmiOptions::default()).await?;
+        c.chassis_status().await?;
+        c.chassis_control(ChassisControl::PowerCycle).await?;
+        c.set_boot_device(rackboot_ipmi::BootDevice::Pxe, false, true)
+            .await?;
+        c.get_boot_device().await?;
+        c.get_device_id().await?;
+        c.close().await?;
+        rackboot_ipmi::presence_ping(addr, &IpmiOptions::default()).await?;
+        Ok::<(), IpmiError>(())
+    };
+    assert_send(&fut);
+}
