@@ -32,6 +32,15 @@ pub enum ApiError {
     /// The request body is over axum's limit (2 MiB by default).
     #[error("{0}")]
     TooLarge(String),
+    /// The request is well-formed but what it names cannot be rendered or done.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A BMC failed (authentication, unreachable, timed out, did not obey).
+    #[error("{0}")]
+    Bmc(String),
+    /// The server failed (an I/O error, a task that died); logged.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -44,6 +53,9 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::Disabled(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Bmc(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

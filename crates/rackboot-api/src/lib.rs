@@ -23,9 +23,11 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod installs;
 pub mod machines;
 pub mod openapi;
 pub mod ops;
+pub mod power;
 pub mod profiles;
 pub mod selectors;
 
@@ -54,6 +56,11 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Interval of SSE keep-alive comments.
     pub sse_keep_alive: Duration,
+    /// Where machines reach boot HTTP (`http://10.77.0.1:8080`): install
+    /// checks and previews render with it.
+    pub boot_base_url: String,
+    /// BMC power control; its endpoints answer 404 when `None`.
+    pub power: Option<power::PowerApi>,
 }
 
 impl ApiState {
@@ -69,6 +76,8 @@ impl ApiState {
             validate_templates: Arc::new(rackboot_boot::validate_profile_templates),
             shutdown: CancellationToken::new(),
             sse_keep_alive: events::DEFAULT_KEEP_ALIVE,
+            boot_base_url: "http://127.0.0.1:8080".into(),
+            power: None,
         }
     }
 }

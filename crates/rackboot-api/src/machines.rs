@@ -37,6 +37,9 @@ pub struct NewMachine {
     /// What to boot; defaults to the profile chosen by selectors.
     #[serde(default)]
     pub intent: Option<BootIntent>,
+    /// Its BMC, for power control. The password is sealed and never returned.
+    #[serde(default)]
+    pub bmc: Option<crate::power::BmcInput>,
 }
 
 /// Body of `PATCH /api/v1/machines/{ref}`: absent fields stay as they are;
@@ -58,6 +61,10 @@ pub struct MachinePatch {
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub intent: Option<BootIntent>,
+    /// Sets the BMC; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<crate::power::BmcInput>)]
+    pub bmc: Option<Option<crate::power::BmcInput>>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit null (`Some(None)`).
@@ -257,6 +264,10 @@ pub async fn create_machine(
     check_labels(&new.labels)?;
     let intent = new.intent.unwrap_or(BootIntent::Profile { name: None });
     check_intent(store, "intent", &intent).await?;
+    let bmc = match &new.bmc {
+        Some(input) => Some(crate::power::seal(&state, "bmc", input)?),
+        None => None,
+    };
     let now = Utc::now();
     let machine = Machine {
         id: uuid::Uuid::new_v4(),
@@ -266,7 +277,7 @@ pub async fn create_machine(
         arch: new.arch,
         labels: new.labels,
         intent,
-        bmc: None,
+        bmc,
         created_at: now,
         updated_at: now,
     };
@@ -332,6 +343,12 @@ pub async fn patch_machine(
     if let Some(intent) = patch.intent {
         check_intent(store, "intent", &intent).await?;
         machine.intent = intent;
+    }
+    if let Some(bmc) = patch.bmc {
+        machine.bmc = match bmc {
+            Some(input) => Some(crate::power::seal(&state, "bmc", &input)?),
+            None => None,
+        };
     }
     machine.updated_at = Utc::now();
     check_unique(store, &machine).await?;

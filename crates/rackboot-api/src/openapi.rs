@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{ApiState, events, machines, ops, profiles, selectors};
+use crate::{ApiState, events, installs, machines, ops, power, profiles, selectors};
 
 const BEARER: &str = "bearer";
 
@@ -29,6 +29,8 @@ const BEARER: &str = "bearer";
         (name = "machines", description = "Enrolled and discovered machines, their boot intent and timeline"),
         (name = "profiles", description = "Bootable kernels and iPXE scripts"),
         (name = "selectors", description = "Rules choosing a profile for a machine"),
+        (name = "power", description = "Out-of-band power and boot device through each machine's BMC"),
+        (name = "installs", description = "Unattended OS installs, their templates and the OS catalog"),
         (name = "events", description = "Event log and live stream"),
         (name = "ops", description = "Status, leases, metrics and this document"),
     ),
@@ -59,6 +61,20 @@ pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
             selectors::put_selector,
             selectors::delete_selector
         ))
+        .routes(routes!(power::power_action, power::power_status))
+        .routes(routes!(power::boot_device))
+        .routes(routes!(installs::request_install))
+        .routes(routes!(installs::render_machine))
+        .routes(routes!(installs::list_installs))
+        .routes(routes!(installs::get_install))
+        .routes(routes!(installs::list_templates))
+        .routes(routes!(
+            installs::get_template,
+            installs::put_template,
+            installs::delete_template
+        ))
+        .routes(routes!(installs::list_os))
+        .routes(routes!(installs::delete_os))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
         .routes(routes!(ops::status))

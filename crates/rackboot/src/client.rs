@@ -112,7 +112,7 @@ impl Api {
 }
 
 /// Path segment escaping for names and MACs (':' is fine in a path; '/' and '%' are not).
-fn seg(s: &str) -> String {
+pub fn seg(s: &str) -> String {
     s.replace('%', "%25")
         .replace('/', "%2F")
         .replace('?', "%3F")
@@ -140,9 +140,30 @@ pub enum MachineCmd {
         /// KEY=VALUE, repeatable.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Its BMC: ipmi://USER[:PASS]@HOST[:PORT], redfish[+https]://USER[:PASS]@HOST[/path].
+        /// A password here is visible to other local users: prefer RACKBOOT_BMC_PASSWORD.
+        #[arg(long)]
+        bmc: Option<String>,
+        /// Accept the BMC's self-signed TLS certificate.
+        #[arg(long)]
+        bmc_insecure: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Set or remove (`none`) a machine's BMC.
+    SetBmc {
+        machine: String,
+        /// BMC URL as for `add --bmc`, or `none`.
+        url: String,
+        #[arg(long)]
+        insecure: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Power through the BMC: `power [MACHINE...] on|off|soft|cycle|reset|status`.
+    Power(crate::power_cli::PowerArgs),
+    /// Boot device through the BMC: `boot-device [MACHINE...] pxe|disk [--once]`.
+    BootDevice(crate::power_cli::BootDeviceArgs),
     /// Set what the machine boots next.
     SetBoot {
         machine: String,
@@ -173,7 +194,7 @@ pub enum MachineCmd {
     },
 }
 
-fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
+pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
     items
         .iter()
         .map(|kv| {
@@ -182,6 +203,16 @@ fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
                 .ok_or_else(|| anyhow!("label {kv:?} is not KEY=VALUE"))
         })
         .collect()
+}
+
+/// The API's `bmc` object; RACKBOOT_BMC_PASSWORD, when set, is the password
+/// (kept off the command line).
+fn bmc_body(url: &str, insecure: bool) -> Value {
+    let mut body = json!({"url": url, "insecure_tls": insecure});
+    if let Ok(password) = std::env::var("RACKBOOT_BMC_PASSWORD") {
+        body["password"] = json!(password);
+    }
+    body
 }
 
 fn intent_text(intent: &BootIntent) -> String {
@@ -237,6 +268,9 @@ fn machine_detail(m: &Machine) {
         m.arch.map(|a| a.as_str()).unwrap_or_else(|| "-".into())
     );
     println!("intent:   {}", intent_text(&m.intent));
+    if let Some(bmc) = &m.bmc {
+        println!("bmc:      {} (user {})", bmc.address, bmc.username);
+    }
     for (k, v) in &m.labels {
         println!("label:    {k}={v}");
     }
@@ -267,11 +301,16 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
             macs,
             uuid,
             labels,
+            bmc,
+            bmc_insecure,
             client,
         } => {
             let api = Api::new(&client)?;
-            let body =
+            let mut body =
                 json!({"name": name, "macs": macs, "uuid": uuid, "labels": parse_labels(&labels)?});
+            if let Some(url) = bmc {
+                body["bmc"] = bmc_body(&url, bmc_insecure);
+            }
             let m: Machine = api.post("/machines", &body).await?;
             match client.output {
                 Format::Json => print_json(&m),
@@ -346,6 +385,31 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
                 Format::Text => machine_detail(&m),
             }
         }
+        MachineCmd::SetBmc {
+            machine,
+            url,
+            insecure,
+            client,
+        } => {
+            let api = Api::new(&client)?;
+            let bmc = if url == "none" {
+                Value::Null
+            } else {
+                bmc_body(&url, insecure)
+            };
+            let m: Machine = api
+                .patch(
+                    &format!("/machines/{}", seg(&machine)),
+                    &json!({"bmc": bmc}),
+                )
+                .await?;
+            match client.output {
+                Format::Json => print_json(&m),
+                Format::Text => machine_detail(&m),
+            }
+        }
+        MachineCmd::Power(args) => crate::power_cli::power(args).await?,
+        MachineCmd::BootDevice(args) => crate::power_cli::boot_device(args).await?,
         MachineCmd::Delete { machine, client } => {
             Api::new(&client)?
                 .delete(&format!("/machines/{}", seg(&machine)))

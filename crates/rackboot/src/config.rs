@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rackboot";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The OS catalog (imported installation trees), under the state directory.
+pub const OS_DIR: &str = "os";
 
 /// `rackboot serve --config FILE`. Every section is optional; see docs/config.md
 /// and the examples in examples/ (each is parsed by a test).
@@ -40,8 +42,58 @@ pub struct Config {
     /// Boot decisions: loader files, asset directory, discovery.
     #[serde(default)]
     pub boot: rackboot_boot::BootConfig,
+    /// BMC power control.
+    #[serde(default)]
+    pub power: PowerSettings,
     #[serde(default)]
     pub log: Log,
+}
+
+/// `[power]`: how rackboot drives BMCs. The key sealing BMC passwords is
+/// RACKBOOT_SECRET_KEY (base64 of 32 bytes) or STATE_DIR/secret.key, created
+/// on first start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerSettings {
+    /// Seconds between reads of every BMC's power state (changes become
+    /// power_changed events); 0 turns the sync off.
+    #[serde(default = "default_power_sync")]
+    pub sync_interval_secs: u64,
+    /// BMC operations in flight at once, across all BMCs.
+    #[serde(default = "default_power_concurrency")]
+    pub max_concurrent: usize,
+}
+
+impl Default for PowerSettings {
+    fn default() -> Self {
+        PowerSettings {
+            sync_interval_secs: default_power_sync(),
+            max_concurrent: default_power_concurrency(),
+        }
+    }
+}
+
+fn default_power_sync() -> u64 {
+    60
+}
+
+fn default_power_concurrency() -> usize {
+    32
+}
+
+/// The key file under the state directory.
+pub const SECRET_KEY_FILE: &str = "secret.key";
+
+/// The key that seals BMC passwords: RACKBOOT_SECRET_KEY, else the state
+/// directory's key file (created with mode 0600 when absent).
+pub fn secret_key(state_dir: &Path) -> Result<rackboot_power::secrets::SecretKey> {
+    use rackboot_power::secrets::SecretKey;
+    if let Ok(text) = std::env::var("RACKBOOT_SECRET_KEY") {
+        return SecretKey::from_base64(text.trim())
+            .context("RACKBOOT_SECRET_KEY must be the base64 of 32 bytes");
+    }
+    let path = state_dir.join(SECRET_KEY_FILE);
+    SecretKey::load_or_create(&path).with_context(|| format!("secret key {}", path.display()))
 }
 
 /// Where each service listens. A service set to "off" is not started.

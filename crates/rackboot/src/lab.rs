@@ -63,6 +63,17 @@ pub struct UpArgs {
     /// Start everything and return without waiting for the machines.
     #[arg(long)]
     pub no_wait: bool,
+    /// Give every machine an emulated BMC (OpenIPMI's ipmi_sim, or sushy-tools'
+    /// Redfish emulator over libvirt); rackboot enrolls the machines with their
+    /// BMC addresses and powers them on through them.
+    #[arg(long, value_enum)]
+    pub bmc: Option<BmcArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BmcArg {
+    Ipmi,
+    Redfish,
 }
 
 pub async fn run(cmd: LabCmd) -> Result<()> {
@@ -181,6 +192,10 @@ async fn up(args: UpArgs) -> Result<()> {
     .with_disk(64);
     let mut config = LabConfig::new(&dir, vec![spec; args.machines]);
     config.state_file = Some(state_path.clone());
+    config.bmc = args.bmc.map(|b| match b {
+        BmcArg::Ipmi => rackboot_lab::BmcKind::Ipmi,
+        BmcArg::Redfish => rackboot_lab::BmcKind::Redfish,
+    });
     let mut lab = Lab::create(config)?;
     println!(
         "lab: namespace {}, bridge 10.77.0.1/24, {} machines",
@@ -230,20 +245,41 @@ async fn up(args: UpArgs) -> Result<()> {
         &state_dir,
         &["selector", "add", "everything", "--profile", LAB_PROFILE],
     )?;
-    for m in lab.machines() {
+    for (i, m) in lab.machines().iter().enumerate() {
         let name = m.name().to_string();
         let mac = m.mac();
-        lab_cli(
-            &lab,
-            &state_dir,
-            &["machine", "add", &name, "--mac", &mac, "--label", "lab=yes"],
-        )?;
+        let mut add = vec!["machine", "add", &name, "--mac", &mac, "--label", "lab=yes"];
+        let bmc_url = lab.bmc(i).map(|b| b.url().to_string());
+        if let Some(url) = &bmc_url {
+            add.extend(["--bmc", url.as_str()]);
+        }
+        lab_cli(&lab, &state_dir, &add)?;
     }
     println!(
         "rackboot serving at {LAB_API} in the lab; profile {LAB_PROFILE} selected for every machine"
     );
-    lab.start_all()?;
-    println!("machines started; serial logs in {}", dir.display());
+    if args.bmc.is_some() {
+        // The machines are off; rackboot powers them on through their BMCs.
+        print!(
+            "{}",
+            lab_cli(
+                &lab,
+                &state_dir,
+                &["machine", "boot-device", "--all", "pxe"]
+            )?
+        );
+        print!(
+            "{}",
+            lab_cli(&lab, &state_dir, &["machine", "power", "--all", "on"])?
+        );
+        println!(
+            "machines powered on through their BMCs; serial logs in {}",
+            dir.display()
+        );
+    } else {
+        lab.start_all()?;
+        println!("machines started; serial logs in {}", dir.display());
+    }
 
     if args.no_wait {
         lab.detach();
@@ -260,7 +296,11 @@ async fn up(args: UpArgs) -> Result<()> {
         last_event = print_new_events(&lab, &state_dir, last_event).unwrap_or(last_event);
         for (i, m) in lab.machines().iter().enumerate() {
             if !booted[i] {
-                let log = std::fs::read_to_string(m.config().serial_log()).unwrap_or_default();
+                let serial = match lab.bmc(i) {
+                    Some(b) => b.serial_log(),
+                    None => m.config().serial_log(),
+                };
+                let log = std::fs::read_to_string(serial).unwrap_or_default();
                 if log.contains(MARKER) {
                     booted[i] = true;
                     println!(">>> {} booted Linux: {}", m.name(), marker_line(&log));

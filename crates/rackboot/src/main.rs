@@ -3,8 +3,10 @@
 mod adhoc;
 mod client;
 mod config;
+mod install_cli;
 mod lab;
 mod output;
+mod power_cli;
 mod serve;
 
 use std::path::PathBuf;
@@ -47,6 +49,18 @@ enum Command {
     Timeline(client::TimelineArgs),
     /// Server status.
     Status(client::ClientArgs),
+    /// The OS catalog: import ISOs or trees, list, delete.
+    #[command(subcommand)]
+    Os(install_cli::OsCmd),
+    /// Install an OS on a machine with its installer and a rendered unattended file.
+    Install(install_cli::InstallArgs),
+    /// Install requests (pending, completed, cancelled).
+    Installs(install_cli::InstallsArgs),
+    /// Preview what a machine gets on its next network boot (script and install file).
+    Render(install_cli::RenderArgs),
+    /// Templates for unattended install files: list, show, put, delete.
+    #[command(subcommand)]
+    Template(install_cli::TemplateCmd),
     /// The virtual rack: QEMU machines on a private bridge in a network namespace.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -81,6 +95,11 @@ fn main() -> ExitCode {
             Command::Timeline(args) => client::timeline(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Lab(cmd) => lab::run(cmd).await,
+            Command::Os(cmd) => install_cli::os(cmd).await,
+            Command::Install(args) => install_cli::install(args).await,
+            Command::Installs(args) => install_cli::installs(args).await,
+            Command::Render(args) => install_cli::render(args).await,
+            Command::Template(cmd) => install_cli::template(cmd).await,
             Command::CheckConfig { config } => config::check(&config),
         }
     });

@@ -226,7 +226,11 @@ impl Server {
             });
         }
 
-        let inventory = rackboot_boot::Inventory::load(store.clone()).await?;
+        let os_dir = config.state_dir.join(crate::config::OS_DIR);
+        std::fs::create_dir_all(&os_dir)
+            .with_context(|| format!("creating the OS catalog {}", os_dir.display()))?;
+        let inventory =
+            rackboot_boot::Inventory::load_with_os_catalog(store.clone(), Some(os_dir)).await?;
 
         // Bind everything before starting anything, so a port in use fails the
         // start instead of leaving half a server running.
@@ -277,6 +281,32 @@ impl Server {
             rackboot_boot::BootService::new(inventory.clone(), boot_config.clone(), events.clone())
                 .context("in [boot]")?;
 
+        let power_api = rackboot_api::power::PowerApi {
+            controller: Arc::new(rackboot_power::PowerController::new(
+                rackboot_power::PowerConfig {
+                    max_concurrent: config.power.max_concurrent.max(1),
+                    ..rackboot_power::PowerConfig::default()
+                },
+            )),
+            key: Arc::new(crate::config::secret_key(&config.state_dir)?),
+            states: rackboot_power::PowerStateMap::new(),
+        };
+        if config.power.sync_interval_secs > 0 {
+            // Outside `tasks`: it has no sockets and ends with the shutdown token.
+            let source = Arc::new(rackboot_api::power::InventoryPowerSource {
+                inventory: inventory.clone(),
+                key: power_api.key.clone(),
+            });
+            tokio::spawn(rackboot_power::run_power_sync(
+                power_api.controller.clone(),
+                source,
+                power_api.states.clone(),
+                events.clone(),
+                Duration::from_secs(config.power.sync_interval_secs),
+                shutdown.clone(),
+            ));
+        }
+
         let mut services = Vec::new();
         if let Some(listener) = http_listener {
             let mut api_state = rackboot_api::ApiState::new(
@@ -285,6 +315,12 @@ impl Server {
                 rackboot_api::AuthConfig::new([admin_token.clone()]),
             );
             api_state.metrics = metrics.clone();
+            api_state.power = Some(power_api.clone());
+            api_state.boot_base_url = match (&boot_config.public_url, server_ip) {
+                (Some(url), _) => url.trim_end_matches('/').to_string(),
+                (None, Some(ip)) => format!("http://{ip}:{}", boot_config.http_port),
+                (None, None) => format!("http://127.0.0.1:{}", boot_config.http_port),
+            };
             api_state.shutdown = shutdown.clone();
             api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
             api_state.status = Arc::new(rackboot_api::StatusInfo {

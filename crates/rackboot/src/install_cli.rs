@@ -1,0 +1,364 @@
+//! CLI for installer-based installs: `rackboot os`, `rackboot install`,
+//! `rackboot installs`, `rackboot render`, `rackboot template`.
+//!
+//! `os import` runs here, next to the server's state directory (it reads an
+//! ISO or a tree and copies it into STATE_DIR/os), then asks the server to
+//! re-read its catalog; everything else goes through the API.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use rackboot_api::installs::{OsInfo, RenderPreview};
+use rackboot_core::{InstallRequest, InstallTemplate, OsFamily};
+use serde_json::{Map, Value, json};
+
+use crate::client::{Api, ClientArgs, seg};
+use crate::output::{Format, Table, print_json};
+
+#[derive(Subcommand)]
+pub enum OsCmd {
+    /// Import an ISO image or an unpacked installation tree into the catalog.
+    Import {
+        /// ISO file or directory.
+        path: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List imported OSes.
+    List(ClientArgs),
+    /// Remove an imported OS and its files.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Machine id, name or MAC.
+    pub machine: String,
+    /// OS catalog id (see `rackboot os list`).
+    #[arg(long)]
+    pub os: String,
+    /// A stored template (see `rackboot template list`); the built-in one otherwise.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Install variables from a JSON or TOML file (hostname, nics, disk, packages, ...).
+    #[arg(long)]
+    pub vars: Option<PathBuf>,
+    /// One variable as KEY=VALUE (VALUE is JSON when it parses as JSON, else a string).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Read a root password from standard input (hashed by the server; only the hash is kept).
+    #[arg(long)]
+    pub root_password_stdin: bool,
+    /// Extra installer kernel argument (repeatable), e.g. console=ttyS0,115200.
+    #[arg(long = "kernel-arg")]
+    pub kernel_args: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct InstallsArgs {
+    /// Only this machine's installs.
+    #[arg(long)]
+    pub machine: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    /// Machine id, name or MAC.
+    pub machine: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Subcommand)]
+pub enum TemplateCmd {
+    /// List stored templates.
+    List(ClientArgs),
+    /// Print a stored template.
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Store a template from a file (checked by the server first).
+    Put {
+        name: String,
+        /// rhel, esxi, debian, ubuntu, suse or windows.
+        #[arg(long)]
+        family: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// minijinja source file.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn os(cmd: OsCmd) -> Result<()> {
+    match cmd {
+        OsCmd::Import { path, client } => {
+            let catalog = client.state_dir.join(crate::config::OS_DIR);
+            std::fs::create_dir_all(&catalog)
+                .with_context(|| format!("creating {}", catalog.display()))?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            let shown = bar.clone();
+            let (src, dst) = (path.clone(), catalog.clone());
+            let entry = tokio::task::spawn_blocking(move || {
+                rackboot_oscatalog::import(&src, &dst, &|p: rackboot_oscatalog::ImportProgress| {
+                    shown.set_length(p.bytes_total);
+                    shown.set_position(p.bytes_done);
+                    if let Some(f) = &p.current {
+                        shown.set_message(f.display().to_string());
+                    }
+                })
+            })
+            .await
+            .context("import task")?
+            .with_context(|| format!("importing {}", path.display()))?;
+            bar.finish_and_clear();
+            let r = &entry;
+            match client.output {
+                Format::Json => print_json(r),
+                Format::Text => println!(
+                    "imported {} ({} {} {}, {} family) into {}",
+                    r.id,
+                    r.name,
+                    r.version,
+                    r.arch,
+                    r.family,
+                    catalog.join(&r.id).display()
+                ),
+            }
+            // Let a running server see it now (listing re-reads the catalog).
+            if let Ok(api) = Api::new(&client)
+                && let Err(e) = api.get::<Vec<OsInfo>>("/os").await
+            {
+                eprintln!(
+                    "note: the server was not told about it ({e:#}); it sees it on its next reload"
+                );
+            }
+        }
+        OsCmd::List(client) => {
+            let api = Api::new(&client)?;
+            let all: Vec<OsInfo> = api.get("/os").await?;
+            match client.output {
+                Format::Json => print_json(&all),
+                Format::Text => {
+                    let mut t = Table::new(["ID", "FAMILY", "NAME", "VERSION", "ARCH", "KERNEL"]);
+                    for o in all {
+                        t.row([
+                            o.id,
+                            o.family.to_string(),
+                            o.name,
+                            o.version,
+                            o.arch,
+                            o.kernel,
+                        ]);
+                    }
+                    t.print();
+                }
+            }
+        }
+        OsCmd::Delete { id, client } => {
+            Api::new(&client)?
+                .delete(&format!("/os/{}", seg(&id)))
+                .await?;
+            if client.output == Format::Text {
+                println!("deleted OS {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `KEY=VALUE` into `vars`; dotted keys are not nested (the API names fields flat).
+fn set_var(vars: &mut Map<String, Value>, kv: &str) -> Result<()> {
+    let (k, v) = kv
+        .split_once('=')
+        .with_context(|| format!("--set {kv:?} is not KEY=VALUE"))?;
+    let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+    vars.insert(k.to_string(), value);
+    Ok(())
+}
+
+fn read_vars(path: &PathBuf) -> Result<Map<String, Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: Value = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    };
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => bail!("{}: install variables must be an object", path.display()),
+    }
+}
+
+pub async fn install(args: InstallArgs) -> Result<()> {
+    let mut vars = match &args.vars {
+        Some(p) => read_vars(p)?,
+        None => Map::new(),
+    };
+    for kv in &args.set {
+        set_var(&mut vars, kv)?;
+    }
+    let mut body = json!({
+        "os": args.os,
+        "template": args.template,
+        "vars": vars,
+        "kernel_args": args.kernel_args,
+    });
+    if args.root_password_stdin {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("reading the root password from stdin")?;
+        body["root_password"] = json!(password.trim_end_matches(['\r', '\n']));
+    }
+    let api = Api::new(&args.client)?;
+    let install: InstallRequest = api
+        .post(&format!("/machines/{}/install", seg(&args.machine)), &body)
+        .await?;
+    match args.client.output {
+        Format::Json => print_json(&install),
+        Format::Text => println!(
+            "install {} of {} requested for {}: it installs on its next network boot",
+            install.id, install.os, args.machine
+        ),
+    }
+    Ok(())
+}
+
+pub async fn installs(args: InstallsArgs) -> Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = match &args.machine {
+        Some(m) => format!("/installs?machine={}", seg(m)),
+        None => "/installs".to_string(),
+    };
+    let all: Vec<InstallRequest> = api.get(&path).await?;
+    match args.client.output {
+        Format::Json => print_json(&all),
+        Format::Text => {
+            let mut t = Table::new(["ID", "MACHINE", "OS", "STATE", "REQUESTED", "COMPLETED"]);
+            for i in all {
+                t.row([
+                    i.id.to_string(),
+                    i.machine.to_string(),
+                    i.os,
+                    i.state.as_str().to_string(),
+                    i.requested_at.format("%F %T").to_string(),
+                    i.completed_at
+                        .map(|t| t.format("%F %T").to_string())
+                        .unwrap_or_default(),
+                ]);
+            }
+            t.print();
+        }
+    }
+    Ok(())
+}
+
+pub async fn render(args: RenderArgs) -> Result<()> {
+    let api = Api::new(&args.client)?;
+    let preview: RenderPreview = api
+        .get(&format!("/machines/{}/render", seg(&args.machine)))
+        .await?;
+    match args.client.output {
+        Format::Json => print_json(&preview),
+        Format::Text => {
+            println!("# {} boots: {}\n", preview.machine, preview.plan);
+            print!("{}", preview.ipxe);
+            if let (Some(name), Some(body)) = (&preview.install_file, &preview.install_file_body) {
+                println!("\n# ---- {name} ----");
+                print!("{body}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn template(cmd: TemplateCmd) -> Result<()> {
+    match cmd {
+        TemplateCmd::List(client) => {
+            let api = Api::new(&client)?;
+            let all: Vec<InstallTemplate> = api.get("/templates").await?;
+            match client.output {
+                Format::Json => print_json(&all),
+                Format::Text => {
+                    let mut t = Table::new(["NAME", "FAMILY", "UPDATED", "DESCRIPTION"]);
+                    for tpl in all {
+                        t.row([
+                            tpl.name,
+                            tpl.family.to_string(),
+                            tpl.updated_at.format("%F %T").to_string(),
+                            tpl.description,
+                        ]);
+                    }
+                    t.print();
+                }
+            }
+        }
+        TemplateCmd::Show { name, client } => {
+            let api = Api::new(&client)?;
+            let t: InstallTemplate = api.get(&format!("/templates/{}", seg(&name))).await?;
+            match client.output {
+                Format::Json => print_json(&t),
+                Format::Text => print!("{}", t.source),
+            }
+        }
+        TemplateCmd::Put {
+            name,
+            family,
+            description,
+            file,
+            client,
+        } => {
+            let family = OsFamily::parse(&family).with_context(|| {
+                format!("--family {family:?}: one of rhel, esxi, debian, ubuntu, suse, windows")
+            })?;
+            let source = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let api = Api::new(&client)?;
+            let body = json!({"family": family, "description": description, "source": source});
+            let t: InstallTemplate = api
+                .put(&format!("/templates/{}", seg(&name)), &body)
+                .await?;
+            match client.output {
+                Format::Json => print_json(&t),
+                Format::Text => println!("stored template {} ({})", t.name, t.family),
+            }
+        }
+        TemplateCmd::Delete { name, client } => {
+            Api::new(&client)?
+                .delete(&format!("/templates/{}", seg(&name)))
+                .await?;
+            if client.output == Format::Text {
+                println!("deleted template {name}");
+            }
+        }
+    }
+    Ok(())
+}
