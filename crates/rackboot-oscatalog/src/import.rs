@@ -82,6 +82,10 @@ pub enum ImportError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "the catalog {catalog} lies inside the source tree {tree}: the copy would include itself"
+    )]
+    CatalogInsideSource { tree: PathBuf, catalog: PathBuf },
     #[error("the copy at {path} does not detect as the source did: {reason}")]
     Verify { path: PathBuf, reason: String },
 }
@@ -266,6 +270,16 @@ pub fn import(
         });
     }
     fs::create_dir_all(catalog_dir).map_err(io_err(catalog_dir))?;
+    if media.source_kind() == SourceKind::Tree {
+        let source = fs::canonicalize(source).map_err(io_err(source))?;
+        let catalog = fs::canonicalize(catalog_dir).map_err(io_err(catalog_dir))?;
+        if catalog.starts_with(&source) {
+            return Err(ImportError::CatalogInsideSource {
+                tree: source,
+                catalog,
+            });
+        }
+    }
     let mut temp = TempDir {
         path: catalog_dir.join(format!(
             "{TEMP_PREFIX}{}-{}-{}",

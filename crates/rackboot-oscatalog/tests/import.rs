@@ -232,6 +232,13 @@ fn catalog_refuses_a_second_import_until_deleted() {
     );
     import(&tree, &catalog, &|_| {}).unwrap();
     assert_eq!(list(&catalog).unwrap().len(), 1);
+
+    // A catalog inside the source would copy itself.
+    let inner = tree.join("catalog");
+    assert!(matches!(
+        import(&tree, &inner, &|_| {}),
+        Err(ImportError::CatalogInsideSource { .. })
+    ));
 }
 
 #[test]
