@@ -756,6 +756,16 @@ impl InstallVars {
                             return Err(invalid("disk.value", "not an ESXi device name"));
                         }
                     }
+                    OsFamily::Ubuntu
+                        if p.starts_with("/dev/disk/") && !p.starts_with("/dev/disk/by-path/") =>
+                    {
+                        // subiquity matches `path` against /dev/NAME and
+                        // `id_path` against the by-path name only.
+                        return Err(unsupported(
+                            family,
+                            "disk paths under /dev/disk/ other than by-path (use rule serial for by-id names)",
+                        ));
+                    }
                     _ => {
                         if !p.starts_with("/dev/") || !is_simple_token(p, b"._:-/+") {
                             return Err(invalid(

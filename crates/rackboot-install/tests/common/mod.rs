@@ -119,6 +119,7 @@ pub fn machines(family: OsFamily) -> Vec<(&'static str, InstallVars)> {
     v.disk = match family {
         OsFamily::Windows => DiskSelector::Path("1".into()),
         OsFamily::Esxi => DiskSelector::Path("mpx.vmhba0:C0:T0:L0".into()),
+        OsFamily::Ubuntu => DiskSelector::Path("/dev/disk/by-path/pci-0000:00:1f.2-ata-1".into()),
         _ => DiskSelector::Path("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4".into()),
     };
     out.push(("static", v));
