@@ -168,6 +168,14 @@ impl IpmiClient {
                 password.len()
             )));
         }
+        if let Some(kg) = &opts.bmc_key
+            && kg.len() > 20
+        {
+            return Err(IpmiError::InvalidArgument(format!(
+                "IPMI BMC key (Kg) is {} bytes, at most 20",
+                kg.len()
+            )));
+        }
         let socket = bind_connected(target).await?;
         let mut hs = Handshake {
             target,

@@ -53,6 +53,11 @@ pub struct SimBmc {
 
 impl SimBmc {
     pub fn start() -> SimBmc {
+        SimBmc::start_with_bmc_key(None)
+    }
+
+    /// With `bmc_key`, ipmi_sim uses it as Kg (two-key login) instead of the password.
+    pub fn start_with_bmc_key(bmc_key: Option<&str>) -> SimBmc {
         let bin = which("ipmi_sim").unwrap_or_else(|| {
             panic!(
                 "ipmi_sim not found in PATH: these tests need it, run `apt-get install -y openipmi`"
@@ -81,12 +86,15 @@ set_working_mc 0x20
     allowed_auths_operator none md2 md5 straight
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
-  endlan
+{bmc_key_line}  endlan
   chassis_control "{script} 0x20"
   user 2 true "{ADMIN_USER}" "{ADMIN_PASSWORD}" admin 10 none md2 md5 straight
   user 3 true "{OPERATOR_USER}" "{OPERATOR_PASSWORD}" operator 10 none md2 md5 straight
 "#,
-                script = script.display()
+                script = script.display(),
+                bmc_key_line = bmc_key
+                    .map(|k| format!("    bmc_key \"{k}\"\n"))
+                    .unwrap_or_default(),
             );
             std::fs::write(dir.path().join("lan.conf"), conf).unwrap();
             std::fs::write(
