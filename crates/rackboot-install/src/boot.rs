@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | RHEL | tree kernel + initrd | `inst.ks=FILE inst.repo=TREE ip=dhcp [BOOTIF=01-mac]` | - |
 //! | Debian | d-i netboot kernel + initrd | `auto=true priority=critical url=FILE interface=auto netcfg/choose_interface=auto ...` | - |
-//! | Ubuntu | casper kernel + initrd | `autoinstall ip=dhcp url=ISO cloud-config-url=/dev/null ds=nocloud-net;s=DIR/` | `DIR/user-data` (the rendered file), `DIR/meta-data` |
+//! | Ubuntu | casper kernel + initrd | `autoinstall ip=dhcp url=ISO cloud-config-url=/dev/null ds=nocloud-net;s=DIR/` | `DIR/user-data` (the rendered file), `DIR/meta-data`, `DIR/vendor-data` |
 //! | SUSE | tree `linux` + `initrd` | `install=TREE autoyast=FILE self_update=0 [netdevice=mac]` | - |
 //! | ESXi | `mboot.c32` (BIOS) / `efi/boot/bootx64.efi` (UEFI) | `-c DIR/boot.cfg` | `DIR/boot.cfg` = [`esxi_boot_cfg`] of the tree's boot.cfg, whose `kernelopt` carries `ks=FILE` |
 //! | Windows | `wimboot` | - | `DIR/unattend.xml`, `DIR/winpeshl.ini`, `DIR/install.cmd` (loaded as named initrds) |
@@ -253,7 +253,7 @@ pub fn boot_entry(
                 "cloud-config-url=/dev/null".to_string(),
                 format!("ds=nocloud-net;s={dir}"),
             ];
-            linux(args, vec!["meta-data"])
+            linux(args, vec!["meta-data", "vendor-data"])
         }
         OsFamily::Suse => {
             let mut args = vec![

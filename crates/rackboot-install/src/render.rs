@@ -127,7 +127,8 @@ pub struct Rendered {
     pub content_type: &'static str,
     pub body: String,
     /// Files served beside the main one (same URL directory):
-    /// Ubuntu `meta-data`; Windows `winpeshl.ini` and `install.cmd`.
+    /// Ubuntu `meta-data` and `vendor-data`; Windows `winpeshl.ini` and
+    /// `install.cmd`.
     pub companions: Vec<Companion>,
 }
 
@@ -330,11 +331,20 @@ pub fn render(
     }
     let (file_name, content_type) = file_name(family);
     let companions = match family {
-        OsFamily::Ubuntu => vec![Companion {
-            file_name: "meta-data",
-            content_type: "text/plain; charset=utf-8",
-            body: format!("instance-id: rackboot-{}\n", vars.hostname),
-        }],
+        // cloud-init's NoCloud fetches DIR/meta-data (required) and
+        // DIR/vendor-data (optional; served empty so no 404 is logged).
+        OsFamily::Ubuntu => vec![
+            Companion {
+                file_name: "meta-data",
+                content_type: "text/plain; charset=utf-8",
+                body: format!("instance-id: rackboot-{}\n", vars.hostname),
+            },
+            Companion {
+                file_name: "vendor-data",
+                content_type: "text/plain; charset=utf-8",
+                body: String::new(),
+            },
+        ],
         OsFamily::Windows => {
             let cmd = render_source(family, "windows-install.cmd", WINDOWS_INSTALL_CMD, &ctx)?;
             vec![
