@@ -9,6 +9,8 @@ val() { # val KEY [PENDING_TEXT]: the result, or why there is none
     else echo "not measured"; fi
 }
 unit() { local v; v=$(val "$1"); if is_num "$v"; then echo "$v MiB/s"; else echo "$v"; fi; }
+# spread KEY: the median and, when known, the runs' range: "42.9 MiB/s (40.1-44.0)"
+spread() { local v r; v=$(unit "$1"); r="${R[$1.spread]:-}"; if [ -n "$r" ] && is_num "$(val "$1")"; then echo "$v ($r)"; else echo "$v"; fi; }
 pct() { local v; v=$(val "$1"); if is_num "$v"; then echo "$v%"; else echo "$v"; fi; }
 
 # verdict A OP B: "met"/"not met" when both are numbers, "pending" otherwise.
@@ -51,6 +53,7 @@ Written by \`bench/run\` (run it as root: \`sudo bench/run\`; it installs what i
 builds rackboot in release mode, and its measurements took ${ELAPSED} s here). Do not
 edit by hand: rerun the bench.
 
+- Command: \`$CMDLINE\` (as root, from the repository; rackboot built with \`cargo build --release -p rackboot\`)
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")
 - Network: a veth pair between two network namespaces (server $SRV_IP/$PREFIX, client $CLI_IP/$PREFIX), MTU 1500
@@ -63,25 +66,30 @@ The machine is small and may be shared with other work (the load average shows h
 much; bench/run runs its servers and clients at nice -10 to be disturbed less), so
 read the figures as ratios between servers measured minutes apart in the same run,
 not as absolute capacity; differences under ~20% between single figures are within
-the noise seen from run to run here.
+the noise seen from run to run here. Every figure is a median of several runs, with
+their range.
+
+Other work on the machine while this ran:
+- DHCP part: $(load_summary dhcp)
+- TFTP part: $(load_summary tftp)
 
 ## Targets
 
 | target | measured | result |
 |---|---|---|
 | DHCP ≥ 2× Kea, leases durable | rackboot $rb_dhcp vs Kea $kea_dhcp exchanges/s (goal ≥ $dhcp_goal) | $(verdict "$rb_dhcp" ">=" "$dhcp_goal") |
-| TFTP windowed ≥ 2× atftpd | rackboot $(val rackboot.win16) vs atftpd $(val atftpd.win16) MiB/s (goal ≥ $win_goal) | $(verdict "$(val rackboot.win16)" ">=" "$win_goal") |
+| TFTP windowed (windowsize 16) ≥ 2× atftpd | rackboot $(val rackboot.win16) vs atftpd $(val atftpd.win16) MiB/s (goal ≥ $win_goal) | $(verdict "$(val rackboot.win16)" ">=" "$win_goal") |
 | TFTP lock-step (blksize 1468) no slower than tftpd-hpa | rackboot $(val rackboot.lock1468) vs tftpd-hpa $(val tftpd-hpa.lock1468) MiB/s | $(verdict "$(val rackboot.lock1468)" ">=" "$(val tftpd-hpa.lock1468)") |
 | TFTP lock-step (blksize 512) no slower than tftpd-hpa | rackboot $(val rackboot.lock512) vs tftpd-hpa $(val tftpd-hpa.lock512) MiB/s | $(verdict "$(val rackboot.lock512)" ">=" "$(val tftpd-hpa.lock512)") |
 | idle RSS < 30 MB | rackboot $rb_rss_mb MB | $(verdict "$rb_rss_mb" "<" 30) |
 
 ## DHCP: 4-way exchanges per second with < 1% drops
 
-| server | lease storage | exchanges/s | dropped at that rate | requested rate | each round |
-|---|---|---|---|---|---|
-| rackboot | SQLite (WAL, \`synchronous=NORMAL\`) in the state directory; each lease committed before its ACK | $rb_dhcp | $(pct rackboot.dhcp_drop) | $(val rackboot.dhcp_rate) | $(val rackboot.dhcp_rounds) |
-| Kea | memfile CSV, \`persist: true\`, \`lfc-interval: 0\`; appended before the ACK | $kea_dhcp | $(pct kea.dhcp_drop) | $(val kea.dhcp_rate) | $(val kea.dhcp_rounds) |
-| dnsmasq | lease file in a temporary directory | $(val dnsmasq.dhcp) | $(pct dnsmasq.dhcp_drop) | $(val dnsmasq.dhcp_rate) | $(val dnsmasq.dhcp_rounds) |
+| server | lease storage | exchanges/s (median round) | dropped at that rate | requested rate | each round | server CPU per exchange | perfdhcp CPU per exchange |
+|---|---|---|---|---|---|---|---|
+| rackboot | SQLite (WAL, \`synchronous=NORMAL\`) in the state directory; each lease committed before its ACK | $rb_dhcp | $(pct rackboot.dhcp_drop) | $(val rackboot.dhcp_rate) | $(val rackboot.dhcp_rounds) | $(val rackboot.dhcp_srv_us) µs | $(val rackboot.dhcp_perf_us) µs |
+| Kea | memfile CSV, \`persist: true\`, \`lfc-interval: 0\`; appended before the ACK | $kea_dhcp | $(pct kea.dhcp_drop) | $(val kea.dhcp_rate) | $(val kea.dhcp_rounds) | $(val kea.dhcp_srv_us) µs | $(val kea.dhcp_perf_us) µs |
+| dnsmasq | lease file in a temporary directory | $(val dnsmasq.dhcp) | $(pct dnsmasq.dhcp_drop) | $(val dnsmasq.dhcp_rate) | $(val dnsmasq.dhcp_rounds) | $(val dnsmasq.dhcp_srv_us) µs | $(val dnsmasq.dhcp_perf_us) µs |
 
 Method: each server runs alone in the server namespace with one /$PREFIX pool
 ($POOL_START - $POOL_END, more addresses than clients) and its lease storage on disk.
@@ -95,8 +103,11 @@ busy second on a shared machine should not decide it). The search starts at $DHC
 (at most $DHCP_MAX_RATE/s), then bisects until the step is at most 1/8 of the rate; the best passing rate is
 confirmed with one ${DHCP_CONFIRM_SECS}-second run (stepping down 10% while that fails, at most 3 times), and the table
 shows the exchanges/s perfdhcp reported for that run. rackboot and Kea are searched
-$DHCP_ROUNDS times, alternately, each time from a fresh lease store, and keep their best
-round (all rounds are listed); dnsmasq once. dnsmasq runs with \`--no-ping\`
+$DHCP_ROUNDS times, alternately, each time from a fresh lease store; the table gives the
+median round (all rounds are listed; a round whose confirmation failed counts as 0); dnsmasq
+once. The CPU columns are the CPU time (user + system, all threads) the server and perfdhcp
+used during that confirming run, divided by the exchanges completed: both share the
+machine's $(nproc) CPUs, so together they bound the rate any server can show here. dnsmasq runs with \`--no-ping\`
 (no ICMP probe before an offer) and \`--dhcp-lease-max=100000\`.
 
 ## TFTP
@@ -110,14 +121,14 @@ EOF
         conc=$(val "$s.conc_secs"); conc1=$(val "$s.conc1_secs")
         is_num "$conc" && conc="$conc s, $(val "$s.conc_ok")/$TFTP_CLIENTS complete"
         is_num "$conc1" && conc1="$conc1 s, $(val "$s.conc1_ok")/$TFTP_CLIENTS complete"
-        echo "| $s | $(unit "$s.lock512") | $(unit "$s.lock1468") | $(unit "$s.win16") | $conc | $conc1 |"
+        echo "| $s | $(spread "$s.lock512") | $(spread "$s.lock1468") | $(spread "$s.win16") | $conc | $conc1 |"
     done
     cat <<EOF
 
 Method: a ${TFTP_BIG_MIB} MiB random file is fetched with the atftp client in the client namespace,
 \`atftp [--option "blksize 1468"] [--option "windowsize 16"] -g -r big.bin -l FILE $SRV_IP\`,
-into memory (/dev/shm) and compared with the original; a figure is the best of $TFTP_REPEAT run(s),
-${TFTP_BIG_MIB} MiB divided by the wall time of the client. tftpd-hpa runs as
+into memory (/dev/shm) and compared with the original; a figure is the median of $TFTP_REPEAT run(s)
+(their range in brackets; a failed run counts as 0), ${TFTP_BIG_MIB} MiB divided by the wall time of the client. tftpd-hpa runs as
 \`in.tftpd -L -u root -s DIR -a $SRV_IP:69\`; atftpd (it conflicts with tftpd-hpa as a Debian
 package, so bench/run unpacks it under bench/.cache) as
 \`atftpd --daemon --no-fork --maxthread 200 DIR\`. tftpd-hpa does not implement windowsize
@@ -132,6 +143,29 @@ $TFTP_CLIENTS atftp processes at once from the client namespace's single address
 (process start-up included; atftp retransmits after 5 s). rackboot caps transfers per
 client address (\`max_transfers_per_client\`, default 64), so there the requests above
 the cap are refused until the client retransmits: a protection, not a throughput limit.
+
+## What limits these figures on this machine
+
+- **CPU placement decides TFTP throughput.** A TFTP transfer is a ping-pong (each block,
+  or each window, waits for the client's ACK), so it is bound by how fast each side is
+  woken, not by CPU. On this virtual machine a wake-up across vCPUs is expensive: with
+  \`taskset\` putting client and server on different vCPUs, rackboot's lock-step transfer
+  ran at 6-8 MiB/s, on the same vCPU at 36-53 MiB/s (and windowed 43-71 vs 163-190 MiB/s).
+  Where the scheduler puts tftpd-hpa and atftpd is up to it, which is much of the
+  run-to-run spread of their figures. rackboot moves a transfer's thread to the CPU that
+  receives the client's packets (\`SO_INCOMING_CPU\`) while the transfer is alone on its
+  thread, and reads cached file data inline instead of through a thread pool; that is
+  what these TFTP figures measure.
+- **perfdhcp shares the CPUs with the server.** The DHCP table gives the CPU time per
+  exchange of the server and of perfdhcp: any server's rate here is bounded by
+  $(nproc) CPUs divided by the sum of the two (less whatever else runs), so a server can
+  only show twice Kea's rate if it uses much less CPU per exchange than Kea *and*
+  perfdhcp is cheap enough to drive it. perfdhcp drops replies itself when its receive
+  buffer overflows (its \`RcvbufErrors\`), which happens when it is not scheduled in time.
+- **Overload.** rackboot drops requests that waited in its socket queue for more than a
+  second (metric \`rackboot_dhcp_dropped_total{reason="stale"}\`) instead of answering a
+  backlog whose replies would all be late; before this, a rate search that had probed
+  far above capacity found lower rates afterwards.
 
 ## Idle memory
 

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use dhcproto::v4::{DhcpOption, Message, MessageType};
 use metrics::{counter, gauge, histogram};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt};
 use rackboot_core::{BootResponder, EventHub, EventKind, Lease, NewEvent, PxeClient};
 use rackboot_store::Store;
 use rackboot_wire::dhcp::{self as wire, ReplyTo, Request};
@@ -101,6 +103,8 @@ async fn serve(
         None => None,
     };
     let server_ip = sockets.server_ip;
+    // Kernel receive timestamps, so requests that waited too long can be shed.
+    let stamped = setsockopt(&sock.as_fd(), sockopt::ReceiveTimestampns, &true).is_ok();
 
     let engine = match config.mode {
         DhcpMode::Full => {
@@ -177,8 +181,14 @@ async fn serve(
         tokio::select! {
             () = &mut flush, if !server.deferred.is_empty() => server.flush_events(),
             _ = shutdown.cancelled() => break,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => server.on_packet(&buf[..n], from, false).await,
+            r = recv_stamped(&sock, &mut buf, stamped) => match r {
+                Ok((n, from, received_at)) => {
+                    if waited_too_long(received_at) {
+                        drop_packet("stale");
+                        continue;
+                    }
+                    server.on_packet(&buf[..n], from, false).await
+                }
                 Err(e) => {
                     counter!("rackboot_dhcp_recv_errors_total").increment(1);
                     tracing::warn!(error = %e, "DHCP receive failed");
@@ -200,6 +210,60 @@ async fn serve(
     drop(server);
     let _ = commit.await;
     Ok(())
+}
+
+/// A request that sat in the socket queue longer than this is dropped unread.
+/// The queue only gets that long when requests arrive faster than the server
+/// answers them (the socket buffer holds thousands); answering the oldest first
+/// then makes every reply late, and the backlog outlives the burst. Clients
+/// retransmit (after about 4 s, RFC 2131 4.1), so shedding what is a second old
+/// keeps the server answering at its capacity instead of collapsing.
+const MAX_QUEUE_AGE: Duration = Duration::from_secs(1);
+
+fn waited_too_long(received_at: Option<std::time::SystemTime>) -> bool {
+    received_at
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > MAX_QUEUE_AGE)
+}
+
+/// `recv_from` plus the kernel's receive timestamp (SO_TIMESTAMPNS) when `stamped`.
+async fn recv_stamped(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    stamped: bool,
+) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
+    if !stamped {
+        let (n, from) = sock.recv_from(buf).await?;
+        return Ok((n, from, None));
+    }
+    sock.async_io(tokio::io::Interest::READABLE, || {
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrIn>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        let from = msg
+            .address
+            .map(|a| SocketAddr::V4(SocketAddrV4::new(a.ip(), a.port())))
+            .ok_or_else(|| std::io::Error::other("datagram without a source address"))?;
+        let mut at = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    at = std::time::UNIX_EPOCH.checked_add(Duration::new(
+                        ts.tv_sec().max(0) as u64,
+                        ts.tv_nsec().clamp(0, 999_999_999) as u32,
+                    ));
+                }
+            }
+        }
+        Ok((msg.bytes, from, at))
+    })
+    .await
 }
 
 async fn recv_opt(

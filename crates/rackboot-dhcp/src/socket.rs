@@ -20,6 +20,9 @@ pub fn bind_interface(ifname: &str, port: u16) -> io::Result<UdpSocket> {
     s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
     s.set_nonblocking(true)?;
     grow_buffers(&s);
+    // Receive timestamps from the start, so the server can tell how long a request
+    // waited in the queue (it sheds those over a second old). Best effort.
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
     Ok(s.into())
 }
 

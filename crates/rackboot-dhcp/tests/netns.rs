@@ -421,6 +421,42 @@ async fn ack_waits_for_the_lease_write() {
     server.stop().await;
 }
 
+/// A request that waited in the socket queue for over a second (the server was
+/// not reading: here, not yet started) is dropped unread; a fresh one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_queued_too_long_are_shed() {
+    let lab = Lab::new();
+    let sockets = lab.server_sockets(false, false);
+    let sock = lab.client_socket(68);
+    // The kernel turns receive timestamping on asynchronously after the first socket asks.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stale = packet(MessageType::Discover, mac(3), |m| {
+        m.set_xid(31);
+    });
+    sock.send_to(&stale, BCAST).unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    let store = Arc::new(MemStore::default());
+    let server = start(sockets, config(3600, ""), store.clone());
+    let s = sock.try_clone().unwrap();
+    let (stale_reply, fresh_reply) = tokio::task::spawn_blocking(move || {
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let stale_reply = recv_reply(&s, 31);
+        let fresh = packet(MessageType::Discover, mac(4), |m| {
+            m.set_xid(32);
+        });
+        let fresh_reply = send_recv(&s, BCAST, fresh, 32);
+        (stale_reply, fresh_reply)
+    })
+    .await
+    .unwrap();
+    assert!(stale_reply.is_none(), "a second-old DISCOVER was answered");
+    let offer = fresh_reply.expect("a fresh DISCOVER is answered");
+    assert_eq!(message_type(&offer), Some(MessageType::Offer));
+    server.stop().await;
+}
+
 fn load_capture(name: &str) -> Vec<u8> {
     let path = format!(
         "{}/../rackboot-wire/testdata/dhcp/{name}",
