@@ -113,7 +113,7 @@ where
             Err(e) => {
                 failed += 1;
                 if output == Format::Text {
-                    println!("[{done}/{total}] {name}: FAILED: {e:#}");
+                    eprintln!("[{done}/{total}] {name}: FAILED: {e:#}");
                 }
             }
         }

@@ -4,147 +4,14 @@
 //! HTTP — and the boot shows up in the machine's timeline. Needs root and the
 //! packages scripts/install-deps installs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rackboot_lab::{Lab, LabConfig, MARKER, MachineSpec, firmware};
-use tokio::sync::Mutex;
-
-/// TCG machines are CPU-bound: one test's machines at a time on a 2-core box.
-static VMS: Mutex<()> = Mutex::const_new(());
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-const API: &str = "http://10.77.0.1:8080";
-const CMDLINE: &str = "console=ttyS0 quiet panic=-1 rackboot.machine={{ machine.name }}";
-
-struct Rack {
-    lab: Lab,
-    state_dir: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Rack {
-    /// A namespace with `machines`, rackboot serving on its bridge with `serve_args`
-    /// appended, and a `linux` profile (host kernel + marker initramfs) ready.
-    async fn start(machines: Vec<MachineSpec>, serve_args: &[&str]) -> Rack {
-        let dir = tempfile::tempdir().unwrap();
-        let assets = dir.path().join("assets");
-        std::fs::create_dir_all(&assets).unwrap();
-        std::fs::copy(rackboot_lab::host_kernel().unwrap(), assets.join("vmlinuz")).unwrap();
-        rackboot_lab::build_marker_initramfs(&assets.join("marker.cpio.gz")).unwrap();
-        let state_dir = dir.path().join("state");
-        let mut lab = Lab::create(LabConfig::new(dir.path(), machines)).unwrap();
-        let mut args: Vec<String> = [
-            "serve",
-            "--interface",
-            "br0",
-            "--state-dir",
-            state_dir.to_str().unwrap(),
-            "--asset-dir",
-            assets.to_str().unwrap(),
-            "--api-listen",
-            "10.77.0.1:8080",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(serve_args.iter().map(|s| s.to_string()));
-        lab.spawn_server(env!("CARGO_BIN_EXE_rackboot"), &args)
-            .unwrap();
-        let rack = Rack {
-            lab,
-            state_dir,
-            _dir: dir,
-        };
-        rack.wait_for_api().await;
-        rack.cli(&[
-            "profile",
-            "add",
-            "linux",
-            "--kernel",
-            "vmlinuz",
-            "--initrd",
-            "marker.cpio.gz",
-            "--cmdline",
-            CMDLINE,
-        ]);
-        rack
-    }
-
-    async fn wait_for_api(&self) {
-        for _ in 0..150 {
-            if self.try_cli(&["status"]).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "rackboot did not come up; server log:\n{}",
-            self.server_log()
-        );
-    }
-
-    fn try_cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .lab
-            .netns()
-            .command(env!("CARGO_BIN_EXE_rackboot"))
-            .args(args)
-            .env("RACKBOOT_URL", API)
-            .env("RACKBOOT_STATE_DIR", &self.state_dir)
-            .output()
-            .expect("run rackboot CLI");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        self.try_cli(args).unwrap_or_else(|e| {
-            panic!(
-                "rackboot {}: {e}\nserver log:\n{}",
-                args.join(" "),
-                self.server_log()
-            )
-        })
-    }
-
-    fn server_log(&self) -> String {
-        self.lab.server().map(|s| s.output()).unwrap_or_default()
-    }
-
-    fn enroll(&self, index: usize, intent: &[&str]) {
-        let m = self.lab.machine(index);
-        self.cli(&["machine", "add", m.name(), "--mac", &m.mac()]);
-        let mut args = vec!["machine", "set-boot", m.name()];
-        args.extend_from_slice(intent);
-        self.cli(&args);
-    }
-
-    async fn boot_and_wait(&mut self, index: usize, pattern: &str) -> String {
-        self.lab.start_machine(index).unwrap();
-        let m = self.lab.machine(index);
-        match m.wait_for_serial(pattern, BOOT_TIMEOUT).await {
-            Ok(line) => line,
-            Err(e) => panic!("{e}\nserver log:\n{}", self.server_log()),
-        }
-    }
-
-    fn timeline(&self, index: usize) -> String {
-        self.cli(&["timeline", self.lab.machine(index).name()])
-    }
-}
-
-fn assert_timeline_has(timeline: &str, kinds: &[&str]) {
-    for kind in kinds {
-        assert!(
-            timeline.contains(kind),
-            "timeline lacks {kind}:\n{timeline}"
-        );
-    }
-}
+use common::{Rack, VMS, assert_timeline_has};
+use rackboot_lab::{MARKER, MachineSpec, firmware};
 
 #[tokio::test]
 async fn bios_machine_boots_linux_through_rackboot() {
@@ -260,7 +127,7 @@ async fn proxy_dhcp_beside_dnsmasq_boots_linux() {
     let _vms = VMS.lock().await;
     let mut rack = Rack::start(vec![MachineSpec::bios()], &["--proxy-dhcp"]).await;
     // dnsmasq hands out addresses only, from a second namespace wired to the lab bridge.
-    let dhcp = DhcpNeighbour::start(rack.lab.netns().name(), rack._dir.path());
+    let dhcp = DhcpNeighbour::start(rack.lab.netns().name(), rack.dir());
     rack.enroll(0, &["profile", "--profile", "linux"]);
     rack.boot_and_wait(0, MARKER).await;
     let timeline = rack.timeline(0);
