@@ -34,6 +34,7 @@ use crate::service::BootService;
 /// - `GET|HEAD /os/{*path}`: imported OS trees (the OS catalog), with Range;
 /// - `GET /install/{id}/{file}`: a pending install's rendered unattended file
 ///   (and companions such as `meta-data`);
+/// - `GET|POST /install/{id}/started/{token}`: the installer read its file (event only);
 /// - `GET|POST /install/{id}/done/{token}`: the installer's completion callback.
 pub fn router(service: Arc<BootService>) -> Router {
     Router::new()
@@ -43,6 +44,10 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route("/boot/loader/{*name}", get(loader))
         .route("/assets/{*path}", get(asset))
         .route("/os/{*path}", get(crate::install_http::os_file))
+        .route(
+            "/install/{id}/started/{token}",
+            get(crate::install_http::started).post(crate::install_http::started),
+        )
         .route(
             "/install/{id}/done/{token}",
             get(crate::install_http::done).post(crate::install_http::done),

@@ -57,6 +57,9 @@ pub struct InstallUrls {
     pub file: String,
     /// `<base>/install/<install-id>/done/<token>`
     pub callback: String,
+    /// `<base>/install/<install-id>/started/<token>`: the installer's first
+    /// command reports that it read its file.
+    pub started: String,
 }
 
 impl InstallUrls {
@@ -66,6 +69,7 @@ impl InstallUrls {
             tree: format!("{}/os/{}/", urls.base_url, install.os),
             file: format!("{dir}{}", rackboot_install::file_name(family).0),
             callback: format!("{dir}done/{}", install.token),
+            started: format!("{dir}started/{}", install.token),
             dir,
         }
     }

@@ -192,6 +192,54 @@ async fn esxi_boot_cfg(
     Ok(rackboot_install::esxi_boot_cfg(&original, &u.tree, &u.file))
 }
 
+/// `GET|POST /install/{id}/started/{token}`: the installer read its file and
+/// runs it (its first command calls this). Records an event; changes nothing.
+pub(crate) async fn started(
+    State(service): State<Arc<BootService>>,
+    Path((id, token)): Path<(String, String)>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let snapshot = service.inventory().snapshot();
+    let Some(install) = snapshot
+        .installs
+        .get(&id)
+        .filter(|i| same_secret(&i.token, &token))
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no pending install {id} with this token\n"),
+        );
+    };
+    let machine = snapshot.machines.iter().find(|m| m.id == install.machine);
+    let name = machine.map(|m| m.name.clone()).unwrap_or_default();
+    let mut event = NewEvent::new(
+        EventKind::InstallStarted,
+        format!(
+            "installer of {} on {name} read its file and started (install {id})",
+            install.os
+        ),
+    )
+    .machine(install.machine)
+    .data(json!({"install": id, "os": install.os}));
+    if let Some(mac) = machine.and_then(|m| m.macs.first()) {
+        event = event.mac(*mac);
+    }
+    service.events().emit(event);
+    text(StatusCode::OK, format!("install {id} started\n"))
+}
+
+/// Constant-time comparison of a bearer secret.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// `GET|POST /install/{id}/done/{token}`: the installer's last step. Idempotent;
 /// the machine's intent becomes local disk in the same store transaction.
 pub(crate) async fn done(

@@ -38,11 +38,12 @@ pub enum EventKind {
     BootDeviceSet,
     InstallRequested,
     InstallFileServed,
+    InstallStarted,
     InstallCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::LeaseOffered,
         EventKind::LeaseAcked,
         EventKind::LeaseNak,
@@ -65,6 +66,7 @@ impl EventKind {
         EventKind::BootDeviceSet,
         EventKind::InstallRequested,
         EventKind::InstallFileServed,
+        EventKind::InstallStarted,
         EventKind::InstallCompleted,
     ];
 
@@ -92,6 +94,7 @@ impl EventKind {
             EventKind::BootDeviceSet => "boot_device_set",
             EventKind::InstallRequested => "install_requested",
             EventKind::InstallFileServed => "install_file_served",
+            EventKind::InstallStarted => "install_started",
             EventKind::InstallCompleted => "install_completed",
         }
     }
