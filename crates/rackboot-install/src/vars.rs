@@ -299,6 +299,10 @@ impl std::fmt::Debug for RenderSecrets {
     }
 }
 
+/// `powershell -NoProfile -ExecutionPolicy Bypass -EncodedCommand ` (see
+/// templates/windows.xml).
+const WINDOWS_POST_PREFIX_LEN: usize = 62;
+
 fn missing(name: &str) -> RenderError {
     RenderError::MissingValue {
         name: name.to_string(),
@@ -537,6 +541,21 @@ impl InstallVars {
         }
         match family {
             OsFamily::Windows => {
+                if let Some(script) = &self.post_script {
+                    // It becomes `powershell ... -EncodedCommand BASE64(UTF-16LE)`
+                    // in a FirstLogonCommands CommandLine, which Windows
+                    // limits to 1024 characters.
+                    let encoded = script.encode_utf16().count() * 2;
+                    let command_len = WINDOWS_POST_PREFIX_LEN + encoded.div_ceil(3) * 4;
+                    if command_len > 1024 {
+                        return Err(invalid(
+                            "post_script",
+                            format!(
+                                "Windows runs it from a 1024-character FirstLogonCommands line: this one needs {command_len}; keep it short (about 360 characters) or let it download a larger script"
+                            ),
+                        ));
+                    }
+                }
                 if crate::context::windows_timezone(&self.timezone).is_none() {
                     return Err(invalid(
                         "timezone",

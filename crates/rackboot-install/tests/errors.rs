@@ -235,6 +235,51 @@ fn families_refuse_what_they_cannot_express() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("SMB"), "{err}");
+    // Windows: the post script must fit a 1024-character command line.
+    let mut vars = common::base(OsFamily::Windows);
+    vars.post_script = Some("Write-Output 'x'\n".repeat(40));
+    let err = render(
+        OsFamily::Windows,
+        "2022",
+        TemplateChoice::Builtin,
+        &vars,
+        &common::secrets(OsFamily::Windows),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("post_script"), "{err}");
+    vars.post_script = Some("Write-Output 'x'\n".repeat(20));
+    let r = render(
+        OsFamily::Windows,
+        "2022",
+        TemplateChoice::Builtin,
+        &vars,
+        &common::secrets(OsFamily::Windows),
+    )
+    .unwrap();
+    let doc = roxmltree::Document::parse(&r.body).unwrap();
+    for line in doc.descendants().filter(|n| n.has_tag_name("CommandLine")) {
+        assert!(line.text().unwrap().len() <= 1024, "{:?}", line.text());
+    }
+    // -EncodedCommand is base64 of UTF-16LE: decode it back.
+    let encoded = doc
+        .descendants()
+        .filter_map(|n| n.text())
+        .find_map(|t| {
+            t.strip_prefix("powershell -NoProfile -ExecutionPolicy Bypass -EncodedCommand ")
+        })
+        .unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let units: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(
+        String::from_utf16(&units).unwrap(),
+        vars.post_script.clone().unwrap()
+    );
     // Unknown version.
     let err = render(
         OsFamily::Rhel,
