@@ -2,10 +2,12 @@
 //! RHEL kickstart (also after running its %pre against a fake sysfs, so the
 //! lines %pre writes are validated too), `sh -n` (dash) and `busybox sh -n`
 //! for every embedded shell fragment, the disk-picking line executed against
-//! a fake /sys, and SHA-512 crypt hashes checked by glibc's crypt(3) (perl).
+//! a fake /sys, Ubuntu network sections through `netplan generate`, and
+//! SHA-512 crypt hashes checked by glibc's crypt(3) (perl).
 //!
 //! Needs: ksvalidator (PyPI `pykickstart`, looked for in
-//! /opt/rackboot-venv/bin first, then PATH), dash (`sh`), busybox, perl.
+//! /opt/rackboot-venv/bin first, then PATH), dash (`sh`), busybox, perl,
+//! netplan (Debian `netplan.io`).
 
 mod common;
 
@@ -485,4 +487,69 @@ fn password_hashes_verify_with_glibc_crypt() {
     };
     assert!(check("correct horse"), "{hash}");
     assert!(!check("wrong horse"), "{hash}");
+}
+
+#[test]
+fn ubuntu_network_passes_netplan_generate() {
+    let netplan = tool(
+        "netplan",
+        "apt-get install --no-install-recommends netplan.io",
+    );
+    let mut checked = 0;
+    for (version, machine, r) in all_renders(OsFamily::Ubuntu) {
+        let doc: serde_yaml::Value = serde_yaml::from_str(&r.body).unwrap();
+        let mut config = serde_yaml::Mapping::new();
+        config.insert("network".into(), doc["autoinstall"]["network"].clone());
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("etc/netplan");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("50-rackboot.yaml");
+        std::fs::write(&file, serde_yaml::to_string(&config).unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = Command::new(&netplan)
+            .arg("generate")
+            .arg("--root-dir")
+            .arg(root.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ubuntu {version} {machine}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let generated = root.path().join("run/systemd/network");
+        let names: Vec<String> = std::fs::read_dir(&generated)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        // Every NIC is matched by its MAC.
+        for (name, nic) in doc["autoinstall"]["network"]["ethernets"]
+            .as_mapping()
+            .unwrap()
+        {
+            let name = name.as_str().unwrap();
+            let mac = nic["match"]["macaddress"].as_str().unwrap();
+            let network =
+                std::fs::read_to_string(generated.join(format!("10-netplan-{name}.network")))
+                    .unwrap_or_else(|e| panic!("{machine} {name}: {e} ({names:?})"));
+            assert!(network.contains(&format!("MACAddress={mac}")), "{network}");
+        }
+        if machine == "bond-vlan" {
+            for want in [
+                "10-netplan-bond0.netdev",
+                "10-netplan-bond0.200.netdev",
+                "10-netplan-nic0.300.netdev",
+            ] {
+                assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+            }
+            let vlan =
+                std::fs::read_to_string(generated.join("10-netplan-bond0.200.network")).unwrap();
+            assert!(vlan.contains("Address=10.200.0.17/24"), "{vlan}");
+            let bond = std::fs::read_to_string(generated.join("10-netplan-bond0.netdev")).unwrap();
+            assert!(bond.contains("Mode=802.3ad"), "{bond}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 10);
 }
