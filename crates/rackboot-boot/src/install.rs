@@ -94,8 +94,9 @@ pub fn install_vars(
         .or_insert_with(|| json!({"rule": "smallest"}));
     vars.entry("install_source_url")
         .or_insert_with(|| json!(urls.tree));
-    // The callback always comes from the server: it carries the token.
+    // The callbacks always come from the server: they carry the token.
     vars.insert("callback_url".into(), json!(urls.callback));
+    vars.insert("started_url".into(), json!(urls.started));
     let vars: InstallVars =
         serde_json::from_value(Value::Object(vars)).map_err(|e| RenderError::InvalidValue {
             name: "vars".into(),
@@ -277,6 +278,27 @@ mod tests {
         let input = InstallInput::from_request(&bad).unwrap();
         let err = install_vars(&machine, &input, &release, &u).unwrap_err();
         assert!(err.to_string().contains("hostnme"), "{err}");
+    }
+
+    #[test]
+    fn debian_preseed_reports_started_first_and_completion_last() {
+        let (machine, install) = request(json!({"vars": {
+            "ssh_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv1sCq0b4vYtq9pS8b1jFh1Kq6YwJ7cT4Jx0h2mZ0aB ops@x"],
+        }}));
+        let rendered = render_file(&machine, &install, &debian(), None, &urls()).unwrap();
+        let started =
+            "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/started/tok123";
+        let early = rendered
+            .body
+            .lines()
+            .position(|l| l.starts_with("d-i preseed/early_command string") && l.contains(started))
+            .unwrap_or_else(|| panic!("no early_command calling {started}:\n{}", rendered.body));
+        let late = rendered
+            .body
+            .lines()
+            .position(|l| l.starts_with("d-i preseed/late_command") && l.contains("/done/tok123"))
+            .expect("late_command calls the completion URL");
+        assert!(early < late);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! | `timezone`, `locale`, `language` (`en_US`), `keyboard` | |
 //! | `root_password_hash` (or none), `ssh_authorized_keys`, `post_script` (or none) | |
 //! | `install_source` | `url`, `scheme`, `host`, `host_port`, `path` (no trailing `/`), `unc` (Windows: `\\server\share\path`) |
+//! | `started_sh` | when `started_url` is set: one best-effort GET of it (the installer read its file) |
 //! | `callback_url`, `callback_sh` | the callback and a one-line POSIX sh command that POSTs to it, retrying for ~10 minutes, exiting 1 if it never succeeds |
 //! | `windows` | `image_name`, `product_key`/`organization`/`share_user`/`share_password` (or none), `admin_password_encoded`, `autologon_password_encoded`, `uefi`, `timezone` (Windows name), `language` (`en-US`) |
 //!
@@ -63,6 +64,8 @@ pub(crate) struct Context {
     install_source: SourceCtx,
     callback_url: String,
     callback_sh: String,
+    /// One best-effort GET of `started_url` (never fails), when set.
+    started_sh: Option<String>,
     windows: Option<WindowsCtx>,
 }
 
@@ -301,6 +304,14 @@ if [ -z \"$best\" ] || [ \"$s\" {cmp} \"$bs\" ]; then best=/dev/$n; bs=$s; fi; d
             )
         }
     }
+}
+
+/// The "file read" progress call as one line of POSIX sh: a single GET that
+/// never fails the installer (busybox wget in the Debian installer, else curl).
+pub fn started_sh(url: &str) -> String {
+    format!(
+        "wget -q -O /dev/null -T 10 '{url}' || curl -fsS -o /dev/null --max-time 10 '{url}' || true"
+    )
 }
 
 /// The retrying completion callback as one line of POSIX sh: POST with curl
@@ -570,6 +581,7 @@ impl Context {
             install_source,
             callback_url: vars.callback_url.clone(),
             callback_sh: callback_sh(&vars.callback_url),
+            started_sh: vars.started_url.as_deref().map(started_sh),
             windows,
         })
     }

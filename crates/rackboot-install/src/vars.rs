@@ -78,6 +78,11 @@ pub struct InstallVars {
     /// Completion callback with its single-use token. Every family's last
     /// installation step POSTs to it (empty body), retrying. Required.
     pub callback_url: String,
+    /// Optional progress callback the installer calls once, as soon as it has
+    /// read this file (Debian: `preseed/early_command`), so the server knows the
+    /// file parsed. Best effort: a failure never stops the install.
+    #[serde(default)]
+    pub started_url: Option<String>,
     /// Windows-only settings; ignored by other families.
     #[serde(default)]
     pub windows: Option<WindowsVars>,
@@ -455,6 +460,9 @@ impl InstallVars {
             return Err(missing("callback_url"));
         }
         check_http_url("callback_url", &self.callback_url)?;
+        if let Some(url) = &self.started_url {
+            check_http_url("started_url", url)?;
+        }
 
         self.validate_network(family)?;
         self.validate_disk(family)?;

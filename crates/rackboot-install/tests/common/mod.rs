@@ -98,6 +98,7 @@ pub fn base(family: OsFamily) -> InstallVars {
             "http://10.1.0.1:8080/trees/os/".into()
         },
         callback_url: "http://10.1.0.1:8080/api/v1/install/done/3q2-7Yt_token".into(),
+        started_url: None,
         windows: windows.then(WindowsVars::default),
     }
 }
