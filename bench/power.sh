@@ -387,7 +387,7 @@ repository; $(nproc) CPUs, Linux $(uname -r).
   each, each with a chassis_control program (a file-backed power state, all on),
   user admin/password; RMCP+ cipher suite 3 (ipmi_sim has no 17).
 - Baseline: $(ipmitool -V 2>/dev/null), \`ipmitool -I lanplus -C 3 -H 127.0.0.1 -p PORT -U admin -P password chassis power status\`.
-- rackboot $("$RACKBOOT_BIN" --version 2>/dev/null | awk '{ print $2 }') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')), release build: \`rackboot serve --api-listen
+- rackboot $("$RACKBOOT_BIN" --version 2>/dev/null | awk '{ print $2 }') (work tree at git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')), release build: \`rackboot serve --api-listen
   127.0.0.1:PORT --tftp-listen off --state-dir TMP\` (no DHCP; the background power sync
   off, \`[power] sync_interval_secs = 0\`, so only the measured reads reach the BMCs;
   at most ${SERVER_MAX:-32} BMC operations at once, the default \`[power] max_concurrent\`), $N machines
