@@ -814,6 +814,10 @@ async fn send_bytes(sock: &UdpSocket, bytes: &[u8], to: SocketAddr, kind: &'stat
 const ACK_BURST: usize = 32;
 /// The pause between two bursts of ACKs (tokio timers tick in milliseconds).
 const ACK_PACE: Duration = Duration::from_millis(1);
+/// With more ACKs than this waiting, the server is behind: bursts follow each
+/// other without the pause (the socket loop still runs in between), because a
+/// paced backlog only grows and makes every ACK late.
+const ACK_BACKLOG: usize = 8 * ACK_BURST;
 
 /// Sends the replies of committed leases in bursts of at most [`ACK_BURST`].
 ///
@@ -822,7 +826,8 @@ const ACK_PACE: Duration = Duration::from_millis(1);
 /// than a client or relay drains its socket, and the receiver's buffer (about 200
 /// KiB by default, ~150 datagrams) overflows: perfdhcp counted those as lost
 /// exchanges, and a relay would drop them the same way. Bursts of 32 a
-/// millisecond apart still carry 32,000 ACKs/s and add at most a few milliseconds.
+/// millisecond apart add a few milliseconds; a backlog beyond [`ACK_BACKLOG`]
+/// (overload, or a slow timer on a busy machine) goes out unpaced.
 async fn send_acks(
     mut rx: mpsc::UnboundedReceiver<Vec<Outgoing>>,
     sock: Arc<UdpSocket>,
@@ -843,7 +848,9 @@ async fn send_acks(
             send_bytes(&sock, &out.bytes, out.to, out.kind).await;
             events.emit(out.event);
         }
-        if !queue.is_empty() {
+        if queue.len() > ACK_BACKLOG {
+            tokio::task::yield_now().await;
+        } else if !queue.is_empty() {
             tokio::time::sleep(ACK_PACE).await;
         }
     }
