@@ -50,18 +50,17 @@ async fn wait_for_event(rack: &Rack, machine: &str, kind: &str, timeout: Duratio
 
 /// The completion URL in the rendered preseed (its late_command calls it).
 fn callback_url(rendered: &str) -> String {
-    let start = rendered
-        .find("http://10.77.0.1:8080/install/")
-        .and_then(|i| rendered[i..].find("/done/").map(|j| (i, i + j)))
-        .map(|(i, _)| i)
+    let done = rendered
+        .find("/done/")
         .unwrap_or_else(|| panic!("no callback URL in the rendered preseed:\n{rendered}"));
-    let rest = &rendered[start..];
-    let done = rest.find("/done/").unwrap() + "/done/".len();
-    let token_len = rest[done..]
+    let start = rendered[..done]
+        .rfind("http://")
+        .expect("the callback is an http URL");
+    let token_len = rendered[done + "/done/".len()..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric())
         .count();
-    rest[..done + token_len].to_string()
+    rendered[start..done + "/done/".len() + token_len].to_string()
 }
 
 #[tokio::test]
@@ -111,6 +110,12 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
         &keys,
         "--kernel-arg",
         "console=ttyS0,115200n8",
+        // The lab network has no router and no DNS; d-i would ask about both
+        // before reading its file.
+        "--kernel-arg",
+        "netcfg/no_default_route=true",
+        "--kernel-arg",
+        "netcfg/get_nameservers=10.77.0.1",
     ]);
     let preview = rack.cli(&["render", &name]);
     assert!(
@@ -122,6 +127,10 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
         "the preseed should end with its late command:\n{preview}"
     );
     let callback = callback_url(&preview);
+    assert!(
+        callback.starts_with("http://10.77.0.1:8080/install/") && !callback.contains(' '),
+        "{callback}"
+    );
 
     rack.lab.start_machine(0).unwrap();
     wait_for_event(&rack, &name, "install_file_served", INSTALLER_TIMEOUT).await;
@@ -130,33 +139,37 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
     rack.lab.stop_machine(0).unwrap();
 
     // What the preseed's late_command does at the end of a real install.
-    let curl = |url: &str| {
+    let curl = |method: &str, url: &str| {
         let out = rack
             .lab
             .netns()
             .command("curl")
-            .args(["-sS", "-X", "POST", "-w", " %{http_code}", url])
+            .args(["-sS", "-X", method, "-w", " %{http_code}", url])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        )
     };
-    let first = curl(&callback);
+    let first = curl("POST", &callback);
     assert!(
         first.contains("completed") && first.ends_with("200"),
         "{first}"
     );
-    let again = curl(&callback);
+    let again = curl("POST", &callback);
     assert!(
         again.contains("already completed") && again.ends_with("200"),
         "{again}"
     );
-    let wrong = curl(&format!("{}x", callback));
+    let wrong = curl("POST", &format!("{}x", callback));
     assert!(
         wrong.ends_with("404"),
         "a wrong token must not complete anything: {wrong}"
     );
     let file_url = callback.split("/done/").next().unwrap().to_string() + "/preseed.cfg";
-    let gone = curl(&file_url);
+    let gone = curl("GET", &file_url);
     assert!(
         gone.ends_with("410"),
         "a completed install's file must be gone: {gone}"
