@@ -198,11 +198,17 @@ pub struct EventPersistQueue {
     rx: mpsc::Receiver<NewEvent>,
 }
 
+/// Live subscribers' backlog at most. tokio's broadcast channel allocates and
+/// initialises every slot up front (65,536 events were ~10 MB of idle RSS); a
+/// subscriber that lags further is backfilled from the store by the API.
+pub const MAX_LIVE_BACKLOG: usize = 4096;
+
 impl EventHub {
-    /// `capacity` bounds both the persist queue and each live subscriber's lag.
+    /// `capacity` bounds the persist queue (allocated as used) and, up to
+    /// [`MAX_LIVE_BACKLOG`], each live subscriber's lag.
     pub fn new(capacity: usize) -> (EventHub, EventPersistQueue) {
         let (queue, rx) = mpsc::channel(capacity);
-        let (live, _) = broadcast::channel(capacity);
+        let (live, _) = broadcast::channel(capacity.clamp(1, MAX_LIVE_BACKLOG));
         let hub = EventHub {
             queue,
             live,
