@@ -4,6 +4,7 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use rackboot_core::secret::constant_time_eq;
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -40,16 +41,6 @@ impl AuthConfig {
         }
         ok
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // Keep the compiler from turning the fold into an early-exit comparison.
-    std::hint::black_box(diff) == 0
 }
 
 /// The token from `Authorization: Bearer <token>`, if the header has that form.

@@ -11,7 +11,8 @@ use rackboot_core::{Bmc, Machine};
 use rackboot_power::secrets::SecretKey;
 use rackboot_power::{
     BmcTarget, BootDevice, BootMode, BootPersistence, PowerAction, PowerController, PowerErrorKind,
-    PowerFailure, PowerStateMap, PowerSyncSource, emit_request_event, seal_bmc, target_from_bmc,
+    PowerFailure, PowerOutcome, PowerStateMap, PowerSyncSource, emit_request_event, seal_bmc,
+    target_from_bmc,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -88,8 +89,12 @@ fn target(power: &PowerApi, machine: &Machine) -> ApiResult<BmcTarget> {
 /// A BMC that failed: the status says whose fault (502 for the BMC's, 400 when
 /// the operation is not supported), the message says what went wrong.
 fn failure(machine: &Machine, f: PowerFailure) -> ApiError {
-    let message = format!("{}: {f}", machine.name);
-    match f.error.kind() {
+    bmc_error(machine, f.error.kind(), &f)
+}
+
+fn bmc_error(machine: &Machine, kind: PowerErrorKind, what: &dyn std::fmt::Display) -> ApiError {
+    let message = format!("{}: {what}", machine.name);
+    match kind {
         PowerErrorKind::Unsupported | PowerErrorKind::InvalidUrl => ApiError::BadRequest(message),
         _ => ApiError::Bmc(message),
     }
@@ -136,6 +141,18 @@ pub struct PowerResult {
     pub elapsed_ms: u64,
 }
 
+impl PowerResult {
+    fn new(machine: String, outcome: &PowerOutcome) -> PowerResult {
+        PowerResult {
+            machine,
+            message: outcome.to_string(),
+            state: outcome.final_state.map(|s| s.to_string()),
+            attempts: outcome.attempts,
+            elapsed_ms: outcome.elapsed.as_millis() as u64,
+        }
+    }
+}
+
 /// A machine's power state as its BMC reports it now.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PowerStatus {
@@ -169,13 +186,7 @@ pub async fn power_action(
     if let Some(s) = outcome.final_state {
         power.states.record_state(machine.id, s);
     }
-    Ok(Json(PowerResult {
-        machine: machine.name,
-        message: outcome.to_string(),
-        state: outcome.final_state.map(|s| s.to_string()),
-        attempts: outcome.attempts,
-        elapsed_ms: outcome.elapsed.as_millis() as u64,
-    }))
+    Ok(Json(PowerResult::new(machine.name, &outcome)))
 }
 
 /// Reads the power state from the machine's BMC now.
@@ -198,12 +209,7 @@ pub async fn power_status(
         .controller
         .power_state(&target)
         .await
-        .map_err(|e| match e.kind() {
-            PowerErrorKind::Unsupported | PowerErrorKind::InvalidUrl => {
-                ApiError::BadRequest(format!("{}: {e}", machine.name))
-            }
-            _ => ApiError::Bmc(format!("{}: {e}", machine.name)),
-        })?;
+        .map_err(|e| bmc_error(&machine, e.kind(), &e))?;
     power.states.record_state(machine.id, s);
     Ok(Json(PowerStatus {
         machine: machine.name,
@@ -240,13 +246,7 @@ pub async fn boot_device(
         .await;
     emit_request_event(&state.events, machine.id, &result);
     let outcome = result.map_err(|f| failure(&machine, f))?;
-    Ok(Json(PowerResult {
-        machine: machine.name,
-        message: outcome.to_string(),
-        state: outcome.final_state.map(|s| s.to_string()),
-        attempts: outcome.attempts,
-        elapsed_ms: outcome.elapsed.as_millis() as u64,
-    }))
+    Ok(Json(PowerResult::new(machine.name, &outcome)))
 }
 
 /// The machines the power-state sync polls: every machine with a BMC, from

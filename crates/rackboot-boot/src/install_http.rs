@@ -134,25 +134,22 @@ async fn render_install_file(
         ));
     };
     counter!("rackboot_install_files_served_total", "format" => rendered.format).increment(1);
-    let mut event = NewEvent::new(
+    service.events().emit(install_event(
         EventKind::InstallFileServed,
         format!(
             "served {} {file} of install {} ({}) to {}",
             rendered.format, install.id, install.os, machine.name
         ),
-    )
-    .machine(machine.id)
-    .data(json!({
-        "install": install.id,
-        "os": install.os,
-        "file": file,
-        "format": rendered.format,
-        "bytes": body.len(),
-    }));
-    if let Some(mac) = machine.macs.first() {
-        event = event.mac(*mac);
-    }
-    service.events().emit(event);
+        install,
+        Some(machine),
+        json!({
+            "install": install.id,
+            "os": install.os,
+            "file": file,
+            "format": rendered.format,
+            "bytes": body.len(),
+        }),
+    ));
     Ok((
         StatusCode::OK,
         [
@@ -206,7 +203,7 @@ pub(crate) async fn started(
     let Some(install) = snapshot
         .installs
         .get(&id)
-        .filter(|i| same_secret(&i.token, &token))
+        .filter(|i| i.token_matches(&token))
     else {
         return text(
             StatusCode::NOT_FOUND,
@@ -214,30 +211,18 @@ pub(crate) async fn started(
         );
     };
     let machine = snapshot.machines.iter().find(|m| m.id == install.machine);
-    let name = machine.map(|m| m.name.clone()).unwrap_or_default();
-    let mut event = NewEvent::new(
+    let name = machine.map(|m| m.name.as_str()).unwrap_or_default();
+    service.events().emit(install_event(
         EventKind::InstallStarted,
         format!(
             "installer of {} on {name} read its file and started (install {id})",
             install.os
         ),
-    )
-    .machine(install.machine)
-    .data(json!({"install": id, "os": install.os}));
-    if let Some(mac) = machine.and_then(|m| m.macs.first()) {
-        event = event.mac(*mac);
-    }
-    service.events().emit(event);
+        install,
+        machine,
+        json!({"install": id, "os": install.os}),
+    ));
     text(StatusCode::OK, format!("install {id} started\n"))
-}
-
-/// Constant-time comparison of a bearer secret.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// `GET|POST /install/{id}/done/{token}`: the installer's last step. Idempotent;
@@ -259,20 +244,17 @@ pub(crate) async fn done(
                 }
                 let snapshot = service.inventory().snapshot();
                 let machine = snapshot.machines.iter().find(|m| m.id == install.machine);
-                let name = machine.map(|m| m.name.clone()).unwrap_or_default();
-                let mut event = NewEvent::new(
+                let name = machine.map(|m| m.name.as_str()).unwrap_or_default();
+                service.events().emit(install_event(
                     EventKind::InstallCompleted,
                     format!(
                         "install {id} of {} on {name} completed; it boots from its disk next",
                         install.os
                     ),
-                )
-                .machine(install.machine)
-                .data(json!({"install": id, "os": install.os}));
-                if let Some(mac) = machine.and_then(|m| m.macs.first()) {
-                    event = event.mac(*mac);
-                }
-                service.events().emit(event);
+                    &install,
+                    machine,
+                    json!({"install": id, "os": install.os}),
+                ));
                 counter!("rackboot_installs_completed_total").increment(1);
             }
             text(
@@ -296,5 +278,22 @@ pub(crate) async fn done(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("install {id}: {e}\n"),
         ),
+    }
+}
+
+/// An event on the installing machine's timeline, with its boot MAC when known.
+fn install_event(
+    kind: EventKind,
+    message: String,
+    install: &rackboot_core::InstallRequest,
+    machine: Option<&rackboot_core::Machine>,
+    data: serde_json::Value,
+) -> NewEvent {
+    let event = NewEvent::new(kind, message)
+        .machine(install.machine)
+        .data(data);
+    match machine.and_then(|m| m.macs.first()) {
+        Some(mac) => event.mac(*mac),
+        None => event,
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use rackboot_core::{InstallRequest, InstallState, MacAddr, Machine, Profile, Selector};
+use rackboot_core::{InstallRequest, MacAddr, Machine, Profile, Selector};
 use rackboot_oscatalog::OsRelease;
 use rackboot_store::{Store, StoreError};
 
@@ -102,10 +102,9 @@ impl Inventory {
         );
         snap.installs = self
             .store
-            .list_installs(None)
+            .list_pending_installs()
             .await?
             .into_iter()
-            .filter(|i| i.state == InstallState::Pending)
             .map(|i| (i.id, i))
             .collect();
         snap.os = self.read_os_catalog().await;

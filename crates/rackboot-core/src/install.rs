@@ -31,6 +31,13 @@ pub struct InstallRequest {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
+impl InstallRequest {
+    /// Whether `token` is this install's callback token (constant time).
+    pub fn token_matches(&self, token: &str) -> bool {
+        crate::secret::constant_time_eq(self.token.as_bytes(), token.as_bytes())
+    }
+}
+
 impl std::fmt::Debug for InstallRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstallRequest")

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod mac;
 pub mod machine;
 pub mod os;
+pub mod secret;
 pub mod selector;
 
 pub use arch::{Arch, PxeClient};

@@ -140,6 +140,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest>;
     /// Oldest first; one machine's, or all.
     async fn list_installs(&self, machine: Option<MachineId>) -> Result<Vec<InstallRequest>>;
+    /// Pending installs only (what the boot inventory needs on every reload,
+    /// without reading the whole install history).
+    async fn list_pending_installs(&self) -> Result<Vec<InstallRequest>> {
+        Ok(self
+            .list_installs(None)
+            .await?
+            .into_iter()
+            .filter(|i| i.state == InstallState::Pending)
+            .collect())
+    }
     /// The completion callback, in one transaction: checks the token (a wrong
     /// one is NotFound, so tokens cannot be probed), marks the install completed
     /// and sets the machine's intent to local disk if it still points at this
@@ -155,15 +165,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Token and state check of an install callback, shared by both backends.
 pub(crate) fn check_install_callback(install: &InstallRequest, token: &str) -> Result<()> {
-    // Constant-time comparison: the token is a bearer secret.
-    let same = install.token.len() == token.len()
-        && install
-            .token
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !install.token_matches(token) {
         return Err(StoreError::NotFound {
             what: "install",
             key: install.id.to_string(),

@@ -725,6 +725,10 @@ impl Store for PgStore {
         self.list_installs_impl(machine).await
     }
 
+    async fn list_pending_installs(&self) -> Result<Vec<InstallRequest>> {
+        self.list_pending_installs_impl().await
+    }
+
     async fn complete_install(
         &self,
         id: uuid::Uuid,

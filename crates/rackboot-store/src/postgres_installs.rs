@@ -169,6 +169,16 @@ impl PgStore {
             .collect()
     }
 
+    pub(crate) async fn list_pending_installs_impl(&self) -> Result<Vec<InstallRequest>> {
+        sqlx::query("SELECT * FROM installs WHERE state = 'pending' ORDER BY requested_at, id")
+            .fetch_all(self.pool())
+            .await
+            .map_err(backend("listing pending installs"))?
+            .iter()
+            .map(install_from_row)
+            .collect()
+    }
+
     pub(crate) async fn complete_install_impl(
         &self,
         id: uuid::Uuid,

@@ -853,6 +853,10 @@ impl Store for SqliteStore {
         self.list_installs_impl(machine).await
     }
 
+    async fn list_pending_installs(&self) -> Result<Vec<InstallRequest>> {
+        self.list_pending_installs_impl().await
+    }
+
     async fn complete_install(
         &self,
         id: uuid::Uuid,

@@ -894,6 +894,14 @@ async fn install_lifecycle(store: Arc<dyn Store>) {
             (second.id, InstallState::Pending)
         ]
     );
+    let pending: Vec<_> = store
+        .list_pending_installs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(pending, [second.id]);
     assert!(matches!(
         store.complete_install(first.id, "tok-first", t(32)).await,
         Err(StoreError::Conflict(msg)) if msg.contains("cancelled")
