@@ -77,16 +77,38 @@ pub struct InstallPlan {
     pub release: rackboot_oscatalog::OsRelease,
 }
 
-/// A menu whose entries are resolved to profiles.
+impl InstallPlan {
+    /// Linux installers are a kernel and initrd, which pxelinux and GRUB load
+    /// over TFTP (`/os/<id>/...`) as well as iPXE does over HTTP.
+    pub fn boots_under_any_loader(&self) -> bool {
+        !matches!(
+            self.release.family,
+            rackboot_core::OsFamily::Esxi | rackboot_core::OsFamily::Windows
+        )
+    }
+}
+
+/// A menu whose entries are resolved to profiles and pending installs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MenuPlan {
     pub title: String,
-    pub entries: Vec<(String, Profile)>,
-    /// Entries left out because their profile does not exist, as notes for the rendered file.
+    /// (label, what the entry boots)
+    pub entries: Vec<(String, MenuTarget)>,
+    /// Entries left out (a missing profile, an install no longer pending), as
+    /// notes for the rendered file.
     pub skipped: Vec<String>,
     /// Index into `entries` booted on timeout; `None` is local disk.
     pub default: Option<usize>,
     pub timeout_secs: u32,
+    /// The loader the operator asked the menu to be shown in.
+    pub loader: Option<LoaderKind>,
+}
+
+/// What one menu entry boots.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MenuTarget {
+    Profile(Profile),
+    Install(Box<InstallPlan>),
 }
 
 impl BootPlan {
@@ -108,7 +130,16 @@ impl BootPlan {
         match self {
             BootPlan::Profile(p) => p.loader,
             BootPlan::Menu(m) => {
-                let mut loaders = m.entries.iter().map(|(_, p)| p.loader);
+                if let Some(loader) = m.loader {
+                    return loader;
+                }
+                // Installs of Linux families boot under any loader; the others
+                // (ESXi's mboot, Windows' wimboot) need iPXE.
+                let mut loaders = m.entries.iter().filter_map(|(_, t)| match t {
+                    MenuTarget::Profile(p) => Some(p.loader),
+                    MenuTarget::Install(i) if i.boots_under_any_loader() => None,
+                    MenuTarget::Install(_) => Some(LoaderKind::Ipxe),
+                });
                 match loaders.next() {
                     Some(first) if loaders.all(|l| l == first) => first,
                     _ => LoaderKind::Ipxe,
@@ -156,60 +187,82 @@ pub fn plan_for(
             },
         },
         BootIntent::Menu(menu) => BootPlan::Menu(menu_plan(&machine.name, menu, snapshot)),
-        BootIntent::Install { id, os } => match (snapshot.installs.get(id), snapshot.os.get(os)) {
-            (Some(install), Some(release)) => BootPlan::Install(Box::new(InstallPlan {
-                install: install.clone(),
-                release: release.clone(),
-            })),
-            (None, _) => BootPlan::Error {
-                message: format!(
-                    "cannot boot {}: install {id} is no longer pending (completed or cancelled)",
-                    machine.name
-                ),
-            },
-            (_, None) => BootPlan::Error {
-                message: format!(
-                    "cannot boot {}: OS {os} is not in the OS catalog (see rackboot os list)",
-                    machine.name
-                ),
+        BootIntent::Install { id, os } => match install_plan(*id, os, snapshot) {
+            Ok(plan) => BootPlan::Install(Box::new(plan)),
+            Err(why) => BootPlan::Error {
+                message: format!("cannot boot {}: {why}", machine.name),
             },
         },
     }
 }
 
-/// Installer boots fetch the OS tree over HTTP, which iPXE does; the first
-/// stage is chosen by the plan's loader, so this only shows for a machine
-/// that asked for a pxelinux/GRUB config directly.
+/// A pending install and its OS, or why it cannot be booted.
+fn install_plan(id: uuid::Uuid, os: &str, snapshot: &Snapshot) -> Result<InstallPlan, String> {
+    match (snapshot.installs.get(&id), snapshot.os.get(os)) {
+        (Some(install), Some(release)) => Ok(InstallPlan {
+            install: install.clone(),
+            release: release.clone(),
+        }),
+        (None, _) => Err(format!(
+            "install {id} is no longer pending (completed or cancelled)"
+        )),
+        (_, None) => Err(format!(
+            "OS {os} is not in the OS catalog (see rackboot os list)"
+        )),
+    }
+}
+
+/// ESXi's mboot and Windows' wimboot installs boot only through iPXE; the first
+/// stage is chosen by the plan's loader, so this only shows for a machine that
+/// asked for a pxelinux/GRUB config directly.
 fn install_needs_ipxe(plan: &InstallPlan) -> String {
     format!(
-        "install {} of {} boots through iPXE (/boot/ipxe/<mac>), not this loader",
-        plan.install.id, plan.release.id
+        "install {} of {} ({}) boots through iPXE (/boot/ipxe/<mac>), not this loader",
+        plan.install.id, plan.release.id, plan.release.family
     )
 }
 
-/// Resolves a menu's entries; entries naming a missing profile are skipped with a note.
+/// Resolves a menu's entries; an entry naming a missing profile or an install
+/// that is no longer pending is skipped with a note.
 pub fn menu_plan(for_whom: &str, menu: &Menu, snapshot: &Snapshot) -> MenuPlan {
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
     for e in &menu.entries {
-        match snapshot.profiles.get(&e.profile) {
-            Some(p) => entries.push((e.label.clone().unwrap_or_else(|| p.name.clone()), p.clone())),
-            None => skipped.push(format!(
-                "menu entry \"{}\": profile does not exist",
-                e.profile
-            )),
+        let target = match &e.install {
+            Some(i) => install_plan(i.id, &i.os, snapshot)
+                .map(|plan| MenuTarget::Install(Box::new(plan)))
+                .map_err(|why| format!("menu entry \"{}\": {why}", i.os)),
+            None => snapshot
+                .profiles
+                .get(&e.profile)
+                .map(|p| MenuTarget::Profile(p.clone()))
+                .ok_or_else(|| format!("menu entry \"{}\": profile does not exist", e.profile)),
+        };
+        match target {
+            Ok(target) => {
+                let label = e.label.clone().unwrap_or_else(|| match &target {
+                    MenuTarget::Profile(p) => p.name.clone(),
+                    MenuTarget::Install(plan) => format!("Install {}", plan.release.name),
+                });
+                entries.push((e.key().to_string(), label, target));
+            }
+            Err(note) => skipped.push(note),
         }
     }
     let default = menu
         .default
         .as_ref()
-        .and_then(|d| entries.iter().position(|(_, p)| &p.name == d));
+        .and_then(|d| entries.iter().position(|(key, _, _)| key == d));
     MenuPlan {
         title: format!("rackboot: {for_whom}"),
-        entries,
+        entries: entries
+            .into_iter()
+            .map(|(_, label, target)| (label, target))
+            .collect(),
         skipped,
         default,
         timeout_secs: menu.timeout_secs,
+        loader: menu.loader,
     }
 }
 
@@ -223,11 +276,12 @@ pub fn all_profiles_menu(snapshot: &Snapshot, timeout_secs: u32) -> Menu {
             .into_iter()
             .map(|n| rackboot_core::MenuEntry {
                 profile: n.clone(),
-                label: None,
+                ..Default::default()
             })
             .collect(),
         default: None,
         timeout_secs,
+        loader: None,
     }
 }
 
@@ -453,13 +507,26 @@ fn ipxe_install(
     plan: &InstallPlan,
     urls: &ServerUrls,
 ) -> Result<String, String> {
+    let body = ipxe_install_body(machine, plan, urls)?;
+    Ok(format!(
+        "{}{body}",
+        ipxe_header(
+            machine,
+            mac,
+            &format!("installs {} (install {})", plan.release.id, plan.install.id),
+        )
+    ))
+}
+
+/// The lines that load and boot the installer.
+fn ipxe_install_body(
+    machine: &Machine,
+    plan: &InstallPlan,
+    urls: &ServerUrls,
+) -> Result<String, String> {
     use rackboot_install::BootMethod;
     let entry = crate::install::boot_entry(machine, &plan.install, &plan.release, urls)?;
-    let mut out = ipxe_header(
-        machine,
-        mac,
-        &format!("installs {} (install {})", plan.release.id, plan.install.id),
-    );
+    let mut out = String::new();
     let words = |args: &[String]| {
         args.iter()
             .map(|a| a.replace("${", "$ {"))
@@ -503,6 +570,43 @@ fn ipxe_install(
     Ok(out)
 }
 
+/// An installer as pxelinux and GRUB load it: kernel and initrds as TFTP paths
+/// into the OS tree (`/os/<id>/...`, which the TFTP server maps to the
+/// catalog), and the kernel arguments. Only Linux families boot this way.
+struct TftpInstaller {
+    kernel: String,
+    initrds: Vec<String>,
+    args: String,
+}
+
+fn tftp_installer(
+    machine: &Machine,
+    plan: &InstallPlan,
+    urls: &ServerUrls,
+) -> Result<TftpInstaller, String> {
+    let entry = crate::install::boot_entry(machine, &plan.install, &plan.release, urls)?;
+    if entry.method != rackboot_install::BootMethod::Linux {
+        return Err(install_needs_ipxe(plan));
+    }
+    let tree = format!("{}/os/", urls.base_url);
+    let tftp_path = |url: &str| match url.strip_prefix(&tree) {
+        Some(rest) => Ok(format!("/os/{rest}")),
+        None => Err(format!(
+            "install {}: {url} is not in the OS tree, so pxelinux and GRUB cannot fetch it over TFTP",
+            plan.install.id
+        )),
+    };
+    Ok(TftpInstaller {
+        kernel: tftp_path(&entry.kernel_url)?,
+        initrds: entry
+            .initrds
+            .iter()
+            .map(|i| tftp_path(&i.url))
+            .collect::<Result<_, _>>()?,
+        args: one_line(&entry.args.join(" ")),
+    })
+}
+
 fn ipxe_menu(
     machine: &Machine,
     mac: MacAddr,
@@ -533,8 +637,11 @@ fn ipxe_menu(
     out.push_str(
         "goto ${rackboot_choice}\n\n:rackboot-local\necho rackboot: booting the local disk\nexit\n",
     );
-    for (i, (_, profile)) in menu.entries.iter().enumerate() {
-        let body = ipxe_profile_body(profile, vars, urls)?;
+    for (i, (_, target)) in menu.entries.iter().enumerate() {
+        let body = match target {
+            MenuTarget::Profile(profile) => ipxe_profile_body(profile, vars, urls)?,
+            MenuTarget::Install(plan) => ipxe_install_body(machine, plan, urls)?,
+        };
         write!(out, "\n:rackboot-{i}\n{body}exit\n").unwrap();
     }
     Ok(out)
@@ -620,9 +727,35 @@ pub fn render_pxelinux(
         }
         BootPlan::Error { message } => Ok(pxelinux_error(machine, mac, message)),
         BootPlan::Menu(menu) => pxelinux_menu(machine, mac, menu, &vars, urls),
-        BootPlan::Install(plan) => Ok(pxelinux_error(machine, mac, &install_needs_ipxe(plan))),
+        BootPlan::Install(plan) => pxelinux_install_body(machine, plan, urls).map(|body| {
+            format!(
+                "{}PROMPT 0\nDEFAULT install\n\nLABEL install\n{body}",
+                pxelinux_header(
+                    machine,
+                    mac,
+                    &format!("installs {} (install {})", plan.release.id, plan.install.id)
+                ),
+            )
+        }),
     };
     result.unwrap_or_else(|message| pxelinux_error(machine, mac, &message))
+}
+
+/// `KERNEL`/`INITRD`/`APPEND` lines of an installer.
+fn pxelinux_install_body(
+    machine: &Machine,
+    plan: &InstallPlan,
+    urls: &ServerUrls,
+) -> Result<String, String> {
+    let i = tftp_installer(machine, plan, urls)?;
+    let mut out = format!("  KERNEL {}\n", i.kernel);
+    if !i.initrds.is_empty() {
+        writeln!(out, "  INITRD {}", i.initrds.join(",")).unwrap();
+    }
+    if !i.args.is_empty() {
+        writeln!(out, "  APPEND {}", i.args).unwrap();
+    }
+    Ok(out)
 }
 
 fn pxelinux_menu(
@@ -648,8 +781,11 @@ fn pxelinux_menu(
         out.push_str("  MENU DEFAULT\n");
     }
     out.push_str("  LOCALBOOT 0\n");
-    for (i, (label, profile)) in menu.entries.iter().enumerate() {
-        let body = pxelinux_profile_body(profile, vars, urls)?;
+    for (i, (label, target)) in menu.entries.iter().enumerate() {
+        let body = match target {
+            MenuTarget::Profile(profile) => pxelinux_profile_body(profile, vars, urls)?,
+            MenuTarget::Install(plan) => pxelinux_install_body(machine, plan, urls)?,
+        };
         write!(out, "\nLABEL entry{i}\n  MENU LABEL {}\n", one_line(label)).unwrap();
         if menu.default == Some(i) {
             out.push_str("  MENU DEFAULT\n");
@@ -752,6 +888,26 @@ fn grub_profile_body(
     Ok(out)
 }
 
+/// `linux`/`initrd` lines of an installer, indented by `indent`.
+fn grub_install_body(
+    machine: &Machine,
+    plan: &InstallPlan,
+    urls: &ServerUrls,
+    indent: &str,
+) -> Result<String, String> {
+    let i = tftp_installer(machine, plan, urls)?;
+    let mut out = format!("{indent}linux (tftp){}", i.kernel);
+    if !i.args.is_empty() {
+        write!(out, " {}", grub_args(&i.args)).unwrap();
+    }
+    out.push('\n');
+    if !i.initrds.is_empty() {
+        let list: Vec<String> = i.initrds.iter().map(|p| format!("(tftp){p}")).collect();
+        writeln!(out, "{indent}initrd {}", list.join(" ")).unwrap();
+    }
+    Ok(out)
+}
+
 /// The GRUB config (`grub.cfg-01-<mac>`) for `plan`.
 pub fn render_grub(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &ServerUrls) -> String {
     let vars = template_vars(machine, mac, urls);
@@ -774,7 +930,17 @@ pub fn render_grub(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
         )),
         BootPlan::Error { message } => Ok(grub_error(machine, mac, message)),
         BootPlan::Menu(menu) => grub_menu(machine, mac, menu, &vars, urls),
-        BootPlan::Install(plan) => Ok(grub_error(machine, mac, &install_needs_ipxe(plan))),
+        BootPlan::Install(plan) => grub_install_body(machine, plan, urls, "").map(|body| {
+            format!(
+                "{}echo {}\n{body}boot\n",
+                grub_header(
+                    machine,
+                    mac,
+                    &format!("installs {} (install {})", plan.release.id, plan.install.id)
+                ),
+                grub_quote(&format!("rackboot: installing {}", plan.release.id))
+            )
+        }),
     };
     result.unwrap_or_else(|message| grub_error(machine, mac, &message))
 }
@@ -800,8 +966,11 @@ fn grub_menu(
         menu.timeout_secs
     )
     .unwrap();
-    for (i, (label, profile)) in menu.entries.iter().enumerate() {
-        let body = grub_profile_body(profile, vars, urls, "  ")?;
+    for (i, (label, target)) in menu.entries.iter().enumerate() {
+        let body = match target {
+            MenuTarget::Profile(profile) => grub_profile_body(profile, vars, urls, "  ")?,
+            MenuTarget::Install(plan) => grub_install_body(machine, plan, urls, "  ")?,
+        };
         write!(
             out,
             "\nmenuentry {} --id entry{i} {{\n{body}}}\n",

@@ -8,7 +8,48 @@ use std::path::PathBuf;
 use common::{kernel_profile, machine};
 use rackboot_boot::render::{BootPlan, plan_for, render_grub, render_ipxe, render_pxelinux};
 use rackboot_boot::{ServerUrls, Snapshot};
-use rackboot_core::{BootIntent, LoaderKind, Machine, Menu, MenuEntry, Profile, Selector};
+use rackboot_core::{
+    BootIntent, InstallRequest, InstallState, LoaderKind, Machine, Menu, MenuEntry, MenuInstall,
+    OsFamily, Profile, Selector,
+};
+use rackboot_oscatalog::{OsRelease, SourceKind};
+
+const DEBIAN_INSTALL: uuid::Uuid = uuid::Uuid::from_u128(0x1111);
+const ESXI_INSTALL: uuid::Uuid = uuid::Uuid::from_u128(0x2222);
+/// A menu entry's install that was completed or cancelled: not in the snapshot.
+const GONE_INSTALL: uuid::Uuid = uuid::Uuid::from_u128(0x3333);
+
+fn release(id: &str, family: OsFamily, version: &str, kernel: &str, initrd: &str) -> OsRelease {
+    OsRelease {
+        id: id.into(),
+        family,
+        distro: id.split('-').next().unwrap().into(),
+        version: version.into(),
+        arch: "amd64".into(),
+        name: format!("{family} {version}"),
+        kernel: kernel.into(),
+        initrd: initrd.into(),
+        extra_boot_files: vec![],
+        boot_config: None,
+        bootloader_bios: None,
+        bootloader_efi: None,
+        source_kind: SourceKind::Tree,
+    }
+}
+
+fn install(id: uuid::Uuid, os: &str, machine: &Machine) -> InstallRequest {
+    InstallRequest {
+        id,
+        machine: machine.id,
+        os: os.into(),
+        template: None,
+        vars: serde_json::json!({"vars": {}, "kernel_args": ["console=ttyS0,115200"]}),
+        token: "t0ken".into(),
+        state: InstallState::Pending,
+        requested_at: chrono::DateTime::from_timestamp(1_767_323_045, 0).unwrap(),
+        completed_at: None,
+    }
+}
 
 fn snapshot() -> Snapshot {
     let mut script = kernel_profile("rescue", LoaderKind::Ipxe);
@@ -32,7 +73,34 @@ fn snapshot() -> Snapshot {
         profile: "rack1".into(),
         matches: [("label.rack".to_string(), "r1".to_string())].into(),
     }];
-    Snapshot::new(Vec::new(), profiles, selectors)
+    let mut snap = Snapshot::new(Vec::new(), profiles, selectors);
+    for r in [
+        release(
+            "debian-12-amd64",
+            OsFamily::Debian,
+            "12",
+            "debian-installer/amd64/linux",
+            "debian-installer/amd64/initrd.gz",
+        ),
+        release("esxi-8.0-x86_64", OsFamily::Esxi, "8.0", "b.b00", "jumpstrt.gz"),
+    ] {
+        snap.os.insert(r.id.clone(), r);
+    }
+    let node = machine("node1", "52:54:00:12:34:56", BootIntent::LocalDisk);
+    snap.installs.insert(
+        DEBIAN_INSTALL,
+        install(DEBIAN_INSTALL, "debian-12-amd64", &node),
+    );
+    snap.installs
+        .insert(ESXI_INSTALL, install(ESXI_INSTALL, "esxi-8.0-x86_64", &node));
+    snap
+}
+
+fn install_entry(id: uuid::Uuid, os: &str) -> MenuEntry {
+    MenuEntry {
+        install: Some(MenuInstall { id, os: os.into() }),
+        ..Default::default()
+    }
 }
 
 struct Case {
@@ -107,18 +175,22 @@ fn cases() -> Vec<Case> {
                     MenuEntry {
                         profile: "debian".into(),
                         label: Some("Debian 12 installer".into()),
+                        install: None,
                     },
                     MenuEntry {
                         profile: "gone".into(),
                         label: None,
+                        install: None,
                     },
                     MenuEntry {
                         profile: "inspect".into(),
                         label: None,
+                        install: None,
                     },
                 ],
                 default: Some("inspect".into()),
                 timeout_secs: 5,
+                loader: None,
             })),
             discovery: None,
         },
@@ -128,9 +200,46 @@ fn cases() -> Vec<Case> {
                 entries: vec![MenuEntry {
                     profile: "debian".into(),
                     label: None,
+                    install: None,
                 }],
                 default: None,
                 timeout_secs: 10,
+                loader: None,
+            })),
+            discovery: None,
+        },
+        Case {
+            name: "install",
+            machine: m(BootIntent::Install {
+                id: DEBIAN_INSTALL,
+                os: "debian-12-amd64".into(),
+            }),
+            discovery: None,
+        },
+        // ESXi boots through iPXE only: pxelinux and GRUB say so.
+        Case {
+            name: "install_esxi",
+            machine: m(BootIntent::Install {
+                id: ESXI_INSTALL,
+                os: "esxi-8.0-x86_64".into(),
+            }),
+            discovery: None,
+        },
+        Case {
+            name: "install_menu",
+            machine: m(BootIntent::Menu(Menu {
+                entries: vec![
+                    install_entry(DEBIAN_INSTALL, "debian-12-amd64"),
+                    install_entry(GONE_INSTALL, "debian-12-amd64"),
+                    MenuEntry {
+                        profile: "inspect".into(),
+                        label: Some("Hardware inspection".into()),
+                        install: None,
+                    },
+                ],
+                default: None,
+                timeout_secs: 30,
+                loader: Some(LoaderKind::Pxelinux),
             })),
             discovery: None,
         },
@@ -197,8 +306,22 @@ fn plans_pick_the_right_thing() {
             ("discover_no_profile", "next_device"),
             ("menu", "menu"),
             ("menu_local_default", "menu"),
+            ("install", "install"),
+            ("install_esxi", "install"),
+            ("install_menu", "menu"),
         ]
     );
+    let menu = cases().into_iter().find(|c| c.name == "install_menu").unwrap();
+    let plan = plan_for(&menu.machine, &snap, None);
+    assert_eq!(plan.loader(), LoaderKind::Pxelinux, "the menu's own loader");
+    match &plan {
+        BootPlan::Menu(m) => {
+            assert_eq!(m.entries.len(), 2, "the gone install is skipped: {m:?}");
+            assert_eq!(m.skipped.len(), 1);
+            assert_eq!(m.entries[0].0, "Install debian 12");
+        }
+        other => panic!("{other:?}"),
+    }
     let c = &cases()[1];
     match plan_for(&c.machine, &snap, None) {
         BootPlan::Profile(p) => {

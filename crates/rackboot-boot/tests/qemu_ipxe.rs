@@ -39,9 +39,11 @@ async fn ipxe_menu_boots_its_default_after_the_timeout() {
         entries: vec![rackboot_core::MenuEntry {
             profile: "lab".into(),
             label: Some("Lab kernel".into()),
+            install: None,
         }],
         default: Some("lab".into()),
         timeout_secs: 1,
+        loader: None,
     }))
     .await;
     assert_eq!(f.events_of(EventKind::ScriptServed)[0].data["plan"], "menu");

@@ -130,9 +130,11 @@ async fn pxelinux_menu_boots_its_default_after_the_timeout() {
         entries: vec![rackboot_core::MenuEntry {
             profile: "lab".into(),
             label: None,
+            install: None,
         }],
         default: Some("lab".into()),
         timeout_secs: 1,
+        loader: None,
     }))
     .await;
 }

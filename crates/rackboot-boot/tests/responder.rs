@@ -289,7 +289,14 @@ async fn menu_policy_does_not_record() {
     let r = f.service.resolve(&snap, mac(M_UNKNOWN), None, None, true);
     match r.plan {
         rackboot_boot::BootPlan::Menu(m) => {
-            let names: Vec<_> = m.entries.iter().map(|(_, p)| p.name.as_str()).collect();
+            let names: Vec<_> = m
+                .entries
+                .iter()
+                .map(|(_, t)| match t {
+                    rackboot_boot::render::MenuTarget::Profile(p) => p.name.as_str(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
             assert_eq!(
                 names,
                 ["p-grub", "p-ipxe", "p-pxelinux"],

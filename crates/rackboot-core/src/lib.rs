@@ -21,6 +21,8 @@ pub use event::{ClientAttribution, Event, EventHub, EventKind, EventPersistQueue
 pub use install::{InstallRequest, InstallState, InstallTemplate};
 pub use lease::{Lease, LeaseState};
 pub use mac::MacAddr;
-pub use machine::{Bmc, BootIntent, LoaderKind, Machine, MachineId, Menu, MenuEntry, Profile};
+pub use machine::{
+    Bmc, BootIntent, LoaderKind, Machine, MachineId, Menu, MenuEntry, MenuInstall, Profile,
+};
 pub use os::OsFamily;
 pub use selector::{Selector, SelectorError};

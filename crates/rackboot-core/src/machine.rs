@@ -50,7 +50,8 @@ pub enum BootIntent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
-    /// Show a menu of profiles with local disk as the default after a timeout.
+    /// Show a menu of profiles and OS installers with local disk as the default
+    /// after a timeout.
     Menu(Menu),
     /// Boot an OS installer with its rendered unattended file. The install
     /// request (its variables and single-use callback token) is stored under `id`;
@@ -93,29 +94,76 @@ impl std::fmt::Debug for Bmc {
     }
 }
 
-/// A boot menu. Local disk is always the first entry and the default unless `default` names a profile.
+/// A boot menu. Local disk is always the first entry and the default unless
+/// `default` names another entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Menu {
     pub entries: Vec<MenuEntry>,
-    /// Profile booted when the timeout expires; `None` means local disk.
+    /// Entry booted when the timeout expires, by profile name or (for an install
+    /// entry) OS id; `None` means local disk.
     #[serde(default)]
     pub default: Option<String>,
     /// Seconds before the default is booted.
     #[serde(default = "default_menu_timeout")]
     pub timeout_secs: u32,
+    /// Show the menu in this loader (a pxelinux or GRUB menu as operators know
+    /// them); by default the entries' common loader, iPXE when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<LoaderKind>,
 }
 
 fn default_menu_timeout() -> u32 {
     10
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// One menu entry: a profile, or an OS installer armed by an install menu.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MenuEntry {
-    /// Profile to boot.
+    /// Profile to boot; empty for an install entry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub profile: String,
-    /// Text shown; the profile name when absent.
+    /// The pending install this entry boots (set by `POST
+    /// /api/v1/machines/{ref}/install-menu`, which stores the install first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<MenuInstall>,
+    /// Text shown; the profile name or OS id when absent.
     #[serde(default)]
     pub label: Option<String>,
+}
+
+impl MenuEntry {
+    /// What the entry is called in `Menu::default`: its profile or its OS id.
+    pub fn key(&self) -> &str {
+        match &self.install {
+            Some(i) => &i.os,
+            None => &self.profile,
+        }
+    }
+}
+
+/// An install a menu entry boots: stored as a pending install when the menu
+/// is set, so choosing it at the console needs no write on the boot path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MenuInstall {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    /// Catalog id of the OS.
+    pub os: String,
+}
+
+impl BootIntent {
+    /// The installs this intent boots: its own, or its menu's install entries.
+    pub fn install_ids(&self) -> Vec<uuid::Uuid> {
+        match self {
+            BootIntent::Install { id, .. } => vec![*id],
+            BootIntent::Menu(menu) => menu
+                .entries
+                .iter()
+                .filter_map(|e| e.install.as_ref().map(|i| i.id))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The loader a profile wants on BIOS/UEFI before its kernel.

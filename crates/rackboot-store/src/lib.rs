@@ -15,8 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rackboot_core::{
-    Event, InstallRequest, InstallState, InstallTemplate, Lease, MacAddr, Machine, MachineId,
-    NewEvent, Profile, Selector,
+    BootIntent, Event, InstallRequest, InstallState, InstallTemplate, Lease, MacAddr, Machine,
+    MachineId, NewEvent, Profile, Selector,
 };
 
 mod codec;
@@ -133,10 +133,30 @@ pub trait Store: Send + Sync + 'static {
     async fn list_templates(&self) -> Result<Vec<InstallTemplate>>;
     async fn delete_template(&self, name: &str) -> Result<()>;
 
-    // Install requests. `create_install` is one transaction: it cancels the
-    // machine's pending installs, stores this one and points the machine's
-    // intent at it (NotFound if the machine is gone).
-    async fn create_install(&self, install: &InstallRequest) -> Result<()>;
+    // Install requests. `create_installs` is one transaction: it cancels the
+    // machine's pending installs, stores these (all of `machine`) and sets the
+    // machine's intent, which references them (NotFound if the machine is gone).
+    async fn create_installs(
+        &self,
+        machine: MachineId,
+        installs: &[InstallRequest],
+        intent: &BootIntent,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// One install, the machine's intent pointing at it.
+    async fn create_install(&self, install: &InstallRequest) -> Result<()> {
+        let intent = BootIntent::Install {
+            id: install.id,
+            os: install.os.clone(),
+        };
+        self.create_installs(
+            install.machine,
+            std::slice::from_ref(install),
+            &intent,
+            install.requested_at,
+        )
+        .await
+    }
     async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest>;
     /// Oldest first; one machine's, or all.
     async fn list_installs(&self, machine: Option<MachineId>) -> Result<Vec<InstallRequest>>;
@@ -151,9 +171,10 @@ pub trait Store: Send + Sync + 'static {
             .collect())
     }
     /// The completion callback, in one transaction: checks the token (a wrong
-    /// one is NotFound, so tokens cannot be probed), marks the install completed
-    /// and sets the machine's intent to local disk if it still points at this
-    /// install. Idempotent: a repeated callback returns `(install, false)`; a
+    /// one is NotFound, so tokens cannot be probed), marks the install completed,
+    /// cancels the machine's other pending installs (its menu's other entries)
+    /// and sets the machine's intent to local disk if it still references this
+    /// install (its own intent or a menu entry). Idempotent: a repeated callback returns `(install, false)`; a
     /// cancelled install is a Conflict.
     async fn complete_install(
         &self,

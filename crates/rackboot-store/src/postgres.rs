@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rackboot_core::{
-    Bmc, Event, InstallRequest, InstallTemplate, Lease, MacAddr, Machine, MachineId, NewEvent,
-    Profile, Selector,
+    Bmc, BootIntent, Event, InstallRequest, InstallTemplate, Lease, MacAddr, Machine, MachineId,
+    NewEvent, Profile, Selector,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
@@ -713,8 +713,15 @@ impl Store for PgStore {
         self.delete_template_impl(name).await
     }
 
-    async fn create_install(&self, install: &InstallRequest) -> Result<()> {
-        self.create_install_impl(install).await
+    async fn create_installs(
+        &self,
+        machine: MachineId,
+        installs: &[InstallRequest],
+        intent: &BootIntent,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.create_installs_impl(machine, installs, intent, at)
+            .await
     }
 
     async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest> {

@@ -83,22 +83,23 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn create_install_impl(&self, install: &InstallRequest) -> Result<()> {
+    pub(crate) async fn create_installs_impl(
+        &self,
+        machine: MachineId,
+        installs: &[InstallRequest],
+        intent: &BootIntent,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         let ctx = "requesting an install";
         let mut tx = self
             .pool()
             .begin()
             .await
             .map_err(backend("beginning write transaction"))?;
-        let machine = install.machine;
-        let intent = BootIntent::Install {
-            id: install.id,
-            os: install.os.clone(),
-        };
         let updated = sqlx::query("UPDATE machines SET intent = $2, updated_at = $3 WHERE id = $1")
             .bind(machine)
-            .bind(codec::json_value(&intent))
-            .bind(crate::truncate_ms(install.requested_at))
+            .bind(codec::json_value(intent))
+            .bind(crate::truncate_ms(at))
             .execute(&mut *tx)
             .await
             .map_err(backend(ctx))?;
@@ -115,22 +116,24 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(backend(ctx))?;
-        sqlx::query(
-            "INSERT INTO installs (id, machine_id, os, template, vars, token, state, requested_at, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(install.id)
-        .bind(machine)
-        .bind(&install.os)
-        .bind(&install.template)
-        .bind(&install.vars)
-        .bind(&install.token)
-        .bind(install.state.as_str())
-        .bind(crate::truncate_ms(install.requested_at))
-        .bind(install.completed_at.map(crate::truncate_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend(ctx))?;
+        for install in installs {
+            sqlx::query(
+                "INSERT INTO installs (id, machine_id, os, template, vars, token, state, requested_at, completed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(install.id)
+            .bind(machine)
+            .bind(&install.os)
+            .bind(&install.template)
+            .bind(&install.vars)
+            .bind(&install.token)
+            .bind(install.state.as_str())
+            .bind(crate::truncate_ms(install.requested_at))
+            .bind(install.completed_at.map(crate::truncate_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(ctx))?;
+        }
         tx.commit().await.map_err(backend(ctx))
     }
 
@@ -213,11 +216,22 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(backend(ctx))?;
+        // The machine's other pending installs (a menu's other entries) are
+        // not booted any more: this one installed the machine.
+        sqlx::query(
+            "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending' AND id <> $2",
+        )
+        .bind(install.machine)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend(ctx))?;
         // Only the intent this install set is replaced: an operator who changed
         // the machine's intent meanwhile keeps theirs.
         sqlx::query(
             "UPDATE machines SET intent = $2, updated_at = $3 \
-             WHERE id = $1 AND intent->>'kind' = 'install' AND intent->>'id' = $4",
+             WHERE id = $1 AND (intent->>'kind' = 'install' AND intent->>'id' = $4 \
+             OR intent->>'kind' = 'menu' AND intent::text LIKE '%' || $4 || '%')",
         )
         .bind(install.machine)
         .bind(serde_json::from_str::<serde_json::Value>(LOCAL_DISK).expect("valid JSON"))

@@ -75,18 +75,20 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) async fn create_install_impl(&self, install: &InstallRequest) -> Result<()> {
+    pub(crate) async fn create_installs_impl(
+        &self,
+        machine: MachineId,
+        installs: &[InstallRequest],
+        intent: &BootIntent,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         let ctx = "requesting an install";
         let mut tx = self.begin_write().await?;
-        let machine = install.machine.to_string();
-        let intent = BootIntent::Install {
-            id: install.id,
-            os: install.os.clone(),
-        };
+        let machine = machine.to_string();
         let updated = sqlx::query("UPDATE machines SET intent = $2, updated_at = $3 WHERE id = $1")
             .bind(&machine)
-            .bind(codec::json_text(&intent))
-            .bind(codec::millis(install.requested_at))
+            .bind(codec::json_text(intent))
+            .bind(codec::millis(at))
             .execute(&mut *tx)
             .await
             .map_err(backend(ctx))?;
@@ -103,22 +105,24 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(backend(ctx))?;
-        sqlx::query(
-            "INSERT INTO installs (id, machine_id, os, template, vars, token, state, requested_at, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(install.id.to_string())
-        .bind(&machine)
-        .bind(&install.os)
-        .bind(&install.template)
-        .bind(codec::json_text(&install.vars))
-        .bind(&install.token)
-        .bind(install.state.as_str())
-        .bind(codec::millis(install.requested_at))
-        .bind(install.completed_at.map(codec::millis))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend(ctx))?;
+        for install in installs {
+            sqlx::query(
+                "INSERT INTO installs (id, machine_id, os, template, vars, token, state, requested_at, completed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(install.id.to_string())
+            .bind(&machine)
+            .bind(&install.os)
+            .bind(&install.template)
+            .bind(codec::json_text(&install.vars))
+            .bind(&install.token)
+            .bind(install.state.as_str())
+            .bind(codec::millis(install.requested_at))
+            .bind(install.completed_at.map(codec::millis))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(ctx))?;
+        }
         tx.commit().await.map_err(backend(ctx))
     }
 
@@ -197,11 +201,22 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend(ctx))?;
+        // The machine's other pending installs (a menu's other entries) are
+        // not booted any more: this one installed the machine.
+        sqlx::query(
+            "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending' AND id <> $2",
+        )
+        .bind(install.machine.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend(ctx))?;
         // Only the intent this install set is replaced: an operator who changed
         // the machine's intent meanwhile keeps theirs.
         sqlx::query(
             "UPDATE machines SET intent = $2, updated_at = $3 \
-             WHERE id = $1 AND json_extract(intent, '$.kind') = 'install' AND json_extract(intent, '$.id') = $4",
+             WHERE id = $1 AND (json_extract(intent, '$.kind') = 'install' AND json_extract(intent, '$.id') = $4 \
+             OR json_extract(intent, '$.kind') = 'menu' AND intent LIKE '%' || $4 || '%')",
         )
         .bind(install.machine.to_string())
         .bind(LOCAL_DISK)

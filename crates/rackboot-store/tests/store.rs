@@ -178,9 +178,11 @@ async fn machine_crud(store: Arc<dyn Store>) {
         entries: vec![MenuEntry {
             profile: "debian".into(),
             label: Some("Debian 13".into()),
+            install: None,
         }],
         default: None,
         timeout_secs: 5,
+        loader: None,
     });
     a.created_at = t(99);
     a.updated_at = t(100);

@@ -341,10 +341,12 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
                         .map(|p| MenuEntry {
                             profile: p.clone(),
                             label: None,
+                            install: None,
                         })
                         .collect(),
                     default: None,
                     timeout_secs: timeout,
+                    loader: None,
                 }),
                 other => bail!("unknown intent {other}"),
             };

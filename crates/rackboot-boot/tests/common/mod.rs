@@ -178,14 +178,23 @@ impl Store for MemStore {
         self.templates.lock().unwrap().retain(|t| t.name != name);
         Ok(())
     }
-    async fn create_install(&self, install: &InstallRequest) -> Result<()> {
-        let mut machine = self.get_machine(install.machine).await?;
-        machine.intent = BootIntent::Install {
-            id: install.id,
-            os: install.os.clone(),
-        };
-        self.update_machine(&machine).await?;
-        self.installs.lock().unwrap().push(install.clone());
+    async fn create_installs(
+        &self,
+        machine: MachineId,
+        installs: &[InstallRequest],
+        intent: &BootIntent,
+        _at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let mut m = self.get_machine(machine).await?;
+        m.intent = intent.clone();
+        self.update_machine(&m).await?;
+        let mut all = self.installs.lock().unwrap();
+        for i in all.iter_mut() {
+            if i.machine == machine && i.state == InstallState::Pending {
+                i.state = InstallState::Cancelled;
+            }
+        }
+        all.extend(installs.iter().cloned());
         Ok(())
     }
     async fn get_install(&self, id: uuid::Uuid) -> Result<InstallRequest> {
@@ -221,11 +230,15 @@ impl Store for MemStore {
         for i in self.installs.lock().unwrap().iter_mut() {
             if i.id == id {
                 *i = install.clone();
+            } else if i.machine == install.machine && i.state == InstallState::Pending {
+                i.state = InstallState::Cancelled;
             }
         }
         let mut machine = self.get_machine(install.machine).await?;
-        machine.intent = BootIntent::LocalDisk;
-        self.update_machine(&machine).await?;
+        if machine.intent.install_ids().contains(&id) {
+            machine.intent = BootIntent::LocalDisk;
+            self.update_machine(&machine).await?;
+        }
         Ok((install, true))
     }
 }

@@ -287,9 +287,12 @@ impl Store for MemStore {
     async fn delete_template(&self, _: &str) -> rackboot_store::Result<()> {
         Err(unsupported("install template"))
     }
-    async fn create_install(
+    async fn create_installs(
         &self,
-        _: &rackboot_core::InstallRequest,
+        _: rackboot_core::MachineId,
+        _: &[rackboot_core::InstallRequest],
+        _: &rackboot_core::BootIntent,
+        _: chrono::DateTime<chrono::Utc>,
     ) -> rackboot_store::Result<()> {
         Err(unsupported("install"))
     }
