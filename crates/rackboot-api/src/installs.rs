@@ -7,12 +7,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use rackboot_boot::install::{InstallInput, InstallUrls};
-use rackboot_boot::render::{BootPlan, InstallPlan, ServerUrls, plan_for, render_ipxe};
-use rackboot_core::{
-    EventKind, InstallRequest, InstallState, InstallTemplate, Machine, NewEvent, OsFamily,
-    machine::validate_name,
+use rackboot_boot::install::{InstallInput, InstallUrls, SealedSecrets};
+use rackboot_boot::render::{
+    BootPlan, InstallPlan, ServerUrls, plan_for, render_grub, render_ipxe, render_pxelinux,
 };
+use rackboot_core::{
+    EventKind, InstallRequest, InstallState, InstallTemplate, LoaderKind, Machine, NewEvent,
+    OsFamily, machine::validate_name,
+};
+use rackboot_install::RenderSecrets;
 use rackboot_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -47,6 +50,14 @@ pub struct InstallBody {
     /// Extra installer kernel arguments, e.g. `console=ttyS0,115200`.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// Windows: the local Administrator password. unattend.xml needs it in a
+    /// recoverable form, so it is stored sealed with the server's key.
+    #[serde(default)]
+    pub windows_admin_password: Option<String>,
+    /// Windows: the password of `vars.windows.share_user` on the SMB share
+    /// holding the installation files; stored sealed.
+    #[serde(default)]
+    pub windows_share_password: Option<String>,
 }
 
 /// An imported OS, as the boot side serves it.
@@ -89,6 +100,10 @@ pub struct RenderPreview {
     pub plan: String,
     /// Its iPXE script.
     pub ipxe: String,
+    /// When the plan wants pxelinux or GRUB (a profile's loader, or a menu
+    /// shown in that loader): the loader's name and the config it reads.
+    pub loader: Option<String>,
+    pub loader_config: Option<String>,
     /// For an install: the unattended file's name and text.
     pub install_file: Option<String>,
     pub install_file_body: Option<String>,
@@ -124,13 +139,54 @@ pub async fn request_install(
 ) -> ApiResult<(StatusCode, Json<InstallRequest>)> {
     let store = state.inventory.store().clone();
     let machine = find_machine(store.as_ref(), &reference).await?;
+    let spec = InstallSpec {
+        os: body.os,
+        template: body.template,
+        vars: body.vars,
+        root_password: body.root_password,
+        kernel_args: body.kernel_args,
+        secrets: RenderSecrets {
+            windows_admin_password: body.windows_admin_password,
+            windows_share_password: body.windows_share_password,
+        },
+    };
+    let (install, release) = prepare_install(&state, &machine, spec).await?;
+    store.create_install(&install).await?;
+    let machine = store.get_machine(machine.id).await?;
+    machine_changed(&state, &machine, "install_requested").await?;
+    emit_install_requested(&state, &machine, &install, &release, None);
+    let stored = store.get_install(install.id).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// What one install is made from (the request body of an install, or one
+/// entry of an install menu with the menu's shared values).
+pub(crate) struct InstallSpec {
+    pub os: String,
+    pub template: Option<String>,
+    pub vars: Map<String, Value>,
+    pub root_password: Option<String>,
+    pub kernel_args: Vec<String>,
+    /// In clear here; sealed before anything is stored.
+    pub secrets: RenderSecrets,
+}
+
+/// Builds an install request for `machine` and checks everything a render
+/// needs now (OS, template, variables, boot entry), so the machine is never
+/// served a half file later. Errors are the operator's 400s naming the value.
+pub(crate) async fn prepare_install(
+    state: &ApiState,
+    machine: &Machine,
+    spec: InstallSpec,
+) -> ApiResult<(InstallRequest, rackboot_oscatalog::OsRelease)> {
+    let store = state.inventory.store();
     let snapshot = state.inventory.snapshot();
-    let release = snapshot.os.get(&body.os).cloned().ok_or_else(|| {
+    let release = snapshot.os.get(&spec.os).cloned().ok_or_else(|| {
         let mut known: Vec<&String> = snapshot.os.keys().collect();
         known.sort();
         ApiError::BadRequest(format!(
             "os: {:?} is not in the OS catalog (imported: {})",
-            body.os,
+            spec.os,
             if known.is_empty() {
                 "none; use rackboot os import".to_string()
             } else {
@@ -142,7 +198,7 @@ pub async fn request_install(
             }
         ))
     })?;
-    let template_source = match &body.template {
+    let template_source = match &spec.template {
         Some(name) => {
             let t = store.get_template(name).await.map_err(|e| match e {
                 StoreError::NotFound { .. } => {
@@ -160,8 +216,8 @@ pub async fn request_install(
         }
         None => None,
     };
-    let mut vars = body.vars;
-    if let Some(plain) = &body.root_password {
+    let mut vars = spec.vars;
+    if let Some(plain) = &spec.root_password {
         if vars.contains_key("root_password_hash") {
             return Err(ApiError::BadRequest(
                 "root_password: give either root_password or vars.root_password_hash".into(),
@@ -171,15 +227,34 @@ pub async fn request_install(
             .map_err(|e| ApiError::BadRequest(format!("root_password: {e}")))?;
         vars.insert("root_password_hash".into(), json!(hash));
     }
+    let has_secrets = spec.secrets.windows_admin_password.is_some()
+        || spec.secrets.windows_share_password.is_some();
+    if has_secrets && release.family != OsFamily::Windows {
+        return Err(ApiError::BadRequest(format!(
+            "windows_admin_password: only Windows installs take Windows passwords ({} is {})",
+            release.id, release.family
+        )));
+    }
+    let sealed = match (&state.secret_key, has_secrets) {
+        (_, false) => SealedSecrets::default(),
+        (Some(key), true) => SealedSecrets::seal(&spec.secrets, key),
+        (None, true) => {
+            return Err(ApiError::BadRequest(
+                "windows_admin_password: this server has no secret key to store passwords sealed"
+                    .into(),
+            ));
+        }
+    };
     let input = InstallInput {
         vars,
-        kernel_args: body.kernel_args,
+        kernel_args: spec.kernel_args,
+        sealed,
     };
     let install = InstallRequest {
         id: uuid::Uuid::new_v4(),
         machine: machine.id,
         os: release.id.clone(),
-        template: body.template.clone(),
+        template: spec.template,
         vars: serde_json::to_value(&input).map_err(|e| ApiError::BadRequest(e.to_string()))?,
         token: new_token(),
         state: InstallState::Pending,
@@ -188,41 +263,54 @@ pub async fn request_install(
     };
     // Render once now: a value or template problem is the operator's 400, not
     // a broken install later.
-    let urls = boot_urls(&state);
+    let urls = boot_urls(state);
     rackboot_boot::install::render_file(
-        &machine,
+        machine,
         &install,
         &release,
         template_source.as_deref(),
         &urls,
+        state.secret_key.as_deref(),
     )
     .map_err(|e| ApiError::BadRequest(format!("vars: {e}")))?;
-    rackboot_boot::install::boot_entry(&machine, &install, &release, &urls)
+    rackboot_boot::install::boot_entry(machine, &install, &release, &urls)
         .map_err(ApiError::BadRequest)?;
+    Ok((install, release))
+}
 
-    store.create_install(&install).await?;
-    let machine = store.get_machine(machine.id).await?;
-    machine_changed(&state, &machine, "install_requested").await?;
-    let mut event = NewEvent::new(
-        EventKind::InstallRequested,
-        format!(
+/// The `install_requested` event on the machine's timeline; `menu` is the
+/// menu entry's label when the install is offered by an install menu.
+pub(crate) fn emit_install_requested(
+    state: &ApiState,
+    machine: &Machine,
+    install: &InstallRequest,
+    release: &rackboot_oscatalog::OsRelease,
+    menu: Option<&str>,
+) {
+    let urls = boot_urls(state);
+    let message = match menu {
+        None => format!(
             "install of {} requested for {} (install {})",
             install.os, machine.name, install.id
         ),
-    )
-    .machine(machine.id)
-    .data(json!({
-        "install": install.id,
-        "os": install.os,
-        "template": install.template,
-        "file": InstallUrls::new(&urls, &install, release.family).file,
-    }));
+        Some(label) => format!(
+            "install of {} offered to {} in its boot menu as {label:?} (install {})",
+            install.os, machine.name, install.id
+        ),
+    };
+    let mut event = NewEvent::new(EventKind::InstallRequested, message)
+        .machine(machine.id)
+        .data(json!({
+            "install": install.id,
+            "os": install.os,
+            "template": install.template,
+            "file": InstallUrls::new(&urls, install, release.family).file,
+            "menu": menu,
+        }));
     if let Some(mac) = machine.macs.first() {
         event = event.mac(*mac);
     }
     state.events.emit(event);
-    let stored = store.get_install(install.id).await?;
-    Ok((StatusCode::CREATED, Json(stored)))
 }
 
 /// Install requests, oldest first.
@@ -298,16 +386,27 @@ pub async fn render_machine(
                 release,
                 source.as_deref(),
                 &urls,
+                state.secret_key.as_deref(),
             )
             .map_err(|e| ApiError::Unprocessable(format!("install {}: {e}", install.id)))?;
             (Some(rendered.file_name.to_string()), Some(rendered.body))
         }
         _ => (None, None),
     };
+    let (loader, loader_config) = match plan.loader() {
+        LoaderKind::Ipxe => (None, None),
+        LoaderKind::Pxelinux => (
+            Some("pxelinux"),
+            Some(render_pxelinux(&machine, mac, &plan, &urls)),
+        ),
+        LoaderKind::Grub => (Some("grub"), Some(render_grub(&machine, mac, &plan, &urls))),
+    };
     Ok(Json(RenderPreview {
         machine: machine.name,
         plan: plan.kind().to_string(),
         ipxe,
+        loader: loader.map(str::to_string),
+        loader_config,
         install_file,
         install_file_body,
     }))

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod install_menu;
 pub mod installs;
 pub mod machines;
 pub mod openapi;
@@ -61,6 +62,10 @@ pub struct ApiState {
     pub boot_base_url: String,
     /// BMC power control; its endpoints answer 404 when `None`.
     pub power: Option<power::PowerApi>,
+    /// The server's key: seals install secrets (Windows passwords) at request
+    /// and opens them for checks and previews. Installs that carry secrets are
+    /// refused without it.
+    pub secret_key: Option<Arc<rackboot_seal::SecretKey>>,
 }
 
 impl ApiState {
@@ -78,6 +83,7 @@ impl ApiState {
             sse_keep_alive: events::DEFAULT_KEEP_ALIVE,
             boot_base_url: "http://127.0.0.1:8080".into(),
             power: None,
+            secret_key: None,
         }
     }
 }

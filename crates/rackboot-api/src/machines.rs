@@ -125,6 +125,13 @@ pub(crate) async fn check_intent(
         BootIntent::Profile { name: Some(name) } => wanted.push((format!("{field}.name"), name)),
         BootIntent::Menu(menu) => {
             for (i, entry) in menu.entries.iter().enumerate() {
+                // Install entries need their requests (variables, callback
+                // tokens): they are made by POST /machines/{id}/install-menu.
+                if entry.install.is_some() {
+                    return Err(ApiError::BadRequest(format!(
+                        "{field}.entries[{i}].install: installer entries are set by requesting an install menu (POST /api/v1/machines/{{id}}/install-menu)"
+                    )));
+                }
                 wanted.push((format!("{field}.entries[{i}].profile"), &entry.profile));
             }
             if let Some(default) = &menu.default {
@@ -340,6 +347,7 @@ pub async fn patch_machine(
         check_labels(&labels)?;
         machine.labels = labels;
     }
+    let intent_set = patch.intent.is_some();
     if let Some(intent) = patch.intent {
         check_intent(store, "intent", &intent).await?;
         machine.intent = intent;
@@ -353,6 +361,12 @@ pub async fn patch_machine(
     machine.updated_at = Utc::now();
     check_unique(store, &machine).await?;
     store.update_machine(&machine).await?;
+    if intent_set {
+        // As in `set_boot`: a new intent withdraws pending installs.
+        store
+            .replace_installs(machine.id, &[], &machine.intent, machine.updated_at)
+            .await?;
+    }
     let machine = store.get_machine(machine.id).await?;
     machine_changed(&state, &machine, "updated").await?;
     Ok(Json(machine))
@@ -382,7 +396,8 @@ pub async fn delete_machine(
 ///
 /// `{"kind": "local_disk"}`, `{"kind": "profile", "name": "debian-12"}` (or
 /// without `name`: selectors decide), `{"kind": "menu", "entries": [...]}`, or
-/// `{"kind": "discover"}`. Referenced profiles must exist.
+/// `{"kind": "discover"}`. Referenced profiles must exist. The machine's
+/// pending installs are withdrawn (cancelled).
 #[utoipa::path(put, path = "/api/v1/machines/{ref}/boot", tag = "machines", request_body = BootIntent,
     params(("ref" = String, Path, description = "Machine id, name, or any of its MACs")),
     responses(
@@ -396,11 +411,13 @@ pub async fn set_boot(
     ApiJson(intent): ApiJson<BootIntent>,
 ) -> ApiResult<Json<Machine>> {
     let store = state.inventory.store().as_ref();
-    let mut machine = find_machine(store, &reference).await?;
+    let machine = find_machine(store, &reference).await?;
     check_intent(store, "intent", &intent).await?;
-    machine.intent = intent;
-    machine.updated_at = Utc::now();
-    store.update_machine(&machine).await?;
+    // A new intent withdraws the machine's pending installs (an install or an
+    // install menu): their files stop being served and their callbacks refused.
+    store
+        .replace_installs(machine.id, &[], &intent, Utc::now())
+        .await?;
     let machine = store.get_machine(machine.id).await?;
     machine_changed(&state, &machine, "boot_set").await?;
     Ok(Json(machine))

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{ApiState, events, installs, machines, ops, power, profiles, selectors};
+use crate::{ApiState, events, install_menu, installs, machines, ops, power, profiles, selectors};
 
 const BEARER: &str = "bearer";
 
@@ -64,6 +64,7 @@ pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(power::power_action, power::power_status))
         .routes(routes!(power::boot_device))
         .routes(routes!(installs::request_install))
+        .routes(routes!(install_menu::request_install_menu))
         .routes(routes!(installs::render_machine))
         .routes(routes!(installs::list_installs))
         .routes(routes!(installs::get_install))

@@ -1014,6 +1014,7 @@ fn openapi_documents_every_operation() {
             "patch /api/v1/machines/{ref}",
             "post /api/v1/machines",
             "post /api/v1/machines/{ref}/install",
+            "post /api/v1/machines/{ref}/install-menu",
             "post /api/v1/machines/{ref}/power",
             "put /api/v1/machines/{ref}/boot",
             "put /api/v1/machines/{ref}/boot-device",

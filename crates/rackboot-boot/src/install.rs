@@ -15,6 +15,7 @@ use rackboot_install::{
     TemplateChoice,
 };
 use rackboot_oscatalog::OsRelease;
+use rackboot_seal::SecretKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -22,7 +23,7 @@ use crate::render::ServerUrls;
 
 /// What an operator gives when requesting an install; stored as the request's
 /// `vars`. The server fills what it knows: `hostname` (the machine's name),
-/// `nics` (DHCP on the boot NIC), `disk` (the smallest disk),
+/// `nics` (DHCP on the boot NIC), `disk` (the smallest disk; Windows: disk 0),
 /// `install_source_url` (the imported tree) and always `callback_url`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,66 @@ pub struct InstallInput {
     /// Extra installer kernel arguments, e.g. `console=ttyS0,115200`.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// Passwords the rendered file needs in a recoverable form (Windows'
+    /// unattend.xml), sealed with the server's key; never the clear text.
+    #[serde(default, skip_serializing_if = "SealedSecrets::is_empty")]
+    pub sealed: SealedSecrets,
+}
+
+/// [`RenderSecrets`] as stored: each one sealed with the server's key
+/// (`rackboot_seal`), so the database and API output never hold them in clear.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSecrets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_admin_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_share_password: Option<String>,
+}
+
+impl SealedSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.windows_admin_password.is_none() && self.windows_share_password.is_none()
+    }
+
+    /// Seals the secrets given in clear.
+    pub fn seal(clear: &RenderSecrets, key: &SecretKey) -> SealedSecrets {
+        SealedSecrets {
+            windows_admin_password: clear
+                .windows_admin_password
+                .as_deref()
+                .map(|p| key.encrypt(p)),
+            windows_share_password: clear
+                .windows_share_password
+                .as_deref()
+                .map(|p| key.encrypt(p)),
+        }
+    }
+
+    /// The secrets in clear for a render. Errors name the secret.
+    pub fn unseal(&self, key: Option<&SecretKey>) -> Result<RenderSecrets, RenderError> {
+        let open = |name: &str, sealed: &Option<String>| -> Result<Option<String>, RenderError> {
+            let Some(sealed) = sealed else {
+                return Ok(None);
+            };
+            let key = key.ok_or_else(|| RenderError::InvalidValue {
+                name: name.into(),
+                reason: "is sealed, but this server has no secret key to open it".into(),
+            })?;
+            key.decrypt(sealed)
+                .map(Some)
+                .map_err(|e| RenderError::InvalidValue {
+                    name: name.into(),
+                    reason: format!(
+                        "cannot be unsealed ({e}); was the server's secret key replaced?"
+                    ),
+                })
+        };
+        Ok(RenderSecrets {
+            windows_admin_password: open("windows_admin_password", &self.windows_admin_password)?,
+            windows_share_password: open("windows_share_password", &self.windows_share_password)?,
+        })
+    }
 }
 
 impl InstallInput {
@@ -82,6 +143,7 @@ pub fn install_vars(
     input: &InstallInput,
     release: &OsRelease,
     urls: &InstallUrls,
+    secrets: &RenderSecrets,
 ) -> Result<InstallVars, RenderError> {
     let mut vars = input.vars.clone();
     vars.entry("hostname")
@@ -90,8 +152,11 @@ pub fn install_vars(
         vars.entry("nics")
             .or_insert_with(|| json!([{"mac": mac, "ipv4": {"mode": "dhcp"}}]));
     }
-    vars.entry("disk")
-        .or_insert_with(|| json!({"rule": "smallest"}));
+    // Windows Setup names disks by number and has no size rules: disk 0.
+    vars.entry("disk").or_insert_with(|| match release.family {
+        OsFamily::Windows => json!({"rule": "path", "value": "0"}),
+        _ => json!({"rule": "smallest"}),
+    });
     vars.entry("install_source_url")
         .or_insert_with(|| json!(urls.tree));
     // The callbacks always come from the server: they carry the token.
@@ -102,7 +167,7 @@ pub fn install_vars(
             name: "vars".into(),
             reason: e.to_string(),
         })?;
-    vars.validate(release.family, &RenderSecrets::default())?;
+    vars.validate(release.family, secrets)?;
     Ok(vars)
 }
 
@@ -126,13 +191,15 @@ fn host_label(name: &str) -> String {
     }
 }
 
-/// Renders the machine's unattended file (and its companions).
+/// Renders the machine's unattended file (and its companions); `key` opens
+/// the install's sealed secrets.
 pub fn render_file(
     machine: &Machine,
     install: &InstallRequest,
     release: &OsRelease,
     template_source: Option<&str>,
     urls: &ServerUrls,
+    key: Option<&SecretKey>,
 ) -> Result<Rendered, RenderError> {
     let input =
         InstallInput::from_request(install).map_err(|reason| RenderError::InvalidValue {
@@ -140,18 +207,13 @@ pub fn render_file(
             reason,
         })?;
     let install_urls = InstallUrls::new(urls, install, release.family);
-    let vars = install_vars(machine, &input, release, &install_urls)?;
+    let secrets = input.sealed.unseal(key)?;
+    let vars = install_vars(machine, &input, release, &install_urls, &secrets)?;
     let choice = match template_source {
         Some(source) => TemplateChoice::Override(source),
         None => TemplateChoice::Builtin,
     };
-    rackboot_install::render(
-        release.family,
-        &release.version,
-        choice,
-        &vars,
-        &RenderSecrets::default(),
-    )
+    rackboot_install::render(release.family, &release.version, choice, &vars, &secrets)
 }
 
 /// How the machine boots its installer.
@@ -257,7 +319,7 @@ mod tests {
             "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/done/tok123"
         );
         let input = InstallInput::from_request(&install).unwrap();
-        let vars = install_vars(&machine, &input, &release, &u).unwrap();
+        let vars = install_vars(&machine, &input, &release, &u, &RenderSecrets::default()).unwrap();
         assert_eq!(vars.hostname, "node-1");
         assert_eq!(vars.nics.len(), 1);
         assert_eq!(vars.install_source_url, u.tree);
@@ -271,13 +333,42 @@ mod tests {
         let u = InstallUrls::new(&urls(), &install, release.family);
         let input = InstallInput::from_request(&install).unwrap();
         // Without a root password or SSH key the install would be unreachable.
-        let err = install_vars(&machine, &input, &release, &u).unwrap_err();
+        let err =
+            install_vars(&machine, &input, &release, &u, &RenderSecrets::default()).unwrap_err();
         assert!(err.to_string().contains("root"), "{err}");
 
         let (_, bad) = request(json!({"vars": {"hostnme": "x"}}));
         let input = InstallInput::from_request(&bad).unwrap();
-        let err = install_vars(&machine, &input, &release, &u).unwrap_err();
+        let err =
+            install_vars(&machine, &input, &release, &u, &RenderSecrets::default()).unwrap_err();
         assert!(err.to_string().contains("hostnme"), "{err}");
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_key_that_sealed_them() {
+        let key = SecretKey::generate();
+        let clear = RenderSecrets {
+            windows_admin_password: Some("Adm1n!".into()),
+            windows_share_password: None,
+        };
+        let sealed = SealedSecrets::seal(&clear, &key);
+        let stored = serde_json::to_string(&sealed).unwrap();
+        assert!(
+            !stored.contains("Adm1n!") && stored.contains("v1:"),
+            "{stored}"
+        );
+        assert!(sealed.unseal(Some(&key)).unwrap() == clear);
+        for (other, why) in [
+            (None, "no secret key"),
+            (Some(SecretKey::generate()), "secret key replaced"),
+        ] {
+            let err = sealed.unseal(other.as_ref()).unwrap_err().to_string();
+            assert!(
+                err.contains("windows_admin_password") && err.contains(why),
+                "{err}"
+            );
+        }
+        assert!(SealedSecrets::default().unseal(None).unwrap() == RenderSecrets::default());
     }
 
     #[test]
@@ -285,7 +376,7 @@ mod tests {
         let (machine, install) = request(json!({"vars": {
             "ssh_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv1sCq0b4vYtq9pS8b1jFh1Kq6YwJ7cT4Jx0h2mZ0aB ops@x"],
         }}));
-        let rendered = render_file(&machine, &install, &debian(), None, &urls()).unwrap();
+        let rendered = render_file(&machine, &install, &debian(), None, &urls(), None).unwrap();
         let started =
             "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/started/tok123";
         let early = rendered

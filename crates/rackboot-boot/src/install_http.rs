@@ -107,14 +107,20 @@ async fn render_install_file(
         ),
         None => None,
     };
-    let rendered =
-        crate::install::render_file(machine, install, release, template.as_deref(), &urls)
-            .map_err(|e| {
-                Refusal(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("install {id} for {}: {e}\n", machine.name),
-                )
-            })?;
+    let rendered = crate::install::render_file(
+        machine,
+        install,
+        release,
+        template.as_deref(),
+        &urls,
+        service.secret_key(),
+    )
+    .map_err(|e| {
+        Refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("install {id} for {}: {e}\n", machine.name),
+        )
+    })?;
     let (body, content_type) = if file == rendered.file_name {
         (rendered.body, rendered.content_type)
     } else if let Some(c) = rendered.companions.iter().find(|c| c.file_name == file) {

@@ -81,10 +81,7 @@ impl InstallPlan {
     /// Linux installers are a kernel and initrd, which pxelinux and GRUB load
     /// over TFTP (`/os/<id>/...`) as well as iPXE does over HTTP.
     pub fn boots_under_any_loader(&self) -> bool {
-        !matches!(
-            self.release.family,
-            rackboot_core::OsFamily::Esxi | rackboot_core::OsFamily::Windows
-        )
+        self.release.family.installer_is_linux()
     }
 }
 
@@ -493,10 +490,35 @@ pub fn render_ipxe(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
             ipxe_text(reason)
         )),
         BootPlan::Error { message } => Ok(ipxe_error(machine, mac, message)),
+        BootPlan::Menu(menu)
+            if menu.loader == Some(LoaderKind::Pxelinux)
+                && matches!(machine.arch, Some(rackboot_core::Arch::Bios) | None) =>
+        {
+            Ok(ipxe_chain_pxelinux(machine, mac, urls))
+        }
         BootPlan::Menu(menu) => ipxe_menu(machine, mac, menu, &vars, urls),
         BootPlan::Install(plan) => ipxe_install(machine, mac, plan, urls),
     };
     result.unwrap_or_else(|message| ipxe_error(machine, mac, &message))
+}
+
+/// A menu the operator wants shown by pxelinux, asked for by a BIOS machine
+/// already running iPXE (its NIC's ROM, or a DHCP server that is not ours
+/// chose undionly.kpxe): chain pxelinux.0 over TFTP, which then reads its
+/// generated `pxelinux.cfg/01-<mac>`. pxelinux would derive its path prefix
+/// from the boot file name iPXE hands on (this script's URL), so option 210
+/// sets it to the TFTP root.
+fn ipxe_chain_pxelinux(machine: &Machine, mac: MacAddr, urls: &ServerUrls) -> String {
+    let host = urls
+        .base_url
+        .split_once("://")
+        .map_or(urls.base_url.as_str(), |(_, rest)| rest);
+    let host = host.split(['/', ':']).next().unwrap_or(host);
+    format!(
+        "{}set 210:string /\nchain tftp://{host}/pxelinux.0 || goto failed\n:failed\n\
+         echo rackboot: cannot load pxelinux.0 from {host}; booting the local disk\nsleep 10\nexit\n",
+        ipxe_header(machine, mac, "gets a pxelinux menu")
+    )
 }
 
 /// The installer boot: kernel + initrds (Linux families), VMware's mboot with

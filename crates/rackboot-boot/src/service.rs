@@ -11,6 +11,7 @@ use rackboot_core::{
     Arch, BootIntent, BootResponder, DhcpBoot, EventHub, EventKind, GeneratedFile, LoaderKind,
     MacAddr, Machine, NewEvent, PxeClient, TftpContent,
 };
+use rackboot_seal::SecretKey;
 use rackboot_store::StoreError;
 use serde_json::json;
 
@@ -33,6 +34,7 @@ pub struct BootService {
     /// MACs whose discovery task is running: one task per MAC however many
     /// DHCP retries and HTTP requests arrive meanwhile.
     discovering: Arc<Mutex<HashSet<MacAddr>>>,
+    secret_key: Option<Arc<SecretKey>>,
 }
 
 /// A machine looked up for booting and what it should boot.
@@ -60,13 +62,29 @@ impl BootService {
         config: BootConfig,
         events: EventHub,
     ) -> Result<Arc<BootService>, BootConfigError> {
+        BootService::with_secret_key(inventory, config, events, None)
+    }
+
+    /// With the server's secret key, which opens installs' sealed secrets
+    /// (Windows passwords) when their files are rendered.
+    pub fn with_secret_key(
+        inventory: Arc<Inventory>,
+        config: BootConfig,
+        events: EventHub,
+        secret_key: Option<Arc<SecretKey>>,
+    ) -> Result<Arc<BootService>, BootConfigError> {
         config.validate()?;
         Ok(Arc::new(BootService {
             inventory,
             config,
             events,
             discovering: Arc::new(Mutex::new(HashSet::new())),
+            secret_key,
         }))
+    }
+
+    pub fn secret_key(&self) -> Option<&SecretKey> {
+        self.secret_key.as_deref()
     }
 
     pub fn inventory(&self) -> &Arc<Inventory> {

@@ -82,7 +82,13 @@ fn snapshot() -> Snapshot {
             "debian-installer/amd64/linux",
             "debian-installer/amd64/initrd.gz",
         ),
-        release("esxi-8.0-x86_64", OsFamily::Esxi, "8.0", "b.b00", "jumpstrt.gz"),
+        release(
+            "esxi-8.0-x86_64",
+            OsFamily::Esxi,
+            "8.0",
+            "b.b00",
+            "jumpstrt.gz",
+        ),
     ] {
         snap.os.insert(r.id.clone(), r);
     }
@@ -91,8 +97,10 @@ fn snapshot() -> Snapshot {
         DEBIAN_INSTALL,
         install(DEBIAN_INSTALL, "debian-12-amd64", &node),
     );
-    snap.installs
-        .insert(ESXI_INSTALL, install(ESXI_INSTALL, "esxi-8.0-x86_64", &node));
+    snap.installs.insert(
+        ESXI_INSTALL,
+        install(ESXI_INSTALL, "esxi-8.0-x86_64", &node),
+    );
     snap
 }
 
@@ -239,6 +247,24 @@ fn cases() -> Vec<Case> {
                 ],
                 default: None,
                 timeout_secs: 30,
+                loader: None,
+            })),
+            discovery: None,
+        },
+        Case {
+            name: "install_menu_pxelinux",
+            machine: m(BootIntent::Menu(Menu {
+                entries: vec![
+                    install_entry(DEBIAN_INSTALL, "debian-12-amd64"),
+                    install_entry(GONE_INSTALL, "debian-12-amd64"),
+                    MenuEntry {
+                        profile: "inspect".into(),
+                        label: Some("Hardware inspection".into()),
+                        install: None,
+                    },
+                ],
+                default: None,
+                timeout_secs: 30,
                 loader: Some(LoaderKind::Pxelinux),
             })),
             discovery: None,
@@ -309,9 +335,22 @@ fn plans_pick_the_right_thing() {
             ("install", "install"),
             ("install_esxi", "install"),
             ("install_menu", "menu"),
+            ("install_menu_pxelinux", "menu"),
         ]
     );
-    let menu = cases().into_iter().find(|c| c.name == "install_menu").unwrap();
+    let menu = cases()
+        .into_iter()
+        .find(|c| c.name == "install_menu")
+        .unwrap();
+    assert_eq!(
+        plan_for(&menu.machine, &snap, None).loader(),
+        LoaderKind::Ipxe,
+        "a Linux installer and an iPXE profile"
+    );
+    let menu = cases()
+        .into_iter()
+        .find(|c| c.name == "install_menu_pxelinux")
+        .unwrap();
     let plan = plan_for(&menu.machine, &snap, None);
     assert_eq!(plan.loader(), LoaderKind::Pxelinux, "the menu's own loader");
     match &plan {

@@ -25,6 +25,12 @@ pub enum OsFamily {
 }
 
 impl OsFamily {
+    /// Whether the installer is a Linux kernel and initrd, which every loader
+    /// (iPXE, pxelinux, GRUB) boots; ESXi's mboot and Windows' wimboot need iPXE.
+    pub fn installer_is_linux(&self) -> bool {
+        !matches!(self, OsFamily::Esxi | OsFamily::Windows)
+    }
+
     pub const ALL: [OsFamily; 6] = [
         OsFamily::Rhel,
         OsFamily::Esxi,

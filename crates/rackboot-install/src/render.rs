@@ -85,11 +85,34 @@ fn version_matches(pattern: &str, version: &str) -> bool {
     v.len() >= p.len() && p.iter().zip(&v).all(|(a, b)| a == b)
 }
 
+/// Windows Server releases by NT build: the OS catalog reads the build
+/// (`10.0.20348`) from install.wim, operators and templates say `2022`.
+const WINDOWS_SERVER_BUILDS: &[(&str, &str)] = &[
+    ("10.0.14393", "2016"),
+    ("10.0.17763", "2019"),
+    ("10.0.20348", "2022"),
+    ("10.0.26100", "2025"),
+];
+
+/// The version as templates know it: Windows NT builds become their Windows
+/// Server release; everything else is unchanged.
+pub fn product_version(family: OsFamily, version: &str) -> &str {
+    if family == OsFamily::Windows {
+        for (build, release) in WINDOWS_SERVER_BUILDS {
+            if version_matches(build, version) {
+                return release;
+            }
+        }
+    }
+    version
+}
+
 /// The built-in template for a family and version, e.g. (Rhel, "9.4").
 pub fn builtin_template(
     family: OsFamily,
     version: &str,
 ) -> Result<&'static BuiltinTemplate, RenderError> {
+    let version = product_version(family, version);
     BUILTIN_TEMPLATES
         .iter()
         .filter(|t| t.family == family)
@@ -318,7 +341,7 @@ pub fn render(
         }
         TemplateChoice::Override(source) => (override_name(family), source),
     };
-    let ctx = Context::build(family, version, vars, secrets)?;
+    let ctx = Context::build(family, product_version(family, version), vars, secrets)?;
     let body = render_source(family, name, source, &ctx)?;
     check::check_rendered(family, &body)?;
     // Without the callback the machine would reinstall forever: a template
@@ -414,6 +437,21 @@ pub fn validate_template(family: OsFamily, source: &str) -> Result<(), TemplateE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_builds_from_the_catalog_find_their_release() {
+        assert_eq!(product_version(OsFamily::Windows, "10.0.20348"), "2022");
+        assert_eq!(product_version(OsFamily::Windows, "10.0.17763.1"), "2019");
+        assert_eq!(product_version(OsFamily::Windows, "2022"), "2022");
+        assert_eq!(product_version(OsFamily::Rhel, "10.0"), "10.0");
+        assert_eq!(
+            builtin_template(OsFamily::Windows, "10.0.20348")
+                .unwrap()
+                .name,
+            "windows.xml"
+        );
+        assert!(builtin_template(OsFamily::Windows, "10.0.9999").is_err());
+    }
 
     #[test]
     fn builtins_use_a_tenth_of_the_fuel_at_most() {

@@ -34,7 +34,10 @@ pub mod fake;
 pub mod ipmitool;
 pub mod native_ipmi;
 pub mod redfish;
-pub mod secrets;
+/// The server key and sealing, from rackboot-seal (kept under this name for callers).
+pub mod secrets {
+    pub use rackboot_seal::*;
+}
 pub mod stored;
 pub mod sync;
 pub mod url;

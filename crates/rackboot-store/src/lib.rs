@@ -133,10 +133,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_templates(&self) -> Result<Vec<InstallTemplate>>;
     async fn delete_template(&self, name: &str) -> Result<()>;
 
-    // Install requests. `create_installs` is one transaction: it cancels the
-    // machine's pending installs, stores these (all of `machine`) and sets the
-    // machine's intent, which references them (NotFound if the machine is gone).
-    async fn create_installs(
+    // Install requests. `replace_installs` is one transaction: it cancels the
+    // machine's pending installs, stores these (all of `machine`; none to only
+    // withdraw) and sets the machine's intent, which references them (NotFound
+    // if the machine is gone).
+    async fn replace_installs(
         &self,
         machine: MachineId,
         installs: &[InstallRequest],
@@ -149,7 +150,7 @@ pub trait Store: Send + Sync + 'static {
             id: install.id,
             os: install.os.clone(),
         };
-        self.create_installs(
+        self.replace_installs(
             install.machine,
             std::slice::from_ref(install),
             &intent,

@@ -713,14 +713,14 @@ impl Store for PgStore {
         self.delete_template_impl(name).await
     }
 
-    async fn create_installs(
+    async fn replace_installs(
         &self,
         machine: MachineId,
         installs: &[InstallRequest],
         intent: &BootIntent,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        self.create_installs_impl(machine, installs, intent, at)
+        self.replace_installs_impl(machine, installs, intent, at)
             .await
     }
 

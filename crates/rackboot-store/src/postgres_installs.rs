@@ -83,7 +83,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn create_installs_impl(
+    pub(crate) async fn replace_installs_impl(
         &self,
         machine: MachineId,
         installs: &[InstallRequest],

@@ -75,7 +75,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) async fn create_installs_impl(
+    pub(crate) async fn replace_installs_impl(
         &self,
         machine: MachineId,
         installs: &[InstallRequest],

@@ -11,8 +11,8 @@ use std::time::Instant;
 use chrono::{DateTime, TimeDelta, Utc};
 use rackboot_core::{
     Arch, Bmc, BootIntent, EventKind, InstallRequest, InstallState, InstallTemplate, Lease,
-    LeaseState, LoaderKind, MacAddr, Machine, Menu, MenuEntry, NewEvent, OsFamily, Profile,
-    Selector,
+    LeaseState, LoaderKind, MacAddr, Machine, Menu, MenuEntry, MenuInstall, NewEvent, OsFamily,
+    Profile, Selector,
 };
 use rackboot_store::{EventFilter, Store, StoreError, open, truncate_ms};
 use serde_json::json;
@@ -967,6 +967,77 @@ async fn install_lifecycle(store: Arc<dyn Store>) {
     assert!(store.list_installs(None).await.unwrap().is_empty());
 }
 
+/// An install menu: several pending installs behind one menu intent; the
+/// first callback completes its install, cancels the others and sets local disk.
+async fn install_menu_lifecycle(store: Arc<dyn Store>) {
+    let m = machine("menu-1", &["52:54:00:00:0c:02"]);
+    store.create_machine(&m).await.unwrap();
+    let earlier = install(&m, "debian-12-amd64", "tok-earlier", 10);
+    store.create_install(&earlier).await.unwrap();
+
+    let debian = install(&m, "debian-12-amd64", "tok-debian", 20);
+    let rocky = install(&m, "rocky-9-x86_64", "tok-rocky", 21);
+    let entry = |i: &InstallRequest| MenuEntry {
+        install: Some(MenuInstall {
+            id: i.id,
+            os: i.os.clone(),
+        }),
+        label: Some(format!("Install {}", i.os)),
+        ..Default::default()
+    };
+    let menu = BootIntent::Menu(Menu {
+        entries: vec![entry(&debian), entry(&rocky)],
+        default: None,
+        timeout_secs: 30,
+        loader: Some(LoaderKind::Pxelinux),
+    });
+    store
+        .replace_installs(m.id, &[debian.clone(), rocky.clone()], &menu, t(20))
+        .await
+        .unwrap();
+    assert_eq!(store.get_machine(m.id).await.unwrap().intent, menu);
+    assert_eq!(menu.install_ids(), [debian.id, rocky.id]);
+    let states = |store: Arc<dyn Store>| async move {
+        store
+            .list_installs(Some(m.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.id, i.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        states(store.clone()).await,
+        [
+            (earlier.id, InstallState::Cancelled),
+            (debian.id, InstallState::Pending),
+            (rocky.id, InstallState::Pending),
+        ]
+    );
+
+    // The operator picked Rocky at the console; its installer calls back.
+    store
+        .complete_install(rocky.id, "tok-rocky", t(25))
+        .await
+        .unwrap();
+    assert_eq!(
+        states(store.clone()).await,
+        [
+            (earlier.id, InstallState::Cancelled),
+            (debian.id, InstallState::Cancelled),
+            (rocky.id, InstallState::Completed),
+        ]
+    );
+    assert_eq!(
+        store.get_machine(m.id).await.unwrap().intent,
+        BootIntent::LocalDisk
+    );
+    assert!(matches!(
+        store.complete_install(debian.id, "tok-debian", t(26)).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
 // ---------- every behaviour on every backend ----------
 
 macro_rules! backend_suite {
@@ -995,6 +1066,7 @@ macro_rules! backend_suite {
                 machine_bmc_keeps_sealed_password,
                 templates_crud,
                 install_lifecycle,
+                install_menu_lifecycle,
             );
         }
     };

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use rackboot_api::install_menu::InstallMenuCreated;
 use rackboot_api::installs::{OsInfo, RenderPreview};
 use rackboot_core::{InstallRequest, InstallTemplate, OsFamily};
 use serde_json::{Map, Value, json};
@@ -40,9 +41,28 @@ pub enum OsCmd {
 pub struct InstallArgs {
     /// Machine id, name or MAC.
     pub machine: String,
-    /// OS catalog id (see `rackboot os list`).
+    /// OS catalog id (see `rackboot os list`); with --menu, repeatable: the
+    /// OSes the menu offers, in order.
+    #[arg(long, required = true)]
+    pub os: Vec<String>,
+    /// Do not install now: give the machine a boot menu of these OSes (each
+    /// armed as a pending install) with local disk as the default, as
+    /// operators' pxelinux menus do. The first install that completes sets
+    /// the machine to local disk and cancels the others.
     #[arg(long)]
-    pub os: String,
+    pub menu: bool,
+    /// With --menu: a profile offered after the installers (repeatable).
+    #[arg(long = "profile", requires = "menu")]
+    pub profiles: Vec<String>,
+    /// With --menu: the entry booted on timeout (an OS id or profile); local disk otherwise.
+    #[arg(long, requires = "menu")]
+    pub default: Option<String>,
+    /// With --menu: seconds before the default boots.
+    #[arg(long, requires = "menu", default_value_t = 30)]
+    pub timeout: u32,
+    /// With --menu: show it in this loader (ipxe, pxelinux or grub) instead of the default iPXE.
+    #[arg(long, requires = "menu", value_parser = ["ipxe", "pxelinux", "grub"])]
+    pub loader: Option<String>,
     /// A stored template (see `rackboot template list`); the built-in one otherwise.
     #[arg(long)]
     pub template: Option<String>,
@@ -53,6 +73,8 @@ pub struct InstallArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Read a root password from standard input (hashed by the server; only the hash is kept).
+    /// Windows passwords are read from RACKBOOT_WINDOWS_ADMIN_PASSWORD and
+    /// RACKBOOT_WINDOWS_SHARE_PASSWORD (stored sealed).
     #[arg(long)]
     pub root_password_stdin: bool,
     /// Extra installer kernel argument (repeatable), e.g. console=ttyS0,115200.
@@ -61,6 +83,13 @@ pub struct InstallArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 }
+
+/// Windows passwords come from the environment, never the command line (other
+/// local users can read a command line); the server stores them sealed.
+const WINDOWS_SECRETS: [(&str, &str); 2] = [
+    ("windows_admin_password", "RACKBOOT_WINDOWS_ADMIN_PASSWORD"),
+    ("windows_share_password", "RACKBOOT_WINDOWS_SHARE_PASSWORD"),
+];
 
 #[derive(Args)]
 pub struct InstallsArgs {
@@ -225,12 +254,35 @@ pub async fn install(args: InstallArgs) -> Result<()> {
     for kv in &args.set {
         set_var(&mut vars, kv)?;
     }
-    let mut body = json!({
-        "os": args.os,
-        "template": args.template,
-        "vars": vars,
-        "kernel_args": args.kernel_args,
-    });
+    if !args.menu && args.os.len() > 1 {
+        bail!(
+            "--os is given {} times: one install at a time, or --menu to offer several",
+            args.os.len()
+        );
+    }
+    let mut body = if args.menu {
+        json!({
+            "entries": args.os.iter().map(|os| json!({"os": os, "template": args.template})).collect::<Vec<_>>(),
+            "profiles": args.profiles,
+            "default": args.default,
+            "timeout_secs": args.timeout,
+            "loader": args.loader,
+            "vars": vars,
+            "kernel_args": args.kernel_args,
+        })
+    } else {
+        json!({
+            "os": args.os[0],
+            "template": args.template,
+            "vars": vars,
+            "kernel_args": args.kernel_args,
+        })
+    };
+    for (field, var) in WINDOWS_SECRETS {
+        if let Ok(password) = std::env::var(var) {
+            body[field] = json!(password);
+        }
+    }
     if args.root_password_stdin {
         let mut password = String::new();
         std::io::stdin()
@@ -239,6 +291,32 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         body["root_password"] = json!(password.trim_end_matches(['\r', '\n']));
     }
     let api = Api::new(&args.client)?;
+    if args.menu {
+        let created: InstallMenuCreated = api
+            .post(
+                &format!("/machines/{}/install-menu", seg(&args.machine)),
+                &body,
+            )
+            .await?;
+        match args.client.output {
+            Format::Json => print_json(&created),
+            Format::Text => {
+                println!(
+                    "{} gets a boot menu on its next network boot (default {}, after {} s):",
+                    args.machine,
+                    args.default.as_deref().unwrap_or("local disk"),
+                    args.timeout
+                );
+                for i in &created.installs {
+                    println!("  install {} of {} (pending)", i.id, i.os);
+                }
+                for p in &args.profiles {
+                    println!("  profile {p}");
+                }
+            }
+        }
+        return Ok(());
+    }
     let install: InstallRequest = api
         .post(&format!("/machines/{}/install", seg(&args.machine)), &body)
         .await?;
@@ -291,6 +369,10 @@ pub async fn render(args: RenderArgs) -> Result<()> {
         Format::Text => {
             println!("# {} boots: {}\n", preview.machine, preview.plan);
             print!("{}", preview.ipxe);
+            if let (Some(loader), Some(config)) = (&preview.loader, &preview.loader_config) {
+                println!("\n# ---- {loader} config ----");
+                print!("{config}");
+            }
             if let (Some(name), Some(body)) = (&preview.install_file, &preview.install_file_body) {
                 println!("\n# ---- {name} ----");
                 print!("{body}");

@@ -230,7 +230,8 @@ impl Server {
         std::fs::create_dir_all(&os_dir)
             .with_context(|| format!("creating the OS catalog {}", os_dir.display()))?;
         let inventory =
-            rackboot_boot::Inventory::load_with_os_catalog(store.clone(), Some(os_dir)).await?;
+            rackboot_boot::Inventory::load_with_os_catalog(store.clone(), Some(os_dir.clone()))
+                .await?;
 
         // Bind everything before starting anything, so a port in use fails the
         // start instead of leaving half a server running.
@@ -277,9 +278,15 @@ impl Server {
         if !boot_config.loader_dir.is_dir() && Path::new("/usr/lib/ipxe").is_dir() {
             boot_config.loader_dir = PathBuf::from("/usr/lib/ipxe");
         }
-        let boot =
-            rackboot_boot::BootService::new(inventory.clone(), boot_config.clone(), events.clone())
-                .context("in [boot]")?;
+        // One key seals BMC passwords and install secrets (Windows passwords).
+        let secret_key = Arc::new(crate::config::secret_key(&config.state_dir)?);
+        let boot = rackboot_boot::BootService::with_secret_key(
+            inventory.clone(),
+            boot_config.clone(),
+            events.clone(),
+            Some(secret_key.clone()),
+        )
+        .context("in [boot]")?;
 
         let power_api = rackboot_api::power::PowerApi {
             controller: Arc::new(rackboot_power::PowerController::new(
@@ -288,7 +295,7 @@ impl Server {
                     ..rackboot_power::PowerConfig::default()
                 },
             )),
-            key: Arc::new(crate::config::secret_key(&config.state_dir)?),
+            key: secret_key.clone(),
             states: rackboot_power::PowerStateMap::new(),
         };
         if config.power.sync_interval_secs > 0 {
@@ -316,6 +323,7 @@ impl Server {
             );
             api_state.metrics = metrics.clone();
             api_state.power = Some(power_api.clone());
+            api_state.secret_key = Some(secret_key.clone());
             api_state.boot_base_url = match (&boot_config.public_url, server_ip) {
                 (Some(url), _) => url.trim_end_matches('/').to_string(),
                 (None, Some(ip)) => format!("http://{ip}:{}", boot_config.http_port),
@@ -342,7 +350,7 @@ impl Server {
         }
 
         if let Some(socket) = tftp_socket {
-            let tftp_config = tftp_config_with_loaders(&config.tftp, &boot_config);
+            let tftp_config = tftp_config_with_loaders(&config.tftp, &boot_config, &os_dir);
             let (content, hub, stop) = (boot.clone(), events.clone(), shutdown.clone());
             tasks.spawn(async move {
                 rackboot_tftp::run(socket, tftp_config, content, hub, stop)
@@ -430,11 +438,13 @@ pub const DEBIAN_LOADERS: &[(&str, &str)] = &[
 ];
 
 /// The TFTP config the server runs with: the operator's, plus Debian's loaders
-/// under their usual names and the asset directory under its TFTP prefix (pxelinux
-/// and GRUB fetch kernels over TFTP).
+/// under their usual names, the asset directory under its TFTP prefix and the
+/// OS catalog under `os/` (pxelinux and GRUB fetch kernels and installers over
+/// TFTP).
 fn tftp_config_with_loaders(
     tftp: &rackboot_tftp::TftpConfig,
     boot: &rackboot_boot::BootConfig,
+    os_dir: &Path,
 ) -> rackboot_tftp::TftpConfig {
     let mut tftp = tftp.clone();
     for (name, path) in DEBIAN_LOADERS {
@@ -450,8 +460,15 @@ fn tftp_config_with_loaders(
             .entry(boot.tftp_asset_prefix.clone())
             .or_insert_with(|| boot.asset_dir.clone());
     }
+    tftp.dirs
+        .entry(OS_TFTP_DIR.to_string())
+        .or_insert_with(|| os_dir.to_path_buf());
     tftp
 }
+
+/// Where pxelinux and GRUB find the OS catalog over TFTP; the boot renderer
+/// writes installer paths as `/os/<id>/...`.
+const OS_TFTP_DIR: &str = "os";
 
 fn service_infos(
     config: &Config,

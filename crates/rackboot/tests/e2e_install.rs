@@ -201,3 +201,104 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
     let timeline = rack.cli(&["timeline", &name]);
     assert!(timeline.contains("install_completed"), "{timeline}");
 }
+
+/// The seeds' workflow, made safe: a pxelinux menu of installable OSes. The
+/// menu's installer entry (its default here, after 1 s) loads d-i's kernel
+/// and initrd over TFTP from the OS catalog; the installer reads the preseed
+/// armed for that entry and calls back; completion moves the machine to
+/// local disk.
+#[tokio::test]
+async fn pxelinux_install_menu_boots_the_installer_over_tftp() {
+    assert!(
+        std::path::Path::new(NETBOOT_TREE).is_dir(),
+        "{NETBOOT_TREE} is missing: apt-get install -y debian-installer-12-netboot-amd64"
+    );
+    let _vms = VMS.lock().await;
+    let mut rack = Rack::start(
+        vec![MachineSpec::bios().with_memory(1024).with_disk(64)],
+        &["--dhcp-range", "10.77.0.100-10.77.0.150"],
+    )
+    .await;
+    rack.cli(&["os", "import", NETBOOT_TREE]);
+    let name = rack.lab.machine(0).name().to_string();
+    let mac = rack.lab.machine(0).mac();
+    rack.cli(&["machine", "add", &name, "--mac", &mac]);
+    let keys = format!("ssh_authorized_keys=[\"{SSH_KEY}\"]");
+    let set = rack.cli(&[
+        "install",
+        &name,
+        "--menu",
+        "--os",
+        "debian-12-amd64",
+        "--loader",
+        "pxelinux",
+        "--default",
+        "debian-12-amd64",
+        "--timeout",
+        "1",
+        "--set",
+        &keys,
+        "--kernel-arg",
+        "console=ttyS0,115200n8",
+        "--kernel-arg",
+        "netcfg/no_default_route=true",
+        "--kernel-arg",
+        "netcfg/get_nameservers=10.77.0.1",
+    ]);
+    assert!(set.contains("gets a boot menu"), "{set}");
+    let installs: serde_json::Value =
+        serde_json::from_str(&rack.cli(&["installs", "--machine", &name, "-o", "json"])).unwrap();
+    let id = installs[0]["id"].as_str().unwrap().to_string();
+    let preview = rack.cli(&["render", &name]);
+    assert!(preview.contains("boots: menu"), "{preview}");
+
+    rack.lab.start_machine(0).unwrap();
+    let timeline = wait_for_event(&rack, &name, "install_started", INSTALLER_TIMEOUT).await;
+    for step in ["script_served", "install_file_served"] {
+        assert!(timeline.contains(step), "{step} missing:\n{timeline}");
+    }
+    // pxelinux fetched the installer over TFTP from the catalog.
+    let tftp: Vec<&str> = timeline
+        .lines()
+        .filter(|l| l.contains("tftp_sent"))
+        .collect();
+    for file in [
+        "pxelinux.0",
+        "menu.c32",
+        "os/debian-12-amd64/debian-installer/amd64/linux",
+        "os/debian-12-amd64/debian-installer/amd64/initrd.gz",
+    ] {
+        assert!(
+            tftp.iter().any(|l| l.contains(file)),
+            "{file} not sent over TFTP:\n{timeline}"
+        );
+    }
+    rack.lab.stop_machine(0).unwrap();
+
+    // The preseed served for the entry carries its own callback.
+    let file = rack
+        .lab
+        .netns()
+        .command("curl")
+        .args([
+            "-sS",
+            &format!("http://10.77.0.1:8080/install/{id}/preseed.cfg"),
+        ])
+        .output()
+        .unwrap();
+    let callback = callback_url(&String::from_utf8_lossy(&file.stdout));
+    let done = rack
+        .lab
+        .netns()
+        .command("curl")
+        .args(["-sS", "-X", "POST", "-w", " %{http_code}", &callback])
+        .output()
+        .unwrap();
+    let done = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(done.ends_with("200"), "{done}");
+    let shown = rack.cli(&["machine", "show", &name]);
+    assert!(
+        shown.contains("local-disk"),
+        "the menu is replaced: {shown}"
+    );
+}

@@ -32,10 +32,21 @@ impl Harness {
 
     /// `capacity` bounds the persist queue and each live subscriber's backlog.
     pub async fn with_capacity(capacity: usize) -> Harness {
+        Harness::build(capacity, None).await
+    }
+
+    /// With an OS catalog directory (see `debian_catalog`).
+    pub async fn with_os_catalog(os_dir: &std::path::Path) -> Harness {
+        Harness::build(1024, Some(os_dir.to_path_buf())).await
+    }
+
+    async fn build(capacity: usize, os_dir: Option<std::path::PathBuf>) -> Harness {
         let store = rackboot_store::open_sqlite_in_memory()
             .await
             .expect("store");
-        let inventory = Inventory::load(store.clone()).await.expect("inventory");
+        let inventory = Inventory::load_with_os_catalog(store.clone(), os_dir)
+            .await
+            .expect("inventory");
         let (hub, mut queue) = EventHub::new(capacity);
         let persist_store = store.clone();
         let persist_hub = hub.clone();
@@ -198,4 +209,92 @@ impl SseParser {
         frame.data = data.join("\n");
         Some(frame)
     }
+}
+
+/// A small Debian install medium (the layout of a netinst ISO, tiny files)
+/// imported into a fresh OS catalog under `dir`; returns the catalog
+/// directory. Its release id is `debian-12.5.0-amd64`.
+pub fn debian_catalog(dir: &std::path::Path) -> std::path::PathBuf {
+    let tree = dir.join("medium");
+    let files: [(&str, &[u8]); 5] = [
+        (
+            ".disk/info",
+            b"Debian GNU/Linux 12.5.0 \"Bookworm\" - Official amd64 NETINST with firmware 20240210-11:27",
+        ),
+        (".disk/base_installable", b""),
+        ("install.amd/vmlinuz", b"kernel"),
+        ("install.amd/initrd.gz", b"initrd"),
+        (
+            "dists/bookworm/Release",
+            b"Origin: Debian\nLabel: Debian\nSuite: stable\nVersion: 12.5\nCodename: bookworm\n",
+        ),
+    ];
+    for (path, body) in files {
+        let path = tree.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let catalog = dir.join("os");
+    std::fs::create_dir_all(&catalog).unwrap();
+    let release = rackboot_oscatalog::import(&tree, &catalog, &|_| {}).expect("import");
+    assert_eq!(release.id, "debian-12.5.0-amd64");
+    catalog
+}
+
+/// A WIM header followed by its XML metadata (UTF-16LE with BOM), which is
+/// all the catalog reads of a WIM.
+fn fake_wim(xml: &str) -> Vec<u8> {
+    let mut xml_bytes = vec![0xFF, 0xFE];
+    for unit in xml.encode_utf16() {
+        xml_bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    let mut wim = vec![0u8; 208];
+    wim[..8].copy_from_slice(b"MSWIM\0\0\0");
+    wim[8..12].copy_from_slice(&208u32.to_le_bytes());
+    wim[12..16].copy_from_slice(&0x10d00u32.to_le_bytes());
+    wim[20..24].copy_from_slice(&32768u32.to_le_bytes());
+    wim[40..42].copy_from_slice(&1u16.to_le_bytes());
+    wim[42..44].copy_from_slice(&1u16.to_le_bytes());
+    wim[44..48].copy_from_slice(&1u32.to_le_bytes());
+    let size = xml_bytes.len() as u64;
+    wim[72..79].copy_from_slice(&size.to_le_bytes()[..7]);
+    wim[80..88].copy_from_slice(&208u64.to_le_bytes());
+    wim[88..96].copy_from_slice(&size.to_le_bytes());
+    wim.extend_from_slice(&xml_bytes);
+    wim
+}
+
+/// A Windows Server 2022 medium (layout and WIM metadata of the real one,
+/// tiny files) imported into the catalog under `dir`; its release id is
+/// `windows-server-10.0.20348-amd64`.
+pub fn windows_catalog(dir: &std::path::Path) -> std::path::PathBuf {
+    let install_wim = "<WIM><IMAGE INDEX=\"1\"><WINDOWS><ARCH>9</ARCH>\
+        <EDITIONID>ServerStandard</EDITIONID><INSTALLATIONTYPE>Server Core</INSTALLATIONTYPE>\
+        <PRODUCTTYPE>ServerNT</PRODUCTTYPE>\
+        <VERSION><MAJOR>10</MAJOR><MINOR>0</MINOR><BUILD>20348</BUILD></VERSION></WINDOWS>\
+        <NAME>Windows Server 2022 SERVERSTANDARDCORE</NAME>\
+        <DISPLAYNAME>Windows Server 2022 Standard</DISPLAYNAME></IMAGE></WIM>";
+    let boot_wim = "<WIM><IMAGE INDEX=\"1\"><WINDOWS><ARCH>9</ARCH><EDITIONID>WindowsPE</EDITIONID>\
+        <VERSION><MAJOR>10</MAJOR><MINOR>0</MINOR><BUILD>20348</BUILD></VERSION></WINDOWS>\
+        <NAME>Microsoft Windows PE (amd64)</NAME></IMAGE></WIM>";
+    let tree = dir.join("windows-medium");
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("bootmgr", b"bootmgr".to_vec()),
+        ("boot/bcd", b"bcd".to_vec()),
+        ("boot/boot.sdi", b"sdi".to_vec()),
+        ("efi/boot/bootx64.efi", b"efi".to_vec()),
+        ("sources/boot.wim", fake_wim(boot_wim)),
+        ("sources/install.wim", fake_wim(install_wim)),
+        ("setup.exe", b"setup".to_vec()),
+    ];
+    for (path, body) in files {
+        let path = tree.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let catalog = dir.join("os");
+    std::fs::create_dir_all(&catalog).unwrap();
+    let release = rackboot_oscatalog::import(&tree, &catalog, &|_| {}).expect("import");
+    assert_eq!(release.id, "windows-server-10.0.20348-amd64");
+    catalog
 }

@@ -178,7 +178,7 @@ impl Store for MemStore {
         self.templates.lock().unwrap().retain(|t| t.name != name);
         Ok(())
     }
-    async fn create_installs(
+    async fn replace_installs(
         &self,
         machine: MachineId,
         installs: &[InstallRequest],

@@ -287,7 +287,7 @@ impl Store for MemStore {
     async fn delete_template(&self, _: &str) -> rackboot_store::Result<()> {
         Err(unsupported("install template"))
     }
-    async fn create_installs(
+    async fn replace_installs(
         &self,
         _: rackboot_core::MachineId,
         _: &[rackboot_core::InstallRequest],

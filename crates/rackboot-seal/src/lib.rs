@@ -1,4 +1,5 @@
-//! Encryption of BMC passwords at rest: XChaCha20-Poly1305 with a 32-byte key.
+//! Sealing of secrets at rest (BMC passwords, Windows install passwords):
+//! XChaCha20-Poly1305 with the server's 32-byte key.
 //!
 //! Ciphertexts are `v1:` + base64(24-byte random nonce ‖ ciphertext ‖ 16-byte tag).
 //! The key comes from a key file (base64, created with mode 0600 when absent) or from
