@@ -34,7 +34,7 @@ const MAX_BATCH: usize = 4096;
 /// Probe attempts before giving up on a DISCOVER.
 const MAX_PROBE_ATTEMPTS: u32 = 4;
 /// Longest an event waits in the server before it goes to the hub.
-const EVENT_FLUSH: Duration = Duration::from_millis(5);
+const EVENT_FLUSH: Duration = Duration::from_millis(50);
 
 /// A lease to write and, for ACKs, the reply to send once it is written.
 struct Pending {

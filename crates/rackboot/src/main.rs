@@ -1,5 +1,10 @@
 //! rackboot: every service in one process (`rackboot serve`), and the CLI for them.
 
+// mimalloc: malloc/free were ~10% of the DHCP hot path's CPU with glibc's
+// allocator (perf, 4,000 exchanges/s).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod adhoc;
 mod client;
 mod config;
