@@ -252,6 +252,16 @@ impl EventPersistQueue {
         (n > 0).then_some(batch)
     }
 
+    /// Moves queued events into `batch`, without waiting, until it holds `max`.
+    pub fn take_ready(&mut self, batch: &mut Vec<NewEvent>, max: usize) {
+        while batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// For tests and tools without a store: numbers events in memory and publishes them.
     pub async fn run_unpersisted(mut self, hub: EventHub) {
         let mut next_id = 1;

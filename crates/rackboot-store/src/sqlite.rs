@@ -4,7 +4,8 @@
 //! serialised in-process and never fight over SQLite's single write lock) and a
 //! small pool of readers; in WAL mode readers never block the writer or each other.
 //! Write transactions start with `BEGIN IMMEDIATE` so a second process on the same
-//! file waits on `busy_timeout` instead of failing mid-transaction.
+//! file waits on `busy_timeout` instead of failing mid-transaction; batch writes
+//! (leases, events) are single statements, atomic on their own.
 //!
 //! Durability: WAL with `synchronous=NORMAL`. A commit has written its WAL frames
 //! to the OS (write(2)) before it returns, so it survives a kill -9 of rackboot;
@@ -14,7 +15,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,50 +82,25 @@ async fn checkpoint_loop(pool: SqlitePool) {
 const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
      (SELECT group_concat(mm.mac, ',' ORDER BY mm.ordinal) FROM machine_macs mm WHERE mm.machine_id = m.id) AS macs";
 
-/// Rows per multi-row INSERT: a batch is cut greedily into these sizes, so it
-/// takes a handful of statements (one call into SQLite's worker thread each,
-/// instead of one per row) and only these few SQL texts are ever prepared.
-const CHUNK_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+// Batches (DHCP leases, events) are written as one statement over a JSON array
+// of rows (each an array of the column values) bound as a single parameter: one
+// call into SQLite's worker thread whatever the batch size, and, being one
+// statement, atomic without BEGIN/COMMIT (each of which is another round trip
+// to that thread).
+const LEASE_UPSERT: &str = "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 \
+     FROM json_each(?) WHERE true \
+     ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
+     hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
+     subnet = excluded.subnet, updated_at = excluded.updated_at";
 
-/// `head VALUES (?, ...), ... tail` for every size in [`CHUNK_ROWS`].
-fn multi_row_sql(head: &str, columns: usize, tail: &str) -> Vec<String> {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    CHUNK_ROWS
-        .iter()
-        .map(|&n| format!("{head} VALUES {} {tail}", vec![row.as_str(); n].join(", ")))
-        .collect()
-}
-
-/// Splits `rows` into chunks of [`CHUNK_ROWS`] sizes, each with its size's index.
-fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
-    std::iter::from_fn(move || {
-        let i = CHUNK_ROWS.iter().position(|&n| n <= rows.len())?;
-        let (now, later) = rows.split_at(CHUNK_ROWS[i]);
-        rows = later;
-        Some((i, now))
-    })
-}
-
-static LEASE_UPSERT: LazyLock<Vec<String>> = LazyLock::new(|| {
-    multi_row_sql(
-        "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at)",
-        8,
-        "ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
-         hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
-         subnet = excluded.subnet, updated_at = excluded.updated_at",
-    )
-});
-
-// No RETURNING: sqlx hands each returned row from its worker thread over a
-// channel, which cost more than the insert itself (measured at 8,000 events/s).
-// The ids come from last_insert_rowid() instead (see `append_events`).
-static EVENT_INSERT: LazyLock<Vec<String>> = LazyLock::new(|| {
-    multi_row_sql(
-        "INSERT INTO events (at, kind, machine_id, mac, message, data)",
-        6,
-        "",
-    )
-});
+// `-> 5` keeps the event's data as JSON text, whatever its type. No RETURNING:
+// sqlx hands each returned row from its worker thread over a channel, which
+// cost more than the insert itself; the ids come from last_insert_rowid() (see
+// `append_events`).
+const EVENT_INSERT: &str = "INSERT INTO events (at, kind, machine_id, mac, message, data) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5 \
+     FROM json_each(?) ORDER BY key";
 
 impl SqliteStore {
     /// Opens (creating the file and its parent directories) and migrates a database file.
@@ -158,6 +133,9 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // The connection never leaves the process: a ping before every
+            // write would be one more round trip to SQLite's worker thread.
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(writer_options)
@@ -694,26 +672,27 @@ impl Store for SqliteStore {
         if leases.is_empty() {
             return Ok(());
         }
-        let leases = dedup_leases(leases);
-        let mut tx = self.begin_write().await?;
-        for (i, chunk) in chunks(&leases) {
-            let mut q = sqlx::query(LEASE_UPSERT[i].as_str());
-            for l in chunk {
-                q = q
-                    .bind(l.ip.to_string())
-                    .bind(l.mac.map(|m| m.to_string()))
-                    .bind(&l.client_id)
-                    .bind(&l.hostname)
-                    .bind(l.state.as_str())
-                    .bind(codec::millis(l.expires_at))
-                    .bind(&l.subnet)
-                    .bind(codec::millis(l.updated_at));
-            }
-            q.execute(&mut *tx)
-                .await
-                .map_err(backend("writing leases"))?;
-        }
-        tx.commit().await.map_err(backend("committing leases"))
+        let rows: Vec<_> = dedup_leases(leases)
+            .into_iter()
+            .map(|l| {
+                (
+                    l.ip.to_string(),
+                    l.mac.map(|m| m.to_string()),
+                    &l.client_id,
+                    &l.hostname,
+                    l.state.as_str(),
+                    codec::millis(l.expires_at),
+                    &l.subnet,
+                    codec::millis(l.updated_at),
+                )
+            })
+            .collect();
+        sqlx::query(LEASE_UPSERT)
+            .bind(codec::json_text(&rows))
+            .execute(&self.writer)
+            .await
+            .map_err(backend("writing leases"))?;
+        Ok(())
     }
 
     async fn delete_lease(&self, ip: Ipv4Addr) -> Result<()> {
@@ -757,39 +736,38 @@ impl Store for SqliteStore {
                 e
             })
             .collect();
-        let mut tx = self.begin_write().await?;
-        let mut ids: Vec<i64> = Vec::with_capacity(events.len());
-        for (i, chunk) in chunks(&events) {
-            let mut q = sqlx::query(EVENT_INSERT[i].as_str());
-            for e in chunk {
-                q = q
-                    .bind(codec::millis(e.at))
-                    .bind(e.kind.as_str())
-                    .bind(e.machine.map(|m| m.to_string()))
-                    .bind(e.mac.map(|m| m.to_string()))
-                    .bind(&e.message)
-                    .bind(codec::json_text(&e.data));
-            }
-            let done = q
-                .execute(&mut *tx)
-                .await
-                .map_err(backend("appending events"))?;
-            // One statement on the only writer connection: its rows got
-            // consecutive ids (AUTOINCREMENT, VALUES order) ending at the last.
-            let n = chunk.len() as i64;
-            if done.rows_affected() != n as u64 {
-                return Err(StoreError::Corrupt {
-                    table: "events",
-                    detail: format!(
-                        "inserted {} of {n} events in one statement",
-                        done.rows_affected()
-                    ),
-                });
-            }
-            let last = done.last_insert_rowid();
-            ids.extend(last - n + 1..=last);
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    codec::millis(e.at),
+                    e.kind.as_str(),
+                    e.machine.map(|m| m.to_string()),
+                    e.mac.map(|m| m.to_string()),
+                    &e.message,
+                    &e.data,
+                )
+            })
+            .collect();
+        let done = sqlx::query(EVENT_INSERT)
+            .bind(codec::json_text(&rows))
+            .execute(&self.writer)
+            .await
+            .map_err(backend("appending events"))?;
+        // One statement on the only writer connection: its rows got consecutive
+        // ids (AUTOINCREMENT, array order) ending at the last.
+        let n = events.len() as i64;
+        if done.rows_affected() != n as u64 {
+            return Err(StoreError::Corrupt {
+                table: "events",
+                detail: format!(
+                    "inserted {} of {n} events in one statement",
+                    done.rows_affected()
+                ),
+            });
         }
-        tx.commit().await.map_err(backend("committing events"))?;
+        let last = done.last_insert_rowid();
+        let ids = last - n + 1..=last;
         Ok(events
             .into_iter()
             .zip(ids)
@@ -874,38 +852,5 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(InstallRequest, bool)> {
         self.complete_install_impl(id, token, at).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_split_into_few_prepared_sizes() {
-        let sizes = |n: usize| -> Vec<usize> {
-            let rows = vec![0u8; n];
-            chunks(&rows)
-                .map(|(i, c)| {
-                    assert_eq!(CHUNK_ROWS[i], c.len());
-                    c.len()
-                })
-                .collect()
-        };
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(1), [1]);
-        assert_eq!(sizes(100), [64, 32, 4]);
-        assert_eq!(sizes(256), [64, 64, 64, 64]);
-        assert_eq!(sizes(127), [64, 32, 16, 8, 4, 2, 1]);
-    }
-
-    #[test]
-    fn multi_row_sql_has_one_placeholder_per_value() {
-        let sql = multi_row_sql("INSERT INTO t (a, b)", 2, "RETURNING id");
-        assert_eq!(
-            sql[CHUNK_ROWS.len() - 1],
-            "INSERT INTO t (a, b) VALUES (?, ?) RETURNING id"
-        );
-        assert_eq!(sql[0].matches('?').count(), 64 * 2);
     }
 }

@@ -669,6 +669,44 @@ async fn events_append_and_filter(store: Arc<dyn Store>) {
             "id and mac"
         ]
     );
+
+    // Data of every JSON type and awkward text come back as given; a large
+    // batch gets its ids in order.
+    let odd: Vec<NewEvent> = [
+        json!(null),
+        json!("text \"quoted\" \\ back"),
+        json!(42),
+        json!(-1.5),
+        json!(true),
+        json!(false),
+        json!([1, "two"]),
+        json!({}),
+    ]
+    .into_iter()
+    .map(|data| {
+        e(
+            EventKind::PowerChanged,
+            "line one\nline \"two\" \u{1F5A5} é",
+        )
+        .data(data)
+    })
+    .chain((0..700).map(|i| e(EventKind::TftpSent, &format!("bulk {i}"))))
+    .collect();
+    let stored = store.append_events(odd.clone()).await.unwrap();
+    assert_eq!(stored.len(), odd.len());
+    assert!(stored.windows(2).all(|w| w[1].id == w[0].id + 1));
+    assert!(stored[0].id > all[5].id);
+    for (got, sent) in stored.iter().zip(&odd) {
+        assert_eq!((&got.message, &got.data), (&sent.message, &sent.data));
+    }
+    let listed = store
+        .list_events(&EventFilter {
+            after_id: Some(all[5].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, stored);
 }
 
 async fn events_default_limit_and_paging(store: Arc<dyn Store>) {
