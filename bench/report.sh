@@ -125,6 +125,24 @@ EOF
     done
     cat <<EOF
 
+CPU seconds (user + system, median of the runs) that one ${TFTP_BIG_MIB} MiB download cost the server
+and the atftp client; the last column is the fastest the windowed download could be if the
+server cost nothing, since the client works while the server waits for its ACK and the other
+way round (${TFTP_BIG_MIB} MiB / the client's CPU seconds):
+
+| server | lock-step 1468: server / client CPU s | windowed: server / client CPU s | windowed, the client's ceiling |
+|---|---|---|---|
+EOF
+    for s in rackboot tftpd-hpa atftpd; do
+        local ceiling="n/a" c
+        c="${R[$s.win16.ccpu]:-}"
+        if is_num "$c" && awk -v c="$c" 'BEGIN { exit !(c > 0) }'; then
+            ceiling=$(awk -v c="$c" -v m="$TFTP_BIG_MIB" 'BEGIN { printf "%.0f MiB/s", m / c }')
+        fi
+        echo "| $s | ${R[$s.lock1468.scpu]:-n/a} / ${R[$s.lock1468.ccpu]:-n/a} | ${R[$s.win16.scpu]:-n/a} / ${R[$s.win16.ccpu]:-n/a} | $ceiling |"
+    done
+    cat <<EOF
+
 Method: a ${TFTP_BIG_MIB} MiB random file is fetched with the atftp client in the client namespace,
 \`atftp [--option "blksize 1468"] [--option "windowsize 16"] -g -r big.bin -l FILE $SRV_IP\`,
 into memory (/dev/shm) and compared with the original; a figure is the median of $TFTP_REPEAT run(s)
