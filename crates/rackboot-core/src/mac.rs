@@ -163,6 +163,9 @@ mod tests {
             assert_eq!(mac.to_string(), text);
             assert_eq!(text.parse::<MacAddr>().unwrap(), mac);
         }
-        assert_eq!(format!("[{:>19}]", MacAddr([1; 6])), "[  01:01:01:01:01:01]");
+        assert_eq!(
+            format!("[{:>19}]", MacAddr([1; 6])),
+            "[  01:01:01:01:01:01]"
+        );
     }
 }
