@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    BmcInfo, BmcTarget, BootDevice, BootMode, BootPersistence, DriverOptions, PowerAction,
-    PowerDriver, PowerError, PowerState, driver_with_options,
+    BmcInfo, BmcTarget, BootDevice, BootDeviceReading, BootMode, BootPersistence, DriverOptions,
+    PowerAction, PowerDriver, PowerError, PowerState, driver_with_options,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +329,39 @@ impl PowerController {
         Ok((Some(send), Some(initial), Some(final_state)))
     }
 
+    /// A BMC can accept a boot override and not apply it (a firmware that only
+    /// takes some devices, a wrong mode bit): read it back where the driver can.
+    async fn read_boot_device_back(
+        &self,
+        driver: &dyn PowerDriver,
+        bmc: &str,
+        device: BootDevice,
+    ) -> Result<(), PowerError> {
+        let (read, _) = self
+            .call(
+                bmc,
+                "reading the boot device back",
+                self.config.retries,
+                || driver.boot_device(),
+            )
+            .await;
+        match read? {
+            BootDeviceReading::Unknown => Ok(()),
+            BootDeviceReading::Device(d) if d == device => Ok(()),
+            other => Err(PowerError::Bmc {
+                bmc: bmc.to_string(),
+                message: format!(
+                    "accepted boot device {device} but reads back {}",
+                    match other {
+                        BootDeviceReading::Device(d) => d.to_string(),
+                        _ => "no override to pxe or disk".to_string(),
+                    }
+                ),
+                transient: false,
+            }),
+        }
+    }
+
     /// Polls the state until the action's expected state holds or the verify timeout.
     async fn verify(
         &self,
@@ -399,6 +432,10 @@ impl PowerController {
                     })
                     .await;
                 attempts = tries;
+                let r = match r {
+                    Ok(()) => self.read_boot_device_back(&*driver, &bmc, device).await,
+                    Err(e) => Err(e),
+                };
                 self.close(&*driver).await;
                 r.map(|()| (None, None, None))
             }
@@ -694,7 +731,8 @@ mod tests {
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        assert_eq!(bmc.calls(), 5);
+        // Three state reads; two boot-device sets, each read back.
+        assert_eq!(bmc.calls(), 7);
         assert_eq!(bmc.max_concurrent_calls(), 1);
         // The same BMC through another scheme's URL shares the key; others do not.
         assert_ne!(target.bmc_key(), "fake:other");
@@ -781,6 +819,10 @@ mod tests {
         assert_eq!(out.attempts, 1);
         let boot = FakeBmc::get("ctl-boot").boot().unwrap();
         assert_eq!(
+            c.driver(&target).unwrap().boot_device().await.unwrap(),
+            BootDeviceReading::Device(BootDevice::Disk)
+        );
+        assert_eq!(
             (boot.device, boot.persistence, boot.mode),
             (
                 BootDevice::Disk,
@@ -788,5 +830,22 @@ mod tests {
                 Some(BootMode::Uefi)
             )
         );
+    }
+
+    #[tokio::test]
+    async fn boot_device_a_bmc_ignores_is_a_failure() {
+        let (target, bmc) = fresh("ctl-boot-ignored");
+        bmc.set_ignore_actions(true);
+        let c = PowerController::new(fast());
+        let err = c
+            .set_boot_device(&target, BootDevice::Pxe, BootPersistence::Once, None)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("accepted boot device pxe but reads back no override"),
+            "{text}"
+        );
+        assert!(bmc.boot().is_none());
     }
 }

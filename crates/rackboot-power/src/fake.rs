@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::{
-    BmcInfo, BmcTarget, BootDevice, BootMode, BootPersistence, DriverOptions, PowerAction,
-    PowerDriver, PowerError, PowerErrorKind, PowerState,
+    BmcInfo, BmcTarget, BootDevice, BootDeviceReading, BootMode, BootPersistence, DriverOptions,
+    PowerAction, PowerDriver, PowerError, PowerErrorKind, PowerState,
 };
 
 /// The boot override last set on a fake BMC.
@@ -307,12 +307,23 @@ impl PowerDriver for FakeDriver {
         mode: Option<BootMode>,
     ) -> Result<(), PowerError> {
         let _call = self.enter().await?;
-        self.bmc.lock().boot = Some(FakeBoot {
-            device,
-            persistence,
-            mode,
-        });
+        let mut s = self.bmc.lock();
+        if !s.ignore_actions {
+            s.boot = Some(FakeBoot {
+                device,
+                persistence,
+                mode,
+            });
+        }
         Ok(())
+    }
+
+    async fn boot_device(&self) -> Result<BootDeviceReading, PowerError> {
+        let _call = self.enter().await?;
+        Ok(match &self.bmc.lock().boot {
+            Some(b) => BootDeviceReading::Device(b.device),
+            None => BootDeviceReading::Other,
+        })
     }
 
     async fn ping(&self) -> Result<BmcInfo, PowerError> {

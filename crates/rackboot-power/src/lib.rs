@@ -123,6 +123,25 @@ pub enum BootDevice {
     Disk,
 }
 
+impl fmt::Display for BootDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+        })
+    }
+}
+
+/// A BMC's boot override as read back after setting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDeviceReading {
+    /// The driver cannot read it back; the set is taken on the BMC's word.
+    Unknown,
+    /// No override, or one to a device rackboot does not set (CD, BIOS setup...).
+    Other,
+    Device(BootDevice),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BootPersistence {
@@ -168,6 +187,11 @@ pub trait PowerDriver: Send + Sync {
         persistence: BootPersistence,
         mode: Option<BootMode>,
     ) -> Result<(), PowerError>;
+
+    /// The boot override the BMC now holds, read back to verify a set.
+    async fn boot_device(&self) -> Result<BootDeviceReading, PowerError> {
+        Ok(BootDeviceReading::Unknown)
+    }
 
     /// Reachability (with the credentials) and what the BMC is.
     async fn ping(&self) -> Result<BmcInfo, PowerError>;

@@ -11,8 +11,8 @@ use rackboot_ipmi::{ChassisControl, CipherSuiteChoice, IpmiClient, IpmiError, Ip
 use tokio::sync::Mutex;
 
 use crate::{
-    BmcInfo, BmcTarget, BootDevice, BootMode, BootPersistence, DriverOptions, PowerAction,
-    PowerDriver, PowerError, PowerState,
+    BmcInfo, BmcTarget, BootDevice, BootDeviceReading, BootMode, BootPersistence, DriverOptions,
+    PowerAction, PowerDriver, PowerError, PowerState,
 };
 
 pub struct NativeIpmiDriver {
@@ -201,6 +201,19 @@ impl PowerDriver for NativeIpmiDriver {
             c.set_boot_device(device, persistent, efi).await
         })
         .await
+    }
+
+    async fn boot_device(&self) -> Result<BootDeviceReading, PowerError> {
+        let flags = self
+            .with_session(async |c: &mut IpmiClient| c.get_boot_device().await)
+            .await?;
+        // The device only: ipmi_sim (and some BMCs) answer with the valid bit clear
+        // right after a set that did take.
+        Ok(match flags.device {
+            rackboot_ipmi::BootDeviceSelector::Pxe => BootDeviceReading::Device(BootDevice::Pxe),
+            rackboot_ipmi::BootDeviceSelector::Disk => BootDeviceReading::Device(BootDevice::Disk),
+            _ => BootDeviceReading::Other,
+        })
     }
 
     async fn ping(&self) -> Result<BmcInfo, PowerError> {

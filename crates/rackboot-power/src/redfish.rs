@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::{
-    BmcInfo, BmcScheme, BmcTarget, BootDevice, BootMode, BootPersistence, DriverOptions,
-    PowerAction, PowerDriver, PowerError, PowerState,
+    BmcInfo, BmcScheme, BmcTarget, BootDevice, BootDeviceReading, BootMode, BootPersistence,
+    DriverOptions, PowerAction, PowerDriver, PowerError, PowerState,
 };
 
 const SERVICE_ROOT: &str = "/redfish/v1/";
@@ -615,6 +615,16 @@ impl PowerDriver for RedfishDriver {
         .await
     }
 
+    async fn boot_device(&self) -> Result<BootDeviceReading, PowerError> {
+        self.with_conn(
+            async move |d: &RedfishDriver, auth: &Auth, sys: &SystemInfo| {
+                let system = d.get(&sys.path, auth).await?;
+                Ok(boot_reading(&system.body))
+            },
+        )
+        .await
+    }
+
     async fn ping(&self) -> Result<BmcInfo, PowerError> {
         self.with_conn(
             async move |d: &RedfishDriver, auth: &Auth, sys: &SystemInfo| {
@@ -665,9 +675,54 @@ impl PowerDriver for RedfishDriver {
     }
 }
 
+/// A ComputerSystem's boot override: `Boot.BootSourceOverrideTarget` while
+/// `BootSourceOverrideEnabled` is not "Disabled".
+fn boot_reading(system: &Value) -> BootDeviceReading {
+    let boot = system.get("Boot");
+    let field = |name: &str| boot.and_then(|b| b.get(name)).and_then(Value::as_str);
+    if field("BootSourceOverrideEnabled") == Some("Disabled") {
+        return BootDeviceReading::Other;
+    }
+    match field("BootSourceOverrideTarget") {
+        Some("Pxe") => BootDeviceReading::Device(BootDevice::Pxe),
+        Some("Hdd") => BootDeviceReading::Device(BootDevice::Disk),
+        Some(_) => BootDeviceReading::Other,
+        // A system without the property cannot be checked.
+        None => BootDeviceReading::Unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_override_read_back() {
+        let read = |v: Value| boot_reading(&v);
+        assert_eq!(
+            read(
+                json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+            ),
+            BootDeviceReading::Device(BootDevice::Pxe)
+        );
+        assert_eq!(
+            read(
+                json!({"Boot": {"BootSourceOverrideTarget": "Hdd", "BootSourceOverrideEnabled": "Continuous"}})
+            ),
+            BootDeviceReading::Device(BootDevice::Disk)
+        );
+        assert_eq!(
+            read(
+                json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Disabled"}})
+            ),
+            BootDeviceReading::Other
+        );
+        assert_eq!(
+            read(json!({"Boot": {"BootSourceOverrideTarget": "Cd"}})),
+            BootDeviceReading::Other
+        );
+        assert_eq!(read(json!({"Id": "1"})), BootDeviceReading::Unknown);
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
