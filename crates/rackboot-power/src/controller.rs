@@ -350,13 +350,7 @@ impl PowerController {
             BootDeviceReading::Device(d) if d == device => Ok(()),
             other => Err(PowerError::Bmc {
                 bmc: bmc.to_string(),
-                message: format!(
-                    "accepted boot device {device} but reads back {}",
-                    match other {
-                        BootDeviceReading::Device(d) => d.to_string(),
-                        _ => "no override to pxe or disk".to_string(),
-                    }
-                ),
+                message: format!("accepted boot device {device} but reads back {other}"),
                 transient: false,
             }),
         }

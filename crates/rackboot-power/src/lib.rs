@@ -142,6 +142,16 @@ pub enum BootDeviceReading {
     Device(BootDevice),
 }
 
+impl fmt::Display for BootDeviceReading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootDeviceReading::Unknown => f.write_str("unknown"),
+            BootDeviceReading::Other => f.write_str("no override to pxe or disk"),
+            BootDeviceReading::Device(d) => d.fmt(f),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BootPersistence {

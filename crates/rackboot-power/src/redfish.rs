@@ -135,6 +135,16 @@ pub fn choose_reset_type(action: PowerAction, allowed: &[String]) -> Option<&'st
         .find(|p| allowed.iter().any(|a| a == p))
 }
 
+/// Redfish's `BootSourceOverrideTarget` name for a device, both ways.
+const BOOT_TARGETS: [(BootDevice, &str); 2] = [(BootDevice::Pxe, "Pxe"), (BootDevice::Disk, "Hdd")];
+
+fn boot_target(device: BootDevice) -> &'static str {
+    BOOT_TARGETS
+        .iter()
+        .find(|(d, _)| *d == device)
+        .map_or("Pxe", |(_, name)| name)
+}
+
 /// The PATCH body for a boot override.
 pub fn boot_override_body(
     device: BootDevice,
@@ -143,10 +153,7 @@ pub fn boot_override_body(
     system_has_mode: bool,
 ) -> Value {
     let mut boot = json!({
-        "BootSourceOverrideTarget": match device {
-            BootDevice::Pxe => "Pxe",
-            BootDevice::Disk => "Hdd",
-        },
+        "BootSourceOverrideTarget": boot_target(device),
         "BootSourceOverrideEnabled": match persistence {
             BootPersistence::Once => "Once",
             BootPersistence::Persistent => "Continuous",
@@ -573,10 +580,7 @@ impl PowerDriver for RedfishDriver {
         mode: Option<BootMode>,
     ) -> Result<(), PowerError> {
         self.with_conn(async move |d: &RedfishDriver, auth: &Auth, sys: &SystemInfo| {
-            let wanted = match device {
-                BootDevice::Pxe => "Pxe",
-                BootDevice::Disk => "Hdd",
-            };
+            let wanted = boot_target(device);
             if !sys.boot_targets.is_empty() && !sys.boot_targets.iter().any(|t| t == wanted) {
                 return Err(PowerError::Unsupported {
                     bmc: d.bmc.clone(),
@@ -684,9 +688,12 @@ fn boot_reading(system: &Value) -> BootDeviceReading {
         return BootDeviceReading::Other;
     }
     match field("BootSourceOverrideTarget") {
-        Some("Pxe") => BootDeviceReading::Device(BootDevice::Pxe),
-        Some("Hdd") => BootDeviceReading::Device(BootDevice::Disk),
-        Some(_) => BootDeviceReading::Other,
+        Some(target) => BOOT_TARGETS
+            .iter()
+            .find(|(_, name)| *name == target)
+            .map_or(BootDeviceReading::Other, |(d, _)| {
+                BootDeviceReading::Device(*d)
+            }),
         // A system without the property cannot be checked.
         None => BootDeviceReading::Unknown,
     }
