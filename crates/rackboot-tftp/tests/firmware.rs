@@ -1,6 +1,6 @@
 //! Real firmware: a QEMU BIOS machine (iPXE option ROM) in a private network
 //! namespace boots pxelinux.0 from this server, then pxelinux loads ldlinux.c32
-//! and a generated pxelinux.cfg/default whose SAY line appears on the serial port.
+//! and a generated pxelinux.cfg/default whose SAY line appears on a serial port.
 //! dnsmasq (DHCP only) hands out the address and boot file name. Needs root,
 //! qemu-system-x86, ipxe-qemu, pxelinux, syslinux-common, dnsmasq-base.
 
@@ -51,13 +51,43 @@ fn bind_in_netns(ns: &str, addr: &str) -> std::net::UdpSocket {
     .unwrap()
 }
 
+/// Terminal output without ANSI escape sequences (ESC [ ... final byte, and
+/// two-byte ESC x) or carriage returns.
+fn strip_escapes(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn strip_escapes_rejoins_a_marker_split_by_cursor_moves() {
+    // As SeaBIOS's serial console printed it in a CI run.
+    let log = "\u{1b}c\u{1b}[?7lrackboot-t\u{1b}[25;10H\u{1b}[25;11Hftp-ok 10.77.0.111\r\n";
+    assert_eq!(strip_escapes(log), "rackboot-tftp-ok 10.77.0.111\n");
+}
+
 struct PxelinuxConfig;
 
 impl TftpContent for PxelinuxConfig {
     fn generate(&self, path: &str, client: Ipv4Addr) -> GeneratedFile {
         match path {
             "pxelinux.cfg/default" => GeneratedFile::Content(
-                format!("SERIAL 0 115200\nSAY rackboot-tftp-ok {client}\nPROMPT 0\nDEFAULT nothing\nLABEL nothing\n  LOCALBOOT -1\n")
+                format!("SERIAL 1 115200\nSAY rackboot-tftp-ok {client}\nPROMPT 0\nDEFAULT nothing\nLABEL nothing\n  LOCALBOOT -1\n")
                     .into_bytes(),
             ),
             p if p.starts_with("pxelinux.cfg/") => GeneratedFile::NotFound,
@@ -135,7 +165,11 @@ async fn bios_pxe_boots_pxelinux_from_our_server() {
             .spawn()
             .expect("dnsmasq"),
     );
-    let serial = work.path().join("serial.log");
+    // COM1 carries SeaBIOS's serial console (the screen, with cursor escapes);
+    // pxelinux's SERIAL 1 goes to COM2, so its raw copy cannot interleave with the
+    // screen's character by character (as it did on COM1 in a CI run).
+    let console = work.path().join("console.log");
+    let serial = work.path().join("pxelinux-serial.log");
     lab.children.push(
         Command::new("ip")
             .args([
@@ -149,6 +183,8 @@ async fn bios_pxe_boots_pxelinux_from_our_server() {
                 "256",
             ])
             .args(["-nographic", "-nodefaults", "-boot", "n"])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
@@ -172,14 +208,23 @@ async fn bios_pxe_boots_pxelinux_from_our_server() {
         sent.push(e.data["file"].as_str().unwrap().to_string());
     }
     assert_eq!(sent, ["pxelinux.0", "ldlinux.c32", "pxelinux.cfg/default"]);
-    // pxelinux printed our generated config's SAY line on the serial port.
+    // pxelinux printed our generated config's SAY line. It reaches the screen
+    // (which SeaBIOS mirrors to COM1 with cursor escapes) and not always its own
+    // serial port (COM2 here, seen missing), so both are read, escapes stripped.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let log = std::fs::read_to_string(&serial).unwrap_or_default();
-        if log.contains("rackboot-tftp-ok 10.77.0.") {
+        let com2 = std::fs::read_to_string(&serial).unwrap_or_default();
+        let com1 = std::fs::read_to_string(&console).unwrap_or_default();
+        if [&com1, &com2]
+            .iter()
+            .any(|log| strip_escapes(log).contains("rackboot-tftp-ok 10.77.0."))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "serial log: {log}");
+        assert!(
+            Instant::now() < deadline,
+            "COM2 (pxelinux): {com2}\nCOM1 (screen): {com1}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     shutdown.cancel();
