@@ -16,6 +16,7 @@ use rackboot_power::{PowerConfig, PowerController, PowerErrorKind, PowerState, P
 use serde_json::json;
 
 async fn with_power() -> Harness {
+    rackboot_power::fake::enable();
     let mut h = Harness::new().await;
     h.state.power = Some(PowerApi {
         controller: Arc::new(PowerController::new(PowerConfig {

@@ -2,9 +2,13 @@
 //! shares one [`FakeBmc`], which tests script: failures for the next calls, a delay
 //! before actions take effect (like real hardware), actions that never take effect,
 //! per-call latency, and credentials to check.
+//!
+//! Off unless the process opts in ([`enable`]; `rackboot serve` does when its config
+//! says `[power] allow_fake_bmc = true`): a server must not report power actions
+//! verified against a BMC that exists only in its own memory.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,28 @@ use crate::{
     BmcInfo, BmcTarget, BootDevice, BootDeviceReading, BootMode, BootPersistence, DriverOptions,
     PowerAction, PowerDriver, PowerError, PowerErrorKind, PowerState,
 };
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Lets `fake://` URLs be stored and driven in this process (tests, demos).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether `fake://` URLs are accepted here (always in this crate's unit tests).
+pub fn enabled() -> bool {
+    cfg!(test) || ENABLED.load(Ordering::Relaxed)
+}
+
+/// The refusal for a `fake://` URL in a process that did not opt in.
+pub(crate) fn refused(bmc: String) -> PowerError {
+    PowerError::Unsupported {
+        bmc,
+        detail: "fake:// BMCs exist only in the server's memory, for tests; \
+                 set [power] allow_fake_bmc = true to use them"
+            .into(),
+    }
+}
 
 /// The boot override last set on a fake BMC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +219,9 @@ impl FakeDriver {
         target: &BmcTarget,
         _options: &DriverOptions,
     ) -> Result<Box<dyn PowerDriver>, PowerError> {
+        if !enabled() {
+            return Err(refused(target.redacted()));
+        }
         Ok(Box::new(FakeDriver::new(target)))
     }
 

@@ -6,7 +6,7 @@
 use rackboot_core::Bmc;
 
 use crate::secrets::{SecretError, SecretKey};
-use crate::{BmcTarget, BmcUrl, PowerError};
+use crate::{BmcScheme, BmcTarget, BmcUrl, PowerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoredBmcError {
@@ -30,6 +30,9 @@ pub fn seal_bmc(
     key: &SecretKey,
 ) -> Result<Bmc, PowerError> {
     let parsed: BmcUrl = url.parse()?;
+    if parsed.scheme() == BmcScheme::Fake && !crate::fake::enabled() {
+        return Err(crate::fake::refused(parsed.redacted()));
+    }
     let username = username.or(parsed.username()).unwrap_or_default();
     let password = password.or(parsed.password());
     Ok(Bmc {

@@ -62,6 +62,9 @@ pub struct PowerSettings {
     /// BMC operations in flight at once, across all BMCs.
     #[serde(default = "default_power_concurrency")]
     pub max_concurrent: usize,
+    /// Accept `fake://NAME` BMC URLs (an in-memory BMC, for demos and tests).
+    #[serde(default)]
+    pub allow_fake_bmc: bool,
 }
 
 impl Default for PowerSettings {
@@ -69,6 +72,7 @@ impl Default for PowerSettings {
         PowerSettings {
             sync_interval_secs: default_power_sync(),
             max_concurrent: default_power_concurrency(),
+            allow_fake_bmc: false,
         }
     }
 }

@@ -308,6 +308,10 @@ impl Server {
         )
         .context("in [boot]")?;
 
+        if config.power.allow_fake_bmc {
+            tracing::warn!("fake:// BMCs allowed: their power actions touch no hardware");
+            rackboot_power::fake::enable();
+        }
         let power_api = rackboot_api::power::PowerApi {
             controller: Arc::new(rackboot_power::PowerController::new(
                 rackboot_power::PowerConfig {
