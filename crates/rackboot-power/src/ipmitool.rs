@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    BmcInfo, BmcTarget, BootDevice, BootMode, BootPersistence, DriverOptions, PowerAction,
-    PowerDriver, PowerError, PowerErrorKind, PowerState,
+    BmcInfo, BmcTarget, BootDevice, BootDeviceReading, BootMode, BootPersistence, DriverOptions,
+    PowerAction, PowerDriver, PowerError, PowerErrorKind, PowerState,
 };
 
 /// Cipher suite 3 (HMAC-SHA1, AES-128) is what nearly every BMC speaks; 17 (SHA-256)
@@ -241,6 +241,25 @@ pub fn parse_mc_info(stdout: &str) -> BmcInfo {
     }
 }
 
+/// The boot device in `chassis bootparam get 5` output, decoded from its
+/// "Boot parameter data:" line (the five parameter-5 bytes, read the way the native
+/// client reads them). `None` when the output has no such line.
+pub fn parse_boot_param_5(stdout: &str) -> Option<BootDeviceReading> {
+    let hex = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Boot parameter data:"))?;
+    let hex: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if hex.len() < 10 {
+        return None;
+    }
+    let mut data = [0u8; 5];
+    for (byte, pair) in data.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    let flags = rackboot_ipmi::BootFlags::decode(&data).ok()?;
+    Some(crate::native_ipmi::boot_device_reading(&flags))
+}
+
 /// The `chassis bootdev` arguments for a boot request.
 pub fn bootdev_args(
     device: BootDevice,
@@ -307,6 +326,14 @@ impl PowerDriver for IpmitoolDriver {
                 message: format!("unexpected bootdev output: {:?}", out.trim()),
             })
         }
+    }
+
+    async fn boot_device(&self) -> Result<BootDeviceReading, PowerError> {
+        let out = self.run(&["chassis", "bootparam", "get", "5"]).await?;
+        parse_boot_param_5(&out).ok_or_else(|| PowerError::Protocol {
+            bmc: self.bmc.clone(),
+            message: format!("unexpected bootparam output: {:?}", out.trim()),
+        })
     }
 
     async fn ping(&self) -> Result<BmcInfo, PowerError> {
@@ -397,6 +424,66 @@ mod tests {
         assert_eq!(info.vendor.as_deref(), Some("MontaVista Software, Inc."));
         assert_eq!(info.model.as_deref(), Some("Unknown (0xF02)"));
         assert_eq!(info.firmware.as_deref(), Some("9.08"));
+    }
+
+    #[test]
+    fn reads_boot_param_5() {
+        // ipmitool 1.8.x output (virtualbmc and OpenBMC captures, the last with
+        // the boot flag invalid as ipmi_sim answers).
+        let output = |data: &str, selector: &str, valid: &str| {
+            format!(
+                "Boot parameter version: 1\nBoot parameter 5 is valid/unlocked\n\
+                 Boot parameter data: {data}\n Boot Flags :\n   - Boot Flag {valid}\n\
+                 \x20  - Options apply to only next boot\n\
+                 \x20  - BIOS PC Compatible (legacy) boot\n\
+                 \x20  - Boot Device Selector : {selector}\n"
+            )
+        };
+        let cases = [
+            (
+                "8004000000",
+                "Force PXE",
+                "Valid",
+                Some(BootDeviceReading::Device(BootDevice::Pxe)),
+            ),
+            (
+                "e008000000",
+                "Force Boot from default Hard-Drive",
+                "Valid",
+                Some(BootDeviceReading::Device(BootDevice::Disk)),
+            ),
+            (
+                "0004000000",
+                "Force PXE",
+                "Invalid",
+                Some(BootDeviceReading::Device(BootDevice::Pxe)),
+            ),
+            (
+                "8014000000",
+                "Force Boot from CD/DVD",
+                "Valid",
+                Some(BootDeviceReading::Other),
+            ),
+            (
+                "8000000000",
+                "No override",
+                "Valid",
+                Some(BootDeviceReading::Other),
+            ),
+            ("80040000", "Force PXE", "Valid", None),
+            ("80zz000000", "Force PXE", "Valid", None),
+        ];
+        for (data, selector, valid, want) in cases {
+            assert_eq!(
+                parse_boot_param_5(&output(data, selector, valid)),
+                want,
+                "{data}"
+            );
+        }
+        assert_eq!(
+            parse_boot_param_5("Error: Unable to establish IPMI v2 / RMCP+ session"),
+            None
+        );
     }
 
     #[test]

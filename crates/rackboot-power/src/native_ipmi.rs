@@ -159,6 +159,16 @@ impl NativeIpmiDriver {
     }
 }
 
+/// What parameter 5 says the next boot is. The device only: ipmi_sim (and some BMCs)
+/// answer with the valid bit clear right after a set that did take.
+pub(crate) fn boot_device_reading(flags: &rackboot_ipmi::BootFlags) -> BootDeviceReading {
+    match flags.device {
+        rackboot_ipmi::BootDeviceSelector::Pxe => BootDeviceReading::Device(BootDevice::Pxe),
+        rackboot_ipmi::BootDeviceSelector::Disk => BootDeviceReading::Device(BootDevice::Disk),
+        _ => BootDeviceReading::Other,
+    }
+}
+
 #[async_trait]
 impl PowerDriver for NativeIpmiDriver {
     async fn power_state(&self) -> Result<PowerState, PowerError> {
@@ -207,13 +217,7 @@ impl PowerDriver for NativeIpmiDriver {
         let flags = self
             .with_session(async |c: &mut IpmiClient| c.get_boot_device().await)
             .await?;
-        // The device only: ipmi_sim (and some BMCs) answer with the valid bit clear
-        // right after a set that did take.
-        Ok(match flags.device {
-            rackboot_ipmi::BootDeviceSelector::Pxe => BootDeviceReading::Device(BootDevice::Pxe),
-            rackboot_ipmi::BootDeviceSelector::Disk => BootDeviceReading::Device(BootDevice::Disk),
-            _ => BootDeviceReading::Other,
-        })
+        Ok(boot_device_reading(&flags))
     }
 
     async fn ping(&self) -> Result<BmcInfo, PowerError> {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, free_udp_port, require_tool, wait_until};
 use rackboot_power::{
-    BmcTarget, BootDevice, BootMode, BootPersistence, PowerAction, PowerConfig, PowerController,
-    PowerErrorKind, PowerState, driver_for,
+    BmcTarget, BootDevice, BootDeviceReading, BootMode, BootPersistence, PowerAction, PowerConfig,
+    PowerController, PowerErrorKind, PowerState, driver_for,
 };
 
 const USER: &str = "admin";
@@ -267,6 +267,13 @@ async fn boot_device_set_and_read_back() {
             .unwrap();
         let flags = sim.boot_flags();
         assert!(flags.contains("Force PXE"), "{scheme}: {flags}");
+        // Both backends read the override back themselves.
+        let reading = driver_for(&target).unwrap().boot_device().await.unwrap();
+        assert_eq!(
+            reading,
+            BootDeviceReading::Device(BootDevice::Pxe),
+            "{scheme}"
+        );
         controller
             .set_boot_device(&target, BootDevice::Disk, BootPersistence::Persistent, None)
             .await
