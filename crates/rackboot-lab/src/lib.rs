@@ -65,6 +65,8 @@ pub use lab::{
 };
 pub use netns::{Netns, NetnsConfig, unique_name};
 pub use process::LabProcess;
+/// Serial-console text without terminal escapes, for tests that read firmware output.
+pub use process::strip_ansi;
 pub use qemu::{
     BootOrder, Firmware, MachineConfig, NicRom, QemuMachine, UefiFirmware, format_mac, qemu_args,
 };

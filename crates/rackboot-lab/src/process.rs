@@ -261,7 +261,7 @@ pub(crate) fn find_line(text: &str, pattern: &str) -> Option<String> {
 }
 
 /// Removes ANSI CSI/ESC sequences, backspaces and carriage returns (firmware consoles are full of them).
-pub(crate) fn strip_ansi(text: &str) -> String {
+pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -369,6 +369,11 @@ mod tests {
     fn strip_ansi_removes_backspaces_and_cursor_moves() {
         assert_eq!(strip_ansi("a\u{8} \u{8}b\u{1b}[01;01Hc\u{1b}[=3hd"), "bcd");
         assert_eq!(strip_ansi("x\n\u{8}y"), "x\ny");
+        // pxelinux's SAY line as SeaBIOS's serial console printed it in a CI run.
+        assert_eq!(
+            strip_ansi("rackboot-t\u{1b}[25;10H\u{1b}[25;11Hftp-ok 10.77.0.111\r\n"),
+            "rackboot-tftp-ok 10.77.0.111\n"
+        );
         // iPXE erases its prompt with backspace-space-backspace.
         let prompt = format!("Press Ctrl-B{}BdsDxe", "\u{8} \u{8}".repeat(12));
         assert_eq!(strip_ansi(&prompt), "BdsDxe");

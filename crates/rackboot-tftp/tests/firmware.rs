@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rackboot_core::{EventHub, EventKind, GeneratedFile, TftpContent};
+use rackboot_lab::strip_ansi;
 use rackboot_tftp::TftpConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -49,36 +50,6 @@ fn bind_in_netns(ns: &str, addr: &str) -> std::net::UdpSocket {
     })
     .join()
     .unwrap()
-}
-
-/// Terminal output without ANSI escape sequences (ESC [ ... final byte, and
-/// two-byte ESC x) or carriage returns.
-fn strip_escapes(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                if chars.next() == Some('[') {
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-            }
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[test]
-fn strip_escapes_rejoins_a_marker_split_by_cursor_moves() {
-    // As SeaBIOS's serial console printed it in a CI run.
-    let log = "\u{1b}c\u{1b}[?7lrackboot-t\u{1b}[25;10H\u{1b}[25;11Hftp-ok 10.77.0.111\r\n";
-    assert_eq!(strip_escapes(log), "rackboot-tftp-ok 10.77.0.111\n");
 }
 
 struct PxelinuxConfig;
@@ -217,7 +188,7 @@ async fn bios_pxe_boots_pxelinux_from_our_server() {
         let com1 = std::fs::read_to_string(&console).unwrap_or_default();
         if [&com1, &com2]
             .iter()
-            .any(|log| strip_escapes(log).contains("rackboot-tftp-ok 10.77.0."))
+            .any(|log| strip_ansi(log).contains("rackboot-tftp-ok 10.77.0."))
         {
             break;
         }
