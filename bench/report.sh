@@ -86,7 +86,7 @@ Written by \`bench/run\` (run it as root: \`sudo bench/run\`; it installs what i
 builds rackboot in release mode, and its measurements took ${ELAPSED} s here). Do not
 edit by hand: rerun the bench.
 
-- Command: \`$CMDLINE\` (as root, from the repository; rackboot built with \`cargo build --release -p rackboot\`)
+- Command: \`$CMDLINE\` (as root, from the repository; rackboot and tftp-get built with \`cargo build --release -p rackboot -p rackboot-bench\`)
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")
 - Network: a veth pair between two network namespaces (server $SRV_IP/$PREFIX, client $CLI_IP/$PREFIX), MTU 1500
