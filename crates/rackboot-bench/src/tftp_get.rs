@@ -65,10 +65,21 @@ pub fn tftp_get(opts: &GetOptions) -> anyhow::Result<Fetched> {
 
     let started = Instant::now();
     let mut batch = Batch::new(usize::from(u16::MAX) + 4);
-    let mut data = Vec::new();
-    let mut blksize: u16 = 512;
-    let mut windowsize: u16 = 1;
+    let mut download = Download {
+        data: Vec::new(),
+        expected: 1,
+        unacked_in_window: 0,
+        blksize: 512,
+        windowsize: 1,
+    };
     let mut retransmits = 0;
+    let finish = |download: Download, retransmits| Fetched {
+        elapsed: started.elapsed(),
+        blksize: download.blksize,
+        windowsize: download.windowsize,
+        data: download.data,
+        retransmits,
+    };
 
     // The first answer comes from the transfer's own port (its TID).
     let mut tries = 0;
@@ -90,9 +101,6 @@ pub fn tftp_get(opts: &GetOptions) -> anyhow::Result<Fetched> {
         .connect(peer)
         .context("connecting to the transfer port")?;
 
-    // Next block we want, and the last one we acknowledged.
-    let mut expected: u16 = 1;
-    let mut unacked_in_window: u16 = 0;
     match Packet::parse(&first).context("server's first answer")? {
         Packet::Oack { options } => {
             for (name, value) in options {
@@ -100,30 +108,18 @@ pub fn tftp_get(opts: &GetOptions) -> anyhow::Result<Fetched> {
                     .parse()
                     .with_context(|| format!("OACK option {name}={value}"))?;
                 match name.to_ascii_lowercase().as_str() {
-                    "blksize" => blksize = value,
-                    "windowsize" => windowsize = value.max(1),
+                    "blksize" => download.blksize = value,
+                    "windowsize" => download.windowsize = value.max(1),
                     _ => {}
                 }
             }
             socket.send(&ack(0))?;
         }
-        Packet::Data { block: 1, data: d } => {
-            data.extend_from_slice(d);
-            if d.len() < usize::from(blksize) {
-                socket.send(&ack(1))?;
-                return Ok(Fetched {
-                    data,
-                    elapsed: started.elapsed(),
-                    blksize,
-                    windowsize,
-                    retransmits,
-                });
-            }
-            expected = 2;
-            unacked_in_window = 1;
-            if unacked_in_window >= windowsize {
-                socket.send(&ack(1))?;
-                unacked_in_window = 0;
+        // The server refused every option: lock-step with 512-byte blocks.
+        Packet::Data { block: 1, data } => {
+            let last = download.take(&socket, 1, data)?;
+            if last {
+                return Ok(finish(download, retransmits));
             }
         }
         Packet::Error { code, message } => {
@@ -143,33 +139,19 @@ pub fn tftp_get(opts: &GetOptions) -> anyhow::Result<Fetched> {
                 }
                 // Acknowledge what arrived in order; the server resends the rest.
                 retransmits += 1;
-                socket.send(&ack(expected.wrapping_sub(1)))?;
-                unacked_in_window = 0;
+                socket.send(&ack(download.expected.wrapping_sub(1)))?;
+                download.unacked_in_window = 0;
                 continue;
             }
             Err(e) => return Err(e).context("receiving DATA"),
         };
         quiet = 0;
         for i in 0..received {
-            let packet = batch.packet(i);
-            match Packet::parse(packet) {
-                Ok(Packet::Data { block, data: d }) if block == expected => {
-                    data.extend_from_slice(d);
-                    expected = expected.wrapping_add(1);
-                    unacked_in_window += 1;
-                    if d.len() < usize::from(blksize) {
-                        socket.send(&ack(block))?;
-                        return Ok(Fetched {
-                            data,
-                            elapsed: started.elapsed(),
-                            blksize,
-                            windowsize,
-                            retransmits,
-                        });
-                    }
-                    if unacked_in_window >= windowsize {
-                        socket.send(&ack(block))?;
-                        unacked_in_window = 0;
+            match Packet::parse(batch.packet(i)) {
+                Ok(Packet::Data { block, data }) if block == download.expected => {
+                    let last = download.take(&socket, block, data)?;
+                    if last {
+                        return Ok(finish(download, retransmits));
                     }
                 }
                 // A duplicate or a block after a gap: the timeout above asks again.
@@ -178,7 +160,7 @@ pub fn tftp_get(opts: &GetOptions) -> anyhow::Result<Fetched> {
                     bail!(
                         "server error {} after {} bytes: {message}",
                         code.as_u16(),
-                        data.len()
+                        download.data.len()
                     )
                 }
                 _ => {}
@@ -187,11 +169,35 @@ pub fn tftp_get(opts: &GetOptions) -> anyhow::Result<Fetched> {
     }
 }
 
-fn ack(block: u16) -> [u8; 4] {
-    let mut out = [0u8; 4];
-    out[..2].copy_from_slice(&rackboot_wire::tftp::OPCODE_ACK.to_be_bytes());
-    out[2..].copy_from_slice(&block.to_be_bytes());
-    out
+/// What has arrived in order, and where the window stands.
+struct Download {
+    data: Vec<u8>,
+    /// Next block wanted (wire number; wraps after 65535 like the server's).
+    expected: u16,
+    /// Blocks taken since the last ACK.
+    unacked_in_window: u16,
+    blksize: u16,
+    windowsize: u16,
+}
+
+impl Download {
+    /// Takes the expected block, acknowledging it when it ends the window or the
+    /// file. True when it was the last block.
+    fn take(&mut self, socket: &UdpSocket, block: u16, data: &[u8]) -> io::Result<bool> {
+        self.data.extend_from_slice(data);
+        self.expected = block.wrapping_add(1);
+        self.unacked_in_window += 1;
+        let last = data.len() < usize::from(self.blksize);
+        if last || self.unacked_in_window >= self.windowsize {
+            socket.send(&ack(block))?;
+            self.unacked_in_window = 0;
+        }
+        Ok(last)
+    }
+}
+
+fn ack(block: u16) -> Vec<u8> {
+    Packet::Ack { block }.encode()
 }
 
 fn is_timeout(e: &io::Error) -> bool {
