@@ -34,7 +34,8 @@ pub struct DhcpConfig {
     /// Group commit: after the first ACK of a batch, wait this long for more before
     /// writing the batch (on top of whatever queued during the previous write).
     /// Fewer, larger transactions and thread wake-ups for up to this much ACK latency.
-    /// 0 writes at once. Default 2.
+    /// 0 writes at once. Default 10 (measured at 8,000 exchanges/s: 7 us less CPU
+    /// per exchange than 2 ms; clients wait seconds before they retransmit).
     #[serde(default = "default_commit_window")]
     pub commit_window_ms: u32,
 }
@@ -63,7 +64,7 @@ fn default_decline_hold() -> u32 {
     600
 }
 fn default_commit_window() -> u32 {
-    2
+    10
 }
 fn default_lease_time() -> u32 {
     3600

@@ -649,7 +649,13 @@ fn nth_in_pool(s: &Subnet, mut n: u64) -> Ipv4Addr {
 }
 
 pub(crate) fn encode_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 0xf)] as char);
+    }
+    s
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -668,6 +674,23 @@ mod tests {
     use crate::config::DhcpConfig;
     use dhcproto::v4::{DhcpOption, Encodable, Encoder, Message};
     use rackboot_wire::dhcp::parse_request;
+
+    #[test]
+    fn client_id_hex_round_trips() {
+        for (bytes, hex) in [
+            (&[][..], ""),
+            (
+                &[0x01, 0x52, 0x54, 0x00, 0xab, 0xcd, 0xef][..],
+                "01525400abcdef",
+            ),
+            (&[0x00, 0x0f, 0xf0, 0xff][..], "000ff0ff"),
+        ] {
+            assert_eq!(encode_hex(bytes), hex);
+            assert_eq!(decode_hex(hex).as_deref(), Some(bytes));
+        }
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
 
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
     const OTHER_SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);

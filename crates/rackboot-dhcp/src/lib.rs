@@ -10,6 +10,7 @@
 pub mod config;
 pub mod engine;
 pub mod probe;
+mod send;
 pub mod server;
 pub mod socket;
 

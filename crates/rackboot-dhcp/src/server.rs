@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DhcpConfig, DhcpMode};
 use crate::engine::{Ignore, LeaseEngine, Outcome, Timings};
 use crate::probe::{self, ProbeJob, ProbeVerdict};
+use crate::send::{Reply, TypeCounters, send_all};
 use crate::{DhcpError, DhcpSockets};
 
 /// Queue between the receive loop and the commit task.
@@ -43,9 +44,7 @@ struct Pending {
 }
 
 struct Outgoing {
-    bytes: Vec<u8>,
-    to: SocketAddr,
-    kind: &'static str,
+    reply: Reply,
     event: NewEvent,
 }
 
@@ -167,6 +166,9 @@ async fn serve(
         pool_low: HashMap::new(),
         deferred: Vec::new(),
         flush_due: None,
+        outbox: Vec::new(),
+        received: TypeCounters::new("rackboot_dhcp_received_total"),
+        replied: TypeCounters::new("rackboot_dhcp_replied_total"),
     };
     tracing::info!(%server_ip, mode = ?config.mode, "DHCP server running");
 
@@ -174,6 +176,7 @@ async fn serve(
     let mut pxe_buf = vec![0u8; 4096];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut flush = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut last_batch: Option<std::time::Instant> = None;
     loop {
         if let Some(due) = server.flush_due.take() {
             flush.as_mut().reset(due);
@@ -181,31 +184,40 @@ async fn serve(
         tokio::select! {
             () = &mut flush, if !server.deferred.is_empty() => server.flush_events(),
             _ = shutdown.cancelled() => break,
-            r = recv_stamped(&sock, &mut buf, stamped) => match r {
-                Ok((n, from, received_at)) => {
-                    if waited_too_long(received_at) {
-                        drop_packet("stale");
-                        continue;
-                    }
-                    server.on_packet(&buf[..n], from, false).await
-                }
-                Err(e) => {
+            r = sock.readable() => {
+                if let Err(e) = r {
                     counter!("rackboot_dhcp_recv_errors_total").increment(1);
-                    tracing::warn!(error = %e, "DHCP receive failed");
+                    tracing::warn!(error = %e, "DHCP socket failed");
+                    continue;
+                }
+                let (taken, emptied) = server.receive_batch(&sock, &mut buf, stamped);
+                server.send_outbox().await;
+                let now = std::time::Instant::now();
+                let busy = taken > 1 || last_batch.is_some_and(|t| now - t < MODERATION);
+                last_batch = Some(now);
+                if busy && emptied {
+                    tokio::time::sleep(MODERATION).await;
                 }
             },
             r = recv_opt(pxe_sock.as_deref(), &mut pxe_buf) => match r {
-                Ok((n, from)) => server.on_packet(&pxe_buf[..n], from, true).await,
+                Ok((n, from)) => {
+                    server.on_packet(&pxe_buf[..n], from, true);
+                    server.send_outbox().await;
+                }
                 Err(e) => {
                     counter!("rackboot_dhcp_recv_errors_total").increment(1);
                     tracing::warn!(error = %e, "PXE port receive failed");
                 }
             },
-            Some(v) = verdict_rx.recv() => server.on_probe(v).await,
+            Some(v) = verdict_rx.recv() => {
+                server.on_probe(v);
+                server.send_outbox().await;
+            },
             _ = tick.tick() => server.pool_check(),
         }
     }
     // Let the commit task write and answer what is queued, then stop.
+    server.send_outbox().await;
     server.flush_events();
     drop(server);
     let _ = commit.await;
@@ -226,17 +238,29 @@ fn waited_too_long(received_at: Option<std::time::SystemTime>) -> bool {
         .is_some_and(|age| age > MAX_QUEUE_AGE)
 }
 
-/// `recv_from` plus the kernel's receive timestamp (SO_TIMESTAMPNS) when `stamped`.
-async fn recv_stamped(
+/// Under load the loop pauses this long after emptying the socket, so the next
+/// wake-up finds many requests and their replies leave in one system call: the
+/// same trade as a NIC's interrupt moderation. Each wake-up and each send cost
+/// more CPU than answering a request; a DHCP client waits seconds before it
+/// retransmits, so a millisecond is nothing to it. A loop that finds the socket
+/// still full after [`RECV_BATCH`] never pauses, and a quiet server (requests
+/// further apart than this) answers each one at once.
+const MODERATION: Duration = Duration::from_millis(1);
+/// Most requests handled between two sends of the outbox.
+const RECV_BATCH: usize = 256;
+
+/// Non-blocking `recv_from` plus the kernel's receive timestamp (SO_TIMESTAMPNS)
+/// when `stamped`; `WouldBlock` once the socket is empty.
+fn try_recv_stamped(
     sock: &UdpSocket,
     buf: &mut [u8],
     stamped: bool,
 ) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
     if !stamped {
-        let (n, from) = sock.recv_from(buf).await?;
+        let (n, from) = sock.try_recv_from(buf)?;
         return Ok((n, from, None));
     }
-    sock.async_io(tokio::io::Interest::READABLE, || {
+    sock.try_io(tokio::io::Interest::READABLE, || {
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         let mut iov = [std::io::IoSliceMut::new(buf)];
         let msg = recvmsg::<SockaddrIn>(
@@ -263,7 +287,6 @@ async fn recv_stamped(
         }
         Ok((msg.bytes, from, at))
     })
-    .await
 }
 
 async fn recv_opt(
@@ -301,6 +324,10 @@ struct Server {
     deferred: Vec<NewEvent>,
     /// Set when `deferred` gets its first event: the loop arms its flush timer.
     flush_due: Option<tokio::time::Instant>,
+    /// Replies not yet sent: the loop sends them together after each batch.
+    outbox: Vec<Reply>,
+    received: TypeCounters,
+    replied: TypeCounters,
 }
 
 fn type_label(kind: MessageType) -> &'static str {
@@ -329,13 +356,45 @@ impl Server {
         self.deferred.push(event);
     }
 
+    /// Handles what is queued on port 67, up to [`RECV_BATCH`] requests: how many
+    /// datagrams were taken, and whether the socket was left empty.
+    fn receive_batch(&mut self, sock: &UdpSocket, buf: &mut [u8], stamped: bool) -> (usize, bool) {
+        for taken in 0..RECV_BATCH {
+            match try_recv_stamped(sock, buf, stamped) {
+                Ok((n, from, received_at)) => {
+                    if waited_too_long(received_at) {
+                        drop_packet("stale");
+                    } else {
+                        self.on_packet(&buf[..n], from, false);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (taken, true),
+                Err(e) => {
+                    counter!("rackboot_dhcp_recv_errors_total").increment(1);
+                    tracing::warn!(error = %e, "DHCP receive failed");
+                    return (taken, false);
+                }
+            }
+        }
+        (RECV_BATCH, false)
+    }
+
+    /// Sends every queued reply (one `sendmmsg` for up to 256).
+    async fn send_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        send_all(&self.sock, &self.outbox, &mut self.replied).await;
+        self.outbox.clear();
+    }
+
     fn flush_events(&mut self) {
         for event in self.deferred.drain(..) {
             self.events.emit(event);
         }
     }
 
-    async fn on_packet(&mut self, bytes: &[u8], from: SocketAddr, pxe_port: bool) {
+    fn on_packet(&mut self, bytes: &[u8], from: SocketAddr, pxe_port: bool) {
         let req = match wire::parse_request(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -344,20 +403,20 @@ impl Server {
                 return;
             }
         };
-        counter!("rackboot_dhcp_received_total", "type" => type_label(req.kind)).increment(1);
+        self.received.increment(type_label(req.kind), 1);
         let client = pxe::classify(&req.msg);
         if pxe_port {
-            self.pxe_port_request(&req, client.as_ref(), from).await;
+            self.pxe_port_request(&req, client.as_ref(), from);
             return;
         }
         if self.engine.is_none() {
-            self.proxy_offer(&req, client.as_ref()).await;
+            self.proxy_offer(&req, client.as_ref());
             return;
         }
-        self.full(req, client).await;
+        self.full(req, client);
     }
 
-    async fn full(&mut self, req: Request, client: Option<PxeClient>) {
+    fn full(&mut self, req: Request, client: Option<PxeClient>) {
         let now = Utc::now();
         let engine = self.engine.as_mut().expect("full mode");
         match engine.handle(&req, now) {
@@ -375,8 +434,7 @@ impl Server {
                         return;
                     }
                 }
-                self.send_offer(&req, client.as_ref(), ip, subnet, lease_secs)
-                    .await;
+                self.send_offer(&req, client.as_ref(), ip, subnet, lease_secs);
             }
             Outcome::Ack {
                 lease,
@@ -409,9 +467,11 @@ impl Server {
                     Ok(bytes) => self.queue_commit(Pending {
                         lease,
                         reply: Some(Outgoing {
-                            bytes,
-                            to,
-                            kind: "ack",
+                            reply: Reply {
+                                bytes,
+                                to,
+                                kind: "ack",
+                            },
                             event,
                         }),
                     }),
@@ -424,7 +484,7 @@ impl Server {
             Outcome::Nak { why } => {
                 let msg = wire::nak(&req, self.server_ip, why);
                 let to = self.destination(&req, MessageType::Nak, Ipv4Addr::UNSPECIFIED);
-                self.send(&msg, to, "nak").await;
+                self.send(&msg, to, "nak");
                 self.emit(
                     NewEvent::new(EventKind::LeaseNak, format!("refused {}: {why}", req.mac))
                         .mac(req.mac)
@@ -445,7 +505,7 @@ impl Server {
                     None,
                 );
                 let to = self.destination(&req, MessageType::Ack, Ipv4Addr::UNSPECIFIED);
-                self.send(&msg, to, "ack").await;
+                self.send(&msg, to, "ack");
                 self.emit(
                     NewEvent::new(
                         EventKind::DhcpInform,
@@ -477,7 +537,7 @@ impl Server {
         }
     }
 
-    async fn send_offer(
+    fn send_offer(
         &mut self,
         req: &Request,
         client: Option<&PxeClient>,
@@ -494,7 +554,7 @@ impl Server {
             Some(lease_secs),
         );
         let to = self.destination(req, MessageType::Offer, ip);
-        self.send(&msg, to, "offer").await;
+        self.send(&msg, to, "offer");
         let subnet_name = self.engine.as_ref().map(|e| e.subnet(subnet).name.clone());
         self.emit(
             NewEvent::new(
@@ -511,7 +571,7 @@ impl Server {
         );
     }
 
-    async fn on_probe(&mut self, v: ProbeVerdict) {
+    fn on_probe(&mut self, v: ProbeVerdict) {
         let Some(state) = self.probing.remove(&v.id) else {
             return;
         };
@@ -522,8 +582,7 @@ impl Server {
             if engine.still_offered(&state.req, v.ip, now) {
                 let subnet = engine.select_subnet(&state.req).unwrap_or(0);
                 let lease_secs = engine.lease_secs(&state.req, subnet);
-                self.send_offer(&state.req, client.as_ref(), v.ip, subnet, lease_secs)
-                    .await;
+                self.send_offer(&state.req, client.as_ref(), v.ip, subnet, lease_secs);
             }
             return;
         }
@@ -566,8 +625,7 @@ impl Server {
                         return;
                     }
                 }
-                self.send_offer(&state.req, client.as_ref(), ip, subnet, lease_secs)
-                    .await;
+                self.send_offer(&state.req, client.as_ref(), ip, subnet, lease_secs);
             }
             Outcome::Ignore(why) => drop_packet(why.reason()),
             other => tracing::debug!(?other, "unexpected outcome re-handling a DISCOVER"),
@@ -643,9 +701,10 @@ impl Server {
         }
     }
 
-    async fn send(&self, msg: &Message, to: SocketAddr, kind: &'static str) {
+    /// Queues a reply; the loop sends the outbox after each batch of requests.
+    fn send(&mut self, msg: &Message, to: SocketAddr, kind: &'static str) {
         match wire::encode(msg) {
-            Ok(bytes) => send_bytes(&self.sock, &bytes, to, kind).await,
+            Ok(bytes) => self.outbox.push(Reply { bytes, to, kind }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode DHCP reply");
                 drop_packet("encode_error");
@@ -661,7 +720,7 @@ impl Server {
     }
 
     /// ProxyDHCP on port 67: answer PXE DISCOVERs with boot information only.
-    async fn proxy_offer(&mut self, req: &Request, client: Option<&PxeClient>) {
+    fn proxy_offer(&mut self, req: &Request, client: Option<&PxeClient>) {
         let Some(client) = client else {
             drop_packet("not_pxe");
             return;
@@ -685,18 +744,13 @@ impl Server {
             boot.http_client,
         );
         let to = self.destination(req, MessageType::Offer, Ipv4Addr::UNSPECIFIED);
-        self.send(&msg, to, "proxy_offer").await;
+        self.send(&msg, to, "proxy_offer");
         self.emit_proxy(req, client, &boot.filename, 67);
     }
 
     /// Port 4011: REQUEST (or INFORM) from a PXE client that saw our ProxyDHCP offer;
     /// the ACK goes straight back to the sender.
-    async fn pxe_port_request(
-        &mut self,
-        req: &Request,
-        client: Option<&PxeClient>,
-        from: SocketAddr,
-    ) {
+    fn pxe_port_request(&mut self, req: &Request, client: Option<&PxeClient>, from: SocketAddr) {
         let Some(client) = client else {
             drop_packet("not_pxe");
             return;
@@ -730,7 +784,7 @@ impl Server {
             vendor.push(255);
             msg.opts_mut().insert(DhcpOption::VendorExtensions(vendor));
         }
-        self.send(&msg, from, "proxy_ack").await;
+        self.send(&msg, from, "proxy_ack");
         self.emit_proxy(req, client, &boot.filename, 4011);
     }
 
@@ -800,16 +854,6 @@ fn pxe_json(c: &PxeClient) -> serde_json::Value {
     })
 }
 
-async fn send_bytes(sock: &UdpSocket, bytes: &[u8], to: SocketAddr, kind: &'static str) {
-    match sock.send_to(bytes, to).await {
-        Ok(_) => counter!("rackboot_dhcp_replied_total", "type" => kind).increment(1),
-        Err(e) => {
-            counter!("rackboot_dhcp_send_errors_total").increment(1);
-            tracing::warn!(%to, error = %e, "DHCP send failed");
-        }
-    }
-}
-
 /// Most ACKs sent back to back; more wait [`ACK_PACE`] per burst.
 const ACK_BURST: usize = 32;
 /// The pause between two bursts of ACKs (tokio timers tick in milliseconds).
@@ -834,6 +878,9 @@ async fn send_acks(
     events: EventHub,
 ) {
     let mut queue: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
+    let mut burst = Vec::with_capacity(ACK_BURST);
+    let mut acked = Vec::with_capacity(ACK_BURST);
+    let mut sent = TypeCounters::new("rackboot_dhcp_replied_total");
     loop {
         if queue.is_empty() {
             match rx.recv().await {
@@ -845,8 +892,13 @@ async fn send_acks(
             queue.extend(batch);
         }
         for out in queue.drain(..queue.len().min(ACK_BURST)) {
-            send_bytes(&sock, &out.bytes, out.to, out.kind).await;
-            events.emit(out.event);
+            burst.push(out.reply);
+            acked.push(out.event);
+        }
+        send_all(&sock, &burst, &mut sent).await;
+        burst.clear();
+        for event in acked.drain(..) {
+            events.emit(event);
         }
         if queue.len() > ACK_BACKLOG {
             tokio::task::yield_now().await;
