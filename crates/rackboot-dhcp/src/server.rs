@@ -955,13 +955,15 @@ async fn commit_batches(
         }
         // One row per address: the last write of an address in the batch wins.
         let mut leases: Vec<Lease> = Vec::with_capacity(batch.len());
+        let mut replies: Vec<Outgoing> = Vec::with_capacity(batch.len());
         let mut index: HashMap<Ipv4Addr, usize> = HashMap::with_capacity(batch.len());
-        for p in &batch {
+        for p in batch.drain(..) {
+            replies.extend(p.reply);
             match index.get(&p.lease.ip) {
-                Some(&i) => leases[i] = p.lease.clone(),
+                Some(&i) => leases[i] = p.lease,
                 None => {
                     index.insert(p.lease.ip, leases.len());
-                    leases.push(p.lease.clone());
+                    leases.push(p.lease);
                 }
             }
         }
@@ -972,7 +974,6 @@ async fn commit_batches(
         match result {
             Ok(()) => {
                 counter!("rackboot_dhcp_lease_writes_total").increment(leases.len() as u64);
-                let replies: Vec<Outgoing> = batch.drain(..).filter_map(|p| p.reply).collect();
                 if !replies.is_empty() && acks.send(replies).is_err() {
                     return;
                 }
@@ -980,10 +981,7 @@ async fn commit_batches(
             Err(e) => {
                 // No ACK for a lease that is not durable; clients retry.
                 counter!("rackboot_dhcp_lease_write_errors_total").increment(1);
-                drop_packet_n(
-                    "lease_write_failed",
-                    batch.iter().filter(|p| p.reply.is_some()).count(),
-                );
+                drop_packet_n("lease_write_failed", replies.len());
                 tracing::error!(error = %e, leases = leases.len(), "writing leases failed; ACKs withheld");
             }
         }

@@ -211,13 +211,15 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, Malformed> {
     }
     let raw = scan_options(&bytes[HEADER_LEN + 4..])?;
     let msg = decode_message(&bytes[..HEADER_LEN + 4], &raw)?;
+    // An option split over several instances is their concatenation (RFC 3396).
     let get = |code: u8| {
-        let parts: Vec<&[u8]> = raw
-            .iter()
-            .filter(|(c, _)| *c == code)
-            .map(|(_, v)| *v)
-            .collect();
-        (!parts.is_empty()).then(|| parts.concat())
+        let mut parts = raw.iter().filter(|(c, _)| *c == code).map(|(_, v)| *v);
+        let first = parts.next()?;
+        let mut value = first.to_vec();
+        for more in parts {
+            value.extend_from_slice(more);
+        }
+        Some(value)
     };
     let kind = match get(53).as_deref() {
         None => return Err(Malformed::MissingMessageType),
