@@ -710,6 +710,29 @@ mod tests {
         }
     }
 
+    /// RFC 3396: an option given in several instances is their concatenation.
+    #[test]
+    fn split_options_are_concatenated() {
+        let mut b = vec![0u8; HEADER_LEN];
+        b[..3].copy_from_slice(&[1, 1, 6]);
+        b[28..34].copy_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        b.extend_from_slice(&MAGIC);
+        b.extend_from_slice(&[53, 1, 1]);
+        b.extend_from_slice(&[61, 3, 0x01, 0x52, 0x54]);
+        b.extend_from_slice(&[12, 3, b'n', b'o', b'd']);
+        b.extend_from_slice(&[61, 4, 0x00, 0x12, 0x34, 0x56]);
+        b.extend_from_slice(&[12, 3, b'e', b'0', b'1']);
+        b.push(255);
+        let req = parse_request(&b).unwrap();
+        assert_eq!(req.kind, MessageType::Discover);
+        assert_eq!(
+            req.client_id.as_deref(),
+            Some(&[0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..])
+        );
+        assert_eq!(req.hostname.as_deref(), Some("node01"));
+        assert_eq!(req.requested_ip, None);
+    }
+
     #[test]
     fn malformed_table() {
         let good = load("bios-ipxe-rom-01-discover.hex");
