@@ -2,7 +2,10 @@
 //! State lives in memory; the clock is passed in; every decision is a value the
 //! socket loop acts on (reply, persist, drop). No I/O here.
 
-use std::collections::HashMap;
+// foldhash: the lease tables are looked up several times per request, and std's
+// SipHash was a fifth of the lease engine's time. It is seeded per process, so
+// client-chosen keys (MACs, client ids) cannot be aimed at one bucket in advance.
+use foldhash::HashMap;
 use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Duration, Utc};
@@ -122,8 +125,8 @@ const MIN_LEASE_SECS: u32 = 60;
 
 impl LeaseEngine {
     pub fn new(subnets: Vec<Subnet>, timings: Timings, server_ip: Ipv4Addr) -> LeaseEngine {
-        let mut reservations_by_mac = HashMap::new();
-        let mut reserved_ips = HashMap::new();
+        let mut reservations_by_mac = HashMap::default();
+        let mut reserved_ips = HashMap::default();
         for (i, s) in subnets.iter().enumerate() {
             for r in &s.reservations {
                 reservations_by_mac.insert(r.mac, (i, r.clone()));
@@ -135,8 +138,8 @@ impl LeaseEngine {
             subnets,
             timings,
             server_ip,
-            leases: HashMap::new(),
-            clients: HashMap::new(),
+            leases: HashMap::default(),
+            clients: HashMap::default(),
             reservations_by_mac,
             reserved_ips,
         }
