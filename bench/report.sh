@@ -148,7 +148,7 @@ DISCOVERs sent end without an ACK and perfdhcp achieved at least $DHCP_MIN_ACHIE
 rate it asked for; a rate that fails is run once more before it counts as failed (one
 busy second on a shared machine should not decide it). The search starts at $DHCP_START_RATE/s, doubles until a ${DHCP_PROBE_SECS}-second probe fails
 (at most $DHCP_MAX_RATE/s), then bisects until the step is at most 1/8 of the rate; the best passing rate is
-confirmed with one ${DHCP_CONFIRM_SECS}-second run (stepping down 10% while that fails, at most 3 times), and the table
+confirmed with one ${DHCP_CONFIRM_SECS}-second run (stepping down 10% while that fails, at most 6 times), and the table
 shows the exchanges completed (ACKs received) per second of that run; \`-W\` lets
 perfdhcp wait 200 ms after the last DISCOVER for replies still on their way, so an
 ACK that waits milliseconds for its group commit is not counted as lost. rackboot and Kea are searched
@@ -163,8 +163,8 @@ RcvbufErrors in the client namespace). Near 100%, the server answered and the lo
 generator could not keep up: that rate measures perfdhcp on this machine, not the
 server.
 
-After each search the same server is driven at one rate for all, $DHCP_SAME_RATE/s for
-${DHCP_SAME_SECS} s, and its CPU per exchange measured (median of the rounds; each round:
+Before each search the same server, started afresh, is driven at one rate for all,
+$DHCP_SAME_RATE/s for ${DHCP_SAME_SECS} s, and its CPU per exchange measured (median of the rounds; each round:
 rackboot $(val rackboot.dhcp_same_each), Kea $(val kea.dhcp_same_each) µs). At its own
 highest rate each server shares the $(nproc) CPUs with a perfdhcp working at a different pace,
 so this is the figure that compares what the servers cost per exchange. dnsmasq runs with \`--no-ping\`

@@ -457,6 +457,62 @@ async fn requests_queued_too_long_are_shed() {
     server.stop().await;
 }
 
+/// DISCOVERs arriving back to back are taken in batches (the loop drains the
+/// socket, pauses a millisecond under load, and sends the replies with one
+/// `sendmmsg`): every client still gets its own OFFER, with its own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_discovers_gets_an_offer_each() {
+    const BURST: u8 = 100;
+    let lab = Lab::new();
+    let sockets = lab.server_sockets(false, false);
+    let sock = lab.client_socket(68);
+    let config: rackboot_dhcp::DhcpConfig = toml::from_str(
+        r#"
+        [[subnets]]
+        name = "local"
+        cidr = "10.99.0.0/24"
+        ranges = ["10.99.0.100-10.99.0.250"]
+        "#,
+    )
+    .unwrap();
+    let server = start(sockets, config, Arc::new(MemStore::default()));
+    let offers = tokio::task::spawn_blocking(move || {
+        for n in 0..BURST {
+            let d = packet(MessageType::Discover, mac(n), |m| {
+                m.set_xid(0x5000 + u32::from(n));
+            });
+            sock.send_to(&d, BCAST).unwrap();
+        }
+        let mut offers = std::collections::HashMap::new();
+        let mut buf = [0u8; 2048];
+        while offers.len() < usize::from(BURST) {
+            let Ok((len, _)) = sock.recv_from(&mut buf) else {
+                break;
+            };
+            if let Some(m) = rackboot_wire::dhcp::decode_reply(&buf[..len])
+                && message_type(&m) == Some(MessageType::Offer)
+            {
+                offers.insert(m.xid(), (m.chaddr()[..6].to_vec(), m.yiaddr()));
+            }
+        }
+        offers
+    })
+    .await
+    .unwrap();
+    assert_eq!(offers.len(), usize::from(BURST), "OFFERs received");
+    for n in 0..BURST {
+        let (chaddr, _) = &offers[&(0x5000 + u32::from(n))];
+        assert_eq!(chaddr[..], mac(n), "OFFER for xid {n} names its client");
+    }
+    let addresses: std::collections::HashSet<_> = offers.values().map(|(_, ip)| *ip).collect();
+    assert_eq!(
+        addresses.len(),
+        usize::from(BURST),
+        "every client its own address"
+    );
+    server.stop().await;
+}
+
 fn load_capture(name: &str) -> Vec<u8> {
     let path = format!(
         "{}/../rackboot-wire/testdata/dhcp/{name}",
