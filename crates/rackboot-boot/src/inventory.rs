@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rackboot_core::{InstallRequest, MacAddr, Machine, Profile, Selector};
@@ -65,9 +66,13 @@ pub struct Inventory {
     /// The OS catalog directory (imported trees), when installs are served.
     os_dir: Option<PathBuf>,
     current: RwLock<Arc<Snapshot>>,
-    /// Serialises reloads: a reload that starts after a write reads after every
-    /// earlier reload has published, so an older read never replaces a newer one.
-    reloading: tokio::sync::Mutex<()>,
+    /// Reload tickets handed out so far: a writer takes one after its write.
+    requested: AtomicU64,
+    /// Serialises reloads (so an older read never replaces a newer one) and holds
+    /// the highest ticket whose writes the published snapshot is known to include.
+    published: tokio::sync::Mutex<u64>,
+    /// Reloads that actually read the store (the rest were covered by another).
+    loads: AtomicU64,
 }
 
 impl Inventory {
@@ -85,16 +90,34 @@ impl Inventory {
             store,
             os_dir,
             current: RwLock::new(Arc::new(Snapshot::default())),
-            reloading: tokio::sync::Mutex::new(()),
+            requested: AtomicU64::new(0),
+            published: tokio::sync::Mutex::new(0),
+            loads: AtomicU64::new(0),
         });
         inv.reload().await?;
         Ok(inv)
     }
 
     /// Re-reads the store and the OS catalog. Call after every write to
-    /// machines, profiles, selectors, installs or the catalog.
+    /// machines, profiles, selectors, installs or the catalog; when it returns,
+    /// [`Inventory::snapshot`] includes that write.
+    ///
+    /// Concurrent calls share reads: a boot storm of unknown machines records
+    /// hundreds of them at once, and re-reading every machine once per discovery
+    /// would cost time quadratic in the rack's size. A caller whose write an
+    /// already published read includes returns without reading.
     pub async fn reload(&self) -> Result<(), StoreError> {
-        let _one_at_a_time = self.reloading.lock().await;
+        // Taken after the caller's write: any read that starts later includes it.
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut published = self.published.lock().await;
+        if *published >= ticket {
+            return Ok(());
+        }
+        // Every ticket handed out so far belongs to a write that has finished, so
+        // the read below covers them all.
+        let covers = self.requested.load(Ordering::SeqCst);
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("rackboot_inventory_loads_total").increment(1);
         let mut snap = Snapshot::new(
             self.store.list_machines().await?,
             self.store.list_profiles().await?,
@@ -110,7 +133,14 @@ impl Inventory {
         snap.os = self.read_os_catalog().await;
         // A poisoned lock only means a reader panicked; the Arc inside is still whole.
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        *published = covers;
         Ok(())
+    }
+
+    /// How many reloads read the store since this inventory was loaded (the first
+    /// load included); the rest were covered by a concurrent one.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -74,3 +74,52 @@ async fn two_servers_fifty_calls_one_machine() {
         assert!(snap.machine_by_mac(mac("52:54:00:aa:00:01")).is_some());
     }
 }
+
+/// A rack of unknown machines powering on at once: every one is recorded, each
+/// discovery's reload returns with its machine in the snapshot, and concurrent
+/// reloads share their reads instead of re-reading every machine once per
+/// discovery (which grows with the square of the rack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_of_discoveries_shares_inventory_reloads() {
+    const MACHINES: usize = 300;
+    let store = rackboot_store::open_sqlite_in_memory().await.unwrap();
+    let (hub, queue) = EventHub::new(4096);
+    let events = collect_events(queue);
+    let inventory = Inventory::load(store.clone()).await.unwrap();
+    let loads_before = inventory.loads();
+    let mut tasks = Vec::new();
+    for i in 0..MACHINES {
+        let inventory = inventory.clone();
+        let hub = hub.clone();
+        tasks.push(tokio::spawn(async move {
+            let m = mac(&format!("52:54:00:bb:{:02x}:{:02x}", i / 256, i % 256));
+            let outcome = rackboot_boot::service::record_discovery(&inventory, &hub, m, None, None)
+                .await
+                .unwrap();
+            assert_eq!(outcome, rackboot_boot::DiscoveryOutcome::Recorded);
+            // Reload returned: this machine must already be visible.
+            assert!(
+                inventory.snapshot().machine_by_mac(m).is_some(),
+                "{m} not in the snapshot after its reload"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.list_machines().await.unwrap().len(), MACHINES);
+    assert_eq!(inventory.snapshot().machines.len(), MACHINES);
+    let loads = inventory.loads() - loads_before;
+    assert!(
+        loads < MACHINES as u64 / 2,
+        "{loads} store reads for {MACHINES} discoveries: reloads are not shared"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let discovered = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::MachineDiscovered)
+        .count();
+    assert_eq!(discovered, MACHINES);
+}
