@@ -423,7 +423,8 @@ pub async fn set_boot(
     Ok(Json(machine))
 }
 
-/// Events of one machine (by id or any of its MACs), oldest first.
+/// Events of one machine (by id or any of its MACs), in the order they were
+/// recorded (by id; `at` may run a few milliseconds out of that order).
 #[utoipa::path(get, path = "/api/v1/machines/{ref}/timeline", tag = "machines",
     params(("ref" = String, Path, description = "Machine id, name, or any of its MACs"), TimelineQuery),
     responses(

@@ -38,6 +38,11 @@ pub struct DhcpConfig {
     /// per exchange than 2 ms; clients wait seconds before they retransmit).
     #[serde(default = "default_commit_window")]
     pub commit_window_ms: u32,
+    /// Answer the IPv6 router solicitations of iPXE clients this server just saw
+    /// with an advertisement that announces nothing, so iPXE does not wait ~13 s
+    /// for an IPv6 router on every boot. Unicast to those clients only. Default true.
+    #[serde(default = "default_true")]
+    pub answer_ipxe_router_solicitations: bool,
 }
 
 impl Default for DhcpConfig {
@@ -50,6 +55,7 @@ impl Default for DhcpConfig {
             offer_hold_secs: default_offer_hold(),
             decline_hold_secs: default_decline_hold(),
             commit_window_ms: default_commit_window(),
+            answer_ipxe_router_solicitations: true,
         }
     }
 }
@@ -65,6 +71,9 @@ fn default_decline_hold() -> u32 {
 }
 fn default_commit_window() -> u32 {
     10
+}
+fn default_true() -> bool {
+    true
 }
 fn default_lease_time() -> u32 {
     3600

@@ -5,10 +5,13 @@
 //!   in memory with the clock passed in.
 //! - [`server`]: the socket loop ([`run`]), ProxyDHCP (67 + 4011), group commit of
 //!   leases before ACKs, the ICMP conflict probe, pool-low events and metrics.
+//! - [`ipxe_ra`]: answers the IPv6 router solicitations of iPXE clients just seen,
+//!   so iPXE does not wait for a router that does not exist.
 //! - [`socket`]: binding helpers for the binary ([`bind_interface`], [`DhcpSockets::bind`]).
 
 pub mod config;
 pub mod engine;
+pub mod ipxe_ra;
 pub mod probe;
 mod send;
 pub mod server;

@@ -150,8 +150,20 @@ async fn serve(
         drop(verdict_tx);
     }
 
+    let ipxe_sightings = sockets.router_solicit.map(|socket| {
+        let sightings = crate::ipxe_ra::IpxeSightings::default();
+        let (sightings2, shutdown2) = (sightings.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::ipxe_ra::run(socket, sightings2, shutdown2).await {
+                tracing::warn!(error = %e, "router solicitation responder stopped");
+            }
+        });
+        sightings
+    });
+
     let mut server = Server {
         engine,
+        ipxe_sightings,
         pool_low_percent: config.pool_low_percent,
         server_ip,
         client_port: sockets.client_port,
@@ -313,6 +325,8 @@ struct ProbeState {
 
 struct Server {
     engine: Option<LeaseEngine>,
+    /// iPXE clients seen, for the router solicitation responder (when it runs).
+    ipxe_sightings: Option<crate::ipxe_ra::IpxeSightings>,
     pool_low_percent: u8,
     server_ip: Ipv4Addr,
     client_port: u16,
@@ -412,6 +426,11 @@ impl Server {
         };
         self.received.increment(type_label(req.kind), 1);
         let client = pxe::classify(&req.msg);
+        if let (Some(sightings), Some(c)) = (&self.ipxe_sightings, &client)
+            && c.ipxe
+        {
+            sightings.note(req.mac, std::time::Instant::now());
+        }
         if pxe_port {
             self.pxe_port_request(&req, client.as_ref(), from);
             return;
@@ -691,6 +710,9 @@ impl Server {
                 b.next_server.unwrap_or(self.server_ip),
                 b.http_client,
             );
+            if c.ipxe {
+                wire::set_ipxe_no_pxedhcp(&mut m);
+            }
         }
         m
     }

@@ -1,5 +1,6 @@
 //! Socket setup for the binary (and tests): UDP bound to a named interface with
-//! broadcast enabled, and the raw ICMP socket for the conflict probe.
+//! broadcast enabled, the raw ICMP socket for the conflict probe, and the raw
+//! ICMPv6 socket that answers iPXE's router solicitations.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -7,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{DhcpConfig, DhcpMode};
+use crate::ipxe_ra::RouterSolicitSocket;
 use rackboot_wire::dhcp::{PXE_PORT, SERVER_PORT};
 
 /// UDP socket on 0.0.0.0:`port` tied to `ifname` (SO_BINDTODEVICE) so it receives
@@ -60,6 +62,8 @@ pub struct DhcpSockets {
     pub pxe: Option<UdpSocket>,
     /// Raw ICMP socket for the conflict probe (when `probe.enabled`).
     pub icmp: Option<Socket>,
+    /// Router solicitations on the interface (`answer_ipxe_router_solicitations`).
+    pub router_solicit: Option<RouterSolicitSocket>,
     /// Server identifier (option 54), `siaddr` default and local subnet selector.
     pub server_ip: Ipv4Addr,
     /// Where replies to clients go (68 except in tests).
@@ -75,6 +79,7 @@ impl DhcpSockets {
             dhcp,
             pxe,
             icmp: None,
+            router_solicit: None,
             server_ip,
             client_port: rackboot_wire::dhcp::CLIENT_PORT,
             relay_port: SERVER_PORT,
@@ -82,7 +87,8 @@ impl DhcpSockets {
     }
 
     /// Binds what `config` needs on `ifname`: port 67, port 4011 in proxy mode,
-    /// the ICMP socket when probing.
+    /// the ICMP socket when probing, the router-solicitation socket when asked
+    /// for (a host without IPv6 on `ifname` only loses that, with a warning).
     pub fn bind(ifname: &str, server_ip: Ipv4Addr, config: &DhcpConfig) -> io::Result<DhcpSockets> {
         let dhcp = bind_interface(ifname, SERVER_PORT)?;
         let pxe = match config.mode {
@@ -92,6 +98,16 @@ impl DhcpSockets {
         let mut sockets = DhcpSockets::new(dhcp, pxe, server_ip);
         if config.mode == DhcpMode::Full && config.probe.enabled {
             sockets.icmp = Some(bind_icmp(None)?);
+        }
+        if config.answer_ipxe_router_solicitations {
+            match RouterSolicitSocket::bind(ifname) {
+                Ok(s) => sockets.router_solicit = Some(s),
+                Err(e) => tracing::warn!(
+                    interface = ifname,
+                    error = %e,
+                    "cannot answer iPXE's IPv6 router solicitations (iPXE waits ~13 s for a router)"
+                ),
+            }
         }
         Ok(sockets)
     }

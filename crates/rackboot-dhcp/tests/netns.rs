@@ -709,3 +709,135 @@ async fn pool_low_event_when_free_addresses_fall_below_threshold() {
     assert_eq!(low[0].data["size"], 21);
     server.stop().await;
 }
+
+/// Waits until `ifname` in `ns` has a usable (not tentative) IPv6 link-local address.
+fn wait_link_local(ns: &str, ifname: &str) {
+    for _ in 0..100 {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "-6", "addr", "show", "dev", ifname])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("fe80::") && !text.contains("tentative") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{ifname} in {ns} got no IPv6 link-local address");
+}
+
+fn link_mac(ns: &str, ifname: &str) -> [u8; 6] {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", ifname])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let at = text.find("link/ether ").expect("an Ethernet address") + "link/ether ".len();
+    let mac: rackboot_core::MacAddr = text[at..at + 17].parse().unwrap();
+    mac.octets()
+}
+
+/// Sends one Router Solicitation from `client` (a raw ICMPv6 socket on the client
+/// interface) with `mac` as its source link-layer address, and returns the Router
+/// Advertisement that comes back within a second, if any.
+fn solicit(client: &socket2::Socket, ifindex: u32, mac: [u8; 6]) -> Option<Vec<u8>> {
+    let mut rs = vec![133, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    rs.extend_from_slice(&mac);
+    let all_routers = std::net::SocketAddrV6::new("ff02::2".parse().unwrap(), 0, 0, ifindex);
+    client.send_to(&rs, &all_routers.into()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+    while std::time::Instant::now() < deadline {
+        let Ok((n, _)) = client.recv_from(&mut buf) else {
+            continue;
+        };
+        // SAFETY: recv_from initialised the first n bytes.
+        let bytes: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        if bytes.first() == Some(&134) {
+            return Some(bytes);
+        }
+    }
+    None
+}
+
+/// iPXE solicits IPv6 routers for ~13 s beside DHCP; the server answers the
+/// solicitations of iPXE clients it just saw (once per DHCP sighting, unicast)
+/// with an advertisement that announces nothing, and stays silent to others.
+/// Its OFFER to iPXE also tells it not to wait for ProxyDHCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ipxe_router_solicitations_get_an_empty_advertisement() {
+    let lab = Lab::new();
+    wait_link_local(&lab.server_ns, &lab.server_if);
+    wait_link_local(&lab.client_ns, &lab.client_if);
+    let mut sockets = lab.server_sockets(false, false);
+    let server_if = lab.server_if.clone();
+    sockets.router_solicit = Some(lab.in_ns(&lab.server_ns.clone(), move || {
+        rackboot_dhcp::ipxe_ra::RouterSolicitSocket::bind(&server_if).unwrap()
+    }));
+    let server = start(sockets, config(3600, ""), Arc::new(MemStore::default()));
+    let client_mac = link_mac(&lab.client_ns, &lab.client_if);
+    let client_if = lab.client_if.clone();
+    let (raw, ifindex) = lab.in_ns(&lab.client_ns.clone(), move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::ICMPV6),
+        )
+        .unwrap();
+        s.bind_device(Some(client_if.as_bytes())).unwrap();
+        s.set_multicast_hops_v6(255).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let ifindex = nix::net::if_::if_nametoindex(client_if.as_str()).unwrap();
+        (s, ifindex)
+    });
+    let dhcp = lab.client_socket(68);
+    let with_client_mac = move |capture: &str| {
+        let mut bytes = load_capture(capture);
+        bytes[28..34].copy_from_slice(&client_mac);
+        let xid = u32::from_be_bytes(bytes[4..8].try_into().unwrap());
+        (bytes, xid)
+    };
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            solicit(&raw, ifindex, client_mac),
+            None,
+            "a client the DHCP server has not seen is not answered"
+        );
+        // UEFI's own PXE client (not iPXE) asks for an address: still not answered.
+        let (edk2, xid) = with_client_mac("uefi-edk2-pxe-05-discover.hex");
+        let offer = send_recv(&dhcp, BCAST, edk2, xid).expect("an OFFER for the EDK2 client");
+        assert_eq!(
+            option_bytes(&offer, 175),
+            None,
+            "iPXE settings only for iPXE"
+        );
+        assert_eq!(solicit(&raw, ifindex, client_mac), None, "not iPXE");
+
+        // iPXE's DISCOVER (real capture from the BIOS ROM, this veth's MAC).
+        let (ipxe, xid) = with_client_mac("bios-ipxe-rom-01-discover.hex");
+        let offer = send_recv(&dhcp, BCAST, ipxe, xid).expect("an OFFER for iPXE");
+        // no-pxedhcp: iPXE need not wait ~2 s for ProxyDHCP offers that cannot come.
+        assert_eq!(option_bytes(&offer, 175), Some(vec![176, 1, 1]));
+        let advert = solicit(&raw, ifindex, client_mac).expect("an advertisement for iPXE");
+        assert_eq!(advert.len(), 16, "no options: {advert:?}");
+        assert_eq!(advert[1], 0, "code");
+        assert_eq!(advert[5], 0, "no managed or other-configuration flag");
+        assert_eq!(
+            &advert[6..8],
+            &[0, 0],
+            "router lifetime 0: not a default router"
+        );
+        assert_eq!(
+            solicit(&raw, ifindex, client_mac),
+            None,
+            "one advertisement per DHCP sighting"
+        );
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}

@@ -337,6 +337,18 @@ pub fn set_boot(m: &mut Message, filename: &str, next_server: Ipv4Addr, http_cli
     }
 }
 
+/// iPXE's "no-pxedhcp" setting (option 175, sub-option 176 = 1). iPXE otherwise
+/// waits about 2 s after an offer for ProxyDHCP offers; a full DHCP server that
+/// gives the boot file itself has none coming. Left alone when the reply already
+/// carries option 175 (the operator's own iPXE settings win).
+pub fn set_ipxe_no_pxedhcp(m: &mut Message) {
+    const NO_PXEDHCP: u8 = 176;
+    let code = OptionCode::from(crate::pxe::IPXE_ENCAP_OPTION);
+    if m.opts().get(code).is_none() {
+        set_raw_option(m, crate::pxe::IPXE_ENCAP_OPTION, vec![NO_PXEDHCP, 1, 1]);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode DHCP reply: {0}")]
 pub struct EncodeError(String);
@@ -925,6 +937,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(too_long.encode(), None);
+    }
+
+    #[test]
+    fn ipxe_no_pxedhcp_unless_the_operator_set_option_175() {
+        let req = request_from("bios-ipxe-rom-01-discover.hex");
+        let server = Ipv4Addr::new(10, 77, 0, 1);
+        let mut m = reply(&req, MessageType::Offer, server);
+        set_ipxe_no_pxedhcp(&mut m);
+        let back = decode_reply(&encode(&m).unwrap()).unwrap();
+        assert_eq!(option_bytes(&back, 175), Some(vec![176, 1, 1]));
+        let mut m = reply(&req, MessageType::Offer, server);
+        set_raw_option(&mut m, 175, vec![190, 1, 1]);
+        set_ipxe_no_pxedhcp(&mut m);
+        let back = decode_reply(&encode(&m).unwrap()).unwrap();
+        assert_eq!(option_bytes(&back, 175), Some(vec![190, 1, 1]));
     }
 
     #[test]

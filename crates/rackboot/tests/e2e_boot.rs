@@ -42,6 +42,13 @@ async fn bios_machine_boots_linux_through_rackboot() {
         leases.contains("52:54:00:00:00:01") && leases.contains("bound"),
         "{leases}"
     );
+    // iPXE solicited an IPv6 router and was told there is none (instead of
+    // waiting ~13 s for one).
+    assert!(
+        rack.metric("rackboot_dhcp_ipxe_ra_sent_total") >= 1.0,
+        "no router advertisement was sent to iPXE; server log:\n{}",
+        rack.server_log()
+    );
 }
 
 #[tokio::test]

@@ -126,6 +126,22 @@ impl Rack {
         })
     }
 
+    /// The value of a counter on the server's /metrics (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let out = self
+            .lab
+            .netns()
+            .command("curl")
+            .args(["-sf", &format!("{API}/metrics")])
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn server_log(&self) -> String {
         self.lab.server().map(|s| s.output()).unwrap_or_default()
     }
