@@ -254,12 +254,7 @@ async fn two_servers_racing_on_one_store_record_once() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(shared.create_calls.load(Ordering::SeqCst), 2, "both tried");
     assert_eq!(shared.machines.lock().unwrap().len(), 4, "one was created");
-    let discovered = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.kind == EventKind::MachineDiscovered)
-        .count();
+    let discovered = count_of(&events, EventKind::MachineDiscovered);
     assert_eq!(discovered, 1);
     for s in &services {
         assert!(

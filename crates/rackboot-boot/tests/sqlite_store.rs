@@ -6,7 +6,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{collect_events, kernel_profile, mac};
+use common::{collect_events, count_of, kernel_profile, mac};
 use rackboot_boot::{BootConfig, BootService, Inventory};
 use rackboot_core::{Arch, BootResponder, EventHub, EventKind, LoaderKind, PxeClient};
 
@@ -62,12 +62,7 @@ async fn two_servers_fifty_calls_one_machine() {
     assert_eq!(machines.len(), 1);
     assert_eq!(machines[0].uuid, Some(uuid::Uuid::from_u128(7)));
     assert_eq!(machines[0].arch, Some(Arch::Bios));
-    let discovered = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.kind == EventKind::MachineDiscovered)
-        .count();
+    let discovered = count_of(&events, EventKind::MachineDiscovered);
     assert_eq!(discovered, 1);
     for s in &servers {
         let snap = s.inventory().snapshot();
@@ -115,11 +110,6 @@ async fn a_storm_of_discoveries_shares_inventory_reloads() {
         "{loads} store reads for {MACHINES} discoveries: reloads are not shared"
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let discovered = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.kind == EventKind::MachineDiscovered)
-        .count();
+    let discovered = count_of(&events, EventKind::MachineDiscovered);
     assert_eq!(discovered, MACHINES);
 }

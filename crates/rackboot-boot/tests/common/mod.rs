@@ -295,6 +295,16 @@ pub fn collect_events(queue: EventPersistQueue) -> Arc<Mutex<Vec<NewEvent>>> {
     seen
 }
 
+/// How many of the collected events are of `kind`.
+pub fn count_of(events: &Mutex<Vec<NewEvent>>, kind: rackboot_core::EventKind) -> usize {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == kind)
+        .count()
+}
+
 pub struct Fixture {
     pub store: Arc<MemStore>,
     pub service: Arc<BootService>,
