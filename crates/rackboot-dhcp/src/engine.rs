@@ -24,9 +24,20 @@ pub enum ClientKey {
 
 impl ClientKey {
     pub fn of(req: &Request) -> ClientKey {
-        match &req.client_id {
-            Some(id) if !id.is_empty() => ClientKey::Id(id.clone()),
-            _ => ClientKey::Mac(req.mac),
+        ClientKey::new(req.client_id.as_deref(), req.mac)
+    }
+
+    /// A client identifier that is only the client's own Ethernet address (type 1,
+    /// then the MAC) says no more than the MAC, and counts as the MAC. One machine
+    /// boots through stages that differ here: UEFI's PXE client sends no option 61,
+    /// then iPXE and most operating systems send 01:MAC. Keyed apart, each stage
+    /// got its own address, so every UEFI boot took two from the pool and the
+    /// machine changed address between firmware and iPXE.
+    pub fn new(client_id: Option<&[u8]>, mac: MacAddr) -> ClientKey {
+        match client_id {
+            Some([1, rest @ ..]) if rest == mac.octets() => ClientKey::Mac(mac),
+            Some(id) if !id.is_empty() => ClientKey::Id(id.to_vec()),
+            _ => ClientKey::Mac(mac),
         }
     }
 }
@@ -168,11 +179,7 @@ impl LeaseEngine {
             };
             let key = match (&lease.client_id, lease.mac) {
                 (_, None) => None,
-                (Some(hex), Some(mac)) => Some(
-                    decode_hex(hex)
-                        .map(ClientKey::Id)
-                        .unwrap_or(ClientKey::Mac(mac)),
-                ),
+                (Some(hex), Some(mac)) => Some(ClientKey::new(decode_hex(hex).as_deref(), mac)),
                 (None, Some(mac)) => Some(ClientKey::Mac(mac)),
             };
             if let Some(k) = &key
@@ -740,6 +747,7 @@ mod tests {
         requested: Option<[u8; 4]>,
         server: Option<Ipv4Addr>,
         lease: Option<u32>,
+        client_id: Option<Vec<u8>>,
     }
 
     fn req(r: R) -> Request {
@@ -765,6 +773,9 @@ mod tests {
         }
         if let Some(t) = r.lease {
             m.opts_mut().insert(DhcpOption::AddressLeaseTime(t));
+        }
+        if let Some(id) = r.client_id {
+            m.opts_mut().insert(DhcpOption::ClientIdentifier(id));
         }
         let mut buf = Vec::new();
         m.encode(&mut Encoder::new(&mut buf)).unwrap();
@@ -1131,5 +1142,40 @@ mod tests {
             ..R::default()
         });
         acked(&e2.handle(&renew, now));
+    }
+
+    /// UEFI's PXE client (no option 61), then iPXE (01:MAC) on the same NIC: one
+    /// client, one address. A client id naming another MAC, or of another type,
+    /// is still a client of its own.
+    #[test]
+    fn client_id_of_its_own_mac_is_the_mac() {
+        let now = t0();
+        let mut e = engine();
+        let with_id = |id: Vec<u8>| {
+            req(R {
+                kind: Some(MessageType::Discover),
+                mac: 1,
+                client_id: Some(id),
+                ..R::default()
+            })
+        };
+        let firmware = offered(&e.handle(&discover(1), now));
+        let bound = acked(&e.handle(&select(1, firmware.octets(), SERVER), now)).clone();
+        assert_eq!(bound.client_id, None);
+        let own_mac = [&[1u8][..], &mac(1).octets()].concat();
+        assert_eq!(offered(&e.handle(&with_id(own_mac.clone()), now)), firmware);
+        let other_mac = [&[1u8][..], &mac(9).octets()].concat();
+        assert_ne!(offered(&e.handle(&with_id(other_mac), now)), firmware);
+        let duid = vec![255, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4];
+        assert_ne!(offered(&e.handle(&with_id(duid), now)), firmware);
+
+        // A lease stored under 01:MAC (before this rule) is the MAC's after a restart.
+        let stored = Lease {
+            client_id: Some(encode_hex(&own_mac)),
+            ..bound
+        };
+        let mut e2 = engine();
+        assert_eq!(e2.load(vec![stored]), 0);
+        assert_eq!(offered(&e2.handle(&discover(1), now)), firmware);
     }
 }

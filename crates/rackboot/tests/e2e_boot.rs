@@ -68,6 +68,16 @@ async fn uefi_machine_boots_linux_through_rackboot() {
         timeline.contains("snponly.efi"),
         "OVMF should have fetched snponly.efi over TFTP:\n{timeline}"
     );
+    // OVMF (no client id) and then iPXE (client id 01:MAC) are one client: one address.
+    let acked: std::collections::BTreeSet<&str> = timeline
+        .lines()
+        .filter_map(|l| l.split("acknowledged ").nth(1)?.split(' ').next())
+        .collect();
+    assert!(
+        timeline.matches("acknowledged").count() >= 2,
+        "firmware and iPXE each take a lease:\n{timeline}"
+    );
+    assert_eq!(acked.len(), 1, "one address for both stages:\n{timeline}");
 }
 
 #[tokio::test]
