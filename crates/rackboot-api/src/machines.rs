@@ -215,13 +215,13 @@ async fn check_unique(store: &dyn Store, machine: &Machine) -> ApiResult<()> {
     Ok(())
 }
 
-/// Reloads the boot inventory and records the change.
+/// Refreshes the machine in the boot inventory and records the change.
 pub(crate) async fn machine_changed(
     state: &ApiState,
     machine: &Machine,
     action: &str,
 ) -> ApiResult<()> {
-    state.inventory.reload().await?;
+    state.inventory.reload_machine(machine.id).await?;
     let mut event = NewEvent::new(
         EventKind::MachineChanged,
         format!(

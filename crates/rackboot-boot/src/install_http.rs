@@ -216,7 +216,11 @@ pub(crate) async fn started(
             format!("no pending install {id} with this token\n"),
         );
     };
-    let machine = snapshot.machines.iter().find(|m| m.id == install.machine);
+    let machine = snapshot
+        .machines
+        .iter()
+        .find(|m| m.id == install.machine)
+        .map(|m| m.as_ref());
     let name = machine.map(|m| m.name.as_str()).unwrap_or_default();
     service.events().emit(install_event(
         EventKind::InstallStarted,
@@ -245,11 +249,15 @@ pub(crate) async fn done(
     match store.complete_install(id, &token, Utc::now()).await {
         Ok((install, changed)) => {
             if changed {
-                if let Err(e) = service.inventory().reload().await {
+                if let Err(e) = service.inventory().reload_machine(install.machine).await {
                     tracing::warn!("reloading the inventory after install {id} completed: {e}");
                 }
                 let snapshot = service.inventory().snapshot();
-                let machine = snapshot.machines.iter().find(|m| m.id == install.machine);
+                let machine = snapshot
+                    .machines
+                    .iter()
+                    .find(|m| m.id == install.machine)
+                    .map(|m| m.as_ref());
                 let name = machine.map(|m| m.name.as_str()).unwrap_or_default();
                 service.events().emit(install_event(
                     EventKind::InstallCompleted,

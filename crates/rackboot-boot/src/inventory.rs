@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use rackboot_core::{InstallRequest, MacAddr, Machine, Profile, Selector};
+use rackboot_core::{InstallRequest, MacAddr, Machine, MachineId, Profile, Selector};
 use rackboot_oscatalog::OsRelease;
 use rackboot_store::{Store, StoreError};
 
 /// One consistent view of the inventory.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub machines: Vec<Machine>,
+    /// Sorted by name. Shared between snapshots: a write to one machine
+    /// re-reads only that one ([`Inventory::reload_machine`]).
+    pub machines: Vec<Arc<Machine>>,
     pub profiles: HashMap<String, Profile>,
     pub selectors: Vec<Selector>,
     /// Pending install requests by id (what `BootIntent::Install` points at).
@@ -31,6 +33,22 @@ impl Snapshot {
         profiles: Vec<Profile>,
         selectors: Vec<Selector>,
     ) -> Snapshot {
+        Snapshot::from_parts(
+            machines.into_iter().map(Arc::new).collect(),
+            profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            selectors,
+            HashMap::new(),
+            HashMap::new(),
+        )
+    }
+
+    fn from_parts(
+        machines: Vec<Arc<Machine>>,
+        profiles: HashMap<String, Profile>,
+        selectors: Vec<Selector>,
+        installs: HashMap<uuid::Uuid, InstallRequest>,
+        os: HashMap<String, OsRelease>,
+    ) -> Snapshot {
         let mut by_mac = HashMap::new();
         let mut by_uuid = HashMap::new();
         for (i, m) in machines.iter().enumerate() {
@@ -43,21 +61,21 @@ impl Snapshot {
         }
         Snapshot {
             machines,
-            profiles: profiles.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            profiles,
             selectors,
-            installs: HashMap::new(),
-            os: HashMap::new(),
+            installs,
+            os,
             by_mac,
             by_uuid,
         }
     }
 
     pub fn machine_by_mac(&self, mac: MacAddr) -> Option<&Machine> {
-        self.by_mac.get(&mac).map(|&i| &self.machines[i])
+        self.by_mac.get(&mac).map(|&i| self.machines[i].as_ref())
     }
 
     pub fn machine_by_uuid(&self, uuid: uuid::Uuid) -> Option<&Machine> {
-        self.by_uuid.get(&uuid).map(|&i| &self.machines[i])
+        self.by_uuid.get(&uuid).map(|&i| self.machines[i].as_ref())
     }
 }
 
@@ -134,6 +152,48 @@ impl Inventory {
         // A poisoned lock only means a reader panicked; the Arc inside is still whole.
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
         *published = covers;
+        Ok(())
+    }
+
+    /// Re-reads one machine after a write to it (create, update, delete) and the
+    /// pending installs (which machine writes change with it); the rest of the
+    /// snapshot is reused. A full [`Inventory::reload`] re-reads every machine,
+    /// about 100 ms at 10,000 of them, which enrolling a rack one API call at a
+    /// time paid per call.
+    pub async fn reload_machine(&self, id: MachineId) -> Result<(), StoreError> {
+        // Serialised with full reloads, so neither publishes over the other's newer read.
+        let _published = self.published.lock().await;
+        let machine = match self.store.get_machine(id).await {
+            Ok(m) => Some(m),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let installs = self
+            .store
+            .list_pending_installs()
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect();
+        let current = self.snapshot();
+        let mut machines: Vec<Arc<Machine>> = current
+            .machines
+            .iter()
+            .filter(|m| m.id != id)
+            .cloned()
+            .collect();
+        if let Some(m) = machine {
+            let at = machines.partition_point(|x| x.name < m.name);
+            machines.insert(at, Arc::new(m));
+        }
+        let snap = Snapshot::from_parts(
+            machines,
+            current.profiles.clone(),
+            current.selectors.clone(),
+            installs,
+            current.os.clone(),
+        );
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
         Ok(())
     }
 

@@ -113,3 +113,78 @@ async fn a_storm_of_discoveries_shares_inventory_reloads() {
     let discovered = count_of(&events, EventKind::MachineDiscovered);
     assert_eq!(discovered, MACHINES);
 }
+
+/// A write to one machine re-reads that machine only: creates land in name
+/// order, changed MACs move in the lookup, deletes disappear, and the result is
+/// what a full reload would read, without one.
+#[tokio::test]
+async fn a_machine_write_refreshes_that_machine_only() {
+    let store = rackboot_store::open_sqlite_in_memory().await.unwrap();
+    let named = |name: &str, m: &str| {
+        let mut machine = rackboot_core::Machine::discovered(mac(m), None, None);
+        machine.name = name.into();
+        machine
+    };
+    for (name, m) in [
+        ("b", "02:00:00:00:00:0b"),
+        ("a", "02:00:00:00:00:0a"),
+        ("c", "02:00:00:00:00:0c"),
+    ] {
+        store.create_machine(&named(name, m)).await.unwrap();
+    }
+    let inventory = Inventory::load(store.clone()).await.unwrap();
+    let loads = inventory.loads();
+
+    let aa = named("aa", "02:00:00:00:00:aa");
+    store.create_machine(&aa).await.unwrap();
+    inventory.reload_machine(aa.id).await.unwrap();
+
+    let mut b = store
+        .find_machine_by_mac(mac("02:00:00:00:00:0b"))
+        .await
+        .unwrap()
+        .unwrap();
+    b.macs = vec![mac("02:00:00:00:00:bb")];
+    b.intent = rackboot_core::BootIntent::LocalDisk;
+    store.update_machine(&b).await.unwrap();
+    inventory.reload_machine(b.id).await.unwrap();
+
+    let c = store
+        .find_machine_by_mac(mac("02:00:00:00:00:0c"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.delete_machine(c.id).await.unwrap();
+    inventory.reload_machine(c.id).await.unwrap();
+
+    let snap = inventory.snapshot();
+    let names: Vec<&str> = snap.machines.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["a", "aa", "b"]);
+    assert_eq!(
+        snap.machine_by_mac(mac("02:00:00:00:00:aa")).unwrap().name,
+        "aa"
+    );
+    assert!(
+        snap.machine_by_mac(mac("02:00:00:00:00:0b")).is_none(),
+        "old MAC gone"
+    );
+    let b_now = snap.machine_by_mac(mac("02:00:00:00:00:bb")).unwrap();
+    assert_eq!(
+        (b_now.name.as_str(), &b_now.intent),
+        ("b", &rackboot_core::BootIntent::LocalDisk)
+    );
+    assert!(
+        snap.machine_by_mac(mac("02:00:00:00:00:0c")).is_none(),
+        "deleted"
+    );
+    assert_eq!(inventory.loads(), loads, "no full reload");
+
+    let full = Inventory::load(store.clone()).await.unwrap().snapshot();
+    let as_listed = |s: &rackboot_boot::Snapshot| {
+        s.machines
+            .iter()
+            .map(|m| (m.name.clone(), m.macs.clone(), m.intent.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(as_listed(&snap), as_listed(&full));
+}
