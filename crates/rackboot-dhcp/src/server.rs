@@ -37,6 +37,38 @@ const MAX_PROBE_ATTEMPTS: u32 = 4;
 /// Longest an event waits in the server before it goes to the hub.
 const EVENT_FLUSH: Duration = Duration::from_millis(50);
 
+/// Events the DHCP loop has not yet handed to the hub. They go in bursts (every
+/// [`EVENT_FLUSH`]) because each hand-over to an idle persist task wakes another
+/// thread. The ACK sender empties it before emitting its own events, so a
+/// client's OFFER event is always recorded before its ACK event.
+#[derive(Clone, Default)]
+struct DeferredEvents(Arc<std::sync::Mutex<Vec<NewEvent>>>);
+
+impl DeferredEvents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NewEvent>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds one; true when it is the first waiting.
+    fn push(&self, event: NewEvent) -> bool {
+        let mut waiting = self.lock();
+        waiting.push(event);
+        waiting.len() == 1
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Hands everything waiting to the hub, in order.
+    fn emit_all(&self, events: &EventHub) {
+        let waiting = std::mem::take(&mut *self.lock());
+        for event in waiting {
+            events.emit(event);
+        }
+    }
+}
+
 /// A lease to write and, for ACKs, the reply to send once it is written.
 struct Pending {
     lease: Lease,
@@ -125,11 +157,13 @@ async fn serve(
     };
 
     let (commit_tx, commit_rx) = mpsc::channel(COMMIT_QUEUE);
+    let deferred = DeferredEvents::default();
     let commit = tokio::spawn(commit_loop(
         commit_rx,
         store,
         sock.clone(),
         events.clone(),
+        deferred.clone(),
         Duration::from_millis(u64::from(config.commit_window_ms)),
     ));
 
@@ -176,7 +210,7 @@ async fn serve(
         probing: HashMap::new(),
         next_probe_id: 0,
         pool_low: HashMap::new(),
-        deferred: Vec::new(),
+        deferred,
         flush_due: None,
         outbox: Vec::new(),
         received: TypeCounters::new("rackboot_dhcp_received_total"),
@@ -340,9 +374,8 @@ struct Server {
     next_probe_id: u64,
     /// Subnets currently below the pool-low threshold (event sent once per crossing).
     pool_low: HashMap<String, bool>,
-    /// Events not yet handed to the hub: they go in bursts, every [`EVENT_FLUSH`],
-    /// because each hand-over to an idle persist task wakes another thread.
-    deferred: Vec<NewEvent>,
+    /// Events not yet handed to the hub (shared with the ACK sender).
+    deferred: DeferredEvents,
     /// Set when `deferred` gets its first event: the loop arms its flush timer.
     flush_due: Option<tokio::time::Instant>,
     /// Replies not yet sent: the loop sends them together after each batch.
@@ -371,10 +404,9 @@ fn drop_packet(reason: &'static str) {
 
 impl Server {
     fn emit(&mut self, event: NewEvent) {
-        if self.deferred.is_empty() {
+        if self.deferred.push(event) {
             self.flush_due = Some(tokio::time::Instant::now() + EVENT_FLUSH);
         }
-        self.deferred.push(event);
     }
 
     /// Handles what is queued on port 67, up to [`RECV_BATCH`] requests: how many
@@ -410,9 +442,7 @@ impl Server {
     }
 
     fn flush_events(&mut self) {
-        for event in self.deferred.drain(..) {
-            self.events.emit(event);
-        }
+        self.deferred.emit_all(&self.events);
     }
 
     fn on_packet(&mut self, bytes: &[u8], from: SocketAddr, pxe_port: bool) {
@@ -905,6 +935,7 @@ async fn send_acks(
     mut rx: mpsc::UnboundedReceiver<Vec<Outgoing>>,
     sock: Arc<UdpSocket>,
     events: EventHub,
+    deferred: DeferredEvents,
 ) {
     let mut queue: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
     let mut burst = Vec::with_capacity(ACK_BURST);
@@ -926,6 +957,8 @@ async fn send_acks(
         }
         send_all(&sock, &burst, &mut sent).await;
         burst.clear();
+        // The OFFERs (and anything else) the loop still holds go first.
+        deferred.emit_all(&events);
         for event in acked.drain(..) {
             events.emit(event);
         }
@@ -945,10 +978,11 @@ async fn commit_loop(
     store: Arc<dyn Store>,
     sock: Arc<UdpSocket>,
     events: EventHub,
+    deferred: DeferredEvents,
     window: Duration,
 ) {
     let (acks, acks_rx) = mpsc::unbounded_channel();
-    let sender = tokio::spawn(send_acks(acks_rx, sock, events));
+    let sender = tokio::spawn(send_acks(acks_rx, sock, events, deferred));
     commit_batches(&mut rx, store, acks, window).await;
     // The channel to the sender is closed: it sends what is left, then ends.
     let _ = sender.await;

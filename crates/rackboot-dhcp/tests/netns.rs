@@ -841,3 +841,37 @@ async fn ipxe_router_solicitations_get_an_empty_advertisement() {
     .unwrap();
     server.stop().await;
 }
+
+/// A quick DORA (iPXE requests within milliseconds of the offer): the OFFER's
+/// event is recorded before the ACK's, so the timeline reads in order by id
+/// (the API and the event stream serve events by id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offer_event_is_recorded_before_the_ack_event() {
+    let lab = Lab::new();
+    let mut server = start(
+        lab.server_sockets(false, false),
+        config(3600, ""),
+        Arc::new(MemStore::default()),
+    );
+    let sock = lab.client_socket(68);
+    tokio::task::spawn_blocking(move || dora(&sock, 7))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen.extend(drain(&mut server.events));
+        if seen.iter().any(|e| e.kind == EventKind::LeaseOffered)
+            && seen.iter().any(|e| e.kind == EventKind::LeaseAcked)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id_of = |kind| seen.iter().find(|e| e.kind == kind).map(|e| e.id);
+    let (offered, acked) = (id_of(EventKind::LeaseOffered), id_of(EventKind::LeaseAcked));
+    assert!(
+        offered.is_some() && acked.is_some() && offered < acked,
+        "OFFER event {offered:?} must come before ACK event {acked:?}"
+    );
+    server.stop().await;
+}
