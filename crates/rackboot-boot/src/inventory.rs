@@ -141,16 +141,9 @@ impl Inventory {
             self.store.list_profiles().await?,
             self.store.list_selectors().await?,
         );
-        snap.installs = self
-            .store
-            .list_pending_installs()
-            .await?
-            .into_iter()
-            .map(|i| (i.id, i))
-            .collect();
+        snap.installs = self.pending_installs().await?;
         snap.os = self.read_os_catalog().await;
-        // A poisoned lock only means a reader panicked; the Arc inside is still whole.
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        self.publish(snap);
         *published = covers;
         Ok(())
     }
@@ -168,13 +161,7 @@ impl Inventory {
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        let installs = self
-            .store
-            .list_pending_installs()
-            .await?
-            .into_iter()
-            .map(|i| (i.id, i))
-            .collect();
+        let installs = self.pending_installs().await?;
         let current = self.snapshot();
         let mut machines: Vec<Arc<Machine>> = current
             .machines
@@ -193,8 +180,23 @@ impl Inventory {
             installs,
             current.os.clone(),
         );
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        self.publish(snap);
         Ok(())
+    }
+
+    async fn pending_installs(&self) -> Result<HashMap<uuid::Uuid, InstallRequest>, StoreError> {
+        Ok(self
+            .store
+            .list_pending_installs()
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect())
+    }
+
+    fn publish(&self, snap: Snapshot) {
+        // A poisoned lock only means a reader panicked; the Arc inside is still whole.
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
     }
 
     /// How many reloads read the store since this inventory was loaded (the first
