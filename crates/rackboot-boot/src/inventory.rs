@@ -136,13 +136,23 @@ impl Inventory {
         let covers = self.requested.load(Ordering::SeqCst);
         self.loads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("rackboot_inventory_loads_total").increment(1);
-        let mut snap = Snapshot::new(
-            self.store.list_machines().await?,
-            self.store.list_profiles().await?,
+        let snap = Snapshot::from_parts(
+            self.store
+                .list_machines()
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+            self.store
+                .list_profiles()
+                .await?
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
             self.store.list_selectors().await?,
+            self.pending_installs().await?,
+            self.read_os_catalog().await,
         );
-        snap.installs = self.pending_installs().await?;
-        snap.os = self.read_os_catalog().await;
         self.publish(snap);
         *published = covers;
         Ok(())

@@ -736,9 +736,9 @@ pub async fn timeline(args: TimelineArgs) -> Result<()> {
         print_json(&events);
         return Ok(());
     }
-    // Events are numbered as they are recorded, which batching can make a few
-    // milliseconds out of order (a DHCP OFFER's event may be written after the
-    // ACK's); people read a timeline by time.
+    // Events are numbered as they are recorded; services batch them separately
+    // (DHCP holds its own up to 50 ms), so ids can run a few milliseconds out of
+    // time order across services. People read a timeline by time.
     let mut events = events;
     events.sort_by_key(|e| (e.at, e.id));
     let start = events.first().map(|e| e.at);
