@@ -45,6 +45,18 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+impl From<rackboot_fleet::FleetError> for ApiError {
+    fn from(e: rackboot_fleet::FleetError) -> ApiError {
+        use rackboot_fleet::FleetError;
+        match e {
+            FleetError::Invalid(m) => ApiError::BadRequest(m),
+            FleetError::NotFound(m) => ApiError::NotFound(m),
+            FleetError::Conflict(m) => ApiError::Conflict(m),
+            FleetError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {

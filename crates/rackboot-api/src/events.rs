@@ -97,14 +97,14 @@ impl Wanted {
     }
 
     async fn resolve(
-        store: &dyn Store,
+        fleet: &rackboot_fleet::Fleet,
         kind: Option<EventKind>,
         mac: Option<MacAddr>,
         machine: Option<&str>,
     ) -> ApiResult<Wanted> {
         let machine = match machine {
             Some(reference) => {
-                let m = find_machine(store, reference).await?;
+                let m = find_machine(fleet, reference).await?;
                 Some((m.id, m.macs))
             }
             None => None,
@@ -124,9 +124,15 @@ pub async fn list_events(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> ApiResult<Json<Vec<Event>>> {
-    let store = state.inventory.store().as_ref();
+    let store = state.fleet.store().as_ref();
     let limit = page_limit(query.limit)?;
-    let wanted = Wanted::resolve(store, query.kind, query.mac, query.machine.as_deref()).await?;
+    let wanted = Wanted::resolve(
+        &state.fleet,
+        query.kind,
+        query.mac,
+        query.machine.as_deref(),
+    )
+    .await?;
     if wanted.kind.is_none() {
         return Ok(Json(
             store
@@ -189,9 +195,9 @@ pub async fn stream_events(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>> {
     let resume_after = last_event_id(&headers)?.or(query.after);
-    let store = state.inventory.store().clone();
+    let store = state.fleet.store().clone();
     let wanted = Wanted::resolve(
-        store.as_ref(),
+        &state.fleet,
         query.kind,
         query.mac,
         query.machine.as_deref(),
@@ -199,7 +205,7 @@ pub async fn stream_events(
     .await?;
     // Subscribe before reading the store: every event is then either in what we
     // read or in the subscription (or both, and then skipped by id).
-    let live = state.events.subscribe();
+    let live = state.fleet.events().subscribe();
     let stream = event_stream(EventStream {
         store,
         live,

@@ -21,7 +21,7 @@ use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::installs::{InstallSpec, emit_install_requested, prepare_install};
-use crate::machines::{check_intent, find_machine, machine_changed};
+use crate::machines::{api_actor, find_machine};
 
 /// The longest a menu may wait before booting its default.
 const MAX_MENU_TIMEOUT_SECS: u32 = 3600;
@@ -104,8 +104,8 @@ pub async fn request_install_menu(
     ApiPath(reference): ApiPath<String>,
     ApiJson(body): ApiJson<InstallMenuBody>,
 ) -> ApiResult<(StatusCode, Json<InstallMenuCreated>)> {
-    let store = state.inventory.store().clone();
-    let machine = find_machine(store.as_ref(), &reference).await?;
+    let store = state.fleet.store().clone();
+    let machine = find_machine(&state.fleet, &reference).await?;
     check_shape(&body)?;
 
     let mut installs = Vec::with_capacity(body.entries.len());
@@ -175,14 +175,19 @@ pub async fn request_install_menu(
         default: menu.default.clone().filter(|d| body.profiles.contains(d)),
         ..menu.clone()
     });
-    check_intent(store.as_ref(), "profiles", &profiles_only).await?;
+    rackboot_fleet::check_intent(store.as_ref(), "profiles", &profiles_only).await?;
 
     let intent = BootIntent::Menu(menu);
-    store
-        .replace_installs(machine.id, &installs, &intent, chrono::Utc::now())
+    let machine = state
+        .fleet
+        .replace_installs(
+            &machine,
+            &installs,
+            &intent,
+            "install_menu_set",
+            &api_actor(),
+        )
         .await?;
-    let machine = store.get_machine(machine.id).await?;
-    machine_changed(&state, &machine, "install_menu_set").await?;
     for (install, release, label) in &offered {
         emit_install_requested(&state, &machine, install, release, Some(label));
     }

@@ -12,8 +12,8 @@ use rackboot_boot::render::{
     BootPlan, InstallPlan, ServerUrls, plan_for, render_grub, render_ipxe, render_pxelinux,
 };
 use rackboot_core::{
-    EventKind, InstallRequest, InstallState, InstallTemplate, LoaderKind, Machine, NewEvent,
-    OsFamily, machine::validate_name,
+    BootIntent, EventKind, InstallRequest, InstallState, InstallTemplate, LoaderKind, Machine,
+    NewEvent, OsFamily, machine::validate_name,
 };
 use rackboot_install::RenderSecrets;
 use rackboot_store::StoreError;
@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::machines::{find_machine, machine_changed};
+use crate::machines::{api_actor, find_machine};
 
 /// Body of `POST /api/v1/machines/{ref}/install`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -137,8 +137,7 @@ pub async fn request_install(
     ApiPath(reference): ApiPath<String>,
     ApiJson(body): ApiJson<InstallBody>,
 ) -> ApiResult<(StatusCode, Json<InstallRequest>)> {
-    let store = state.inventory.store().clone();
-    let machine = find_machine(store.as_ref(), &reference).await?;
+    let machine = find_machine(&state.fleet, &reference).await?;
     let spec = InstallSpec {
         os: body.os,
         template: body.template,
@@ -151,11 +150,22 @@ pub async fn request_install(
         },
     };
     let (install, release) = prepare_install(&state, &machine, spec).await?;
-    store.create_install(&install).await?;
-    let machine = store.get_machine(machine.id).await?;
-    machine_changed(&state, &machine, "install_requested").await?;
+    let intent = BootIntent::Install {
+        id: install.id,
+        os: install.os.clone(),
+    };
+    let machine = state
+        .fleet
+        .replace_installs(
+            &machine,
+            std::slice::from_ref(&install),
+            &intent,
+            "install_requested",
+            &api_actor(),
+        )
+        .await?;
     emit_install_requested(&state, &machine, &install, &release, None);
-    let stored = store.get_install(install.id).await?;
+    let stored = state.fleet.store().get_install(install.id).await?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
@@ -179,8 +189,8 @@ pub(crate) async fn prepare_install(
     machine: &Machine,
     spec: InstallSpec,
 ) -> ApiResult<(InstallRequest, rackboot_oscatalog::OsRelease)> {
-    let store = state.inventory.store();
-    let snapshot = state.inventory.snapshot();
+    let store = state.fleet.store();
+    let snapshot = state.fleet.snapshot();
     let release = snapshot.os.get(&spec.os).cloned().ok_or_else(|| {
         let mut known: Vec<&String> = snapshot.os.keys().collect();
         known.sort();
@@ -310,7 +320,7 @@ pub(crate) fn emit_install_requested(
     if let Some(mac) = machine.macs.first() {
         event = event.mac(*mac);
     }
-    state.events.emit(event);
+    state.fleet.emit(event);
 }
 
 /// Install requests, oldest first.
@@ -323,9 +333,9 @@ pub async fn list_installs(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<InstallListQuery>,
 ) -> ApiResult<Json<Vec<InstallRequest>>> {
-    let store = state.inventory.store();
+    let store = state.fleet.store();
     let machine = match &query.machine {
-        Some(r) => Some(find_machine(store.as_ref(), r).await?.id),
+        Some(r) => Some(find_machine(&state.fleet, r).await?.id),
         None => None,
     };
     Ok(Json(store.list_installs(machine).await?))
@@ -346,7 +356,7 @@ pub async fn get_install(
     let id: uuid::Uuid = id
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
-    Ok(Json(state.inventory.store().get_install(id).await?))
+    Ok(Json(state.fleet.store().get_install(id).await?))
 }
 
 /// What a machine would get on its next network boot: its iPXE script and,
@@ -362,9 +372,9 @@ pub async fn render_machine(
     State(state): State<ApiState>,
     ApiPath(reference): ApiPath<String>,
 ) -> ApiResult<Json<RenderPreview>> {
-    let store = state.inventory.store().clone();
-    let machine: Machine = find_machine(store.as_ref(), &reference).await?;
-    let snapshot = state.inventory.snapshot();
+    let store = state.fleet.store().clone();
+    let machine: Machine = find_machine(&state.fleet, &reference).await?;
+    let snapshot = state.fleet.snapshot();
     let plan = plan_for(&machine, &snapshot, None);
     let urls = boot_urls(&state);
     let mac = machine
@@ -418,7 +428,7 @@ pub async fn render_machine(
 pub async fn list_templates(
     State(state): State<ApiState>,
 ) -> ApiResult<Json<Vec<InstallTemplate>>> {
-    Ok(Json(state.inventory.store().list_templates().await?))
+    Ok(Json(state.fleet.store().list_templates().await?))
 }
 
 /// One stored template.
@@ -432,7 +442,7 @@ pub async fn get_template(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<InstallTemplate>> {
-    Ok(Json(state.inventory.store().get_template(&name).await?))
+    Ok(Json(state.fleet.store().get_template(&name).await?))
 }
 
 /// Stores a template after checking it parses and renders for a sample
@@ -452,7 +462,7 @@ pub async fn put_template(
         .map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
     rackboot_install::validate_template(body.family, &body.source)
         .map_err(|e| ApiError::BadRequest(format!("source: {e}")))?;
-    let store = state.inventory.store();
+    let store = state.fleet.store();
     let now = Utc::now();
     let template = InstallTemplate {
         name: name.clone(),
@@ -479,7 +489,7 @@ pub async fn delete_template(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let snapshot = state.inventory.snapshot();
+    let snapshot = state.fleet.snapshot();
     if let Some(i) = snapshot
         .installs
         .values()
@@ -490,7 +500,7 @@ pub async fn delete_template(
             i.id
         )));
     }
-    state.inventory.store().delete_template(&name).await?;
+    state.fleet.store().delete_template(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -511,8 +521,8 @@ fn os_info(r: &rackboot_oscatalog::OsRelease) -> OsInfo {
 #[utoipa::path(get, path = "/api/v1/os", tag = "installs",
     responses((status = 200, body = Vec<OsInfo>)))]
 pub async fn list_os(State(state): State<ApiState>) -> ApiResult<Json<Vec<OsInfo>>> {
-    state.inventory.reload().await?;
-    let snapshot = state.inventory.snapshot();
+    state.fleet.reload_os_catalog().await?;
+    let snapshot = state.fleet.snapshot();
     let mut all: Vec<OsInfo> = snapshot.os.values().map(os_info).collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(all))
@@ -530,7 +540,7 @@ pub async fn delete_os(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let snapshot = state.inventory.snapshot();
+    let snapshot = state.fleet.snapshot();
     if !snapshot.os.contains_key(&id) {
         return Err(ApiError::NotFound(format!(
             "OS {id:?} is not in the catalog"
@@ -543,7 +553,8 @@ pub async fn delete_os(
         )));
     }
     let dir = state
-        .inventory
+        .fleet
+        .inventory()
         .os_dir()
         .ok_or_else(|| ApiError::NotFound("this server has no OS catalog".into()))?
         .to_path_buf();
@@ -552,6 +563,6 @@ pub async fn delete_os(
         .await
         .map_err(|e| ApiError::Internal(format!("deleting OS {id}: {e}")))?
         .map_err(|e| ApiError::Internal(format!("deleting OS {id}: {e}")))?;
-    state.inventory.reload().await?;
+    state.fleet.reload_os_catalog().await?;
     Ok(StatusCode::NO_CONTENT)
 }

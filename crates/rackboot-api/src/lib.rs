@@ -14,8 +14,8 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
-use rackboot_boot::Inventory;
-use rackboot_core::{EventHub, Profile};
+use rackboot_core::Profile;
+use rackboot_fleet::Fleet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -45,9 +45,9 @@ pub type TemplateValidator = Arc<dyn Fn(&Profile) -> Result<(), String> + Send +
 /// Everything the handlers need. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The store (via `inventory.store()`) and the boot cache, reloaded after every write.
-    pub inventory: Arc<Inventory>,
-    pub events: EventHub,
+    /// Every write goes through it (store, snapshot, events); reads use its
+    /// store and snapshot.
+    pub fleet: Arc<Fleet>,
     pub auth: Arc<AuthConfig>,
     /// `/metrics` answers 404 when `None`. Calling `run_upkeep` is the owner's job.
     pub metrics: Option<PrometheusHandle>,
@@ -71,10 +71,9 @@ pub struct ApiState {
 impl ApiState {
     /// State with no metrics, default status, profile templates checked by
     /// [`rackboot_boot::validate_profile_templates`] and a 15 s SSE keep-alive.
-    pub fn new(inventory: Arc<Inventory>, events: EventHub, auth: AuthConfig) -> ApiState {
+    pub fn new(fleet: Arc<Fleet>, auth: AuthConfig) -> ApiState {
         ApiState {
-            inventory,
-            events,
+            fleet,
             auth: Arc::new(auth),
             metrics: None,
             status: Arc::new(StatusInfo::default()),

@@ -68,8 +68,8 @@ pub struct Status {
 #[utoipa::path(get, path = "/api/v1/status", tag = "ops",
     responses((status = 200, body = Status)))]
 pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<Status>> {
-    let store = state.inventory.store();
-    let snapshot = state.inventory.snapshot();
+    let store = state.fleet.store();
+    let snapshot = state.fleet.snapshot();
     let leases = store.list_leases().await?;
     Ok(Json(Status {
         version: state.status.version.clone(),
@@ -86,7 +86,7 @@ pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<Status>> {
                 .filter(|l| l.state == LeaseState::Bound)
                 .count(),
         },
-        events_dropped: state.events.dropped(),
+        events_dropped: state.fleet.events().dropped(),
     }))
 }
 
@@ -94,7 +94,7 @@ pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<Status>> {
 #[utoipa::path(get, path = "/api/v1/leases", tag = "ops",
     responses((status = 200, body = Vec<Lease>)))]
 pub async fn list_leases(State(state): State<ApiState>) -> ApiResult<Json<Vec<Lease>>> {
-    let mut leases = state.inventory.store().list_leases().await?;
+    let mut leases = state.fleet.store().list_leases().await?;
     leases.sort_by_key(|l| l.ip);
     Ok(Json(leases))
 }

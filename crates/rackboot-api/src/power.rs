@@ -178,10 +178,10 @@ pub async fn power_action(
     ApiJson(body): ApiJson<PowerBody>,
 ) -> ApiResult<Json<PowerResult>> {
     let power = power_api(&state)?.clone();
-    let machine = find_machine(state.inventory.store().as_ref(), &reference).await?;
+    let machine = find_machine(&state.fleet, &reference).await?;
     let target = target(&power, &machine)?;
     let result = power.controller.power(&target, body.action).await;
-    emit_request_event(&state.events, machine.id, &result);
+    emit_request_event(state.fleet.events(), machine.id, &result);
     let outcome = result.map_err(|f| failure(&machine, f))?;
     if let Some(s) = outcome.final_state {
         power.states.record_state(machine.id, s);
@@ -203,7 +203,7 @@ pub async fn power_status(
     ApiPath(reference): ApiPath<String>,
 ) -> ApiResult<Json<PowerStatus>> {
     let power = power_api(&state)?.clone();
-    let machine = find_machine(state.inventory.store().as_ref(), &reference).await?;
+    let machine = find_machine(&state.fleet, &reference).await?;
     let target = target(&power, &machine)?;
     let s = power
         .controller
@@ -233,7 +233,7 @@ pub async fn boot_device(
     ApiJson(body): ApiJson<BootDeviceBody>,
 ) -> ApiResult<Json<PowerResult>> {
     let power = power_api(&state)?.clone();
-    let machine = find_machine(state.inventory.store().as_ref(), &reference).await?;
+    let machine = find_machine(&state.fleet, &reference).await?;
     let target = target(&power, &machine)?;
     let persistence = if body.once {
         BootPersistence::Once
@@ -244,16 +244,16 @@ pub async fn boot_device(
         .controller
         .set_boot_device(&target, body.device, persistence, body.mode)
         .await;
-    emit_request_event(&state.events, machine.id, &result);
+    emit_request_event(state.fleet.events(), machine.id, &result);
     let outcome = result.map_err(|f| failure(&machine, f))?;
     Ok(Json(PowerResult::new(machine.name, &outcome)))
 }
 
 /// The machines the power-state sync polls: every machine with a BMC, from
-/// the inventory snapshot. A BMC whose password does not unseal is skipped
+/// the inventory snapshot, except those in maintenance. A BMC whose password does not unseal is skipped
 /// with a warning (it would fail every round).
 pub struct InventoryPowerSource {
-    pub inventory: Arc<rackboot_boot::Inventory>,
+    pub inventory: Arc<rackboot_fleet::Inventory>,
     pub key: Arc<SecretKey>,
 }
 
@@ -262,7 +262,8 @@ impl PowerSyncSource for InventoryPowerSource {
     async fn machines(&self) -> Result<Vec<(rackboot_core::MachineId, BmcTarget)>, String> {
         let snapshot = self.inventory.snapshot();
         let mut out = Vec::new();
-        for m in &snapshot.machines {
+        // Machines in maintenance are left alone: operators may be working on the BMC.
+        for m in snapshot.machines.iter().filter(|m| m.maintenance.is_none()) {
             if let Some(bmc) = &m.bmc {
                 match target_from_bmc(bmc, &self.key) {
                     Ok(t) => out.push((m.id, t)),

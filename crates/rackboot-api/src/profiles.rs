@@ -6,16 +6,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use rackboot_core::{
-    BootIntent, EventKind, LoaderKind, Machine, NewEvent, Profile, machine::validate_name,
-};
-use rackboot_store::StoreError;
+use rackboot_core::{LoaderKind, Profile, machine::validate_name};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
+use crate::machines::api_actor;
 
 /// Body of `PUT /api/v1/profiles/{name}`; the name comes from the path.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -42,35 +40,11 @@ pub struct ProfileInput {
     pub loader: LoaderKind,
 }
 
-/// True when `intent` boots or offers profile `name`.
-pub(crate) fn intent_uses(intent: &BootIntent, name: &str) -> bool {
-    match intent {
-        BootIntent::Profile { name: Some(n) } => n == name,
-        BootIntent::Menu(menu) => {
-            menu.default.as_deref() == Some(name) || menu.entries.iter().any(|e| e.profile == name)
-        }
-        BootIntent::Discover
-        | BootIntent::LocalDisk
-        | BootIntent::Profile { name: None }
-        | BootIntent::Install { .. } => false,
-    }
-}
-
-fn profile_changed(state: &ApiState, name: &str, action: &str) {
-    state.events.emit(
-        NewEvent::new(
-            EventKind::ProfileChanged,
-            format!("profile {name:?} {action} by api"),
-        )
-        .data(serde_json::json!({ "who": "api", "action": action, "name": name })),
-    );
-}
-
 /// All profiles, by name.
 #[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles",
     responses((status = 200, description = "Every profile, sorted by name", body = Vec<Profile>)))]
 pub async fn list_profiles(State(state): State<ApiState>) -> ApiResult<Json<Vec<Profile>>> {
-    let mut profiles = state.inventory.store().list_profiles().await?;
+    let mut profiles = state.fleet.store().list_profiles().await?;
     profiles.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(profiles))
 }
@@ -86,7 +60,7 @@ pub async fn get_profile(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Profile>> {
-    Ok(Json(state.inventory.store().get_profile(&name).await?))
+    Ok(Json(state.fleet.store().get_profile(&name).await?))
 }
 
 /// Creates or replaces a profile.
@@ -102,7 +76,6 @@ pub async fn put_profile(
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<ProfileInput>,
 ) -> ApiResult<(StatusCode, Json<Profile>)> {
-    let store = state.inventory.store();
     validate_name("profile name", &name).map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
     if let Some(body_name) = &input.name
         && body_name != &name
@@ -111,11 +84,6 @@ pub async fn put_profile(
             "name: body says {body_name:?} but the path says {name:?}"
         )));
     }
-    let existing = match store.get_profile(&name).await {
-        Ok(p) => Some(p),
-        Err(StoreError::NotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
     let now = Utc::now();
     let profile = Profile {
         name: name.clone(),
@@ -125,20 +93,17 @@ pub async fn put_profile(
         cmdline: input.cmdline,
         ipxe_script: input.ipxe_script,
         loader: input.loader,
-        created_at: existing.as_ref().map_or(now, |p| p.created_at),
+        created_at: now,
         updated_at: now,
     };
     profile.validate().map_err(ApiError::BadRequest)?;
     (state.validate_templates)(&profile).map_err(ApiError::BadRequest)?;
-    store.put_profile(&profile).await?;
-    // Answer with what the store kept (it may round timestamps).
-    let profile = store.get_profile(&name).await?;
-    state.inventory.reload().await?;
-    let (status, action) = match existing {
-        Some(_) => (StatusCode::OK, "replaced"),
-        None => (StatusCode::CREATED, "created"),
+    let (profile, created) = state.fleet.put_profile(profile, &api_actor()).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    profile_changed(&state, &name, action);
     Ok((status, Json(profile)))
 }
 
@@ -154,37 +119,6 @@ pub async fn delete_profile(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let store = state.inventory.store();
-    store.get_profile(&name).await?;
-    let selectors: Vec<String> = store
-        .list_selectors()
-        .await?
-        .into_iter()
-        .filter(|s| s.profile == name)
-        .map(|s| s.name)
-        .collect();
-    let machines: Vec<String> = store
-        .list_machines()
-        .await?
-        .into_iter()
-        .filter(|m: &Machine| intent_uses(&m.intent, &name))
-        .map(|m| m.name)
-        .collect();
-    if !selectors.is_empty() || !machines.is_empty() {
-        let mut users = Vec::new();
-        if !selectors.is_empty() {
-            users.push(format!("selectors {}", selectors.join(", ")));
-        }
-        if !machines.is_empty() {
-            users.push(format!("machines {}", machines.join(", ")));
-        }
-        return Err(ApiError::Conflict(format!(
-            "profile {name:?} is still used by {}",
-            users.join(" and ")
-        )));
-    }
-    store.delete_profile(&name).await?;
-    state.inventory.reload().await?;
-    profile_changed(&state, &name, "deleted");
+    state.fleet.delete_profile(&name, &api_actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

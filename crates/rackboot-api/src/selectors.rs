@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use rackboot_core::{EventKind, NewEvent, Selector};
-use rackboot_store::StoreError;
+use rackboot_core::Selector;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
+use crate::machines::api_actor;
 
 /// Body of `PUT /api/v1/selectors/{name}`; the name comes from the path.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -29,31 +29,15 @@ pub struct SelectorInput {
     pub matches: BTreeMap<String, String>,
 }
 
-// There is no selector event kind: a selector decides which profile machines
-// boot, so its changes are reported as profile changes naming the selector.
-fn selector_changed(state: &ApiState, selector: &str, profile: Option<&str>, action: &str) {
-    state.events.emit(
-        NewEvent::new(EventKind::ProfileChanged, format!("selector {selector:?} {action} by api")).data(
-            serde_json::json!({ "who": "api", "action": action, "selector": selector, "name": profile }),
-        ),
-    );
-}
-
 async fn find_selector(state: &ApiState, name: &str) -> ApiResult<Option<Selector>> {
-    Ok(state
-        .inventory
-        .store()
-        .list_selectors()
-        .await?
-        .into_iter()
-        .find(|s| s.name == name))
+    Ok(state.fleet.find_selector(name).await?)
 }
 
 /// All selectors, by name.
 #[utoipa::path(get, path = "/api/v1/selectors", tag = "selectors",
     responses((status = 200, description = "Every selector, sorted by name", body = Vec<Selector>)))]
 pub async fn list_selectors(State(state): State<ApiState>) -> ApiResult<Json<Vec<Selector>>> {
-    let mut selectors = state.inventory.store().list_selectors().await?;
+    let mut selectors = state.fleet.store().list_selectors().await?;
     selectors.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(selectors))
 }
@@ -100,29 +84,15 @@ pub async fn put_selector(
         profile: input.profile,
         matches: input.matches,
     };
-    selector
-        .validate()
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let store = state.inventory.store();
-    match store.get_profile(&selector.profile).await {
-        Ok(_) => {}
-        Err(StoreError::NotFound { .. }) => {
-            return Err(ApiError::BadRequest(format!(
-                "profile: no profile named {:?}",
-                selector.profile
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let existed = find_selector(&state, &name).await?.is_some();
-    store.put_selector(&selector).await?;
-    state.inventory.reload().await?;
-    let (status, action) = if existed {
-        (StatusCode::OK, "replaced")
+    let created = state
+        .fleet
+        .put_selector(selector.clone(), &api_actor())
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
     } else {
-        (StatusCode::CREATED, "created")
+        StatusCode::OK
     };
-    selector_changed(&state, &name, Some(&selector.profile), action);
     Ok((status, Json(selector)))
 }
 
@@ -137,11 +107,6 @@ pub async fn delete_selector(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let Some(selector) = find_selector(&state, &name).await? else {
-        return Err(ApiError::NotFound(format!("selector {name:?} not found")));
-    };
-    state.inventory.store().delete_selector(&name).await?;
-    state.inventory.reload().await?;
-    selector_changed(&state, &name, Some(&selector.profile), "deleted");
+    state.fleet.delete_selector(&name, &api_actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

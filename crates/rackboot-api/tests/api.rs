@@ -105,12 +105,7 @@ async fn machine_crud_and_refs() {
     // The boot cache sees the new machine at once.
     let mac: rackboot_core::MacAddr = "52:54:00:00:00:02".parse().unwrap();
     assert_eq!(
-        h.state
-            .inventory
-            .snapshot()
-            .machine_by_mac(mac)
-            .unwrap()
-            .name,
+        h.state.fleet.snapshot().machine_by_mac(mac).unwrap().name,
         "node-1"
     );
 
@@ -169,7 +164,7 @@ async fn machine_crud_and_refs() {
         h.get(&format!("/api/v1/machines/{id}")).await.0,
         StatusCode::NOT_FOUND
     );
-    assert!(h.state.inventory.snapshot().machine_by_mac(mac).is_none());
+    assert!(h.state.fleet.snapshot().machine_by_mac(mac).is_none());
     assert_eq!(
         h.call(Method::DELETE, "/api/v1/machines/node-01", None)
             .await
@@ -323,7 +318,7 @@ async fn set_boot_intent() {
         assert_eq!(status, StatusCode::OK, "{intent}: {body}");
         assert_eq!(body["intent"], intent);
         assert_eq!(h.get("/api/v1/machines/node-1").await.1["intent"], intent);
-        let cached = h.state.inventory.snapshot().machines[0].intent.clone();
+        let cached = h.state.fleet.snapshot().machines[0].intent.clone();
         assert_eq!(
             serde_json::to_value(cached).unwrap(),
             intent,
@@ -476,13 +471,7 @@ async fn profiles_crud_validation_and_references() {
     assert_eq!(created["name"], "debian-12");
     assert_eq!(created["loader"], "ipxe");
     assert_eq!(h.get("/api/v1/profiles/debian-12").await.1, created);
-    assert!(
-        h.state
-            .inventory
-            .snapshot()
-            .profiles
-            .contains_key("debian-12")
-    );
+    assert!(h.state.fleet.snapshot().profiles.contains_key("debian-12"));
 
     let mut changed = kernel_profile();
     changed["cmdline"] = json!("quiet");
@@ -605,7 +594,7 @@ async fn profiles_crud_validation_and_references() {
     .await;
     let (status, _) = h.call(Method::DELETE, "/api/v1/profiles/shell", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(!h.state.inventory.snapshot().profiles.contains_key("shell"));
+    assert!(!h.state.fleet.snapshot().profiles.contains_key("shell"));
     assert_eq!(
         h.call(Method::DELETE, "/api/v1/profiles/shell", None)
             .await
@@ -704,7 +693,7 @@ async fn selectors_crud_and_validation() {
         json!({ "name": "rack1", "profile": "debian", "match": { "arch": "uefi_x64", "label.rack": "r1" } })
     );
     assert_eq!(h.get("/api/v1/selectors/rack1").await.1, created);
-    assert_eq!(h.state.inventory.snapshot().selectors.len(), 1);
+    assert_eq!(h.state.fleet.snapshot().selectors.len(), 1);
 
     let (status, replaced) = h
         .call(
@@ -791,7 +780,7 @@ async fn selectors_crud_and_validation() {
             .0,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(h.state.inventory.snapshot().selectors.len(), 1);
+    assert_eq!(h.state.fleet.snapshot().selectors.len(), 1);
 }
 
 #[tokio::test]

@@ -38,6 +38,15 @@ pub struct BootConfig {
     /// The menu shown to unknown machines when `unknown_machines = "menu"`.
     /// When absent, every profile is listed by name, local disk first and default.
     pub unknown_menu: Option<Menu>,
+    /// The deploy agent's RAM-disk (`vmlinuz`, `initramfs.img`), served under
+    /// `/ramdisk/`; `rackboot ramdisk build` writes it. Default: STATE_DIR/ramdisk.
+    pub ramdisk_dir: Option<PathBuf>,
+    /// The image catalog, served under `/images/`. Default: STATE_DIR/images.
+    pub images_dir: Option<PathBuf>,
+    /// Kernel arguments of the agent's RAM-disk, besides rackboot's own
+    /// (`rackboot.url`, `rackboot.token`, `BOOTIF`). The last `console=` is
+    /// where the agent's log goes.
+    pub agent_kernel_args: String,
 }
 
 /// Loader file names handed out in DHCP (`file` / option 67).
@@ -83,9 +92,15 @@ impl Default for BootConfig {
             discovery_profile: None,
             unknown_machines: UnknownPolicy::Discover,
             unknown_menu: None,
+            ramdisk_dir: None,
+            images_dir: None,
+            agent_kernel_args: DEFAULT_AGENT_KERNEL_ARGS.into(),
         }
     }
 }
+
+/// Serial and screen consoles (a BMC's serial-over-LAN shows the serial one).
+pub const DEFAULT_AGENT_KERNEL_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
 
 impl Default for LoaderFiles {
     fn default() -> LoaderFiles {
@@ -146,6 +161,14 @@ impl BootConfig {
         let prefix = self.tftp_asset_prefix.trim_matches('/');
         if !prefix.is_empty() && !is_safe_relative_path(prefix) {
             return Err(BootConfigError::AssetPrefix(self.tftp_asset_prefix.clone()));
+        }
+        if self.agent_kernel_args.chars().any(|c| c.is_control())
+            || self.agent_kernel_args.contains("${")
+        {
+            return Err(BootConfigError::Name {
+                field: "agent_kernel_args",
+                why: "must be one line without iPXE settings (${...})".into(),
+            });
         }
         if let Some(p) = &self.discovery_profile {
             rackboot_core::machine::validate_name("profile name", p).map_err(|why| {

@@ -31,6 +31,9 @@ use crate::service::BootService;
 ///   pxelinux config (the pxelinux one is for debugging and records nothing);
 /// - `GET /boot/loader/{name}`: a configured loader file (UEFI HTTP boot);
 /// - `GET|HEAD /assets/{*path}`: files under `asset_dir`, with Range requests;
+/// - `GET|HEAD /ramdisk/{*path}`: the agent's RAM-disk (no secrets: the
+///   per-boot token is only in the boot script);
+/// - `GET|HEAD /images/{*path}`: the image catalog (manifests and frames), with Range;
 /// - `GET|HEAD /os/{*path}`: imported OS trees (the OS catalog), with Range;
 /// - `GET /install/{id}/{file}`: a pending install's rendered unattended file
 ///   (and companions such as `meta-data`);
@@ -43,6 +46,8 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route("/boot/pxelinux/{mac}", get(pxelinux_config))
         .route("/boot/loader/{*name}", get(loader))
         .route("/assets/{*path}", get(asset))
+        .route("/ramdisk/{*path}", get(ramdisk_file))
+        .route("/images/{*path}", get(image_file))
         .route("/os/{*path}", get(crate::install_http::os_file))
         .route(
             "/install/{id}/started/{token}",
@@ -136,11 +141,23 @@ fn script(
     };
     let snapshot = service.inventory().snapshot();
     let resolved = service.resolve(&snapshot, mac, None, None, record);
+    respond_script(service, &base, mac, resolved, format, render)
+}
+
+/// Renders `resolved` and records the `script_served` event.
+fn respond_script(
+    service: &BootService,
+    base: &str,
+    mac: MacAddr,
+    resolved: crate::service::Resolved,
+    format: &'static str,
+    render: Renderer,
+) -> Response {
     let body = render(
         &resolved.machine,
         mac,
         &resolved.plan,
-        &service.server_urls(&base),
+        &service.server_urls(base),
     );
     counter!("rackboot_boot_scripts_served_total", "format" => format).increment(1);
     let mut event = NewEvent::new(
@@ -167,12 +184,31 @@ fn script(
     text(StatusCode::OK, body)
 }
 
+/// The iPXE script. A machine whose workflow needs the agent gets the
+/// RAM-disk with a per-boot token, issued for the address that asks (see
+/// [`BootService::prepare_agent_boot`]).
 async fn ipxe_script(
     State(service): State<Arc<BootService>>,
     Path(mac): Path<String>,
     headers: HeaderMap,
+    req: Request,
 ) -> Response {
-    script(&service, &headers, &mac, "ipxe", true, render_ipxe)
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (mac, base) = match (parse_mac(&mac), base_url(&service, &headers)) {
+        (Ok(mac), Ok(base)) => (mac, base),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let snapshot = service.inventory().snapshot();
+    let mut resolved = service.resolve(&snapshot, mac, None, None, true);
+    if matches!(resolved.plan, BootPlan::Agent(_)) && resolved.known {
+        resolved.plan = service
+            .prepare_agent_boot(&resolved.machine, mac, resolved.plan, peer, &base)
+            .await;
+    }
+    respond_script(&service, &base, mac, resolved, "ipxe", render_ipxe)
 }
 
 async fn grub_config(
@@ -226,6 +262,34 @@ fn is_clean_asset_path(path: &str) -> bool {
         && !path.contains('\0')
         && !path.contains('\\')
         && path.split('/').all(|seg| seg != ".." && seg != ".")
+}
+
+async fn ramdisk_file(
+    State(service): State<Arc<BootService>>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Response {
+    match service.config().ramdisk_dir.clone() {
+        Some(root) => serve_tree(&service, &root, "/ramdisk", path, req).await,
+        None => text(
+            StatusCode::NOT_FOUND,
+            "this server has no agent RAM-disk\n".into(),
+        ),
+    }
+}
+
+async fn image_file(
+    State(service): State<Arc<BootService>>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Response {
+    match service.config().images_dir.clone() {
+        Some(root) => serve_tree(&service, &root, "/images", path, req).await,
+        None => text(
+            StatusCode::NOT_FOUND,
+            "this server has no image catalog\n".into(),
+        ),
+    }
 }
 
 async fn asset(

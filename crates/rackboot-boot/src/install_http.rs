@@ -7,9 +7,9 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use metrics::counter;
 use rackboot_core::{EventKind, NewEvent, OsFamily};
+use rackboot_fleet::FleetError;
 use rackboot_store::StoreError;
 use serde_json::json;
 
@@ -245,49 +245,23 @@ pub(crate) async fn done(
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
-    let store = service.inventory().store().clone();
-    match store.complete_install(id, &token, Utc::now()).await {
-        Ok((install, changed)) => {
-            if changed {
-                if let Err(e) = service.inventory().reload_machine(install.machine).await {
-                    tracing::warn!("reloading the inventory after install {id} completed: {e}");
+    match service.fleet().complete_install(id, &token).await {
+        Ok(done) => text(
+            StatusCode::OK,
+            format!(
+                "install {id} {}\n",
+                if done.changed {
+                    "completed"
+                } else {
+                    "was already completed"
                 }
-                let snapshot = service.inventory().snapshot();
-                let machine = snapshot
-                    .machines
-                    .iter()
-                    .find(|m| m.id == install.machine)
-                    .map(|m| m.as_ref());
-                let name = machine.map(|m| m.name.as_str()).unwrap_or_default();
-                service.events().emit(install_event(
-                    EventKind::InstallCompleted,
-                    format!(
-                        "install {id} of {} on {name} completed; it boots from its disk next",
-                        install.os
-                    ),
-                    &install,
-                    machine,
-                    json!({"install": id, "os": install.os}),
-                ));
-                counter!("rackboot_installs_completed_total").increment(1);
-            }
-            text(
-                StatusCode::OK,
-                format!(
-                    "install {id} {}\n",
-                    if changed {
-                        "completed"
-                    } else {
-                        "was already completed"
-                    }
-                ),
-            )
-        }
-        Err(StoreError::NotFound { .. }) => text(
+            ),
+        ),
+        Err(FleetError::NotFound(_)) => text(
             StatusCode::NOT_FOUND,
             format!("no install {id} with this token\n"),
         ),
-        Err(StoreError::Conflict(message)) => text(StatusCode::CONFLICT, format!("{message}\n")),
+        Err(FleetError::Conflict(message)) => text(StatusCode::CONFLICT, format!("{message}\n")),
         Err(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("install {id}: {e}\n"),

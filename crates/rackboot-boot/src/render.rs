@@ -68,6 +68,27 @@ pub enum BootPlan {
     Error { message: String },
     /// Boot an OS installer pointed at the machine's rendered unattended file.
     Install(Box<InstallPlan>),
+    /// Boot the deploy agent's RAM-disk (a workflow needs the agent).
+    Agent(AgentPlan),
+}
+
+/// The agent's RAM-disk for a machine whose workflow needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentPlan {
+    pub workflow: Option<uuid::Uuid>,
+    /// Filled in by boot HTTP once the per-boot token is issued. Resolved
+    /// without one (a pxelinux or GRUB config, a preview), the plan renders
+    /// as an error: the agent boots through iPXE only.
+    pub boot: Option<AgentBoot>,
+}
+
+/// What iPXE loads for the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentBoot {
+    pub kernel_url: String,
+    pub initrd_url: String,
+    /// The whole kernel command line, token included.
+    pub cmdline: String,
 }
 
 /// A pending install resolved against the OS catalog.
@@ -118,6 +139,7 @@ impl BootPlan {
             BootPlan::Menu(_) => "menu",
             BootPlan::Error { .. } => "error",
             BootPlan::Install(_) => "install",
+            BootPlan::Agent(_) => "agent",
         }
     }
 
@@ -184,6 +206,10 @@ pub fn plan_for(
             },
         },
         BootIntent::Menu(menu) => BootPlan::Menu(menu_plan(&machine.name, menu, snapshot)),
+        BootIntent::Agent { workflow } => BootPlan::Agent(AgentPlan {
+            workflow: *workflow,
+            boot: None,
+        }),
         BootIntent::Install { id, os } => match install_plan(*id, os, snapshot) {
             Ok(plan) => BootPlan::Install(Box::new(plan)),
             Err(why) => BootPlan::Error {
@@ -498,8 +524,29 @@ pub fn render_ipxe(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
         }
         BootPlan::Menu(menu) => ipxe_menu(machine, mac, menu, &vars, urls),
         BootPlan::Install(plan) => ipxe_install(machine, mac, plan, urls),
+        BootPlan::Agent(plan) => ipxe_agent(machine, mac, plan),
     };
     result.unwrap_or_else(|message| ipxe_error(machine, mac, &message))
+}
+
+/// The agent's RAM-disk, with its per-boot token on the kernel command line.
+fn ipxe_agent(machine: &Machine, mac: MacAddr, plan: &AgentPlan) -> Result<String, String> {
+    let boot = plan.boot.as_ref().ok_or_else(agent_needs_ipxe)?;
+    let what = match plan.workflow {
+        Some(id) => format!("boots the deploy agent (workflow {id})"),
+        None => "boots the deploy agent".to_string(),
+    };
+    Ok(format!(
+        "{}echo rackboot: booting the deploy agent\nkernel {} initrd=initramfs.img {}\ninitrd --name initramfs.img {}\nboot\n",
+        ipxe_header(machine, mac, &what),
+        boot.kernel_url,
+        boot.cmdline.replace("${", "$ {"),
+        boot.initrd_url,
+    ))
+}
+
+fn agent_needs_ipxe() -> String {
+    "the deploy agent boots through iPXE (http://<server>/boot/ipxe/<mac>), which issues its per-boot token; not through this loader".to_string()
 }
 
 /// A menu the operator wants shown by pxelinux, asked for by a BIOS machine
@@ -749,6 +796,7 @@ pub fn render_pxelinux(
         }
         BootPlan::Error { message } => Ok(pxelinux_error(machine, mac, message)),
         BootPlan::Menu(menu) => pxelinux_menu(machine, mac, menu, &vars, urls),
+        BootPlan::Agent(_) => Err(agent_needs_ipxe()),
         BootPlan::Install(plan) => pxelinux_install_body(machine, plan, urls).map(|body| {
             format!(
                 "{}PROMPT 0\nDEFAULT install\n\nLABEL install\n{body}",
@@ -952,6 +1000,7 @@ pub fn render_grub(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
         )),
         BootPlan::Error { message } => Ok(grub_error(machine, mac, message)),
         BootPlan::Menu(menu) => grub_menu(machine, mac, menu, &vars, urls),
+        BootPlan::Agent(_) => Err(agent_needs_ipxe()),
         BootPlan::Install(plan) => grub_install_body(machine, plan, urls, "").map(|body| {
             format!(
                 "{}echo {}\n{body}boot\n",

@@ -8,19 +8,30 @@ use std::sync::{Arc, Mutex};
 
 use metrics::counter;
 use rackboot_core::{
-    Arch, BootIntent, BootResponder, DhcpBoot, EventHub, EventKind, GeneratedFile, LoaderKind,
-    MacAddr, Machine, NewEvent, PxeClient, TftpContent,
+    Arch, BootIntent, BootResponder, BoundLeases, DhcpBoot, EventHub, EventKind, GeneratedFile,
+    LoaderKind, MacAddr, Machine, NewEvent, PxeClient, TftpContent,
 };
+use rackboot_fleet::Fleet;
 use rackboot_seal::SecretKey;
-use rackboot_store::StoreError;
 use serde_json::json;
 
 use crate::config::{BootConfig, BootConfigError, UnknownPolicy};
 use crate::render::{
-    BootPlan, ServerUrls, all_profiles_menu, menu_plan, plan_for, render_grub, render_grub_generic,
-    render_pxelinux,
+    AgentBoot, AgentPlan, BootPlan, ServerUrls, all_profiles_menu, menu_plan, plan_for,
+    render_grub, render_grub_generic, render_pxelinux,
 };
 use crate::{Inventory, Snapshot};
+
+/// File names of the agent's RAM-disk in `ramdisk_dir` (and under `/ramdisk/`).
+pub const RAMDISK_KERNEL: &str = "vmlinuz";
+pub const RAMDISK_INITRD: &str = "initramfs.img";
+
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// Menu timeout for unknown machines when no `unknown_menu` is configured.
 const DEFAULT_MENU_TIMEOUT_SECS: u32 = 10;
@@ -28,13 +39,14 @@ const DEFAULT_MENU_TIMEOUT_SECS: u32 = 10;
 /// The boot logic, shared by DHCP (as [`BootResponder`]), TFTP (as [`TftpContent`])
 /// and the boot HTTP router.
 pub struct BootService {
-    inventory: Arc<Inventory>,
+    fleet: Arc<Fleet>,
     config: BootConfig,
-    events: EventHub,
     /// MACs whose discovery task is running: one task per MAC however many
     /// DHCP retries and HTTP requests arrive meanwhile.
     discovering: Arc<Mutex<HashSet<MacAddr>>>,
     secret_key: Option<Arc<SecretKey>>,
+    /// What rackboot's DHCP server leased to each MAC (agent tokens are bound to it).
+    leases: BoundLeases,
 }
 
 /// A machine looked up for booting and what it should boot.
@@ -46,40 +58,28 @@ pub struct Resolved {
     pub plan: BootPlan,
 }
 
-/// What a discovery attempt did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum DiscoveryOutcome {
-    /// This call created the machine.
-    Recorded,
-    /// Another call (or another server sharing the store) got there first.
-    AlreadyKnown,
-}
-
 impl BootService {
     /// Checks `config` and builds the service.
-    pub fn new(
-        inventory: Arc<Inventory>,
-        config: BootConfig,
-        events: EventHub,
-    ) -> Result<Arc<BootService>, BootConfigError> {
-        BootService::with_secret_key(inventory, config, events, None)
+    pub fn new(fleet: Arc<Fleet>, config: BootConfig) -> Result<Arc<BootService>, BootConfigError> {
+        BootService::with_parts(fleet, config, None, BoundLeases::default())
     }
 
     /// With the server's secret key, which opens installs' sealed secrets
-    /// (Windows passwords) when their files are rendered.
-    pub fn with_secret_key(
-        inventory: Arc<Inventory>,
+    /// (Windows passwords) when their files are rendered, and the DHCP
+    /// server's bound leases, to which agent tokens are bound.
+    pub fn with_parts(
+        fleet: Arc<Fleet>,
         config: BootConfig,
-        events: EventHub,
         secret_key: Option<Arc<SecretKey>>,
+        leases: BoundLeases,
     ) -> Result<Arc<BootService>, BootConfigError> {
         config.validate()?;
         Ok(Arc::new(BootService {
-            inventory,
+            fleet,
             config,
-            events,
             discovering: Arc::new(Mutex::new(HashSet::new())),
             secret_key,
+            leases,
         }))
     }
 
@@ -87,8 +87,12 @@ impl BootService {
         self.secret_key.as_deref()
     }
 
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
     pub fn inventory(&self) -> &Arc<Inventory> {
-        &self.inventory
+        self.fleet.inventory()
     }
 
     pub fn config(&self) -> &BootConfig {
@@ -96,7 +100,7 @@ impl BootService {
     }
 
     pub fn events(&self) -> &EventHub {
-        &self.events
+        self.fleet.events()
     }
 
     /// Discovery tasks still running (tests wait for zero).
@@ -168,16 +172,81 @@ impl BootService {
         if !lock(&self.discovering).insert(mac) {
             return;
         }
-        let inventory = self.inventory.clone();
-        let events = self.events.clone();
+        let fleet = self.fleet.clone();
         let discovering = self.discovering.clone();
         runtime.spawn(async move {
-            if let Err(e) = record_discovery(&inventory, &events, mac, uuid, arch).await {
+            if let Err(e) = fleet.record_discovery(mac, uuid, arch).await {
                 counter!("rackboot_boot_discovery_errors_total").increment(1);
                 tracing::warn!(%mac, error = %e, "recording discovered machine failed");
             }
             lock(&discovering).remove(&mac);
         });
+    }
+
+    /// Completes an agent plan for a script fetched by `peer` over HTTP at
+    /// `base_url`: issues the machine's per-boot token, bound to the address
+    /// rackboot leased to `mac` (or to `peer` when rackboot leases none), and
+    /// fills in the RAM-disk. A request from another address than the lease
+    /// gets no token: the plan becomes an error, and the machine's current
+    /// token stays valid.
+    pub async fn prepare_agent_boot(
+        &self,
+        machine: &Machine,
+        mac: MacAddr,
+        plan: BootPlan,
+        peer: Option<std::net::IpAddr>,
+        base_url: &str,
+    ) -> BootPlan {
+        let BootPlan::Agent(AgentPlan { workflow, .. }) = plan else {
+            return plan;
+        };
+        let error = |message: String| BootPlan::Error { message };
+        let Some(dir) = &self.config.ramdisk_dir else {
+            return error("this server has no agent RAM-disk directory".into());
+        };
+        for file in [RAMDISK_KERNEL, RAMDISK_INITRD] {
+            if tokio::fs::metadata(dir.join(file)).await.is_err() {
+                return error(format!(
+                    "no agent RAM-disk: {} is missing (run `rackboot ramdisk build`)",
+                    dir.join(file).display()
+                ));
+            }
+        }
+        let Some(peer) = peer else {
+            return error("cannot tell which address asked for this script".into());
+        };
+        let bound = match self.leases.get(mac) {
+            Some(leased) if std::net::IpAddr::V4(leased) != canonical_ip(peer) => {
+                counter!("rackboot_agent_tokens_refused_total").increment(1);
+                return error(format!(
+                    "{peer} asked for {mac}'s agent boot, but {mac} holds the lease {leased}: no agent token issued"
+                ));
+            }
+            Some(leased) => std::net::IpAddr::V4(leased),
+            None => canonical_ip(peer),
+        };
+        let issued = match self.fleet.issue_agent_token(machine, bound, workflow).await {
+            Ok(t) => t,
+            Err(e) => return error(format!("cannot issue an agent token: {e}")),
+        };
+        let args = rackboot_agent_proto::BootArgs {
+            url: base_url.to_string(),
+            token: issued.token,
+            debug: false,
+        };
+        let mut cmdline = self.config.agent_kernel_args.trim().to_string();
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&format!("{} BOOTIF=01-{}", args.to_cmdline(), mac.dashed()));
+        BootPlan::Agent(AgentPlan {
+            workflow,
+            boot: Some(AgentBoot {
+                kernel_url: format!("{base_url}/ramdisk/{RAMDISK_KERNEL}"),
+                initrd_url: format!("{base_url}/ramdisk/{RAMDISK_INITRD}"),
+                cmdline,
+            }),
+        })
     }
 
     /// The server URLs for a file fetched over TFTP by `client`: `public_url`, or the
@@ -219,7 +288,7 @@ impl BootService {
         if r.known {
             event = event.machine(r.machine.id);
         }
-        self.events.emit(event);
+        self.fleet.emit(event);
     }
 
     /// Renders a per-MAC TFTP file with `render`, or a clear error config when the
@@ -249,7 +318,7 @@ impl BootService {
     }
 
     fn pxelinux_file(&self, name: &str, client: Ipv4Addr) -> GeneratedFile {
-        let snapshot = self.inventory.snapshot();
+        let snapshot = self.fleet.snapshot();
         if let Some(mac) = name
             .strip_prefix("01-")
             .and_then(|m| m.parse::<MacAddr>().ok())
@@ -275,7 +344,7 @@ impl BootService {
 
     /// `grub.cfg-<rest>`: GRUB asks for `01-<mac>` (or `<mac>`), `<uuid>`, hex IPs.
     fn grub_file(&self, rest: &str, client: Ipv4Addr) -> GeneratedFile {
-        let snapshot = self.inventory.snapshot();
+        let snapshot = self.fleet.snapshot();
         let mac = rest
             .strip_prefix("01-")
             .and_then(|m| m.parse::<MacAddr>().ok())
@@ -296,42 +365,6 @@ impl BootService {
     }
 }
 
-/// Creates the machine, reloads the inventory and emits `MachineDiscovered`. A
-/// Conflict means someone else recorded it first: reload so this server sees it too.
-pub async fn record_discovery(
-    inventory: &Inventory,
-    events: &EventHub,
-    mac: MacAddr,
-    uuid: Option<uuid::Uuid>,
-    arch: Option<Arch>,
-) -> Result<DiscoveryOutcome, StoreError> {
-    let machine = Machine::discovered(mac, uuid, arch);
-    let outcome = match inventory.store().create_machine(&machine).await {
-        Ok(()) => DiscoveryOutcome::Recorded,
-        Err(StoreError::Conflict(_)) => DiscoveryOutcome::AlreadyKnown,
-        Err(e) => return Err(e),
-    };
-    inventory.reload().await?;
-    if outcome == DiscoveryOutcome::Recorded {
-        counter!("rackboot_boot_discovered_total").increment(1);
-        tracing::info!(%mac, name = %machine.name, "discovered machine");
-        events.emit(
-            NewEvent::new(
-                EventKind::MachineDiscovered,
-                format!("discovered {} ({mac})", machine.name),
-            )
-            .mac(mac)
-            .machine(machine.id)
-            .data(json!({
-                "name": machine.name,
-                "arch": arch.map(|a| a.as_str()),
-                "uuid": uuid,
-            })),
-        );
-    }
-    Ok(outcome)
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -344,12 +377,13 @@ pub fn intent_kind(intent: &BootIntent) -> &'static str {
         BootIntent::Profile { .. } => "profile",
         BootIntent::Menu(_) => "menu",
         BootIntent::Install { .. } => "install",
+        BootIntent::Agent { .. } => "agent",
     }
 }
 
 impl BootResponder for BootService {
     fn dhcp_boot(&self, mac: MacAddr, client: &PxeClient, server_ip: Ipv4Addr) -> Option<DhcpBoot> {
-        let snapshot = self.inventory.snapshot();
+        let snapshot = self.fleet.snapshot();
         let base = self.base_url(server_ip);
         let loaders = &self.config.loaders;
         if client.ipxe {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use rackboot_boot::{BootConfig, BootService, Inventory, UnknownPolicy};
+use rackboot_boot::{BootConfig, BootService, Fleet, Inventory, UnknownPolicy};
 use rackboot_core::{
     Arch, BootIntent, BootResponder, DhcpBoot, EventHub, EventKind, GeneratedFile, LoaderKind,
     PxeClient, TftpContent,
@@ -239,8 +239,10 @@ async fn two_servers_racing_on_one_store_record_once() {
     let (hub, queue) = EventHub::new(64);
     let events = collect_events(queue);
     for _ in 0..2 {
-        let inv = Inventory::load(shared.clone()).await.unwrap();
-        services.push(BootService::new(inv, BootConfig::default(), hub.clone()).unwrap());
+        let fleet = Fleet::load(shared.clone(), None, hub.clone())
+            .await
+            .unwrap();
+        services.push(BootService::new(fleet, BootConfig::default()).unwrap());
     }
     for s in &services {
         s.dhcp_boot(mac(M_UNKNOWN), &client(Arch::Bios, false, false), SERVER);

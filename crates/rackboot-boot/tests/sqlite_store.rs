@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{collect_events, count_of, kernel_profile, mac};
-use rackboot_boot::{BootConfig, BootService, Inventory};
+use rackboot_boot::{BootConfig, BootService, Fleet};
 use rackboot_core::{Arch, BootResponder, EventHub, EventKind, LoaderKind, PxeClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -25,8 +25,8 @@ async fn two_servers_fifty_calls_one_machine() {
     };
     let mut servers = Vec::new();
     for _ in 0..2 {
-        let inv = Inventory::load(store.clone()).await.unwrap();
-        servers.push(BootService::new(inv, config.clone(), hub.clone()).unwrap());
+        let fleet = Fleet::load(store.clone(), None, hub.clone()).await.unwrap();
+        servers.push(BootService::new(fleet, config.clone()).unwrap());
     }
     let client = PxeClient {
         arch: Arch::Bios,
@@ -68,123 +68,4 @@ async fn two_servers_fifty_calls_one_machine() {
         let snap = s.inventory().snapshot();
         assert!(snap.machine_by_mac(mac("52:54:00:aa:00:01")).is_some());
     }
-}
-
-/// A rack of unknown machines powering on at once: every one is recorded, each
-/// discovery's reload returns with its machine in the snapshot, and concurrent
-/// reloads share their reads instead of re-reading every machine once per
-/// discovery (which grows with the square of the rack).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_storm_of_discoveries_shares_inventory_reloads() {
-    const MACHINES: usize = 300;
-    let store = rackboot_store::open_sqlite_in_memory().await.unwrap();
-    let (hub, queue) = EventHub::new(4096);
-    let events = collect_events(queue);
-    let inventory = Inventory::load(store.clone()).await.unwrap();
-    let loads_before = inventory.loads();
-    let mut tasks = Vec::new();
-    for i in 0..MACHINES {
-        let inventory = inventory.clone();
-        let hub = hub.clone();
-        tasks.push(tokio::spawn(async move {
-            let m = mac(&format!("52:54:00:bb:{:02x}:{:02x}", i / 256, i % 256));
-            let outcome = rackboot_boot::service::record_discovery(&inventory, &hub, m, None, None)
-                .await
-                .unwrap();
-            assert_eq!(outcome, rackboot_boot::DiscoveryOutcome::Recorded);
-            // Reload returned: this machine must already be visible.
-            assert!(
-                inventory.snapshot().machine_by_mac(m).is_some(),
-                "{m} not in the snapshot after its reload"
-            );
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(store.list_machines().await.unwrap().len(), MACHINES);
-    assert_eq!(inventory.snapshot().machines.len(), MACHINES);
-    let loads = inventory.loads() - loads_before;
-    assert!(
-        loads < MACHINES as u64 / 2,
-        "{loads} store reads for {MACHINES} discoveries: reloads are not shared"
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let discovered = count_of(&events, EventKind::MachineDiscovered);
-    assert_eq!(discovered, MACHINES);
-}
-
-/// A write to one machine re-reads that machine only: creates land in name
-/// order, changed MACs move in the lookup, deletes disappear, and the result is
-/// what a full reload would read, without one.
-#[tokio::test]
-async fn a_machine_write_refreshes_that_machine_only() {
-    let store = rackboot_store::open_sqlite_in_memory().await.unwrap();
-    let named = |name: &str, m: &str| {
-        let mut machine = rackboot_core::Machine::discovered(mac(m), None, None);
-        machine.name = name.into();
-        machine
-    };
-    for (name, m) in [
-        ("b", "02:00:00:00:00:0b"),
-        ("a", "02:00:00:00:00:0a"),
-        ("c", "02:00:00:00:00:0c"),
-    ] {
-        store.create_machine(&named(name, m)).await.unwrap();
-    }
-    let inventory = Inventory::load(store.clone()).await.unwrap();
-    let loads = inventory.loads();
-
-    let aa = named("aa", "02:00:00:00:00:aa");
-    store.create_machine(&aa).await.unwrap();
-    inventory.reload_machine(aa.id).await.unwrap();
-
-    let mut b = store
-        .find_machine_by_mac(mac("02:00:00:00:00:0b"))
-        .await
-        .unwrap()
-        .unwrap();
-    b.macs = vec![mac("02:00:00:00:00:bb")];
-    b.intent = rackboot_core::BootIntent::LocalDisk;
-    store.update_machine(&b).await.unwrap();
-    inventory.reload_machine(b.id).await.unwrap();
-
-    let c = store
-        .find_machine_by_mac(mac("02:00:00:00:00:0c"))
-        .await
-        .unwrap()
-        .unwrap();
-    store.delete_machine(c.id).await.unwrap();
-    inventory.reload_machine(c.id).await.unwrap();
-
-    let snap = inventory.snapshot();
-    let names: Vec<&str> = snap.machines.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["a", "aa", "b"]);
-    assert_eq!(
-        snap.machine_by_mac(mac("02:00:00:00:00:aa")).unwrap().name,
-        "aa"
-    );
-    assert!(
-        snap.machine_by_mac(mac("02:00:00:00:00:0b")).is_none(),
-        "old MAC gone"
-    );
-    let b_now = snap.machine_by_mac(mac("02:00:00:00:00:bb")).unwrap();
-    assert_eq!(
-        (b_now.name.as_str(), &b_now.intent),
-        ("b", &rackboot_core::BootIntent::LocalDisk)
-    );
-    assert!(
-        snap.machine_by_mac(mac("02:00:00:00:00:0c")).is_none(),
-        "deleted"
-    );
-    assert_eq!(inventory.loads(), loads, "no full reload");
-
-    let full = Inventory::load(store.clone()).await.unwrap().snapshot();
-    let as_listed = |s: &rackboot_boot::Snapshot| {
-        s.machines
-            .iter()
-            .map(|m| (m.name.clone(), m.macs.clone(), m.intent.clone()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(as_listed(&snap), as_listed(&full));
 }

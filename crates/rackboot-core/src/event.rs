@@ -40,10 +40,31 @@ pub enum EventKind {
     InstallFileServed,
     InstallStarted,
     InstallCompleted,
+    MachineStateChanged,
+    MaintenanceChanged,
+    FactsUpdated,
+    WorkflowQueued,
+    WorkflowStarted,
+    WorkflowSucceeded,
+    WorkflowFailed,
+    WorkflowAborted,
+    StepStarted,
+    StepProgress,
+    StepSucceeded,
+    StepFailed,
+    StepSkipped,
+    AgentTokenIssued,
+    AgentHello,
+    AgentLost,
+    AgentLog,
+    MachineBooted,
+    ImageImported,
+    ImageDeleted,
+    WebhookFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 45] = [
         EventKind::LeaseOffered,
         EventKind::LeaseAcked,
         EventKind::LeaseNak,
@@ -68,6 +89,27 @@ impl EventKind {
         EventKind::InstallFileServed,
         EventKind::InstallStarted,
         EventKind::InstallCompleted,
+        EventKind::MachineStateChanged,
+        EventKind::MaintenanceChanged,
+        EventKind::FactsUpdated,
+        EventKind::WorkflowQueued,
+        EventKind::WorkflowStarted,
+        EventKind::WorkflowSucceeded,
+        EventKind::WorkflowFailed,
+        EventKind::WorkflowAborted,
+        EventKind::StepStarted,
+        EventKind::StepProgress,
+        EventKind::StepSucceeded,
+        EventKind::StepFailed,
+        EventKind::StepSkipped,
+        EventKind::AgentTokenIssued,
+        EventKind::AgentHello,
+        EventKind::AgentLost,
+        EventKind::AgentLog,
+        EventKind::MachineBooted,
+        EventKind::ImageImported,
+        EventKind::ImageDeleted,
+        EventKind::WebhookFailed,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -96,6 +138,27 @@ impl EventKind {
             EventKind::InstallFileServed => "install_file_served",
             EventKind::InstallStarted => "install_started",
             EventKind::InstallCompleted => "install_completed",
+            EventKind::MachineStateChanged => "machine_state_changed",
+            EventKind::MaintenanceChanged => "maintenance_changed",
+            EventKind::FactsUpdated => "facts_updated",
+            EventKind::WorkflowQueued => "workflow_queued",
+            EventKind::WorkflowStarted => "workflow_started",
+            EventKind::WorkflowSucceeded => "workflow_succeeded",
+            EventKind::WorkflowFailed => "workflow_failed",
+            EventKind::WorkflowAborted => "workflow_aborted",
+            EventKind::StepStarted => "step_started",
+            EventKind::StepProgress => "step_progress",
+            EventKind::StepSucceeded => "step_succeeded",
+            EventKind::StepFailed => "step_failed",
+            EventKind::StepSkipped => "step_skipped",
+            EventKind::AgentTokenIssued => "agent_token_issued",
+            EventKind::AgentHello => "agent_hello",
+            EventKind::AgentLost => "agent_lost",
+            EventKind::AgentLog => "agent_log",
+            EventKind::MachineBooted => "machine_booted",
+            EventKind::ImageImported => "image_imported",
+            EventKind::ImageDeleted => "image_deleted",
+            EventKind::WebhookFailed => "webhook_failed",
         }
     }
 
@@ -112,6 +175,10 @@ impl EventKind {
                 | EventKind::LeaseDeclined
                 | EventKind::LeaseNak
                 | EventKind::PowerActionFailed
+                | EventKind::WorkflowFailed
+                | EventKind::StepFailed
+                | EventKind::AgentLost
+                | EventKind::WebhookFailed
         )
     }
 }

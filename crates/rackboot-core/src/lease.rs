@@ -62,3 +62,37 @@ pub struct Lease {
     pub subnet: String,
     pub updated_at: DateTime<Utc>,
 }
+
+/// The address rackboot's DHCP server has bound to each MAC, shared by the
+/// DHCP thread (which writes it once a lease is committed) and boot HTTP
+/// (which binds a machine's per-boot agent token to that address). Empty when
+/// rackboot runs no full DHCP server (ProxyDHCP, or DHCP off).
+#[derive(Debug, Clone, Default)]
+pub struct BoundLeases(
+    std::sync::Arc<std::sync::RwLock<std::collections::HashMap<MacAddr, Ipv4Addr>>>,
+);
+
+impl BoundLeases {
+    pub fn set(&self, mac: MacAddr, ip: Ipv4Addr) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mac, ip);
+    }
+
+    /// Forgets `mac`'s address if it is still `ip` (a release or expiry).
+    pub fn remove(&self, mac: MacAddr, ip: Ipv4Addr) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if map.get(&mac) == Some(&ip) {
+            map.remove(&mac);
+        }
+    }
+
+    pub fn get(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mac)
+            .copied()
+    }
+}

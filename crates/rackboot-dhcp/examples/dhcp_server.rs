@@ -60,6 +60,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         stop.cancel();
     });
-    rackboot_dhcp::run(sockets, config, store, hub, Arc::new(FixedBoot), shutdown).await?;
+    rackboot_dhcp::run(
+        sockets,
+        config,
+        store,
+        hub,
+        Arc::new(FixedBoot),
+        rackboot_core::BoundLeases::default(),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }

@@ -13,7 +13,9 @@ use chrono::Utc;
 use dhcproto::v4::{DhcpOption, Message, MessageType};
 use metrics::{counter, gauge, histogram};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt};
-use rackboot_core::{BootResponder, EventHub, EventKind, Lease, NewEvent, PxeClient};
+use rackboot_core::{
+    BootResponder, BoundLeases, EventHub, EventKind, Lease, LeaseState, NewEvent, PxeClient,
+};
 use rackboot_store::Store;
 use rackboot_wire::dhcp::{self as wire, ReplyTo, Request};
 use rackboot_wire::pxe;
@@ -81,6 +83,8 @@ struct Outgoing {
 }
 
 /// Runs the DHCP service until `shutdown`. Leases are loaded from `store` first.
+/// `bound` is kept up to date with every committed lease (boot HTTP binds
+/// agent tokens to a machine's lease).
 ///
 /// The service runs on its own thread with a single-threaded runtime: every
 /// request is a short burst of work, and on the shared work-stealing runtime each
@@ -92,6 +96,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     events: EventHub,
     boot: Arc<dyn BootResponder>,
+    bound: BoundLeases,
     shutdown: CancellationToken,
 ) -> Result<(), DhcpError> {
     let io = |context: &'static str| move |source| DhcpError::Io { context, source };
@@ -103,7 +108,8 @@ pub async fn run(
     std::thread::Builder::new()
         .name("rackboot-dhcp".into())
         .spawn(move || {
-            let result = runtime.block_on(serve(sockets, config, store, events, boot, shutdown));
+            let result =
+                runtime.block_on(serve(sockets, config, store, events, boot, bound, shutdown));
             let _ = done_tx.send(result);
         })
         .map_err(io("starting the DHCP thread"))?;
@@ -121,6 +127,7 @@ async fn serve(
     store: Arc<dyn Store>,
     events: EventHub,
     boot: Arc<dyn BootResponder>,
+    bound: BoundLeases,
     shutdown: CancellationToken,
 ) -> Result<(), DhcpError> {
     let subnets = config.compile()?;
@@ -148,6 +155,14 @@ async fn serve(
                 server_ip,
             );
             let leases = store.list_leases().await.map_err(DhcpError::LoadLeases)?;
+            let now = Utc::now();
+            for l in &leases {
+                if let (LeaseState::Bound, Some(mac)) = (l.state, l.mac)
+                    && l.expires_at > now
+                {
+                    bound.set(mac, l.ip);
+                }
+            }
             let total = leases.len();
             let skipped = engine.load(leases);
             tracing::info!(loaded = total - skipped, skipped, "DHCP leases loaded");
@@ -161,6 +176,7 @@ async fn serve(
     let commit = tokio::spawn(commit_loop(
         commit_rx,
         store,
+        bound,
         sock.clone(),
         events.clone(),
         deferred.clone(),
@@ -976,6 +992,7 @@ async fn send_acks(
 async fn commit_loop(
     mut rx: mpsc::Receiver<Pending>,
     store: Arc<dyn Store>,
+    bound: BoundLeases,
     sock: Arc<UdpSocket>,
     events: EventHub,
     deferred: DeferredEvents,
@@ -983,7 +1000,7 @@ async fn commit_loop(
 ) {
     let (acks, acks_rx) = mpsc::unbounded_channel();
     let sender = tokio::spawn(send_acks(acks_rx, sock, events, deferred));
-    commit_batches(&mut rx, store, acks, window).await;
+    commit_batches(&mut rx, store, &bound, acks, window).await;
     // The channel to the sender is closed: it sends what is left, then ends.
     let _ = sender.await;
 }
@@ -991,6 +1008,7 @@ async fn commit_loop(
 async fn commit_batches(
     rx: &mut mpsc::Receiver<Pending>,
     store: Arc<dyn Store>,
+    bound: &BoundLeases,
     acks: mpsc::UnboundedSender<Vec<Outgoing>>,
     window: Duration,
 ) {
@@ -1030,6 +1048,16 @@ async fn commit_batches(
         match result {
             Ok(()) => {
                 counter!("rackboot_dhcp_lease_writes_total").increment(leases.len() as u64);
+                for l in &leases {
+                    match (l.state, l.mac) {
+                        (LeaseState::Bound, Some(mac)) => bound.set(mac, l.ip),
+                        (
+                            LeaseState::Released | LeaseState::Expired | LeaseState::Declined,
+                            Some(mac),
+                        ) => bound.remove(mac, l.ip),
+                        _ => {}
+                    }
+                }
                 if !replies.is_empty() && acks.send(replies).is_err() {
                     return;
                 }

@@ -338,6 +338,20 @@ async fn nak_decline_relay_and_restart() {
     .await
     .unwrap();
     let _ = relay_info;
+    // Committed leases are what boot HTTP binds agent tokens to.
+    let acked_6 = store
+        .list_leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.mac.map(|m| m.0) == Some(mac(6)) && l.state == LeaseState::Bound)
+        .unwrap()
+        .ip;
+    assert_eq!(
+        server.bound.get(rackboot_core::MacAddr(mac(6))),
+        Some(acked_6)
+    );
+    assert_eq!(server.bound.get(rackboot_core::MacAddr(mac(99))), None);
     server.stop().await;
 
     // Restart on the same store: client 4's successor address and the declined one survive.
@@ -366,6 +380,11 @@ async fn nak_decline_relay_and_restart() {
     assert_eq!(
         got, bound_5,
         "a restarted server offers a client its persisted address"
+    );
+    assert_eq!(
+        server.bound.get(rackboot_core::MacAddr(mac(5))),
+        Some(bound_5),
+        "a restarted server knows the bound leases it loaded"
     );
     server.stop().await;
 }

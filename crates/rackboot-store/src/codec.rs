@@ -2,10 +2,13 @@
 //! Decoding failures become [`StoreError::Corrupt`] naming the table and value.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use chrono::{DateTime, Utc};
-use rackboot_core::{Arch, BootIntent, EventKind, LeaseState, LoaderKind, MacAddr};
+use rackboot_core::{
+    Arch, BootIntent, DeliveryState, EventKind, LeaseState, LoaderKind, MacAddr, ProvisionState,
+    Workflow,
+};
 
 use crate::{Result, StoreError};
 
@@ -67,6 +70,34 @@ pub fn lease_state(text: &str) -> Result<LeaseState> {
 
 pub fn event_kind(text: &str) -> Result<EventKind> {
     EventKind::parse(text).ok_or_else(|| corrupt("events", format!("unknown kind {text:?}")))
+}
+
+pub fn event_kind_in(table: &'static str, text: &str) -> Result<EventKind> {
+    EventKind::parse(text).ok_or_else(|| corrupt(table, format!("unknown event kind {text:?}")))
+}
+
+pub fn provision_state(table: &'static str, column: &str, text: &str) -> Result<ProvisionState> {
+    ProvisionState::parse(text).ok_or_else(|| corrupt(table, format!("unknown {column} {text:?}")))
+}
+
+pub fn delivery_state(text: &str) -> Result<DeliveryState> {
+    DeliveryState::parse(text)
+        .ok_or_else(|| corrupt("deliveries", format!("unknown state {text:?}")))
+}
+
+/// A workflow's JSON body; the message names the workflow, not the (long) body.
+pub fn workflow_body(id: &str, text: &str) -> Result<Workflow> {
+    serde_json::from_str(text).map_err(|e| corrupt("workflows", format!("body of {id}: {e}")))
+}
+
+/// An integer column into its domain type (attempt counts, HTTP statuses).
+pub fn int<T: TryFrom<i64>>(table: &'static str, column: &str, value: i64) -> Result<T> {
+    T::try_from(value).map_err(|_| corrupt(table, format!("{column} {value} out of range")))
+}
+
+pub fn ip(table: &'static str, column: &str, text: &str) -> Result<IpAddr> {
+    text.parse()
+        .map_err(|e| corrupt(table, format!("{column} {text:?}: {e}")))
 }
 
 pub fn ipv4(table: &'static str, text: &str) -> Result<Ipv4Addr> {

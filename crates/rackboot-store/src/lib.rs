@@ -8,6 +8,9 @@
 //! Timestamps are stored with millisecond precision on both backends: every
 //! `DateTime` is truncated to whole milliseconds when written, so what a caller
 //! reads back equals `t.duration_trunc(1ms)` of what it wrote (see [`truncate_ms`]).
+//! That holds inside stored JSON too: a workflow's body (its steps' times
+//! included) and a maintenance flag's `since` are truncated before they are
+//! serialised.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -15,15 +18,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rackboot_core::{
-    BootIntent, Event, InstallRequest, InstallState, InstallTemplate, Lease, MacAddr, Machine,
-    MachineId, NewEvent, Profile, Selector,
+    AgentSession, BootIntent, Delivery, Event, Facts, InstallRequest, InstallState,
+    InstallTemplate, Lease, MacAddr, Machine, MachineId, Maintenance, NewEvent, Profile,
+    ProvisionState, Selector, StepRun, Transition, Webhook, Workflow, WorkflowId, WorkflowState,
 };
 
 mod codec;
 mod postgres;
 mod postgres_installs;
+mod postgres_lifecycle;
+mod postgres_webhooks;
 mod sqlite;
 mod sqlite_installs;
+mod sqlite_lifecycle;
+mod sqlite_webhooks;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -83,6 +91,41 @@ impl EventFilter {
     }
 }
 
+/// Which workflows to list, newest first. Every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    pub machine: Option<MachineId>,
+    /// Only these states (empty: all).
+    pub states: Vec<WorkflowState>,
+    /// At most this many; 0 means 1000.
+    pub limit: u32,
+}
+
+impl WorkflowFilter {
+    /// Limit used when `limit` is 0.
+    pub const DEFAULT_LIMIT: u32 = 1000;
+}
+
+/// A change of a machine's lifecycle, written in one transaction (see
+/// [`Store::apply_lifecycle`]).
+#[derive(Debug, Clone)]
+pub struct LifecycleChange {
+    pub machine: MachineId,
+    /// Compare-and-set: the change is refused (Conflict naming both states)
+    /// when the machine is not in this state. `None` skips the check.
+    pub expect_state: Option<ProvisionState>,
+    pub state: ProvisionState,
+    /// Stored as the machine's `state_reason` (cleared when `None`).
+    pub state_reason: Option<String>,
+    /// A new boot intent; like `replace_installs`, it cancels the machine's
+    /// pending installs.
+    pub intent: Option<BootIntent>,
+    /// Recorded in the transition log.
+    pub transition: Transition,
+    /// Upserted in the same transaction (the workflow that causes the change).
+    pub workflow: Option<Workflow>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Backend name for logs and `/api/v1/status`: "sqlite" or "postgres".
@@ -94,7 +137,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_machine(&self, machine: &Machine) -> Result<()>;
     /// Replaces every field but `id` and `created_at`, MACs included. NotFound if absent.
     async fn update_machine(&self, machine: &Machine) -> Result<()>;
-    /// Deletes the machine and its MACs (its events stay). NotFound if absent.
+    /// Deletes the machine and its MACs, installs, workflows, transitions and
+    /// agent session (its events stay). NotFound if absent.
     async fn delete_machine(&self, id: MachineId) -> Result<()>;
     async fn get_machine(&self, id: MachineId) -> Result<Machine>;
     async fn find_machine_by_name(&self, name: &str) -> Result<Option<Machine>>;
@@ -183,6 +227,70 @@ pub trait Store: Send + Sync + 'static {
         token: &str,
         at: DateTime<Utc>,
     ) -> Result<(InstallRequest, bool)>;
+
+    // ---------- lifecycle ----------
+
+    /// One transaction: checks `expect_state`, sets the machine's state,
+    /// state_reason and state_changed_at (= `transition.at`), its intent when
+    /// given (cancelling pending installs, as `replace_installs` does),
+    /// appends `transition` and upserts `workflow`. NotFound if the machine is
+    /// gone (or the workflow's machine is); Conflict when `expect_state` does
+    /// not hold, or when `transition` is another machine's. The machine's
+    /// `updated_at` becomes `transition.at`.
+    async fn apply_lifecycle(&self, change: &LifecycleChange) -> Result<()>;
+    /// Sets or clears the maintenance flag and appends `transition` (from and
+    /// to are the machine's current state, read in the same transaction: the
+    /// ones in `transition` are not used; the reason says what changed).
+    /// `updated_at` becomes `transition.at`. NotFound if the machine is gone.
+    async fn set_maintenance(
+        &self,
+        machine: MachineId,
+        maintenance: Option<&Maintenance>,
+        transition: &Transition,
+    ) -> Result<()>;
+    /// A machine's transitions, oldest first, at most `limit` (0: 1000) of the newest.
+    async fn list_transitions(&self, machine: MachineId, limit: u32) -> Result<Vec<Transition>>;
+    /// Stores inspection facts (and the time they were collected, which also
+    /// becomes the machine's `updated_at`). NotFound if the machine is gone.
+    async fn set_facts(&self, machine: MachineId, facts: &Facts, at: DateTime<Utc>) -> Result<()>;
+
+    // ---------- workflows ----------
+
+    /// Inserts or replaces the whole workflow (steps included). NotFound if
+    /// its machine is gone.
+    async fn put_workflow(&self, workflow: &Workflow) -> Result<()>;
+    async fn get_workflow(&self, id: WorkflowId) -> Result<Workflow>;
+    /// Newest first.
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>>;
+
+    // ---------- agent sessions (one per machine) ----------
+
+    /// Inserts or replaces the machine's session: a new token revokes the old
+    /// one. Token hashes are unique across sessions (Conflict); NotFound if
+    /// the machine is gone.
+    async fn put_agent_session(&self, session: &AgentSession) -> Result<()>;
+    async fn list_agent_sessions(&self) -> Result<Vec<AgentSession>>;
+    /// NotFound if the machine has none.
+    async fn delete_agent_session(&self, machine: MachineId) -> Result<()>;
+
+    // ---------- webhooks and their outbox ----------
+
+    /// Inserts or replaces by name, keeping `created_at` of an existing one.
+    async fn put_webhook(&self, webhook: &Webhook) -> Result<()>;
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>>;
+    /// Deletes the webhook and its deliveries. NotFound if absent.
+    async fn delete_webhook(&self, name: &str) -> Result<()>;
+    /// Appends deliveries (their `id` is ignored) and returns them with ids,
+    /// in one transaction; NotFound naming a webhook that does not exist.
+    async fn enqueue_deliveries(&self, deliveries: &[Delivery]) -> Result<Vec<Delivery>>;
+    /// Pending deliveries whose `next_attempt_at` is at or before `now`,
+    /// oldest (first enqueued) first, at most `limit`.
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Delivery>>;
+    /// Replaces a delivery's state, attempts, next_attempt_at, last_status,
+    /// last_error and delivered_at. NotFound if absent.
+    async fn update_delivery(&self, delivery: &Delivery) -> Result<()>;
+    /// Newest first; one webhook's or all; at most `limit` (0: 1000).
+    async fn list_deliveries(&self, webhook: Option<&str>, limit: u32) -> Result<Vec<Delivery>>;
 }
 
 /// Token and state check of an install callback, shared by both backends.
@@ -280,6 +388,160 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The default of 1000 rows for every listing whose `limit` is 0.
+fn limit_or_default(limit: u32) -> i64 {
+    if limit == 0 {
+        WorkflowFilter::DEFAULT_LIMIT.into()
+    } else {
+        limit.into()
+    }
+}
+
+/// `w` as the store keeps it: every timestamp, its steps' included, truncated
+/// to milliseconds, so that the JSON body reads back equal to the columns and
+/// to what `put_workflow` callers expect (`truncate_ms` of what they wrote).
+/// Destructured field by field: a new timestamp field cannot be forgotten.
+fn stored_workflow(w: &Workflow) -> Workflow {
+    let Workflow {
+        id,
+        machine,
+        name,
+        lifecycle,
+        state,
+        started_from,
+        params,
+        steps,
+        created_by,
+        created_at,
+        started_at,
+        finished_at,
+        updated_at,
+        error,
+        batch,
+    } = w.clone();
+    Workflow {
+        id,
+        machine,
+        name,
+        lifecycle,
+        state,
+        started_from,
+        params,
+        steps: steps.into_iter().map(stored_step).collect(),
+        created_by,
+        created_at: truncate_ms(created_at),
+        started_at: started_at.map(truncate_ms),
+        finished_at: finished_at.map(truncate_ms),
+        updated_at: truncate_ms(updated_at),
+        error,
+        batch,
+    }
+}
+
+fn stored_step(s: StepRun) -> StepRun {
+    let StepRun {
+        name,
+        uses,
+        with,
+        after,
+        timeout_secs,
+        retry,
+        state,
+        attempts,
+        attempt,
+        started_at,
+        attempt_started_at,
+        finished_at,
+        deadline,
+        retry_at,
+        waiting_for,
+        error,
+        output,
+    } = s;
+    StepRun {
+        name,
+        uses,
+        with,
+        after,
+        timeout_secs,
+        retry,
+        state,
+        attempts,
+        attempt,
+        started_at: started_at.map(truncate_ms),
+        attempt_started_at: attempt_started_at.map(truncate_ms),
+        finished_at: finished_at.map(truncate_ms),
+        deadline: deadline.map(truncate_ms),
+        retry_at: retry_at.map(truncate_ms),
+        waiting_for,
+        error,
+        output,
+    }
+}
+
+/// `m` as stored: `since` at millisecond precision (it lives inside JSON).
+fn stored_maintenance(m: &Maintenance) -> Maintenance {
+    Maintenance {
+        since: truncate_ms(m.since),
+        ..m.clone()
+    }
+}
+
+/// The compare-and-set failure of [`Store::apply_lifecycle`].
+fn state_conflict(
+    name: &str,
+    id: MachineId,
+    current: ProvisionState,
+    expected: ProvisionState,
+) -> StoreError {
+    StoreError::Conflict(format!(
+        "machine {name} ({id}) is {current}, not {expected}: its state changed meanwhile"
+    ))
+}
+
+/// A transition must belong to the machine it is written for.
+fn check_transition_machine(machine: MachineId, transition: &Transition) -> Result<()> {
+    if transition.machine != machine {
+        return Err(StoreError::Conflict(format!(
+            "a transition of machine {} cannot be recorded for machine {machine}",
+            transition.machine
+        )));
+    }
+    Ok(())
+}
+
+/// Two sessions may not share a token hash (a put that would is a bug or a
+/// SHA-256 collision; neither must let one agent act as another machine).
+fn token_conflict(machine: MachineId) -> StoreError {
+    StoreError::Conflict(format!(
+        "the agent token issued to machine {machine} is already another machine's token"
+    ))
+}
+
+/// The first webhook a batch of deliveries names that is not in `existing`.
+fn missing_webhook<'a>(deliveries: &'a [Delivery], existing: &[String]) -> Option<&'a str> {
+    deliveries
+        .iter()
+        .map(|d| d.webhook.as_str())
+        .find(|name| !existing.iter().any(|e| e == name))
+}
+
+/// `deliveries` as `enqueue_deliveries` returns them: with their new ids (in
+/// order) and millisecond timestamps.
+fn stored_deliveries(deliveries: &[Delivery], ids: &[i64]) -> Vec<Delivery> {
+    deliveries
+        .iter()
+        .zip(ids)
+        .map(|(d, &id)| Delivery {
+            id,
+            next_attempt_at: truncate_ms(d.next_attempt_at),
+            created_at: truncate_ms(d.created_at),
+            delivered_at: d.delivered_at.map(truncate_ms),
+            ..d.clone()
+        })
+        .collect()
+}
+
 fn backend(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Backend { context, source }
 }
@@ -287,6 +549,29 @@ fn backend(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_foreign_key_violation())
+}
+
+/// A row written for a machine that does not exist (a foreign key violation)
+/// is NotFound naming that machine; other errors keep their context.
+fn machine_write_error(
+    context: &'static str,
+    machine: MachineId,
+) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| {
+        if is_foreign_key_violation(&e) {
+            StoreError::NotFound {
+                what: "machine",
+                key: machine.to_string(),
+            }
+        } else {
+            backend(context)(e)
+        }
+    }
 }
 
 /// Checks a machine's own MAC list before it reaches the database, where a
@@ -372,6 +657,102 @@ mod tests {
             .map(|l| l.hostname.clone().unwrap())
             .collect();
         assert_eq!(got, ["c", "b"]);
+    }
+
+    #[test]
+    fn listing_limits_default_to_1000() {
+        for (limit, want) in [(0, 1000), (1, 1), (5000, 5000)] {
+            assert_eq!(limit_or_default(limit), want, "{limit}");
+        }
+    }
+
+    #[test]
+    fn missing_webhook_is_the_first_unknown_name() {
+        let d = |hook: &str| Delivery {
+            id: 0,
+            webhook: hook.into(),
+            event_id: 1,
+            event_kind: rackboot_core::EventKind::WorkflowFailed,
+            body: "{}".into(),
+            state: rackboot_core::DeliveryState::Pending,
+            attempts: 0,
+            next_attempt_at: DateTime::UNIX_EPOCH,
+            last_status: None,
+            last_error: None,
+            created_at: DateTime::UNIX_EPOCH,
+            delivered_at: None,
+        };
+        let existing = ["a".to_string(), "b".to_string()];
+        for (batch, want) in [
+            (vec![d("a"), d("b"), d("a")], None),
+            (vec![d("a"), d("x"), d("y")], Some("x")),
+            (vec![], None),
+        ] {
+            assert_eq!(missing_webhook(&batch, &existing), want, "{batch:?}");
+        }
+    }
+
+    #[test]
+    fn state_conflicts_name_the_machine_and_both_states() {
+        let id = uuid::Uuid::nil();
+        let msg = state_conflict(
+            "web-1",
+            id,
+            ProvisionState::Deploying,
+            ProvisionState::Available,
+        )
+        .to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "machine web-1 ({id}) is deploying, not available: its state changed meanwhile"
+            )
+        );
+    }
+
+    #[test]
+    fn stored_workflow_truncates_every_timestamp() {
+        let t = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        let step = StepRun {
+            name: "s".into(),
+            uses: "noop".into(),
+            with: serde_json::Value::Null,
+            after: vec![],
+            timeout_secs: 1,
+            retry: rackboot_core::RetryPolicy::default(),
+            state: rackboot_core::StepState::Running,
+            attempts: 1,
+            attempt: None,
+            started_at: Some(t),
+            attempt_started_at: Some(t),
+            finished_at: Some(t),
+            deadline: Some(t),
+            retry_at: Some(t),
+            waiting_for: None,
+            error: None,
+            output: serde_json::Value::Null,
+        };
+        let w = Workflow {
+            id: uuid::Uuid::nil(),
+            machine: uuid::Uuid::nil(),
+            name: "w".into(),
+            lifecycle: rackboot_core::Lifecycle::None,
+            state: WorkflowState::Running,
+            started_from: ProvisionState::Active,
+            params: serde_json::Value::Null,
+            steps: vec![step],
+            created_by: "test".into(),
+            created_at: t,
+            started_at: Some(t),
+            finished_at: Some(t),
+            updated_at: t,
+            error: None,
+            batch: None,
+        };
+        // Every timestamp in the JSON has exactly three fractional digits.
+        let json = serde_json::to_string(&stored_workflow(&w)).unwrap();
+        assert_eq!(json.matches(".123Z").count(), 10, "{json}");
+        assert!(!json.contains("123456789"), "{json}");
     }
 
     #[tokio::test]

@@ -11,16 +11,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rackboot_core::{
-    Bmc, BootIntent, Event, InstallRequest, InstallTemplate, Lease, MacAddr, Machine, MachineId,
-    NewEvent, Profile, Selector,
+    AgentSession, Bmc, BootIntent, Delivery, Event, Facts, InstallRequest, InstallTemplate, Lease,
+    MacAddr, Machine, MachineId, Maintenance, NewEvent, Profile, Selector, Transition, Webhook,
+    Workflow, WorkflowId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
 use crate::codec;
 use crate::{
-    EventFilter, Result, Store, StoreError, backend, check_own_macs, dedup_leases,
-    is_unique_violation, redact_url, truncate_ms,
+    EventFilter, LifecycleChange, Result, Store, StoreError, WorkflowFilter, backend,
+    check_own_macs, dedup_leases, is_unique_violation, redact_url, stored_maintenance, truncate_ms,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -35,6 +36,7 @@ pub struct PgStore {
 }
 
 const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
+     m.state, m.state_reason, m.state_changed_at, m.maintenance, m.facts, m.facts_at, \
      ARRAY(SELECT mm.mac FROM machine_macs mm WHERE mm.machine_id = m.id ORDER BY mm.ordinal) AS macs";
 
 impl PgStore {
@@ -99,8 +101,9 @@ impl PgStore {
     async fn try_create_machine(&self, m: &Machine) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at, \
+             state, state_reason, state_changed_at, maintenance, facts, facts_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(m.id)
         .bind(&m.name)
@@ -112,6 +115,12 @@ impl PgStore {
         .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
         .bind(truncate_ms(m.created_at))
         .bind(truncate_ms(m.updated_at))
+        .bind(m.state.as_str())
+        .bind(&m.state_reason)
+        .bind(m.state_changed_at.map(truncate_ms))
+        .bind(m.maintenance.as_ref().map(|x| codec::json_text(&stored_maintenance(x))))
+        .bind(m.facts.as_ref().map(codec::json_text))
+        .bind(m.facts_at.map(truncate_ms))
         .execute(&mut *tx)
         .await?;
         Self::insert_macs(&mut tx, m.id, &m.macs).await?;
@@ -123,7 +132,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7, \
-             bmc = $8, bmc_password = $9 \
+             bmc = $8, bmc_password = $9, state = $10, state_reason = $11, state_changed_at = $12, \
+             maintenance = $13, facts = $14, facts_at = $15 \
              WHERE id = $1",
         )
         .bind(m.id)
@@ -135,6 +145,12 @@ impl PgStore {
         .bind(truncate_ms(m.updated_at))
         .bind(m.bmc.as_ref().map(codec::json_value))
         .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
+        .bind(m.state.as_str())
+        .bind(&m.state_reason)
+        .bind(m.state_changed_at.map(truncate_ms))
+        .bind(m.maintenance.as_ref().map(|x| codec::json_text(&stored_maintenance(x))))
+        .bind(m.facts.as_ref().map(codec::json_text))
+        .bind(m.facts_at.map(truncate_ms))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -245,6 +261,25 @@ impl PgStore {
                     sealed_password: sealed_password.clone(),
                     ..bmc
                 }),
+            state: codec::provision_state(
+                t,
+                "state",
+                &row.try_get::<String, _>("state").map_err(get)?,
+            )?,
+            state_reason: row.try_get("state_reason").map_err(get)?,
+            state_changed_at: row.try_get("state_changed_at").map_err(get)?,
+            // JSON in text columns (see migration 0003).
+            maintenance: row
+                .try_get::<Option<String>, _>("maintenance")
+                .map_err(get)?
+                .map(|text| codec::parse_json(t, "maintenance", &text))
+                .transpose()?,
+            facts: row
+                .try_get::<Option<String>, _>("facts")
+                .map_err(get)?
+                .map(|text| codec::parse_json(t, "facts", &text))
+                .transpose()?,
+            facts_at: row.try_get("facts_at").map_err(get)?,
             created_at: row.try_get("created_at").map_err(get)?,
             updated_at: row.try_get("updated_at").map_err(get)?,
         })
@@ -743,5 +778,79 @@ impl Store for PgStore {
         at: DateTime<Utc>,
     ) -> Result<(InstallRequest, bool)> {
         self.complete_install_impl(id, token, at).await
+    }
+
+    async fn apply_lifecycle(&self, change: &LifecycleChange) -> Result<()> {
+        self.apply_lifecycle_impl(change).await
+    }
+
+    async fn set_maintenance(
+        &self,
+        machine: MachineId,
+        maintenance: Option<&Maintenance>,
+        transition: &Transition,
+    ) -> Result<()> {
+        self.set_maintenance_impl(machine, maintenance, transition)
+            .await
+    }
+
+    async fn list_transitions(&self, machine: MachineId, limit: u32) -> Result<Vec<Transition>> {
+        self.list_transitions_impl(machine, limit).await
+    }
+
+    async fn set_facts(&self, machine: MachineId, facts: &Facts, at: DateTime<Utc>) -> Result<()> {
+        self.set_facts_impl(machine, facts, at).await
+    }
+
+    async fn put_workflow(&self, workflow: &Workflow) -> Result<()> {
+        self.put_workflow_impl(workflow).await
+    }
+
+    async fn get_workflow(&self, id: WorkflowId) -> Result<Workflow> {
+        self.get_workflow_impl(id).await
+    }
+
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>> {
+        self.list_workflows_impl(filter).await
+    }
+
+    async fn put_agent_session(&self, session: &AgentSession) -> Result<()> {
+        self.put_agent_session_impl(session).await
+    }
+
+    async fn list_agent_sessions(&self) -> Result<Vec<AgentSession>> {
+        self.list_agent_sessions_impl().await
+    }
+
+    async fn delete_agent_session(&self, machine: MachineId) -> Result<()> {
+        self.delete_agent_session_impl(machine).await
+    }
+
+    async fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
+        self.put_webhook_impl(webhook).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        self.list_webhooks_impl().await
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<()> {
+        self.delete_webhook_impl(name).await
+    }
+
+    async fn enqueue_deliveries(&self, deliveries: &[Delivery]) -> Result<Vec<Delivery>> {
+        self.enqueue_deliveries_impl(deliveries).await
+    }
+
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Delivery>> {
+        self.due_deliveries_impl(now, limit).await
+    }
+
+    async fn update_delivery(&self, delivery: &Delivery) -> Result<()> {
+        self.update_delivery_impl(delivery).await
+    }
+
+    async fn list_deliveries(&self, webhook: Option<&str>, limit: u32) -> Result<Vec<Delivery>> {
+        self.list_deliveries_impl(webhook, limit).await
     }
 }

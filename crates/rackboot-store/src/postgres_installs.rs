@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use rackboot_core::{
     BootIntent, InstallRequest, InstallState, InstallTemplate, MachineId, OsFamily,
 };
+use sqlx::PgConnection;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -96,26 +97,7 @@ impl PgStore {
             .begin()
             .await
             .map_err(backend("beginning write transaction"))?;
-        let updated = sqlx::query("UPDATE machines SET intent = $2, updated_at = $3 WHERE id = $1")
-            .bind(machine)
-            .bind(codec::json_value(intent))
-            .bind(crate::truncate_ms(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend(ctx))?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "machine",
-                key: machine.to_string(),
-            });
-        }
-        sqlx::query(
-            "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending'",
-        )
-        .bind(machine)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend(ctx))?;
+        set_intent_cancelling_installs(&mut tx, machine, intent, at, ctx).await?;
         for install in installs {
             sqlx::query(
                 "INSERT INTO installs (id, machine_id, os, template, vars, token, state, requested_at, completed_at) \
@@ -245,6 +227,40 @@ impl PgStore {
         install.completed_at = Some(crate::truncate_ms(at));
         Ok((install, true))
     }
+}
+
+/// Sets a machine's intent (and updated_at) and cancels its pending installs:
+/// a machine's pending installs are exactly those its intent references, so
+/// any new intent withdraws them; a caller whose intent references installs
+/// stores them next, in the same transaction. NotFound if the machine is gone.
+pub(crate) async fn set_intent_cancelling_installs(
+    tx: &mut PgConnection,
+    machine: MachineId,
+    intent: &BootIntent,
+    at: DateTime<Utc>,
+    ctx: &'static str,
+) -> Result<()> {
+    let updated = sqlx::query("UPDATE machines SET intent = $2, updated_at = $3 WHERE id = $1")
+        .bind(machine)
+        .bind(codec::json_value(intent))
+        .bind(crate::truncate_ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend(ctx))?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound {
+            what: "machine",
+            key: machine.to_string(),
+        });
+    }
+    sqlx::query(
+        "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending'",
+    )
+    .bind(machine)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend(ctx))?;
+    Ok(())
 }
 
 fn template_from_row(row: &PgRow) -> Result<InstallTemplate> {

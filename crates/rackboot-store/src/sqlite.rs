@@ -21,8 +21,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rackboot_core::{
-    Bmc, BootIntent, Event, InstallRequest, InstallTemplate, Lease, MacAddr, Machine, MachineId,
-    NewEvent, Profile, Selector,
+    AgentSession, Bmc, BootIntent, Delivery, Event, Facts, InstallRequest, InstallTemplate, Lease,
+    MacAddr, Machine, MachineId, Maintenance, NewEvent, Profile, Selector, Transition, Webhook,
+    Workflow, WorkflowId,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -32,8 +33,8 @@ use sqlx::sqlite::{
 
 use crate::codec;
 use crate::{
-    EventFilter, Result, Store, StoreError, backend, check_own_macs, dedup_leases,
-    is_unique_violation, truncate_ms,
+    EventFilter, LifecycleChange, Result, Store, StoreError, WorkflowFilter, backend,
+    check_own_macs, dedup_leases, is_unique_violation, stored_maintenance, truncate_ms,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -81,6 +82,7 @@ async fn checkpoint_loop(pool: SqlitePool) {
 }
 
 const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
+     m.state, m.state_reason, m.state_changed_at, m.maintenance, m.facts, m.facts_at, \
      (SELECT group_concat(mm.mac, ',' ORDER BY mm.ordinal) FROM machine_macs mm WHERE mm.machine_id = m.id) AS macs";
 
 // Batches (DHCP leases, events) are written as multi-row INSERTs with bound
@@ -106,12 +108,12 @@ static EVENT_INSERT: Batched = Batched {
 };
 
 /// A multi-row INSERT: `head VALUES (?, ..), (?, ..) tail`.
-struct Batched {
-    head: &'static str,
-    columns: usize,
-    tail: &'static str,
+pub(crate) struct Batched {
+    pub(crate) head: &'static str,
+    pub(crate) columns: usize,
+    pub(crate) tail: &'static str,
     /// The statement for each of [`CHUNK_SIZES`], built on first use.
-    texts: OnceLock<Vec<String>>,
+    pub(crate) texts: OnceLock<Vec<String>>,
 }
 
 /// A batch is written in chunks of these sizes, largest first: a few statements
@@ -121,7 +123,7 @@ struct Batched {
 const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// How a batch of `n` rows is cut (sizes from [`CHUNK_SIZES`], largest first).
-fn chunk_sizes(n: usize) -> Vec<usize> {
+pub(crate) fn chunk_sizes(n: usize) -> Vec<usize> {
     let mut sizes = Vec::new();
     let mut rest = n;
     for size in CHUNK_SIZES {
@@ -133,7 +135,7 @@ fn chunk_sizes(n: usize) -> Vec<usize> {
     sizes
 }
 
-type Insert = sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+pub(crate) type Insert = sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// `LEASE_UPSERT.sql(chunk.len())` with the chunk's values bound.
 fn lease_rows(sql: &'static str, chunk: &[&Lease]) -> Insert {
@@ -169,7 +171,7 @@ fn event_rows(sql: &'static str, chunk: &[NewEvent]) -> Insert {
 
 impl Batched {
     /// The statement for `rows`, one of [`CHUNK_SIZES`].
-    fn sql(&self, rows: usize) -> &str {
+    pub(crate) fn sql(&self, rows: usize) -> &str {
         let i = CHUNK_SIZES
             .iter()
             .position(|&n| n == rows)
@@ -314,8 +316,9 @@ impl SqliteStore {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let id = m.id.to_string();
         sqlx::query(
-            "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at, \
+             state, state_reason, state_changed_at, maintenance, facts, facts_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&id)
         .bind(&m.name)
@@ -327,6 +330,12 @@ impl SqliteStore {
         .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
         .bind(codec::millis(m.created_at))
         .bind(codec::millis(m.updated_at))
+        .bind(m.state.as_str())
+        .bind(&m.state_reason)
+        .bind(m.state_changed_at.map(codec::millis))
+        .bind(m.maintenance.as_ref().map(|x| codec::json_text(&stored_maintenance(x))))
+        .bind(m.facts.as_ref().map(codec::json_text))
+        .bind(m.facts_at.map(codec::millis))
         .execute(&mut *tx)
         .await?;
         Self::insert_macs(&mut tx, &id, &m.macs).await?;
@@ -339,7 +348,8 @@ impl SqliteStore {
         let id = m.id.to_string();
         let updated = sqlx::query(
             "UPDATE machines SET name = $2, uuid = $3, arch = $4, labels = $5, intent = $6, updated_at = $7, \
-             bmc = $8, bmc_password = $9 \
+             bmc = $8, bmc_password = $9, state = $10, state_reason = $11, state_changed_at = $12, \
+             maintenance = $13, facts = $14, facts_at = $15 \
              WHERE id = $1",
         )
         .bind(&id)
@@ -351,6 +361,12 @@ impl SqliteStore {
         .bind(codec::millis(m.updated_at))
         .bind(m.bmc.as_ref().map(codec::json_text))
         .bind(m.bmc.as_ref().and_then(|b| b.sealed_password.clone()))
+        .bind(m.state.as_str())
+        .bind(&m.state_reason)
+        .bind(m.state_changed_at.map(codec::millis))
+        .bind(m.maintenance.as_ref().map(|x| codec::json_text(&stored_maintenance(x))))
+        .bind(m.facts.as_ref().map(codec::json_text))
+        .bind(m.facts_at.map(codec::millis))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -432,7 +448,7 @@ impl SqliteStore {
         ))
     }
 
-    fn machine_from_row(row: &SqliteRow) -> Result<Machine> {
+    pub(crate) fn machine_from_row(row: &SqliteRow) -> Result<Machine> {
         let get = |e| backend("decoding a machine row")(e);
         let t = "machines";
         let macs: Option<String> = row.try_get("macs").map_err(get)?;
@@ -468,6 +484,32 @@ impl SqliteStore {
                     sealed_password: sealed_password.clone(),
                     ..bmc
                 }),
+            state: codec::provision_state(
+                t,
+                "state",
+                &row.try_get::<String, _>("state").map_err(get)?,
+            )?,
+            state_reason: row.try_get("state_reason").map_err(get)?,
+            state_changed_at: row
+                .try_get::<Option<i64>, _>("state_changed_at")
+                .map_err(get)?
+                .map(|ms| codec::from_millis(t, ms))
+                .transpose()?,
+            maintenance: row
+                .try_get::<Option<String>, _>("maintenance")
+                .map_err(get)?
+                .map(|text| codec::parse_json(t, "maintenance", &text))
+                .transpose()?,
+            facts: row
+                .try_get::<Option<String>, _>("facts")
+                .map_err(get)?
+                .map(|text| codec::parse_json(t, "facts", &text))
+                .transpose()?,
+            facts_at: row
+                .try_get::<Option<i64>, _>("facts_at")
+                .map_err(get)?
+                .map(|ms| codec::from_millis(t, ms))
+                .transpose()?,
             created_at: codec::from_millis(t, row.try_get("created_at").map_err(get)?)?,
             updated_at: codec::from_millis(t, row.try_get("updated_at").map_err(get)?)?,
         })
@@ -947,6 +989,80 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(InstallRequest, bool)> {
         self.complete_install_impl(id, token, at).await
+    }
+
+    async fn apply_lifecycle(&self, change: &LifecycleChange) -> Result<()> {
+        self.apply_lifecycle_impl(change).await
+    }
+
+    async fn set_maintenance(
+        &self,
+        machine: MachineId,
+        maintenance: Option<&Maintenance>,
+        transition: &Transition,
+    ) -> Result<()> {
+        self.set_maintenance_impl(machine, maintenance, transition)
+            .await
+    }
+
+    async fn list_transitions(&self, machine: MachineId, limit: u32) -> Result<Vec<Transition>> {
+        self.list_transitions_impl(machine, limit).await
+    }
+
+    async fn set_facts(&self, machine: MachineId, facts: &Facts, at: DateTime<Utc>) -> Result<()> {
+        self.set_facts_impl(machine, facts, at).await
+    }
+
+    async fn put_workflow(&self, workflow: &Workflow) -> Result<()> {
+        self.put_workflow_impl(workflow).await
+    }
+
+    async fn get_workflow(&self, id: WorkflowId) -> Result<Workflow> {
+        self.get_workflow_impl(id).await
+    }
+
+    async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>> {
+        self.list_workflows_impl(filter).await
+    }
+
+    async fn put_agent_session(&self, session: &AgentSession) -> Result<()> {
+        self.put_agent_session_impl(session).await
+    }
+
+    async fn list_agent_sessions(&self) -> Result<Vec<AgentSession>> {
+        self.list_agent_sessions_impl().await
+    }
+
+    async fn delete_agent_session(&self, machine: MachineId) -> Result<()> {
+        self.delete_agent_session_impl(machine).await
+    }
+
+    async fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
+        self.put_webhook_impl(webhook).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        self.list_webhooks_impl().await
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<()> {
+        self.delete_webhook_impl(name).await
+    }
+
+    async fn enqueue_deliveries(&self, deliveries: &[Delivery]) -> Result<Vec<Delivery>> {
+        self.enqueue_deliveries_impl(deliveries).await
+    }
+
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Delivery>> {
+        self.due_deliveries_impl(now, limit).await
+    }
+
+    async fn update_delivery(&self, delivery: &Delivery) -> Result<()> {
+        self.update_delivery_impl(delivery).await
+    }
+
+    async fn list_deliveries(&self, webhook: Option<&str>, limit: u32) -> Result<Vec<Delivery>> {
+        self.list_deliveries_impl(webhook, limit).await
     }
 }
 

@@ -5,6 +5,7 @@ use rackboot_core::{
     BootIntent, InstallRequest, InstallState, InstallTemplate, MachineId, OsFamily,
 };
 use sqlx::Row;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 
 use crate::sqlite::SqliteStore;
@@ -84,27 +85,8 @@ impl SqliteStore {
     ) -> Result<()> {
         let ctx = "requesting an install";
         let mut tx = self.begin_write().await?;
+        set_intent_cancelling_installs(&mut tx, machine, intent, at, ctx).await?;
         let machine = machine.to_string();
-        let updated = sqlx::query("UPDATE machines SET intent = $2, updated_at = $3 WHERE id = $1")
-            .bind(&machine)
-            .bind(codec::json_text(intent))
-            .bind(codec::millis(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend(ctx))?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "machine",
-                key: machine,
-            });
-        }
-        sqlx::query(
-            "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending'",
-        )
-        .bind(&machine)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend(ctx))?;
         for install in installs {
             sqlx::query(
                 "INSERT INTO installs (id, machine_id, os, template, vars, token, state, requested_at, completed_at) \
@@ -230,6 +212,41 @@ impl SqliteStore {
         install.completed_at = Some(crate::truncate_ms(at));
         Ok((install, true))
     }
+}
+
+/// Sets a machine's intent (and updated_at) and cancels its pending installs:
+/// a machine's pending installs are exactly those its intent references, so
+/// any new intent withdraws them; a caller whose intent references installs
+/// stores them next, in the same transaction. NotFound if the machine is gone.
+pub(crate) async fn set_intent_cancelling_installs(
+    tx: &mut SqliteConnection,
+    machine: MachineId,
+    intent: &BootIntent,
+    at: DateTime<Utc>,
+    ctx: &'static str,
+) -> Result<()> {
+    let machine = machine.to_string();
+    let updated = sqlx::query("UPDATE machines SET intent = $2, updated_at = $3 WHERE id = $1")
+        .bind(&machine)
+        .bind(codec::json_text(intent))
+        .bind(codec::millis(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend(ctx))?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound {
+            what: "machine",
+            key: machine,
+        });
+    }
+    sqlx::query(
+        "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending'",
+    )
+    .bind(&machine)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend(ctx))?;
+    Ok(())
 }
 
 fn template_from_row(row: &SqliteRow) -> Result<InstallTemplate> {

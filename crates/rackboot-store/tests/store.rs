@@ -10,11 +10,15 @@ use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rackboot_core::{
-    Arch, Bmc, BootIntent, EventKind, InstallRequest, InstallState, InstallTemplate, Lease,
-    LeaseState, LoaderKind, MacAddr, Machine, Menu, MenuEntry, MenuInstall, NewEvent, OsFamily,
-    Profile, Selector,
+    AgentSession, Arch, Batch, Bmc, BootIntent, Delivery, DeliveryState, EventKind, Facts,
+    InstallRequest, InstallState, InstallTemplate, Lease, LeaseState, Lifecycle, LoaderKind,
+    MacAddr, Machine, Maintenance, Menu, MenuEntry, MenuInstall, NewEvent, OsFamily, Profile,
+    ProvisionState, RetryPolicy, Selector, StepRun, StepState, Transition, Webhook, Workflow,
+    WorkflowState,
 };
-use rackboot_store::{EventFilter, Store, StoreError, open, truncate_ms};
+use rackboot_store::{
+    EventFilter, LifecycleChange, Store, StoreError, WorkflowFilter, open, truncate_ms,
+};
 use serde_json::json;
 
 use common::TestDb;
@@ -45,15 +49,55 @@ fn machine(name: &str, macs: &[&str]) -> Machine {
             name: Some("debian".into()),
         },
         bmc: None,
+        // Not the defaults, so a round trip shows they were written.
+        state: ProvisionState::Manageable,
+        state_reason: Some("verified by web-admin".into()),
+        state_changed_at: Some(t(2)),
+        maintenance: Some(Maintenance {
+            reason: "PSU swap, ticket OPS-1234".into(),
+            by: "api:ops".into(),
+            since: t(3),
+        }),
+        facts: Some(facts()),
+        facts_at: Some(t(4)),
         created_at: t(0),
         updated_at: t(1),
     }
 }
 
-/// What the store gives back for `m`: timestamps at millisecond precision.
+/// Inspection facts with every kind of field set (built from JSON: the agent's
+/// nested fact types are not re-exported by rackboot-core).
+fn facts() -> Facts {
+    serde_json::from_value(json!({
+        "cpu": {"model": "AMD EPYC 7543", "arch": "x86_64", "sockets": 2, "cores": 64,
+                "threads": 128, "flags": ["avx2", "svm"]},
+        "memory_bytes": 549_755_813_888u64,
+        "dmi": {"vendor": "Dell Inc.", "product": "PowerEdge R7525", "serial": "ABC1234",
+                "uuid": "4c4c4544-0042-4310-8031-b4c04f333233"},
+        "disks": [{"name": "nvme0n1", "path": "/dev/nvme0n1", "size_bytes": 3_840_755_982_336u64,
+                   "model": "Dell Ent NVMe", "wwn": "eui.36434830529001210025384700000001",
+                   "rotational": false, "removable": false, "transport": "nvme",
+                   "logical_block_size": 512, "physical_block_size": 4096, "discard": true}],
+        "nics": [{"name": "eno1", "mac": "52:54:00:00:00:01", "driver": "bnxt_en",
+                  "link_up": true, "speed_mbps": 25000, "mtu": 9000, "pci": "0000:41:00.0",
+                  "lldp": {"chassis_id": "00:11:22:33:44:55", "port_id": "Ethernet12",
+                           "system_name": "leaf-r12-a", "vlan_id": 120}}],
+        "boot": {"mode": "uefi", "secure_boot": true},
+        "kernel": "6.12.0-rackboot"
+    }))
+    .unwrap()
+}
+
+/// What the store gives back for `m`: timestamps at millisecond precision,
+/// the maintenance flag's inside its JSON too.
 fn stored(mut m: Machine) -> Machine {
     m.created_at = truncate_ms(m.created_at);
     m.updated_at = truncate_ms(m.updated_at);
+    m.state_changed_at = m.state_changed_at.map(truncate_ms);
+    m.facts_at = m.facts_at.map(truncate_ms);
+    if let Some(flag) = &mut m.maintenance {
+        flag.since = truncate_ms(flag.since);
+    }
     m
 }
 
@@ -122,6 +166,12 @@ async fn machine_crud(store: Arc<dyn Store>) {
     b.arch = None;
     b.labels.clear();
     b.intent = BootIntent::Discover;
+    b.state = ProvisionState::Enrolled;
+    b.state_reason = None;
+    b.state_changed_at = None;
+    b.maintenance = None;
+    b.facts = None;
+    b.facts_at = None;
     let c = Machine {
         macs: vec![],
         ..machine("bare-0", &[])
@@ -184,6 +234,12 @@ async fn machine_crud(store: Arc<dyn Store>) {
         timeout_secs: 5,
         loader: None,
     });
+    a.state = ProvisionState::DeployFailed;
+    a.state_reason = Some("step write-image failed: checksum mismatch".into());
+    a.state_changed_at = Some(t(98));
+    a.maintenance = None;
+    a.facts.as_mut().unwrap().memory_bytes = 1 << 30;
+    a.facts_at = Some(t(97));
     a.created_at = t(99);
     a.updated_at = t(100);
     store.update_machine(&a).await.unwrap();
@@ -1076,6 +1132,942 @@ async fn install_menu_lifecycle(store: Arc<dyn Store>) {
     ));
 }
 
+// ---------- lifecycle, workflows, agent sessions, webhooks ----------
+
+fn transition(m: &Machine, from: ProvisionState, to: ProvisionState, at: i64) -> Transition {
+    Transition {
+        machine: m.id,
+        at: t(at),
+        from,
+        to,
+        by: "engine".into(),
+        reason: format!("{from} to {to}"),
+        workflow: None,
+    }
+}
+
+fn stored_transition(mut tr: Transition) -> Transition {
+    tr.at = truncate_ms(tr.at);
+    tr
+}
+
+fn step(name: &str, after: &[&str], state: StepState) -> StepRun {
+    StepRun {
+        name: name.into(),
+        uses: "write_image".into(),
+        with: json!({"image": "ubuntu-24.04", "disk": "/dev/nvme0n1"}),
+        after: after.iter().map(|s| s.to_string()).collect(),
+        timeout_secs: 1800,
+        retry: RetryPolicy::default(),
+        state,
+        attempts: 1,
+        attempt: Some(uuid::Uuid::new_v4()),
+        started_at: Some(t(101)),
+        attempt_started_at: Some(t(102)),
+        finished_at: None,
+        deadline: Some(t(1901)),
+        retry_at: Some(t(103)),
+        waiting_for: Some("the agent to boot".into()),
+        // Agent output may hold anything; a NUL is what jsonb would refuse.
+        error: Some("dd: short write\0 at byte 512 ✗".into()),
+        output: json!({"written_bytes": u64::MAX, "ratio": 0.1}),
+    }
+}
+
+fn workflow(m: &Machine, name: &str, state: WorkflowState, created: i64) -> Workflow {
+    Workflow {
+        id: uuid::Uuid::new_v4(),
+        machine: m.id,
+        name: name.into(),
+        lifecycle: Lifecycle::Deploy,
+        state,
+        started_from: ProvisionState::Available,
+        params: json!({"image": "ubuntu-24.04", "ssh_keys": ["ssh-ed25519 AAAA x@y"]}),
+        steps: vec![
+            step("power-on", &[], StepState::Succeeded),
+            step("write-image", &["power-on"], StepState::Running),
+        ],
+        created_by: "api:ops".into(),
+        created_at: t(created),
+        started_at: Some(t(created + 1)),
+        finished_at: Some(t(created + 2)),
+        updated_at: t(created + 3),
+        error: None,
+        batch: Some(Batch {
+            id: uuid::Uuid::new_v4(),
+            limit: 4,
+        }),
+    }
+}
+
+/// What the store gives back: every timestamp, the steps' too, to the millisecond.
+fn stored_wf(mut w: Workflow) -> Workflow {
+    let ms = |o: &mut Option<DateTime<Utc>>| *o = o.map(truncate_ms);
+    w.created_at = truncate_ms(w.created_at);
+    w.updated_at = truncate_ms(w.updated_at);
+    ms(&mut w.started_at);
+    ms(&mut w.finished_at);
+    for s in &mut w.steps {
+        ms(&mut s.started_at);
+        ms(&mut s.attempt_started_at);
+        ms(&mut s.finished_at);
+        ms(&mut s.deadline);
+        ms(&mut s.retry_at);
+    }
+    w
+}
+
+fn change(
+    m: &Machine,
+    expect: Option<ProvisionState>,
+    to: ProvisionState,
+    at: i64,
+) -> LifecycleChange {
+    LifecycleChange {
+        machine: m.id,
+        expect_state: expect,
+        state: to,
+        state_reason: Some(format!("now {to}")),
+        intent: None,
+        transition: transition(m, expect.unwrap_or(m.state), to, at),
+        workflow: None,
+    }
+}
+
+async fn transitions_of(
+    store: &Arc<dyn Store>,
+    m: &Machine,
+) -> Vec<(ProvisionState, ProvisionState)> {
+    store
+        .list_transitions(m.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.from, t.to))
+        .collect()
+}
+
+async fn lifecycle_compare_and_set(store: Arc<dyn Store>) {
+    let m = machine("cas-1", &["52:54:00:00:0d:01"]);
+    store.create_machine(&m).await.unwrap();
+    let wf = workflow(&m, "deploy", WorkflowState::Running, 200);
+
+    let mut deploy = change(
+        &m,
+        Some(ProvisionState::Manageable),
+        ProvisionState::Deploying,
+        210,
+    );
+    deploy.transition.workflow = Some(wf.id);
+    deploy.workflow = Some(wf.clone());
+    store.apply_lifecycle(&deploy).await.unwrap();
+    let got = store.get_machine(m.id).await.unwrap();
+    assert_eq!(got.state, ProvisionState::Deploying);
+    assert_eq!(got.state_reason.as_deref(), Some("now deploying"));
+    assert_eq!(got.state_changed_at, Some(truncate_ms(t(210))));
+    assert_eq!(got.updated_at, truncate_ms(t(210)));
+    // Everything else is untouched.
+    assert_eq!(
+        got,
+        stored(Machine {
+            state: ProvisionState::Deploying,
+            state_reason: Some("now deploying".into()),
+            state_changed_at: Some(t(210)),
+            updated_at: t(210),
+            ..m.clone()
+        })
+    );
+    assert_eq!(
+        store.get_workflow(wf.id).await.unwrap(),
+        stored_wf(wf.clone())
+    );
+    assert_eq!(
+        store.list_transitions(m.id, 0).await.unwrap(),
+        [stored_transition(deploy.transition.clone())]
+    );
+
+    // The same expectation again: refused, naming the machine and both states,
+    // and nothing of it is written (its workflow included).
+    let mut stale = change(
+        &m,
+        Some(ProvisionState::Manageable),
+        ProvisionState::Cleaning,
+        220,
+    );
+    let mut other_wf = wf.clone();
+    other_wf.state = WorkflowState::Aborted;
+    stale.workflow = Some(other_wf);
+    let msg = conflict_message(store.apply_lifecycle(&stale).await);
+    assert!(
+        msg.contains("cas-1") && msg.contains("deploying") && msg.contains("manageable"),
+        "{msg}"
+    );
+    assert_eq!(store.get_machine(m.id).await.unwrap(), got);
+    assert_eq!(
+        store.get_workflow(wf.id).await.unwrap().state,
+        WorkflowState::Running
+    );
+    assert_eq!(store.list_transitions(m.id, 0).await.unwrap().len(), 1);
+
+    // No expectation: applied whatever the state.
+    let mut force = change(&m, None, ProvisionState::DeployFailed, 230);
+    force.state_reason = None;
+    store.apply_lifecycle(&force).await.unwrap();
+    let got = store.get_machine(m.id).await.unwrap();
+    assert_eq!(got.state, ProvisionState::DeployFailed);
+    assert_eq!(got.state_reason, None, "a None reason clears the old one");
+
+    // A gone machine, and a transition of another machine.
+    let ghost = machine("ghost", &[]);
+    assert_not_found(
+        store
+            .apply_lifecycle(&change(&ghost, None, ProvisionState::Active, 240))
+            .await,
+        "machine",
+        &ghost.id.to_string(),
+    );
+    let mut mismatched = change(&m, None, ProvisionState::Active, 240);
+    mismatched.transition.machine = ghost.id;
+    assert!(matches!(
+        store.apply_lifecycle(&mismatched).await,
+        Err(StoreError::Conflict(msg)) if msg.contains(&ghost.id.to_string())
+    ));
+    assert_eq!(store.list_transitions(m.id, 0).await.unwrap().len(), 2);
+
+    // Racing changes with one expectation: exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let c = change(
+                &m,
+                Some(ProvisionState::DeployFailed),
+                ProvisionState::Deploying,
+                300 + i,
+            );
+            tokio::spawn(async move { store.apply_lifecycle(&c).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict(msg)) => assert!(msg.contains("deploying"), "{msg}"),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.list_transitions(m.id, 0).await.unwrap().len(), 3);
+}
+
+async fn lifecycle_intent_cancels_installs(store: Arc<dyn Store>) {
+    let m = machine("agent-1", &["52:54:00:00:0d:02"]);
+    store.create_machine(&m).await.unwrap();
+    let inst = install(&m, "debian-12-amd64", "tok-agent-1", 30);
+    store.create_install(&inst).await.unwrap();
+    let wf = workflow(&m, "inspect", WorkflowState::Running, 40);
+    let agent = BootIntent::Agent {
+        workflow: Some(wf.id),
+    };
+    let pending = |store: Arc<dyn Store>| async move {
+        store
+            .list_pending_installs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect::<Vec<_>>()
+    };
+
+    // A refused change (compare-and-set) touches neither intent nor installs.
+    let mut refused = change(
+        &m,
+        Some(ProvisionState::Available),
+        ProvisionState::Inspecting,
+        41,
+    );
+    refused.intent = Some(agent.clone());
+    conflict_message(store.apply_lifecycle(&refused).await);
+    // A change whose last write fails (its workflow names a gone machine) is
+    // rolled back whole: the intent it set and the installs it cancelled too.
+    let ghost = machine("ghost", &[]);
+    let mut failing = change(
+        &m,
+        Some(ProvisionState::Manageable),
+        ProvisionState::Inspecting,
+        41,
+    );
+    failing.intent = Some(agent.clone());
+    failing.workflow = Some(workflow(&ghost, "inspect", WorkflowState::Running, 40));
+    assert_not_found(
+        store.apply_lifecycle(&failing).await,
+        "machine",
+        &ghost.id.to_string(),
+    );
+    let still = store.get_machine(m.id).await.unwrap();
+    assert_eq!(still.state, ProvisionState::Manageable);
+    assert_eq!(
+        still.intent,
+        BootIntent::Install {
+            id: inst.id,
+            os: inst.os.clone()
+        }
+    );
+    assert_eq!(pending(store.clone()).await, [inst.id]);
+    assert!(store.list_transitions(m.id, 0).await.unwrap().is_empty());
+
+    let mut inspect = change(
+        &m,
+        Some(ProvisionState::Manageable),
+        ProvisionState::Inspecting,
+        42,
+    );
+    inspect.intent = Some(agent.clone());
+    inspect.workflow = Some(wf.clone());
+    store.apply_lifecycle(&inspect).await.unwrap();
+    let got = store.get_machine(m.id).await.unwrap();
+    assert_eq!(got.intent, agent);
+    assert_eq!(got.state, ProvisionState::Inspecting);
+    assert_eq!(pending(store.clone()).await, Vec::<uuid::Uuid>::new());
+    assert_eq!(
+        store.get_install(inst.id).await.unwrap().state,
+        InstallState::Cancelled
+    );
+    // Without an intent the intent stays.
+    store
+        .apply_lifecycle(&change(&m, None, ProvisionState::Manageable, 43))
+        .await
+        .unwrap();
+    assert_eq!(store.get_machine(m.id).await.unwrap().intent, agent);
+}
+
+async fn maintenance_and_facts(store: Arc<dyn Store>) {
+    let mut m = machine("maint-1", &["52:54:00:00:0d:03"]);
+    m.maintenance = None;
+    m.facts = None;
+    m.facts_at = None;
+    store.create_machine(&m).await.unwrap();
+    let flag = Maintenance {
+        reason: "DIMM B2 errors".into(),
+        by: "api:ops".into(),
+        since: t(50),
+    };
+    // The caller's from/to are stale: the store records the current state.
+    let mut tr = transition(&m, ProvisionState::Active, ProvisionState::Active, 50);
+    tr.reason = "maintenance set: DIMM B2 errors".into();
+    store.set_maintenance(m.id, Some(&flag), &tr).await.unwrap();
+    let got = store.get_machine(m.id).await.unwrap();
+    assert_eq!(
+        got.maintenance,
+        Some(Maintenance {
+            since: truncate_ms(t(50)),
+            ..flag.clone()
+        })
+    );
+    assert_eq!(
+        got.state,
+        ProvisionState::Manageable,
+        "the state does not move"
+    );
+    assert_eq!(got.updated_at, truncate_ms(t(50)));
+    let mut clear = transition(
+        &m,
+        ProvisionState::Manageable,
+        ProvisionState::Manageable,
+        51,
+    );
+    clear.reason = "maintenance cleared".into();
+    store.set_maintenance(m.id, None, &clear).await.unwrap();
+    assert_eq!(store.get_machine(m.id).await.unwrap().maintenance, None);
+    assert_eq!(
+        store.list_transitions(m.id, 0).await.unwrap(),
+        [
+            Transition {
+                from: ProvisionState::Manageable,
+                to: ProvisionState::Manageable,
+                ..stored_transition(tr)
+            },
+            stored_transition(clear)
+        ]
+    );
+    let ghost = machine("ghost", &[]);
+    assert_not_found(
+        store
+            .set_maintenance(
+                ghost.id,
+                Some(&flag),
+                &transition(&ghost, m.state, m.state, 52),
+            )
+            .await,
+        "machine",
+        &ghost.id.to_string(),
+    );
+
+    store.set_facts(m.id, &facts(), t(60)).await.unwrap();
+    let got = store.get_machine(m.id).await.unwrap();
+    assert_eq!(got.facts, Some(facts()));
+    assert_eq!(got.facts_at, Some(truncate_ms(t(60))));
+    assert_eq!(got.facts.unwrap().memory_gib(), 512);
+    let mut fewer = facts();
+    fewer.disks.clear();
+    store.set_facts(m.id, &fewer, t(61)).await.unwrap();
+    assert_eq!(store.get_machine(m.id).await.unwrap().facts, Some(fewer));
+    assert_not_found(
+        store.set_facts(ghost.id, &facts(), t(62)).await,
+        "machine",
+        &ghost.id.to_string(),
+    );
+}
+
+async fn transitions_order_and_limit(store: Arc<dyn Store>) {
+    let a = machine("tr-a", &["52:54:00:00:0d:04"]);
+    let b = machine("tr-b", &["52:54:00:00:0d:05"]);
+    store.create_machine(&a).await.unwrap();
+    store.create_machine(&b).await.unwrap();
+    let path = [
+        ProvisionState::Manageable,
+        ProvisionState::Cleaning,
+        ProvisionState::Available,
+        ProvisionState::Deploying,
+        ProvisionState::Active,
+    ];
+    for (i, pair) in path.windows(2).enumerate() {
+        // Times go backwards: the log is ordered by when it was written.
+        let c = change(&a, Some(pair[0]), pair[1], 100 - i as i64);
+        store.apply_lifecycle(&c).await.unwrap();
+        store
+            .apply_lifecycle(&change(&b, None, pair[1], 200))
+            .await
+            .unwrap();
+    }
+    let all = store.list_transitions(a.id, 0).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| (t.from, t.to)).collect::<Vec<_>>(),
+        path.windows(2).map(|p| (p[0], p[1])).collect::<Vec<_>>()
+    );
+    assert!(all.iter().all(|t| t.machine == a.id));
+    assert_eq!(all[0].at, truncate_ms(t(100)));
+    assert_eq!(all[0].by, "engine");
+    // The newest two, still oldest first.
+    let last2 = store.list_transitions(a.id, 2).await.unwrap();
+    assert_eq!(last2, all[2..]);
+    assert_eq!(store.list_transitions(b.id, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_transitions(uuid::Uuid::new_v4(), 0)
+            .await
+            .unwrap(),
+        []
+    );
+}
+
+async fn workflows_put_get_list(store: Arc<dyn Store>) {
+    let a = machine("wf-a", &["52:54:00:00:0e:01"]);
+    let b = machine("wf-b", &["52:54:00:00:0e:02"]);
+    store.create_machine(&a).await.unwrap();
+    store.create_machine(&b).await.unwrap();
+    let a1 = workflow(&a, "inspect", WorkflowState::Succeeded, 10);
+    let a2 = workflow(&a, "deploy", WorkflowState::Running, 30);
+    let b1 = workflow(&b, "clean", WorkflowState::Queued, 20);
+    let mut b2 = workflow(&b, "deploy", WorkflowState::Failed, 40);
+    b2.error = Some("step erase failed".into());
+    b2.batch = None;
+    b2.steps.clear();
+    for w in [&a1, &a2, &b1, &b2] {
+        store.put_workflow(w).await.unwrap();
+    }
+    // get == put, every timestamp at millisecond precision (the body's too).
+    for w in [&a1, &a2, &b1, &b2] {
+        assert_eq!(
+            store.get_workflow(w.id).await.unwrap(),
+            stored_wf(w.clone())
+        );
+    }
+    let got = store.get_workflow(a1.id).await.unwrap();
+    assert_eq!(
+        got.steps[0].error.as_deref(),
+        Some("dd: short write\0 at byte 512 ✗")
+    );
+    assert_eq!(got.steps[0].output["written_bytes"], json!(u64::MAX));
+
+    let names = |filter: WorkflowFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_workflows(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|w| format!("{}/{}", w.machine == a.id, w.name))
+                .collect::<Vec<_>>()
+        }
+    };
+    // Newest first.
+    assert_eq!(
+        names(WorkflowFilter::default()).await,
+        ["false/deploy", "true/deploy", "false/clean", "true/inspect"]
+    );
+    assert_eq!(
+        store
+            .list_workflows(&WorkflowFilter::default())
+            .await
+            .unwrap()[0],
+        stored_wf(b2.clone())
+    );
+    assert_eq!(
+        names(WorkflowFilter {
+            machine: Some(a.id),
+            ..Default::default()
+        })
+        .await,
+        ["true/deploy", "true/inspect"]
+    );
+    assert_eq!(
+        names(WorkflowFilter {
+            states: vec![WorkflowState::Queued, WorkflowState::Running],
+            ..Default::default()
+        })
+        .await,
+        ["true/deploy", "false/clean"]
+    );
+    assert_eq!(
+        names(WorkflowFilter {
+            machine: Some(b.id),
+            states: vec![WorkflowState::Queued, WorkflowState::Running],
+            limit: 0,
+        })
+        .await,
+        ["false/clean"]
+    );
+    assert_eq!(
+        names(WorkflowFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        ["false/deploy", "true/deploy"]
+    );
+    assert_eq!(
+        names(WorkflowFilter {
+            states: vec![WorkflowState::Aborted],
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+
+    // Replacing: the whole workflow (state, steps) changes, listings follow.
+    let mut a2_done = a2.clone();
+    a2_done.state = WorkflowState::Succeeded;
+    a2_done.steps[1].state = StepState::Succeeded;
+    a2_done.steps[1].finished_at = Some(t(35));
+    a2_done.updated_at = t(36);
+    store.put_workflow(&a2_done).await.unwrap();
+    assert_eq!(
+        store.get_workflow(a2.id).await.unwrap(),
+        stored_wf(a2_done.clone())
+    );
+    assert_eq!(
+        names(WorkflowFilter {
+            states: vec![WorkflowState::Running],
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+
+    assert_not_found(
+        store.get_workflow(uuid::Uuid::nil()).await,
+        "workflow",
+        &uuid::Uuid::nil().to_string(),
+    );
+    let ghost = machine("ghost", &[]);
+    assert_not_found(
+        store
+            .put_workflow(&workflow(&ghost, "x", WorkflowState::Queued, 1))
+            .await,
+        "machine",
+        &ghost.id.to_string(),
+    );
+}
+
+/// A workflow row whose JSON body no longer decodes is Corrupt naming the table.
+async fn workflow_corrupt_body(db: &TestDb) {
+    let m = machine("corrupt-1", &["52:54:00:00:0e:03"]);
+    db.store.create_machine(&m).await.unwrap();
+    let w = workflow(&m, "deploy", WorkflowState::Running, 10);
+    db.store.put_workflow(&w).await.unwrap();
+    let sql = "UPDATE workflows SET body = '{\"id\": 42}'";
+    if db.url.starts_with("postgres") {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    for err in [
+        db.store.get_workflow(w.id).await.err(),
+        db.store
+            .list_workflows(&WorkflowFilter::default())
+            .await
+            .err(),
+    ] {
+        match err {
+            Some(StoreError::Corrupt { table, detail }) => {
+                assert_eq!(table, "workflows");
+                assert!(detail.contains(&w.id.to_string()), "{detail}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+fn session(m: &Machine, hash: &str, ip: &str) -> AgentSession {
+    AgentSession {
+        machine: m.id,
+        token_sha256: hash.into(),
+        bound_ip: ip.parse().unwrap(),
+        issued_at: t(70),
+        workflow: Some(uuid::Uuid::new_v4()),
+        instance: None,
+        boot_id: None,
+    }
+}
+
+fn stored_session(mut s: AgentSession) -> AgentSession {
+    s.issued_at = truncate_ms(s.issued_at);
+    s
+}
+
+async fn agent_sessions(store: Arc<dyn Store>) {
+    let m1 = machine("ag-1", &["52:54:00:00:0f:01"]);
+    let m2 = machine("ag-2", &["52:54:00:00:0f:02"]);
+    let m3 = machine("ag-3", &["52:54:00:00:0f:03"]);
+    for m in [&m1, &m2, &m3] {
+        store.create_machine(m).await.unwrap();
+    }
+    let (h1, h2) = ("a".repeat(64), "b".repeat(64));
+    let first = session(&m1, &h1, "10.0.0.21");
+    store.put_agent_session(&first).await.unwrap();
+    assert_eq!(
+        store.list_agent_sessions().await.unwrap(),
+        [stored_session(first.clone())]
+    );
+
+    // A new token for the machine replaces the session: the old hash is gone.
+    let mut second = session(&m1, &h2, "fd00::21");
+    second.instance = Some(uuid::Uuid::new_v4());
+    second.boot_id = Some("5f1c3a7e-1111-4222-8333-944445555666".into());
+    second.issued_at = t(80);
+    store.put_agent_session(&second).await.unwrap();
+    assert_eq!(
+        store.list_agent_sessions().await.unwrap(),
+        [stored_session(second.clone())]
+    );
+    // So another machine may hold it now; the current one stays unique.
+    let other = session(&m2, &h1, "10.0.0.22");
+    store.put_agent_session(&other).await.unwrap();
+    let msg = conflict_message(
+        store
+            .put_agent_session(&session(&m3, &h2, "10.0.0.23"))
+            .await,
+    );
+    assert!(msg.contains(&m3.id.to_string()), "{msg}");
+    let mut want = vec![
+        stored_session(second.clone()),
+        stored_session(other.clone()),
+    ];
+    want.sort_by_key(|s| s.machine.to_string());
+    assert_eq!(store.list_agent_sessions().await.unwrap(), want);
+
+    let ghost = machine("ghost", &[]);
+    assert_not_found(
+        store
+            .put_agent_session(&session(&ghost, &"c".repeat(64), "10.0.0.9"))
+            .await,
+        "machine",
+        &ghost.id.to_string(),
+    );
+    store.delete_agent_session(m1.id).await.unwrap();
+    assert_not_found(
+        store.delete_agent_session(m1.id).await,
+        "agent session",
+        &m1.id.to_string(),
+    );
+    assert_eq!(
+        store.list_agent_sessions().await.unwrap(),
+        [stored_session(other)]
+    );
+}
+
+fn webhook(name: &str, created: i64) -> Webhook {
+    Webhook {
+        name: name.into(),
+        url: format!("https://hooks.example/{name}"),
+        events: vec!["warnings".into(), "workflow_succeeded".into()],
+        enabled: true,
+        created_at: t(created),
+        sealed_secret: format!("v1:sealed-{name}"),
+    }
+}
+
+fn delivery(hook: &str, event_id: i64, next_attempt: i64) -> Delivery {
+    Delivery {
+        id: 0,
+        webhook: hook.into(),
+        event_id,
+        event_kind: EventKind::WorkflowFailed,
+        body: format!(
+            r#"{{"id":{event_id},  "kind":"workflow_failed","note":"kept byte for byte"}}"#
+        ),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: t(next_attempt),
+        last_status: None,
+        last_error: None,
+        created_at: t(1),
+        delivered_at: None,
+    }
+}
+
+async fn webhooks_crud(store: Arc<dyn Store>) {
+    let a = webhook("alerts", 10);
+    let b = webhook("audit", 11);
+    store.put_webhook(&b).await.unwrap();
+    store.put_webhook(&a).await.unwrap();
+    let stored_hook = |mut w: Webhook| {
+        w.created_at = truncate_ms(w.created_at);
+        w
+    };
+    assert_eq!(
+        store.list_webhooks().await.unwrap(),
+        [stored_hook(a.clone()), stored_hook(b.clone())]
+    );
+    assert_eq!(
+        store.list_webhooks().await.unwrap()[0].sealed_secret,
+        "v1:sealed-alerts"
+    );
+    store
+        .enqueue_deliveries(&[delivery("alerts", 1, 5), delivery("audit", 1, 5)])
+        .await
+        .unwrap();
+
+    // Replacing keeps created_at (and the webhook's deliveries).
+    let mut a2 = a.clone();
+    a2.url = "http://127.0.0.1:9/new".into();
+    a2.events = vec!["*".into()];
+    a2.enabled = false;
+    a2.sealed_secret = "v1:rotated".into();
+    a2.created_at = t(99);
+    store.put_webhook(&a2).await.unwrap();
+    assert_eq!(
+        store.list_webhooks().await.unwrap()[0],
+        Webhook {
+            created_at: truncate_ms(a.created_at),
+            ..a2.clone()
+        }
+    );
+    assert_eq!(
+        store
+            .list_deliveries(Some("alerts"), 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Deleting a webhook deletes its deliveries, and only its.
+    store.delete_webhook("alerts").await.unwrap();
+    assert_eq!(
+        store.list_webhooks().await.unwrap(),
+        [stored_hook(b.clone())]
+    );
+    assert!(
+        store
+            .list_deliveries(Some("alerts"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let left = store.list_deliveries(None, 0).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].webhook, "audit");
+    assert_not_found(store.delete_webhook("alerts").await, "webhook", "alerts");
+    // Re-creating the name does not bring old deliveries back.
+    store.put_webhook(&a).await.unwrap();
+    assert!(
+        store
+            .list_deliveries(Some("alerts"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn deliveries_outbox(store: Arc<dyn Store>) {
+    store.put_webhook(&webhook("alerts", 1)).await.unwrap();
+    store.put_webhook(&webhook("audit", 1)).await.unwrap();
+    assert_eq!(store.enqueue_deliveries(&[]).await.unwrap(), []);
+    let batch = [
+        delivery("alerts", 1, 30),
+        delivery("audit", 1, 10),
+        delivery("alerts", 2, 20),
+        delivery("audit", 2, 40),
+    ];
+    let queued = store.enqueue_deliveries(&batch).await.unwrap();
+    assert!(queued.windows(2).all(|w| w[0].id < w[1].id), "{queued:?}");
+    for (q, d) in queued.iter().zip(&batch) {
+        assert_eq!(
+            *q,
+            Delivery {
+                id: q.id,
+                next_attempt_at: truncate_ms(d.next_attempt_at),
+                created_at: truncate_ms(d.created_at),
+                ..d.clone()
+            }
+        );
+    }
+    // Listing gives back exactly what enqueue returned, newest first.
+    let mut newest_first = queued.clone();
+    newest_first.reverse();
+    assert_eq!(store.list_deliveries(None, 0).await.unwrap(), newest_first);
+    assert_eq!(
+        store.list_deliveries(Some("audit"), 1).await.unwrap(),
+        [queued[3].clone()]
+    );
+
+    // Due: pending, next attempt at or before now, oldest first, at most limit.
+    let ids = |ds: Vec<Delivery>| ds.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.due_deliveries(t(5), 10).await.unwrap()),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        ids(store.due_deliveries(t(20), 10).await.unwrap()),
+        [queued[1].id, queued[2].id],
+        "at `now` exactly is due"
+    );
+    assert_eq!(
+        ids(store.due_deliveries(t(100), 10).await.unwrap()),
+        ids(queued.clone())
+    );
+    assert_eq!(
+        ids(store.due_deliveries(t(100), 2).await.unwrap()),
+        [queued[0].id, queued[1].id]
+    );
+
+    // Delivered and failed ones are never due again; a retry moves the time.
+    let mut done = queued[0].clone();
+    done.state = DeliveryState::Delivered;
+    done.attempts = 1;
+    done.last_status = Some(204);
+    done.delivered_at = Some(t(31));
+    store.update_delivery(&done).await.unwrap();
+    let mut gave_up = queued[1].clone();
+    gave_up.state = DeliveryState::Failed;
+    gave_up.attempts = 8;
+    gave_up.last_status = Some(503);
+    gave_up.last_error = Some("HTTP 503 Service Unavailable".into());
+    store.update_delivery(&gave_up).await.unwrap();
+    let mut retry = queued[2].clone();
+    retry.attempts = 1;
+    retry.next_attempt_at = t(60);
+    retry.last_error = Some("connection refused".into());
+    store.update_delivery(&retry).await.unwrap();
+    assert_eq!(
+        ids(store.due_deliveries(t(50), 10).await.unwrap()),
+        [queued[3].id]
+    );
+    assert_eq!(
+        store.due_deliveries(t(60), 10).await.unwrap(),
+        [
+            Delivery {
+                next_attempt_at: truncate_ms(t(60)),
+                ..retry.clone()
+            },
+            queued[3].clone()
+        ]
+    );
+    let listed = store.list_deliveries(None, 0).await.unwrap();
+    assert_eq!(
+        listed[3],
+        Delivery {
+            delivered_at: Some(truncate_ms(t(31))),
+            ..done.clone()
+        }
+    );
+    assert_eq!(listed[2], gave_up);
+
+    let mut ghost = done.clone();
+    ghost.id = queued[3].id + 1000;
+    assert_not_found(
+        store.update_delivery(&ghost).await,
+        "delivery",
+        &ghost.id.to_string(),
+    );
+    // A batch naming a missing webhook is refused whole.
+    assert_not_found(
+        store
+            .enqueue_deliveries(&[delivery("alerts", 3, 1), delivery("gone", 3, 1)])
+            .await,
+        "webhook",
+        "gone",
+    );
+    assert_eq!(store.list_deliveries(None, 0).await.unwrap().len(), 4);
+}
+
+async fn delete_machine_cascades_lifecycle(store: Arc<dyn Store>) {
+    let m = machine("gone-1", &["52:54:00:00:10:01"]);
+    let keep = machine("keep-1", &["52:54:00:00:10:02"]);
+    store.create_machine(&m).await.unwrap();
+    store.create_machine(&keep).await.unwrap();
+    let hash = "d".repeat(64);
+    for owner in [&m, &keep] {
+        let w = workflow(owner, "deploy", WorkflowState::Running, 10);
+        let mut c = change(owner, None, ProvisionState::Deploying, 11);
+        c.workflow = Some(w);
+        store.apply_lifecycle(&c).await.unwrap();
+    }
+    store
+        .put_agent_session(&session(&m, &hash, "10.0.0.31"))
+        .await
+        .unwrap();
+    let wf_of_m = store
+        .list_workflows(&WorkflowFilter {
+            machine: Some(m.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id;
+
+    store.delete_machine(m.id).await.unwrap();
+    assert_not_found(
+        store.get_workflow(wf_of_m).await,
+        "workflow",
+        &wf_of_m.to_string(),
+    );
+    assert_eq!(store.list_transitions(m.id, 0).await.unwrap(), []);
+    assert_eq!(store.list_agent_sessions().await.unwrap(), []);
+    assert_eq!(
+        store
+            .list_workflows(&WorkflowFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(transitions_of(&store, &keep).await.len(), 1);
+    // The deleted session's token hash is free again.
+    store
+        .put_agent_session(&session(&keep, &hash, "10.0.0.32"))
+        .await
+        .unwrap();
+}
+
 // ---------- every behaviour on every backend ----------
 
 macro_rules! backend_suite {
@@ -1105,6 +2097,15 @@ macro_rules! backend_suite {
                 templates_crud,
                 install_lifecycle,
                 install_menu_lifecycle,
+                lifecycle_compare_and_set,
+                lifecycle_intent_cancels_installs,
+                maintenance_and_facts,
+                transitions_order_and_limit,
+                workflows_put_get_list,
+                agent_sessions,
+                webhooks_crud,
+                deliveries_outbox,
+                delete_machine_cascades_lifecycle,
             );
         }
     };
@@ -1135,6 +2136,20 @@ async fn sqlite_reopen_keeps_data() {
 async fn postgres_reopen_keeps_data() {
     let db = TestDb::postgres().await;
     reopen_keeps_data(&db).await;
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn sqlite_workflow_corrupt_body() {
+    let db = TestDb::sqlite_file().await;
+    workflow_corrupt_body(&db).await;
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn postgres_workflow_corrupt_body() {
+    let db = TestDb::postgres().await;
+    workflow_corrupt_body(&db).await;
     db.finish().await;
 }
 

@@ -223,6 +223,7 @@ fn intent_text(intent: &BootIntent) -> String {
         BootIntent::Profile { name: None } => "profile (by selector)".into(),
         BootIntent::Menu(m) => format!("menu ({} entries)", m.entries.len()),
         BootIntent::Install { os, .. } => format!("install {os}"),
+        BootIntent::Agent { .. } => "agent".into(),
     }
 }
 

@@ -11,6 +11,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rackboot";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The OS catalog (imported installation trees), under the state directory.
 pub const OS_DIR: &str = "os";
+/// The agent's RAM-disk (`rackboot ramdisk build`), in the state directory.
+pub const RAMDISK_DIR: &str = "ramdisk";
+/// The image catalog (`rackboot image import`), in the state directory.
+pub const IMAGES_DIR: &str = "images";
 
 /// `rackboot serve --config FILE`. Every section is optional; see docs/config.md
 /// and the examples in examples/ (each is parsed by a test).

@@ -249,9 +249,10 @@ impl Server {
         let os_dir = config.state_dir.join(crate::config::OS_DIR);
         std::fs::create_dir_all(&os_dir)
             .with_context(|| format!("creating the OS catalog {}", os_dir.display()))?;
-        let inventory =
-            rackboot_boot::Inventory::load_with_os_catalog(store.clone(), Some(os_dir.clone()))
+        let fleet =
+            rackboot_fleet::Fleet::load(store.clone(), Some(os_dir.clone()), events.clone())
                 .await?;
+        let inventory = fleet.inventory().clone();
 
         // Bind everything before starting anything, so a port in use fails the
         // start instead of leaving half a server running.
@@ -298,13 +299,21 @@ impl Server {
         if !boot_config.loader_dir.is_dir() && Path::new("/usr/lib/ipxe").is_dir() {
             boot_config.loader_dir = PathBuf::from("/usr/lib/ipxe");
         }
+        if boot_config.ramdisk_dir.is_none() {
+            boot_config.ramdisk_dir = Some(config.state_dir.join(crate::config::RAMDISK_DIR));
+        }
+        if boot_config.images_dir.is_none() {
+            boot_config.images_dir = Some(config.state_dir.join(crate::config::IMAGES_DIR));
+        }
         // One key seals BMC passwords and install secrets (Windows passwords).
         let secret_key = Arc::new(crate::config::secret_key(&config.state_dir)?);
-        let boot = rackboot_boot::BootService::with_secret_key(
-            inventory.clone(),
+        // Filled by the DHCP server; agent tokens are bound to these addresses.
+        let bound_leases = rackboot_core::BoundLeases::default();
+        let boot = rackboot_boot::BootService::with_parts(
+            fleet.clone(),
             boot_config.clone(),
-            events.clone(),
             Some(secret_key.clone()),
+            bound_leases.clone(),
         )
         .context("in [boot]")?;
 
@@ -341,8 +350,7 @@ impl Server {
         let mut services = Vec::new();
         if let Some(listener) = http_listener {
             let mut api_state = rackboot_api::ApiState::new(
-                inventory.clone(),
-                events.clone(),
+                fleet.clone(),
                 rackboot_api::AuthConfig::new([admin_token.clone()]),
             );
             api_state.metrics = metrics.clone();
@@ -385,14 +393,15 @@ impl Server {
         }
 
         if let (Some(sockets), Some(dhcp)) = (dhcp_sockets, config.dhcp.clone()) {
-            let (store, hub, responder, stop) = (
+            let (store, hub, responder, bound, stop) = (
                 store.clone(),
                 events.clone(),
                 boot.clone(),
+                bound_leases.clone(),
                 shutdown.clone(),
             );
             tasks.spawn(async move {
-                rackboot_dhcp::run(sockets, dhcp, store, hub, responder, stop)
+                rackboot_dhcp::run(sockets, dhcp, store, hub, responder, bound, stop)
                     .await
                     .context("DHCP server")
             });

@@ -11,8 +11,8 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use rackboot_api::{ApiState, AuthConfig, router};
-use rackboot_boot::Inventory;
 use rackboot_core::{Event, EventHub, NewEvent};
+use rackboot_fleet::Fleet;
 use rackboot_store::{EventFilter, Store};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -44,10 +44,10 @@ impl Harness {
         let store = rackboot_store::open_sqlite_in_memory()
             .await
             .expect("store");
-        let inventory = Inventory::load_with_os_catalog(store.clone(), os_dir)
-            .await
-            .expect("inventory");
         let (hub, mut queue) = EventHub::new(capacity);
+        let fleet = Fleet::load(store.clone(), os_dir, hub.clone())
+            .await
+            .expect("fleet");
         let persist_store = store.clone();
         let persist_hub = hub.clone();
         tokio::spawn(async move {
@@ -59,11 +59,7 @@ impl Harness {
                 persist_hub.publish(stored);
             }
         });
-        let state = ApiState::new(
-            inventory,
-            hub.clone(),
-            AuthConfig::new([TOKEN, "second-token"]),
-        );
+        let state = ApiState::new(fleet, AuthConfig::new([TOKEN, "second-token"]));
         Harness { state, store, hub }
     }
 

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use rackboot_boot::{BootConfig, BootService, Inventory};
+use rackboot_boot::{BootConfig, BootService, Fleet};
 use rackboot_core::{
-    BootIntent, Event, EventHub, EventPersistQueue, InstallRequest, InstallState, InstallTemplate,
-    Lease, LoaderKind, MacAddr, Machine, MachineId, NewEvent, Profile, Selector,
+    AgentSession, BootIntent, Delivery, Event, EventHub, EventPersistQueue, Facts, InstallRequest,
+    InstallState, InstallTemplate, Lease, LoaderKind, MacAddr, Machine, MachineId, Maintenance,
+    NewEvent, Profile, Selector, Transition, Webhook, Workflow, WorkflowId,
 };
-use rackboot_store::{EventFilter, Result, Store, StoreError};
+use rackboot_store::{EventFilter, LifecycleChange, Result, Store, StoreError, WorkflowFilter};
 
 #[derive(Default)]
 pub struct MemStore {
@@ -241,6 +242,81 @@ impl Store for MemStore {
         }
         Ok((install, true))
     }
+
+    // Lifecycle, workflows, webhooks: the boot tests never reach these (the
+    // fleet only reads agent sessions at load); anything else says so.
+    async fn apply_lifecycle(&self, _change: &LifecycleChange) -> Result<()> {
+        Err(unsupported("lifecycle"))
+    }
+    async fn set_maintenance(
+        &self,
+        _machine: MachineId,
+        _maintenance: Option<&Maintenance>,
+        _transition: &Transition,
+    ) -> Result<()> {
+        Err(unsupported("maintenance"))
+    }
+    async fn list_transitions(&self, _machine: MachineId, _limit: u32) -> Result<Vec<Transition>> {
+        Ok(Vec::new())
+    }
+    async fn set_facts(
+        &self,
+        _machine: MachineId,
+        _facts: &Facts,
+        _at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        Err(unsupported("facts"))
+    }
+    async fn put_workflow(&self, _workflow: &Workflow) -> Result<()> {
+        Err(unsupported("workflows"))
+    }
+    async fn get_workflow(&self, id: WorkflowId) -> Result<Workflow> {
+        Err(not_found("workflow", id))
+    }
+    async fn list_workflows(&self, _filter: &WorkflowFilter) -> Result<Vec<Workflow>> {
+        Ok(Vec::new())
+    }
+    async fn put_agent_session(&self, _session: &AgentSession) -> Result<()> {
+        Err(unsupported("agent sessions"))
+    }
+    async fn list_agent_sessions(&self) -> Result<Vec<AgentSession>> {
+        Ok(Vec::new())
+    }
+    async fn delete_agent_session(&self, machine: MachineId) -> Result<()> {
+        Err(not_found("agent session", machine))
+    }
+    async fn put_webhook(&self, _webhook: &Webhook) -> Result<()> {
+        Err(unsupported("webhooks"))
+    }
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        Ok(Vec::new())
+    }
+    async fn delete_webhook(&self, name: &str) -> Result<()> {
+        Err(not_found("webhook", name))
+    }
+    async fn enqueue_deliveries(&self, _deliveries: &[Delivery]) -> Result<Vec<Delivery>> {
+        Err(unsupported("deliveries"))
+    }
+    async fn due_deliveries(
+        &self,
+        _now: chrono::DateTime<chrono::Utc>,
+        _limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        Ok(Vec::new())
+    }
+    async fn update_delivery(&self, delivery: &Delivery) -> Result<()> {
+        Err(not_found("delivery", delivery.id))
+    }
+    async fn list_deliveries(&self, _webhook: Option<&str>, _limit: u32) -> Result<Vec<Delivery>> {
+        Ok(Vec::new())
+    }
+}
+
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Corrupt {
+        table: "memstore",
+        detail: format!("the boot tests' MemStore does not keep {what}"),
+    }
 }
 
 pub fn mac(s: &str) -> MacAddr {
@@ -259,6 +335,12 @@ pub fn machine(name: &str, mac_str: &str, intent: BootIntent) -> Machine {
         labels: Default::default(),
         intent,
         bmc: None,
+        state: Default::default(),
+        state_reason: None,
+        state_changed_at: None,
+        maintenance: None,
+        facts: None,
+        facts_at: None,
         created_at: t,
         updated_at: t,
     }
@@ -313,10 +395,10 @@ pub struct Fixture {
 
 pub async fn fixture(store: MemStore, config: BootConfig) -> Fixture {
     let store = Arc::new(store);
-    let inventory = Inventory::load(store.clone()).await.unwrap();
     let (hub, queue) = EventHub::new(4096);
     let events = collect_events(queue);
-    let service = BootService::new(inventory, config, hub).unwrap();
+    let fleet = Fleet::load(store.clone(), None, hub).await.unwrap();
+    let service = BootService::new(fleet, config).unwrap();
     Fixture {
         store,
         service,

@@ -316,10 +316,85 @@ impl Store for MemStore {
     ) -> rackboot_store::Result<(rackboot_core::InstallRequest, bool)> {
         Err(unsupported("install"))
     }
+    async fn apply_lifecycle(&self, _: &rackboot_store::LifecycleChange) -> R<()> {
+        Err(unsupported("lifecycle"))
+    }
+    async fn set_maintenance(
+        &self,
+        _: MachineId,
+        _: Option<&rackboot_core::Maintenance>,
+        _: &rackboot_core::Transition,
+    ) -> R<()> {
+        Err(unsupported("maintenance"))
+    }
+    async fn list_transitions(&self, _: MachineId, _: u32) -> R<Vec<rackboot_core::Transition>> {
+        Ok(vec![])
+    }
+    async fn set_facts(
+        &self,
+        _: MachineId,
+        _: &rackboot_core::Facts,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> R<()> {
+        Err(unsupported("facts"))
+    }
+    async fn put_workflow(&self, _: &rackboot_core::Workflow) -> R<()> {
+        Err(unsupported("workflow"))
+    }
+    async fn get_workflow(&self, _: rackboot_core::WorkflowId) -> R<rackboot_core::Workflow> {
+        Err(unsupported("workflow"))
+    }
+    async fn list_workflows(
+        &self,
+        _: &rackboot_store::WorkflowFilter,
+    ) -> R<Vec<rackboot_core::Workflow>> {
+        Ok(vec![])
+    }
+    async fn put_agent_session(&self, _: &rackboot_core::AgentSession) -> R<()> {
+        Err(unsupported("agent session"))
+    }
+    async fn list_agent_sessions(&self) -> R<Vec<rackboot_core::AgentSession>> {
+        Ok(vec![])
+    }
+    async fn delete_agent_session(&self, _: MachineId) -> R<()> {
+        Err(unsupported("agent session"))
+    }
+    async fn put_webhook(&self, _: &rackboot_core::Webhook) -> R<()> {
+        Err(unsupported("webhook"))
+    }
+    async fn list_webhooks(&self) -> R<Vec<rackboot_core::Webhook>> {
+        Ok(vec![])
+    }
+    async fn delete_webhook(&self, _: &str) -> R<()> {
+        Err(unsupported("webhook"))
+    }
+    async fn enqueue_deliveries(
+        &self,
+        _: &[rackboot_core::Delivery],
+    ) -> R<Vec<rackboot_core::Delivery>> {
+        Err(unsupported("delivery"))
+    }
+    async fn due_deliveries(
+        &self,
+        _: chrono::DateTime<chrono::Utc>,
+        _: u32,
+    ) -> R<Vec<rackboot_core::Delivery>> {
+        Ok(vec![])
+    }
+    async fn update_delivery(&self, _: &rackboot_core::Delivery) -> R<()> {
+        Err(unsupported("delivery"))
+    }
+    async fn list_deliveries(&self, _: Option<&str>, _: u32) -> R<Vec<rackboot_core::Delivery>> {
+        Ok(vec![])
+    }
 }
+
+type R<T> = rackboot_store::Result<T>;
 
 /// A running server and what it writes to.
 pub struct Running {
+    /// What the server reports as bound, by MAC (boot HTTP binds agent tokens to it).
+    pub bound: rackboot_core::BoundLeases,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), rackboot_dhcp::DhcpError>>,
     pub events: tokio::sync::broadcast::Receiver<Event>,
@@ -337,15 +412,18 @@ pub fn start(sockets: DhcpSockets, config: DhcpConfig, store: Arc<dyn Store>) ->
     let events = hub.subscribe();
     tokio::spawn(queue.run_unpersisted(hub.clone()));
     let shutdown = CancellationToken::new();
+    let bound = rackboot_core::BoundLeases::default();
     let task = tokio::spawn(rackboot_dhcp::run(
         sockets,
         config,
         store,
         hub,
         Arc::new(TestBoot),
+        bound.clone(),
         shutdown.clone(),
     ));
     Running {
+        bound,
         shutdown,
         task,
         events,

@@ -1,6 +1,7 @@
 //! An in-memory copy of machines, profiles and selectors, so DHCP, TFTP and boot
-//! HTTP answer from memory during a boot storm. Writers go through the store and
-//! then call [`Inventory::reload`]; readers take a cheap [`Snapshot`].
+//! HTTP answer from memory during a boot storm. [`crate::Fleet`] writes the
+//! store and then calls [`Inventory::reload`] or [`Inventory::reload_machine`];
+//! readers take a cheap [`Snapshot`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub struct Snapshot {
     pub os: HashMap<String, OsRelease>,
     by_mac: HashMap<MacAddr, usize>,
     by_uuid: HashMap<uuid::Uuid, usize>,
+    by_id: HashMap<MachineId, usize>,
 }
 
 impl Snapshot {
@@ -51,7 +53,9 @@ impl Snapshot {
     ) -> Snapshot {
         let mut by_mac = HashMap::new();
         let mut by_uuid = HashMap::new();
+        let mut by_id = HashMap::with_capacity(machines.len());
         for (i, m) in machines.iter().enumerate() {
+            by_id.insert(m.id, i);
             for mac in &m.macs {
                 by_mac.insert(*mac, i);
             }
@@ -67,7 +71,12 @@ impl Snapshot {
             os,
             by_mac,
             by_uuid,
+            by_id,
         }
+    }
+
+    pub fn machine_by_id(&self, id: MachineId) -> Option<&Machine> {
+        self.by_id.get(&id).map(|&i| self.machines[i].as_ref())
     }
 
     pub fn machine_by_mac(&self, mac: MacAddr) -> Option<&Machine> {

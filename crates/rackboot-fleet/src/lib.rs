@@ -1,0 +1,153 @@
+//! The fleet service layer. Every write to machines, profiles, selectors,
+//! installs, the lifecycle, workflows and agent sessions goes through
+//! [`Fleet`], which in one place
+//! 1. checks the request (names, MACs, labels, intents, uniqueness),
+//! 2. writes the store (one transaction where several rows change together),
+//! 3. updates the in-memory [`Snapshot`] that DHCP, TFTP and boot HTTP answer from,
+//! 4. records the event (and, for lifecycle changes, the transition) with who
+//!    asked.
+//!
+//! The API, the boot HTTP handlers, the agent endpoints and the workflow
+//! engine are adapters that call it; none of them writes the store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rackboot_core::{EventHub, Machine, NewEvent};
+use rackboot_store::{Store, StoreError};
+
+mod agents;
+mod catalog;
+mod installs;
+pub mod inventory;
+mod lifecycle;
+mod machines;
+mod workflows;
+
+pub use agents::{AgentAuthError, IssuedToken, token_sha256};
+pub use installs::InstallCompletion;
+pub use inventory::{Inventory, Snapshot};
+pub use lifecycle::transition;
+pub use machines::{DiscoveryOutcome, check_intent};
+
+/// Who asked for a change: recorded in events (`data.who`) and transitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// An API request; `token` names the API token when tokens are named.
+    pub fn api(token: Option<&str>) -> Actor {
+        match token {
+            Some(name) => Actor(format!("api:{name}")),
+            None => Actor("api".into()),
+        }
+    }
+
+    pub fn engine() -> Actor {
+        Actor("engine".into())
+    }
+
+    pub fn agent() -> Actor {
+        Actor("agent".into())
+    }
+
+    /// A network service acting on what a machine sent (discovery, the
+    /// installer's callback).
+    pub fn service(name: &str) -> Actor {
+        Actor(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a fleet operation was refused or failed. Adapters map these to their
+/// protocol (the API: 400, 404, 409, 503).
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// A value the caller gave is wrong; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request clashes with what exists (a taken name or MAC, a machine in
+    /// the wrong state for a workflow).
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for FleetError {
+    fn from(e: StoreError) -> FleetError {
+        match e {
+            StoreError::NotFound { .. } => FleetError::NotFound(e.to_string()),
+            StoreError::Conflict(m) => FleetError::Conflict(m),
+            other => FleetError::Store(other),
+        }
+    }
+}
+
+pub type Result<T, E = FleetError> = std::result::Result<T, E>;
+
+/// The fleet: the store, the snapshot built from it, the event hub, and the
+/// live agent sessions.
+pub struct Fleet {
+    inventory: Arc<Inventory>,
+    events: EventHub,
+    agents: agents::Sessions,
+}
+
+impl Fleet {
+    /// Loads the snapshot (and the OS catalog in `os_dir`) and the agent sessions.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        os_dir: Option<PathBuf>,
+        events: EventHub,
+    ) -> Result<Arc<Fleet>, StoreError> {
+        let inventory = Inventory::load_with_os_catalog(store.clone(), os_dir).await?;
+        let agents = agents::Sessions::load(store.as_ref()).await?;
+        Ok(Arc::new(Fleet {
+            inventory,
+            events,
+            agents,
+        }))
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.inventory.store()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inventory.snapshot()
+    }
+
+    pub fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    /// Emits an event that changes nothing in the store (progress, a file served).
+    pub fn emit(&self, event: NewEvent) {
+        self.events.emit(event);
+    }
+}
+
+/// `event` with the machine and its boot MAC attached.
+pub fn on_machine(event: NewEvent, machine: &Machine) -> NewEvent {
+    let event = event.machine(machine.id);
+    match machine.macs.first() {
+        Some(mac) => event.mac(*mac),
+        None => event,
+    }
+}
