@@ -13,6 +13,11 @@
 //! - [`hash_root_password`]: SHA-512 crypt at input time; templates only see
 //!   hashes. Windows needs its password at render time: see [`password`].
 //!
+//! - [`render_target_network`] / [`render_nocloud_seed`]: the same network
+//!   ([`NetworkVars`], the network part of [`InstallVars`]) as files for a
+//!   deployed image's root file system, per [`TargetFamily`], or as a
+//!   cloud-init NoCloud seed. See [`netconfig`].
+//!
 //! Every installer's last step POSTs to `callback_url` (retrying); see
 //! each template's end. The template variables are documented in
 //! [`context`].
@@ -21,6 +26,7 @@ pub mod boot;
 pub mod check;
 pub mod context;
 mod error;
+pub mod netconfig;
 pub mod password;
 mod render;
 pub mod sample;
@@ -31,12 +37,17 @@ pub use boot::{
     kernel_args,
 };
 pub use error::{PasswordError, RenderError, TemplateError, TemplateErrorKind};
+pub use netconfig::{
+    SeedInput, TargetFamily, TargetFile, render_nocloud_seed, render_target_network,
+    target_cleanup_paths,
+};
 pub use password::{encode_windows_password, hash_root_password};
 pub use render::{
     BUILTIN_TEMPLATES, BuiltinTemplate, Companion, FUEL, Rendered, TemplateChoice,
     builtin_template, file_name, render, validate_template,
 };
 pub use vars::{
-    BondConfig, BondMode, DiskSelector, EXAMPLE_VARS_JSON, InstallVars, Ipv4Config, NicConfig,
-    PartitionLayout, RenderSecrets, Repository, VlanConfig, WindowsFirmware, WindowsVars,
+    BondConfig, BondMode, DiskSelector, EXAMPLE_NETWORK_JSON, EXAMPLE_VARS_JSON, InstallVars,
+    Ipv4Config, NetworkVars, NicConfig, PartitionLayout, RenderSecrets, Repository, VlanConfig,
+    WindowsFirmware, WindowsVars,
 };

@@ -25,6 +25,7 @@ pub fn sample_machine(family: OsFamily) -> (&'static str, InstallVars, RenderSec
     };
     let mut nics = vec![NicConfig {
         mac: "52:54:00:aa:00:01".parse().expect("static MAC"),
+        name: None,
         ipv4: Ipv4Config::Static {
             address: [10, 20, 0, 11].into(),
             prefix: 24,
@@ -36,6 +37,7 @@ pub fn sample_machine(family: OsFamily) -> (&'static str, InstallVars, RenderSec
     if family != OsFamily::Esxi {
         nics.push(NicConfig {
             mac: "52:54:00:aa:00:02".parse().expect("static MAC"),
+            name: None,
             ipv4: Ipv4Config::Dhcp,
             mtu: None,
         });

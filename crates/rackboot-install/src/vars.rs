@@ -88,6 +88,172 @@ pub struct InstallVars {
     pub windows: Option<WindowsVars>,
 }
 
+/// The network part of [`InstallVars`] (the same fields, the same JSON), for
+/// deployed images: [`crate::render_target_network`] writes it as the
+/// installed system's configuration, [`crate::render_nocloud_seed`] as a
+/// cloud-init NoCloud seed. Interface naming rules: see [`NicConfig`]; IPv4
+/// only (IPv6 is left at each system's default on addressed interfaces).
+///
+/// JSON: see [`EXAMPLE_NETWORK_JSON`] (unknown keys are rejected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkVars {
+    /// Short host name (one RFC 1123 label). Required.
+    pub hostname: String,
+    /// DNS domain; the FQDN is `hostname.domain` when set. It is also the
+    /// search domain of interfaces with static DNS servers.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Physical NICs (see [`NicConfig`] for how they are named). At least one
+    /// interface (NIC, bond or VLAN) must carry an IPv4 configuration.
+    #[serde(default)]
+    pub nics: Vec<NicConfig>,
+    /// Bonds of NICs chosen by MAC; members need not be listed in `nics`.
+    #[serde(default)]
+    pub bonds: Vec<BondConfig>,
+    /// VLANs on a NIC (by MAC) or a bond (by name), named `PARENT.ID` in the
+    /// installed system (`bond0.100`, `lan0.200`): at most 15 bytes.
+    #[serde(default)]
+    pub vlans: Vec<VlanConfig>,
+}
+
+/// A rich example network (a static NIC pinned by MAC, a named DHCP NIC with
+/// jumbo frames, an LACP bond carrying a static VLAN, a DHCP VLAN on the
+/// static NIC), parsed and rendered in tests.
+pub const EXAMPLE_NETWORK_JSON: &str = include_str!("../examples/network.json");
+
+/// A physical NIC as the installed system sees it: every entry of `nics` in
+/// order, then the bond members not in `nics` (they carry no address and take
+/// their bond's MTU).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InstalledLink<'a> {
+    /// `NicConfig::name`, or `lan<i>`.
+    pub name: String,
+    pub mac: MacAddr,
+    /// No name was given: match the MAC and give the NIC `name`.
+    pub pinned: bool,
+    pub ipv4: &'a Ipv4Config,
+    pub mtu: Option<u16>,
+    /// The bond this NIC is a member of.
+    pub bond: Option<&'a BondConfig>,
+}
+
+impl NetworkVars {
+    /// The fully qualified name, or the bare host name without a domain.
+    pub fn fqdn(&self) -> String {
+        match &self.domain {
+            Some(d) => format!("{}.{d}", self.hostname),
+            None => self.hostname.clone(),
+        }
+    }
+
+    /// Checks every value as [`InstallVars::validate`] does for the network
+    /// (same rules, same error names), and that the names the installed system
+    /// will use are usable: NIC names (given or `lan<i>`), bond names and VLAN
+    /// names (`PARENT.ID`) all distinct and at most 15 bytes.
+    pub fn validate(&self) -> Result<(), RenderError> {
+        check_hostname(&self.hostname)?;
+        check_domain(self.domain.as_deref())?;
+        check_links(&self.nics, &self.bonds, &self.vlans)?;
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut claim = |field: String, name: String| {
+            if name.len() > 15 {
+                return Err(invalid(
+                    field,
+                    format!("interface name {name:?} is longer than 15 bytes"),
+                ));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(invalid(
+                    field,
+                    format!("interface name {name:?} is used twice in the installed system"),
+                ));
+            }
+            Ok(())
+        };
+        for (i, link) in self.installed_links().into_iter().enumerate() {
+            let field = if i < self.nics.len() {
+                format!("nics[{i}].name")
+            } else {
+                format!("bonds (member {})", link.mac)
+            };
+            claim(field, link.name)?;
+        }
+        for (i, bond) in self.bonds.iter().enumerate() {
+            claim(format!("bonds[{i}].name"), bond.name.clone())?;
+        }
+        for (i, vlan) in self.vlans.iter().enumerate() {
+            claim(format!("vlans[{i}]"), self.vlan_name(vlan))?;
+        }
+        Ok(())
+    }
+
+    /// Every physical NIC with its installed-system name (see [`NicConfig`]).
+    pub(crate) fn installed_links(&self) -> Vec<InstalledLink<'_>> {
+        let bond_of = |mac: MacAddr| self.bonds.iter().find(|b| b.members.contains(&mac));
+        let mut links: Vec<InstalledLink<'_>> = self
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, nic)| InstalledLink {
+                name: nic.name.clone().unwrap_or_else(|| format!("lan{i}")),
+                mac: nic.mac,
+                pinned: nic.name.is_none(),
+                ipv4: &nic.ipv4,
+                mtu: nic.mtu.or_else(|| bond_of(nic.mac).and_then(|b| b.mtu)),
+                bond: bond_of(nic.mac),
+            })
+            .collect();
+        for bond in &self.bonds {
+            for mac in &bond.members {
+                if links.iter().all(|l| l.mac != *mac) {
+                    links.push(InstalledLink {
+                        name: format!("lan{}", links.len()),
+                        mac: *mac,
+                        pinned: true,
+                        ipv4: &Ipv4Config::None,
+                        mtu: bond.mtu,
+                        bond: Some(bond),
+                    });
+                }
+            }
+        }
+        links
+    }
+
+    /// The installed-system name of a VLAN's parent: a NIC's name (given or
+    /// `lan<i>`) when `parent` is a MAC, else the bond's name.
+    pub(crate) fn vlan_parent_name(&self, vlan: &VlanConfig) -> String {
+        match vlan.parent.parse::<MacAddr>() {
+            Ok(mac) => self
+                .installed_links()
+                .into_iter()
+                .find(|l| l.mac == mac)
+                .map(|l| l.name)
+                .unwrap_or_else(|| vlan.parent.clone()),
+            Err(_) => vlan.parent.clone(),
+        }
+    }
+
+    /// `PARENT.ID`, the VLAN interface's name in the installed system.
+    pub(crate) fn vlan_name(&self, vlan: &VlanConfig) -> String {
+        format!("{}.{}", self.vlan_parent_name(vlan), vlan.id)
+    }
+}
+
+impl InstallVars {
+    /// The network part of these variables, for a deployed image.
+    pub fn network(&self) -> NetworkVars {
+        NetworkVars {
+            hostname: self.hostname.clone(),
+            domain: self.domain.clone(),
+            nics: self.nics.clone(),
+            bonds: self.bonds.clone(),
+            vlans: self.vlans.clone(),
+        }
+    }
+}
+
 fn default_timezone() -> String {
     "Etc/UTC".into()
 }
@@ -99,10 +265,31 @@ fn default_keyboard() -> String {
 }
 
 /// One physical NIC.
+///
+/// How it is named in a deployed image's configuration (see
+/// [`crate::render_target_network`] and [`crate::render_nocloud_seed`]):
+/// - with `name`, every file refers to the NIC by that name (its bond's member
+///   list, its VLANs' parent), and nothing matches its MAC: the name must be
+///   the one the installed system's kernel/udev gives the NIC (`eno1`);
+/// - without `name`, the NIC is pinned by its MAC and named `lan<i>`, `i`
+///   being its index in `nics` (bond members not listed in `nics` follow as
+///   `lan<len(nics)>`, `lan<len(nics)+1>`, ... in bond order). Formats that can
+///   match a MAC do so (netplan `match: macaddress` + `set-name`, NetworkManager
+///   `mac-address`, RHEL ifcfg `HWADDR`); for ifupdown (Debian) and wicked
+///   (SUSE), which configure interfaces by name only, a systemd `.link` file
+///   (`/etc/systemd/network/10-rackboot-lan<i>.link`) makes udev give the NIC
+///   with that MAC the name `lan<i>`.
+///
+/// Installer templates ([`crate::render`]) ignore `name`: they call links
+/// `nic0`, `nic1`, ... and match them by MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NicConfig {
     pub mac: MacAddr,
+    /// The interface name in the installed system (letters, digits, '_',
+    /// '-', at most 15 bytes); absent: pinned by MAC as `lan<i>` (see above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Address configuration; `none` brings the link up without an address.
     #[serde(default)]
     pub ipv4: Ipv4Config,
@@ -308,13 +495,13 @@ impl std::fmt::Debug for RenderSecrets {
 /// templates/windows.xml).
 const WINDOWS_POST_PREFIX_LEN: usize = 62;
 
-fn missing(name: &str) -> RenderError {
+pub(crate) fn missing(name: &str) -> RenderError {
     RenderError::MissingValue {
         name: name.to_string(),
     }
 }
 
-fn invalid(name: impl Into<String>, reason: impl Into<String>) -> RenderError {
+pub(crate) fn invalid(name: impl Into<String>, reason: impl Into<String>) -> RenderError {
     RenderError::InvalidValue {
         name: name.into(),
         reason: reason.into(),
@@ -336,13 +523,13 @@ fn is_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_simple_token(s: &str, extra: &[u8]) -> bool {
+pub(crate) fn is_simple_token(s: &str, extra: &[u8]) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
-fn check_http_url(name: &str, value: &str) -> Result<url::Url, RenderError> {
+pub(crate) fn check_http_url(name: &str, value: &str) -> Result<url::Url, RenderError> {
     let url = url::Url::parse(value).map_err(|e| invalid(name, format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(name, "must be an http:// or https:// URL"));
@@ -408,6 +595,187 @@ fn check_mtu(name: &str, mtu: Option<u16>) -> Result<(), RenderError> {
     }
 }
 
+fn check_hostname(hostname: &str) -> Result<(), RenderError> {
+    if hostname.is_empty() {
+        return Err(missing("hostname"));
+    }
+    if !is_label(hostname) {
+        return Err(invalid(
+            "hostname",
+            "must be one DNS label: letters, digits and '-', at most 63, not starting or ending with '-'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_domain(domain: Option<&str>) -> Result<(), RenderError> {
+    if let Some(domain) = domain
+        && (domain.len() > 253 || !domain.split('.').all(is_label))
+    {
+        return Err(invalid("domain", "must be dot-separated DNS labels"));
+    }
+    Ok(())
+}
+
+/// Each key must be one line `TYPE BASE64 [comment]` without characters that
+/// would need quoting in shell, YAML or XML. Errors name
+/// `ssh_authorized_keys[i]`.
+pub(crate) fn check_ssh_keys(keys: &[String]) -> Result<(), RenderError> {
+    for (i, key) in keys.iter().enumerate() {
+        let mut parts = key.split_whitespace();
+        let (Some(kind), Some(_blob)) = (parts.next(), parts.next()) else {
+            return Err(invalid(
+                format!("ssh_authorized_keys[{i}]"),
+                "expected `TYPE BASE64 [comment]`",
+            ));
+        };
+        if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
+            || key
+                .chars()
+                .any(|c| c.is_control() || "'\"`\\<>$".contains(c))
+        {
+            return Err(invalid(
+                format!("ssh_authorized_keys[{i}]"),
+                "not a single-line OpenSSH public key (no quotes, backslashes or '$')",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A Linux interface name rackboot accepts: letters, digits, '_', '-', at
+/// most 15 bytes (IFNAMSIZ - 1), not `lo`. No '.', which marks VLANs.
+pub(crate) fn is_interface_name(s: &str) -> bool {
+    is_simple_token(s, b"_-") && s.len() <= 15 && s != "lo"
+}
+
+/// The family-independent checks of a network (NICs, bonds, VLANs), shared by
+/// [`InstallVars::validate`] and [`NetworkVars::validate`]. Returns how many
+/// interfaces carry an address (at least one).
+fn check_links(
+    nics: &[NicConfig],
+    bonds: &[BondConfig],
+    vlans: &[VlanConfig],
+) -> Result<usize, RenderError> {
+    let mut macs = BTreeSet::new();
+    for (i, nic) in nics.iter().enumerate() {
+        if !macs.insert(nic.mac) {
+            return Err(invalid(
+                format!("nics[{i}].mac"),
+                format!("{} is listed twice", nic.mac),
+            ));
+        }
+        check_ipv4(&format!("nics[{i}].ipv4"), &nic.ipv4)?;
+        check_mtu(&format!("nics[{i}]"), nic.mtu)?;
+        if let Some(name) = &nic.name {
+            if !is_interface_name(name) {
+                return Err(invalid(
+                    format!("nics[{i}].name"),
+                    "letters, digits, '_', '-', at most 15 bytes, not \"lo\"",
+                ));
+            }
+            if nics[..i].iter().any(|n| n.name.as_deref() == Some(name)) {
+                return Err(invalid(
+                    format!("nics[{i}].name"),
+                    format!("{name:?} is the name of another NIC"),
+                ));
+            }
+        }
+    }
+    let mut bond_names = BTreeSet::new();
+    let mut members = BTreeSet::new();
+    for (i, bond) in bonds.iter().enumerate() {
+        if !is_simple_token(&bond.name, b"_-") || bond.name.len() > 15 {
+            return Err(invalid(
+                format!("bonds[{i}].name"),
+                "letters, digits, '_', '-', at most 15 bytes",
+            ));
+        }
+        if !bond_names.insert(bond.name.as_str()) {
+            return Err(invalid(
+                format!("bonds[{i}].name"),
+                format!("duplicate bond {:?}", bond.name),
+            ));
+        }
+        if nics
+            .iter()
+            .any(|n| n.name.as_deref() == Some(bond.name.as_str()))
+        {
+            return Err(invalid(
+                format!("bonds[{i}].name"),
+                format!("{:?} is also a NIC's name", bond.name),
+            ));
+        }
+        if bond.members.is_empty() {
+            return Err(missing(&format!("bonds[{i}].members")));
+        }
+        for m in &bond.members {
+            if !members.insert(*m) {
+                return Err(invalid(
+                    format!("bonds[{i}].members"),
+                    format!("{m} is in more than one bond"),
+                ));
+            }
+            if let Some(nic) = nics.iter().find(|n| n.mac == *m)
+                && nic.ipv4.is_configured()
+            {
+                return Err(invalid(
+                    format!("bonds[{i}].members"),
+                    format!("{m} is a bond member and also has its own ipv4 in nics"),
+                ));
+            }
+        }
+        check_ipv4(&format!("bonds[{i}].ipv4"), &bond.ipv4)?;
+        check_mtu(&format!("bonds[{i}]"), bond.mtu)?;
+    }
+    let mut vlan_keys = BTreeSet::new();
+    for (i, vlan) in vlans.iter().enumerate() {
+        if !(1..=4094).contains(&vlan.id) {
+            return Err(invalid(format!("vlans[{i}].id"), "must be 1..=4094"));
+        }
+        let parent_ok = match vlan.parent.parse::<MacAddr>() {
+            Ok(mac) => macs.contains(&mac) || members.contains(&mac),
+            Err(_) => bond_names.contains(vlan.parent.as_str()),
+        };
+        if !parent_ok {
+            return Err(invalid(
+                format!("vlans[{i}].parent"),
+                format!(
+                    "{:?} is neither a NIC MAC in nics nor a bond name",
+                    vlan.parent
+                ),
+            ));
+        }
+        if vlan
+            .parent
+            .parse::<MacAddr>()
+            .is_ok_and(|m| members.contains(&m))
+        {
+            return Err(invalid(
+                format!("vlans[{i}].parent"),
+                "a VLAN on a bond member: put it on the bond",
+            ));
+        }
+        if !vlan_keys.insert((vlan.parent.to_ascii_lowercase(), vlan.id)) {
+            return Err(invalid(
+                format!("vlans[{i}]"),
+                "duplicate VLAN id on the same parent",
+            ));
+        }
+        check_ipv4(&format!("vlans[{i}].ipv4"), &vlan.ipv4)?;
+        check_mtu(&format!("vlans[{i}]"), vlan.mtu)?;
+    }
+    let configured = nics.iter().filter(|n| n.ipv4.is_configured()).count()
+        + bonds.iter().filter(|b| b.ipv4.is_configured()).count()
+        + vlans.iter().filter(|v| v.ipv4.is_configured()).count();
+    if configured == 0 {
+        return Err(missing(
+            "nics (at least one interface with ipv4 dhcp or static)",
+        ));
+    }
+    Ok(configured)
+}
+
 impl InstallVars {
     /// The fully qualified name, or the bare host name without a domain.
     pub fn fqdn(&self) -> String {
@@ -420,26 +788,14 @@ impl InstallVars {
     /// Checks every value, and that `family` can express what is asked for.
     /// Errors name the offending field (`nics[1].ipv4.gateway`).
     pub fn validate(&self, family: OsFamily, secrets: &RenderSecrets) -> Result<(), RenderError> {
-        if self.hostname.is_empty() {
-            return Err(missing("hostname"));
-        }
-        if !is_label(&self.hostname) {
-            return Err(invalid(
-                "hostname",
-                "must be one DNS label: letters, digits and '-', at most 63, not starting or ending with '-'",
-            ));
-        }
+        check_hostname(&self.hostname)?;
         if family == OsFamily::Windows && self.hostname.len() > 15 {
             return Err(invalid(
                 "hostname",
                 "Windows computer names are at most 15 characters",
             ));
         }
-        if let Some(domain) = &self.domain
-            && (domain.len() > 253 || !domain.split('.').all(is_label))
-        {
-            return Err(invalid("domain", "must be dot-separated DNS labels"));
-        }
+        check_domain(self.domain.as_deref())?;
         if self.install_source_url.is_empty() {
             return Err(missing("install_source_url"));
         }
@@ -528,25 +884,7 @@ impl InstallVars {
             crate::password::check_sha512_crypt(hash)
                 .map_err(|reason| invalid("root_password_hash", reason))?;
         }
-        for (i, key) in self.ssh_authorized_keys.iter().enumerate() {
-            let mut parts = key.split_whitespace();
-            let (Some(kind), Some(_blob)) = (parts.next(), parts.next()) else {
-                return Err(invalid(
-                    format!("ssh_authorized_keys[{i}]"),
-                    "expected `TYPE BASE64 [comment]`",
-                ));
-            };
-            if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
-                || key
-                    .chars()
-                    .any(|c| c.is_control() || "'\"`\\<>$".contains(c))
-            {
-                return Err(invalid(
-                    format!("ssh_authorized_keys[{i}]"),
-                    "not a single-line OpenSSH public key (no quotes, backslashes or '$')",
-                ));
-            }
-        }
+        check_ssh_keys(&self.ssh_authorized_keys)?;
         match family {
             OsFamily::Windows => {
                 if let Some(script) = &self.post_script {
@@ -639,99 +977,7 @@ impl InstallVars {
     }
 
     fn validate_network(&self, family: OsFamily) -> Result<(), RenderError> {
-        let mut macs = BTreeSet::new();
-        for (i, nic) in self.nics.iter().enumerate() {
-            if !macs.insert(nic.mac) {
-                return Err(invalid(
-                    format!("nics[{i}].mac"),
-                    format!("{} is listed twice", nic.mac),
-                ));
-            }
-            check_ipv4(&format!("nics[{i}].ipv4"), &nic.ipv4)?;
-            check_mtu(&format!("nics[{i}]"), nic.mtu)?;
-        }
-        let mut bond_names = BTreeSet::new();
-        let mut members = BTreeSet::new();
-        for (i, bond) in self.bonds.iter().enumerate() {
-            if !is_simple_token(&bond.name, b"_-") || bond.name.len() > 15 {
-                return Err(invalid(
-                    format!("bonds[{i}].name"),
-                    "letters, digits, '_', '-', at most 15 bytes",
-                ));
-            }
-            if !bond_names.insert(bond.name.as_str()) {
-                return Err(invalid(
-                    format!("bonds[{i}].name"),
-                    format!("duplicate bond {:?}", bond.name),
-                ));
-            }
-            if bond.members.is_empty() {
-                return Err(missing(&format!("bonds[{i}].members")));
-            }
-            for m in &bond.members {
-                if !members.insert(*m) {
-                    return Err(invalid(
-                        format!("bonds[{i}].members"),
-                        format!("{m} is in more than one bond"),
-                    ));
-                }
-                if let Some(nic) = self.nics.iter().find(|n| n.mac == *m)
-                    && nic.ipv4.is_configured()
-                {
-                    return Err(invalid(
-                        format!("bonds[{i}].members"),
-                        format!("{m} is a bond member and also has its own ipv4 in nics"),
-                    ));
-                }
-            }
-            check_ipv4(&format!("bonds[{i}].ipv4"), &bond.ipv4)?;
-            check_mtu(&format!("bonds[{i}]"), bond.mtu)?;
-        }
-        let mut vlan_keys = BTreeSet::new();
-        for (i, vlan) in self.vlans.iter().enumerate() {
-            if !(1..=4094).contains(&vlan.id) {
-                return Err(invalid(format!("vlans[{i}].id"), "must be 1..=4094"));
-            }
-            let parent_ok = match vlan.parent.parse::<MacAddr>() {
-                Ok(mac) => macs.contains(&mac) || members.contains(&mac),
-                Err(_) => bond_names.contains(vlan.parent.as_str()),
-            };
-            if !parent_ok {
-                return Err(invalid(
-                    format!("vlans[{i}].parent"),
-                    format!(
-                        "{:?} is neither a NIC MAC in nics nor a bond name",
-                        vlan.parent
-                    ),
-                ));
-            }
-            if vlan
-                .parent
-                .parse::<MacAddr>()
-                .is_ok_and(|m| members.contains(&m))
-            {
-                return Err(invalid(
-                    format!("vlans[{i}].parent"),
-                    "a VLAN on a bond member: put it on the bond",
-                ));
-            }
-            if !vlan_keys.insert((vlan.parent.to_ascii_lowercase(), vlan.id)) {
-                return Err(invalid(
-                    format!("vlans[{i}]"),
-                    "duplicate VLAN id on the same parent",
-                ));
-            }
-            check_ipv4(&format!("vlans[{i}].ipv4"), &vlan.ipv4)?;
-            check_mtu(&format!("vlans[{i}]"), vlan.mtu)?;
-        }
-        let configured = self.nics.iter().filter(|n| n.ipv4.is_configured()).count()
-            + self.bonds.iter().filter(|b| b.ipv4.is_configured()).count()
-            + self.vlans.iter().filter(|v| v.ipv4.is_configured()).count();
-        if configured == 0 {
-            return Err(missing(
-                "nics (at least one interface with ipv4 dhcp or static)",
-            ));
-        }
+        let configured = check_links(&self.nics, &self.bonds, &self.vlans)?;
         let has_bonds_or_vlans = !self.bonds.is_empty() || !self.vlans.is_empty();
         if family == OsFamily::Windows && has_bonds_or_vlans {
             return Err(unsupported(

@@ -190,6 +190,7 @@ fn families_refuse_what_they_cannot_express() {
     let mut vars = common::base(OsFamily::Esxi);
     vars.nics.push(rackboot_install::NicConfig {
         mac: "52:54:00:00:07:09".parse().unwrap(),
+        name: None,
         ipv4: Ipv4Config::Dhcp,
         mtu: None,
     });

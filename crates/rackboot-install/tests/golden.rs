@@ -1,11 +1,15 @@
-//! Golden files of every family and version for a few machines. Regenerate
-//! with `UPDATE_GOLDEN=1 cargo test -p rackboot-install --test golden`.
+//! Golden files of every family and version for a few machines, and of the
+//! network files of deployed images. Regenerate with
+//! `UPDATE_GOLDEN=1 cargo test -p rackboot-install --test golden`.
 
 mod common;
 
 use std::path::PathBuf;
 
-use rackboot_install::{TemplateChoice, render};
+use rackboot_install::{
+    TargetFamily, TemplateChoice, render, render_nocloud_seed, render_target_network,
+    target_cleanup_paths,
+};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -22,9 +26,7 @@ fn extension(family: rackboot_core::OsFamily) -> &'static str {
 
 #[test]
 fn golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut expected_files = Vec::new();
-    let mut failures = Vec::new();
+    let mut files = Vec::new();
     for (family, version) in common::RELEASES {
         for (machine, vars) in common::machines(*family) {
             let rendered = render(
@@ -35,42 +37,48 @@ fn golden_files() {
                 &common::secrets(*family),
             )
             .unwrap_or_else(|e| panic!("{family} {version} {machine}: {e}"));
-            let mut files = vec![(
+            files.push((
                 format!("{family}-{version}-{machine}.{}", extension(*family)),
                 rendered.body.clone(),
-            )];
+            ));
             for c in &rendered.companions {
                 files.push((
                     format!("{family}-{version}-{machine}.{}", c.file_name),
                     c.body.clone(),
                 ));
             }
-            for (name, body) in files {
-                let path = golden_dir().join(&name);
-                expected_files.push(name.clone());
-                if update {
-                    std::fs::write(&path, &body).unwrap();
-                    continue;
-                }
-                match std::fs::read_to_string(&path) {
-                    Ok(want) if want == body => {}
-                    Ok(_) => failures.push(format!("{name} differs (UPDATE_GOLDEN=1 to accept)")),
-                    Err(e) => failures.push(format!("{name}: {e} (UPDATE_GOLDEN=1 to create)")),
-                }
-            }
         }
     }
-    // No stale golden files left behind.
-    for entry in std::fs::read_dir(golden_dir()).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().to_string();
-        if !expected_files.contains(&name) {
-            if update {
-                std::fs::remove_file(golden_dir().join(&name)).unwrap();
-            } else {
-                failures.push(format!("{name} is not produced by any case (stale)"));
-            }
-        }
-    }
+    let failures = common::check_golden(&golden_dir(), &files);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(expected_files.len() >= 50, "{}", expected_files.len());
+    assert!(files.len() >= 50, "{}", files.len());
+}
+
+/// A deployed image's network files per target family, and the NoCloud seed,
+/// under tests/golden-network/CASE/: `FAMILY/<path in the root>`, with
+/// `FAMILY.files` listing each file's mode and the paths removed first.
+#[test]
+fn network_golden_files() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden-network");
+    let mut files = Vec::new();
+    for (case, net, seed) in common::network_cases() {
+        for family in TargetFamily::ALL {
+            let rendered = render_target_network(family, &net)
+                .unwrap_or_else(|e| panic!("{case} {family}: {e}"));
+            let mut manifest = String::new();
+            for path in target_cleanup_paths(family) {
+                manifest.push_str(&format!("remove {path}\n"));
+            }
+            for f in &rendered {
+                manifest.push_str(&format!("{:04o} {}\n", f.mode, f.path));
+                files.push((format!("{case}/{family}{}", f.path), f.content.clone()));
+            }
+            files.push((format!("{case}/{family}.files"), manifest));
+        }
+        for (name, body) in render_nocloud_seed(&net, &seed).unwrap() {
+            files.push((format!("{case}/nocloud/{name}"), body));
+        }
+    }
+    let failures = common::check_golden(&dir, &files);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -50,6 +50,7 @@ pub fn base(family: OsFamily) -> InstallVars {
         domain: Some("rack1.example.com".into()),
         nics: vec![NicConfig {
             mac: mac("52:54:00:00:07:01"),
+            name: None,
             ipv4: Ipv4Config::Dhcp,
             mtu: None,
         }],
@@ -132,6 +133,7 @@ pub fn machines(family: OsFamily) -> Vec<(&'static str, InstallVars)> {
         v.nics[0].ipv4 = static_v4([10, 1, 0, 17], Some([10, 1, 0, 1]));
         v.nics.push(NicConfig {
             mac: mac("52:54:00:00:07:02"),
+            name: None,
             ipv4: Ipv4Config::Dhcp,
             mtu: Some(9000),
         });
@@ -157,6 +159,7 @@ pub fn machines(family: OsFamily) -> Vec<(&'static str, InstallVars)> {
         let mut v = base(family);
         v.nics = vec![NicConfig {
             mac: mac("52:54:00:00:07:03"),
+            name: None,
             ipv4: Ipv4Config::Dhcp,
             mtu: None,
         }];
@@ -192,4 +195,103 @@ pub fn machines(family: OsFamily) -> Vec<(&'static str, InstallVars)> {
         out.push(("lvm", v));
     }
     out
+}
+
+/// The networks of the target-network golden and validator tests: the rich
+/// example (`EXAMPLE_NETWORK_JSON`: static NIC, named DHCP NIC with MTU 9000,
+/// LACP bond carrying a static VLAN, DNS, gateway, a DHCP VLAN on a NIC) and
+/// a minimal one (one static NIC, no domain, no DNS), each with its seed input.
+pub fn network_cases() -> Vec<(
+    &'static str,
+    rackboot_install::NetworkVars,
+    rackboot_install::SeedInput,
+)> {
+    let rich: rackboot_install::NetworkVars =
+        serde_json::from_str(rackboot_install::EXAMPLE_NETWORK_JSON).unwrap();
+    let minimal = rackboot_install::NetworkVars {
+        hostname: "edge3".into(),
+        domain: None,
+        nics: vec![NicConfig {
+            mac: mac("52:54:00:00:09:01"),
+            name: None,
+            ipv4: Ipv4Config::Static {
+                address: [10, 9, 0, 5].into(),
+                prefix: 24,
+                gateway: Some([10, 9, 0, 1].into()),
+                dns: vec![],
+            },
+            mtu: None,
+        }],
+        bonds: vec![],
+        vlans: vec![],
+    };
+    vec![
+        (
+            "rich",
+            rich,
+            rackboot_install::SeedInput {
+                instance_id: "deploy-0001".into(),
+                ssh_authorized_keys: vec![
+                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdvbGRlbmtleWdvbGRlbmtleWdvbGRlbmtleQ ops@rackboot".into(),
+                ],
+                phone_home_url: Some(
+                    "http://10.0.0.1:8080/api/v1/deploys/0001/booted?token=3q2-7Yt_token".into(),
+                ),
+            },
+        ),
+        (
+            "minimal",
+            minimal,
+            rackboot_install::SeedInput {
+                instance_id: "deploy-0002".into(),
+                ssh_authorized_keys: vec![],
+                phone_home_url: None,
+            },
+        ),
+    ]
+}
+
+/// Compares `files` (paths relative to `dir`, contents) with the golden files
+/// under `dir`, or rewrites them when UPDATE_GOLDEN is set. A file under
+/// `dir` that `files` does not name is stale (removed when updating).
+/// Returns what differs, one line per file.
+pub fn check_golden(dir: &std::path::Path, files: &[(String, String)]) -> Vec<String> {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for (name, body) in files {
+        let path = dir.join(name);
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, body).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(want) if want == *body => {}
+            Ok(_) => failures.push(format!("{name} differs (UPDATE_GOLDEN=1 to accept)")),
+            Err(e) => failures.push(format!("{name}: {e} (UPDATE_GOLDEN=1 to create)")),
+        }
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            if !files.iter().any(|(n, _)| *n == name) {
+                if update {
+                    std::fs::remove_file(&path).unwrap();
+                } else {
+                    failures.push(format!("{name} is not produced by any case (stale)"));
+                }
+            }
+        }
+    }
+    failures
 }
