@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use metrics::counter;
 use rackboot_core::{
-    Arch, BootIntent, EventKind, MacAddr, Machine, NewEvent, machine::validate_name,
+    Arch, BootIntent, EventKind, MacAddr, Machine, MachineId, NewEvent, machine::validate_name,
 };
 use rackboot_store::{Store, StoreError};
 use serde_json::json;
@@ -104,6 +104,22 @@ impl Fleet {
             .replace_installs(machine.id, &[], &intent, chrono::Utc::now())
             .await?;
         let machine = self.store().get_machine(machine.id).await?;
+        self.machine_changed(&machine, "boot_set", by).await?;
+        Ok(machine)
+    }
+
+    /// Sets the intent a workflow needs (the agent's RAM-disk, local disk),
+    /// withdrawing pending installs. Not for operators: no hand check.
+    pub async fn set_workflow_intent(
+        &self,
+        machine: MachineId,
+        intent: BootIntent,
+        by: &Actor,
+    ) -> Result<Machine> {
+        self.store()
+            .replace_installs(machine, &[], &intent, chrono::Utc::now())
+            .await?;
+        let machine = self.store().get_machine(machine).await?;
         self.machine_changed(&machine, "boot_set", by).await?;
         Ok(machine)
     }
