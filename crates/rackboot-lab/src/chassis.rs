@@ -13,12 +13,15 @@
 //!   `-pidfile DIR/NAME.qemu.pid`) in the lab namespace through `ip netns exec`, detached in its own
 //!   session, with the boot order the last `set boot` asked for: `pxe` → network first, `default`
 //!   (ipmitool's `bootdev disk`) → disk first, `none`/`cdrom`/`bios` → the machine's configured
-//!   order. The serial log is appended to, so it survives power cycles. A no-op if already on.
+//!   order, and the disks `DIR/NAME.attached-disks` lists (all if absent; see
+//!   [`crate::Lab::set_attached_disks`]). The serial log is appended to, so it survives power
+//!   cycles. A no-op if already on.
 //! - `set power 0`: SIGKILL to that QEMU (a power cut). `set shutdown 1` (`power soft`): SIGTERM,
 //!   which makes QEMU exit cleanly, then SIGKILL after 10 s. `set reset 1`: off and on again
 //!   (nothing if off). `set identify ...`: accepted (there is no light to blink).
 //! - `get power`: `power:1` while the PID in the pid file is a QEMU whose command line names that
 //!   pid file (a reused PID or a zombie counts as off). `get boot`: the last boot device set.
+//! - `qemu-command`: prints the QEMU command line the next power-on would run (starts nothing).
 //! - The boot device is kept until changed: ipmi_sim does not pass ipmitool's "next boot only"
 //!   flag to the program, so "once" and "persistent" behave alike.
 //!
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::qemu::{BootOrder, MachineConfig, prepare_machine_files, qemu_args};
+use crate::qemu::{BootOrder, MachineConfig, prepare_machine_files, qemu_arg_parts};
 use crate::{LabError, Result, io_err};
 
 /// One machine's chassis program and the files it keeps.
@@ -99,26 +102,44 @@ impl VmChassis {
     /// The bash program's text.
     pub fn script(&self) -> String {
         let m = &self.machine;
-        let qemu = |order: BootOrder| {
+        let quoted = |args: &[String]| {
+            args.iter()
+                .map(|a| sh_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let parts = |order: BootOrder| {
             let mut config = m.clone();
             config.boot = order;
-            let mut args = vec![
+            let mut parts = qemu_arg_parts(&config);
+            let mut head = vec![
                 "ip".to_string(),
                 "netns".to_string(),
                 "exec".to_string(),
                 self.netns.clone(),
                 "qemu-system-x86_64".to_string(),
             ];
-            args.extend(qemu_args(&config));
-            args.extend([
+            head.append(&mut parts.head);
+            parts.head = head;
+            parts.tail.extend([
                 "-pidfile".to_string(),
                 self.pid_file().display().to_string(),
             ]);
-            args.iter()
-                .map(|a| sh_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
+            parts
         };
+        let (network, disk) = (parts(BootOrder::NetworkFirst), parts(BootOrder::DiskFirst));
+        // The tail does not depend on the boot order.
+        debug_assert_eq!(network.tail, disk.tail);
+        let mut disk_cases = String::new();
+        for (order, parts) in [("network", &network), ("disk", &disk)] {
+            for (i, args) in parts.disks.iter().enumerate() {
+                disk_cases.push_str(&format!(
+                    "            {order}:{i}) QEMU_ARGS+=({}) ;;\n",
+                    quoted(args)
+                ));
+            }
+        }
+        let all_disks: Vec<String> = (0..m.disks_mib.len()).map(|i| i.to_string()).collect();
         let default_order = match m.boot {
             BootOrder::NetworkFirst => "network",
             BootOrder::DiskFirst => "disk",
@@ -130,6 +151,8 @@ impl VmChassis {
 set -u
 PIDFILE={pidfile}
 BOOTFILE={bootfile}
+DISKSFILE={disksfile}
+ALL_DISKS={all_disks}
 QEMU_LOG={qemu_log}
 LOG={log}
 DEFAULT_ORDER={default_order}
@@ -152,6 +175,34 @@ boot_device() {{
     case "$dev" in pxe|default|cdrom|bios) echo "$dev" ;; *) echo none ;; esac
 }}
 
+# The boot order the next power-on uses: the last boot device set, else the machine's default.
+boot_order() {{
+    case "$(boot_device)" in pxe) echo network ;; default) echo disk ;; *) echo "$DEFAULT_ORDER" ;; esac
+}}
+
+# The disks the next power-on attaches: all, unless DISKSFILE lists some (0-based indices on one
+# line; rackboot_lab::Lab::set_attached_disks writes it).
+attached_disks() {{
+    if [ -e "$DISKSFILE" ]; then cat "$DISKSFILE"; else echo "$ALL_DISKS"; fi
+}}
+
+# Sets QEMU_ARGS to the command that starts the machine with boot order $1 (network|disk) and the
+# attached disks. A disk keeps its serial and boot priority whichever others are left out.
+qemu_command() {{
+    local disks i
+    case "$1" in
+        network) QEMU_ARGS=({network_head}) ;;
+        disk) QEMU_ARGS=({disk_head}) ;;
+    esac
+    read -r -a disks < <(attached_disks)
+    for i in "${{disks[@]}}"; do
+        case "$1:$i" in
+{disk_cases}            *) echo "machine {name} has no disk '$i' (see $DISKSFILE)" >&2; return 1 ;;
+        esac
+    done
+    QEMU_ARGS+=({tail})
+}}
+
 launch() {{
     # Close every inherited descriptor (ipmi_sim's sockets, our flock) before QEMU starts: QEMU
     # outlives this call and must not hold them.
@@ -159,22 +210,20 @@ launch() {{
     for fd in $(ls /proc/$BASHPID/fd); do
         [ "$fd" -gt 2 ] && eval "exec $fd>&-"
     done 2>/dev/null
-    case "$1" in
-        network) exec setsid {qemu_network} ;;
-        disk) exec setsid {qemu_disk} ;;
-    esac
+    exec setsid "${{QEMU_ARGS[@]}}"
 }}
 
 start_vm() {{
     local dev order launcher i state
     dev=$(boot_device)
-    case "$dev" in pxe) order=network ;; default) order=disk ;; *) order=$DEFAULT_ORDER ;; esac
+    order=$(boot_order)
+    qemu_command "$order" || return 1
     rm -f "$PIDFILE"
-    (launch "$order") </dev/null >>"$QEMU_LOG" 2>&1 &
+    (launch) </dev/null >>"$QEMU_LOG" 2>&1 &
     launcher=$!
     for i in $(seq 150); do
         if pid=$(running_pid); then
-            log "power on: qemu pid $pid, boot device $dev, $order first"
+            log "power on: qemu pid $pid, boot device $dev, $order first, disks $(attached_disks)"
             return 0
         fi
         state=$(cut -d' ' -f3 "/proc/$launcher/stat" 2>/dev/null)
@@ -255,7 +304,13 @@ set)
     if [ $# -ne 0 ]; then echo "set $1: missing value" >&2; exit 1; fi
     ;;
 check) ;;
-*) echo "usage: $0 get PARAM... | set PARAM VALUE..." >&2; exit 2 ;;
+qemu-command)
+    # What `set power 1` would run now (for people and tests; starts nothing).
+    qemu_command "$(boot_order)" || exit 1
+    printf '%q ' "${{QEMU_ARGS[@]}}"
+    echo
+    ;;
+*) echo "usage: $0 get PARAM... | set PARAM VALUE... | qemu-command" >&2; exit 2 ;;
 esac
 exit 0
 "#,
@@ -263,11 +318,14 @@ exit 0
             mac = crate::qemu::format_mac(&m.mac),
             pidfile = sh_quote(&self.pid_file().display().to_string()),
             bootfile = sh_quote(&self.boot_device_file().display().to_string()),
+            disksfile = sh_quote(&m.attached_disks_file().display().to_string()),
+            all_disks = sh_quote(&all_disks.join(" ")),
+            network_head = quoted(&network.head),
+            disk_head = quoted(&disk.head),
+            tail = quoted(&network.tail),
             qemu_log = sh_quote(&m.qemu_log().display().to_string()),
             log = sh_quote(&self.log().display().to_string()),
             lock = sh_quote(&self.file("chassis.lock").display().to_string()),
-            qemu_network = qemu(BootOrder::NetworkFirst),
-            qemu_disk = qemu(BootOrder::DiskFirst),
         )
     }
 
@@ -324,9 +382,15 @@ pub(crate) fn running_qemu_pid(pid_file: &Path, tag: &str) -> Option<u32> {
 /// up to 5 s for it to go. Returns its PID if it was running.
 pub(crate) fn kill_recorded_qemu(pid_file: &Path, tag: &str) -> Option<u32> {
     let pid = running_qemu_pid(pid_file, tag)?;
+    let started = crate::process::start_time(pid);
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while running_qemu_pid(pid_file, tag).is_some() && Instant::now() < deadline {
+    // An exiting process loses its command line before it becomes a zombie: wait for the latter
+    // (start_time is None for a zombie or a gone process), so "off" means QEMU has exited.
+    while started.is_some()
+        && crate::process::start_time(pid) == started
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(pid_file);
@@ -370,7 +434,8 @@ mod tests {
                 firmware: Firmware::Bios,
                 memory_mib: 512,
                 nic_rom: NicRom::Default,
-                disk_mib: Some(8),
+                disks_mib: vec![8, 8],
+                dmi_serial: None,
                 boot: BootOrder::DiskFirst,
                 no_reboot: false,
                 dir: dir.to_path_buf(),
@@ -384,11 +449,17 @@ mod tests {
         let c = chassis(Path::new("/lab"));
         let script = c.script();
         assert!(script.contains(
-            "network) exec setsid 'ip' 'netns' 'exec' 'rbl-1-0' 'qemu-system-x86_64' '-name' 'm1'"
+            "network) QEMU_ARGS=('ip' 'netns' 'exec' 'rbl-1-0' 'qemu-system-x86_64' '-name' 'm1'"
         ));
         assert!(script.contains("'virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=1'"));
-        assert!(script.contains("'virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=2'"));
+        assert!(script.contains("'virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=3'"));
+        assert!(script.contains(
+            "disk:1) QEMU_ARGS+=('-drive' 'file=/lab/m1.disk1.raw,if=none,id=disk1,format=raw' \
+             '-device' 'virtio-blk-pci,drive=disk1,serial=rbm1d1,bootindex=2') ;;"
+        ));
+        assert!(script.contains("network:0) QEMU_ARGS+=("));
         assert!(script.contains("'-pidfile' '/lab/m1.qemu.pid'"));
+        assert!(script.contains("ALL_DISKS='0 1'"));
         assert!(script.contains("DEFAULT_ORDER=disk"));
         // Quotes inside arguments survive bash.
         assert!(script.contains(r"'type=1,serial=it'\''s'"));
@@ -418,14 +489,62 @@ mod tests {
         assert!(c.run(&["frobnicate"]).is_err());
         assert_eq!(c.run(&["get", "boot"]).unwrap(), "boot:pxe\n");
         // The disk was created for the first power-on.
-        assert_eq!(
-            std::fs::metadata(dir.path().join("m1.disk.raw"))
-                .unwrap()
-                .len(),
-            8 << 20
-        );
+        for disk in ["m1.disk0.raw", "m1.disk1.raw"] {
+            assert_eq!(
+                std::fs::metadata(dir.path().join(disk)).unwrap().len(),
+                8 << 20
+            );
+        }
         let log = std::fs::read_to_string(c.log()).unwrap();
         assert!(log.contains("called: set boot pxe"), "{log}");
+    }
+
+    /// The command the next power-on runs follows the boot device and the attached-disks file,
+    /// exactly as `qemu_args_with_disks` builds it for direct starts.
+    #[test]
+    fn power_on_command_follows_boot_device_and_attached_disks() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = chassis(dir.path());
+        c.install().unwrap();
+        let expected = |boot: BootOrder, disks: &[usize]| {
+            let mut config = c.machine().clone();
+            config.boot = boot;
+            let mut args = vec!["ip", "netns", "exec", "rbl-1-0", "qemu-system-x86_64"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+            args.extend(crate::qemu::qemu_args_with_disks(&config, disks).unwrap());
+            args.extend(["-pidfile".to_string(), c.pid_file().display().to_string()]);
+            args
+        };
+        // Parse bash's %q output back into words.
+        let words = |line: String| -> Vec<String> {
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(format!("for w in {line}; do printf '%s\\0' \"$w\"; done"))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .split_terminator('\0')
+                .map(String::from)
+                .collect()
+        };
+        let command = || words(c.run(&["qemu-command"]).unwrap().trim_end().to_string());
+        assert_eq!(command(), expected(BootOrder::DiskFirst, &[0, 1]));
+        crate::qemu::write_attached_disks(c.machine(), Some(&[1])).unwrap();
+        assert_eq!(command(), expected(BootOrder::DiskFirst, &[1]));
+        c.run(&["set", "boot", "pxe"]).unwrap();
+        assert_eq!(command(), expected(BootOrder::NetworkFirst, &[1]));
+        crate::qemu::write_attached_disks(c.machine(), Some(&[])).unwrap();
+        assert_eq!(command(), expected(BootOrder::NetworkFirst, &[]));
+        // A disk the machine does not have: refused before anything starts.
+        std::fs::write(c.machine().attached_disks_file(), "0 7\n").unwrap();
+        let err = c.run(&["set", "power", "1"]).unwrap_err().to_string();
+        assert!(err.contains("has no disk '7'"), "{err}");
+        assert!(!c.is_powered_on());
+        crate::qemu::write_attached_disks(c.machine(), None).unwrap();
+        assert_eq!(command(), expected(BootOrder::NetworkFirst, &[0, 1]));
     }
 
     #[test]

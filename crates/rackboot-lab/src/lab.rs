@@ -31,20 +31,24 @@ pub struct MachineSpec {
     pub firmware: Firmware,
     pub memory_mib: u32,
     pub nic_rom: NicRom,
-    pub disk_mib: Option<u64>,
+    /// Blank disks, sizes in MiB; see [`MachineConfig::disks_mib`].
+    pub disks_mib: Vec<u64>,
+    /// SMBIOS system serial; `None`: `RBLAB-<name>` (`RBLAB-m1`, ...).
+    pub dmi_serial: Option<String>,
     pub boot: BootOrder,
     pub no_reboot: bool,
     pub extra_args: Vec<String>,
 }
 
 impl MachineSpec {
-    /// SeaBIOS, 512 MiB, default iPXE NIC ROM, no disk, network first.
+    /// SeaBIOS, 512 MiB, default iPXE NIC ROM, no disk, network first, DMI serial `RBLAB-<name>`.
     pub fn bios() -> MachineSpec {
         MachineSpec {
             firmware: Firmware::Bios,
             memory_mib: 512,
             nic_rom: NicRom::Default,
-            disk_mib: None,
+            disks_mib: Vec::new(),
+            dmi_serial: None,
             boot: BootOrder::NetworkFirst,
             no_reboot: false,
             extra_args: Vec::new(),
@@ -62,7 +66,25 @@ impl MachineSpec {
 
     /// Adds a blank disk of `mib` MiB.
     pub fn with_disk(mut self, mib: u64) -> MachineSpec {
-        self.disk_mib = Some(mib);
+        self.disks_mib.push(mib);
+        self
+    }
+
+    /// Adds `count` blank disks of `mib` MiB each.
+    pub fn with_disks(mut self, count: usize, mib: u64) -> MachineSpec {
+        self.disks_mib.extend(std::iter::repeat_n(mib, count));
+        self
+    }
+
+    /// Sets the SMBIOS system serial number (default `RBLAB-<name>`).
+    pub fn with_dmi_serial(mut self, serial: impl Into<String>) -> MachineSpec {
+        self.dmi_serial = Some(serial.into());
+        self
+    }
+
+    /// Sets which device the firmware tries first (a BMC lab's boot device overrides it).
+    pub fn with_boot(mut self, boot: BootOrder) -> MachineSpec {
+        self.boot = boot;
         self
     }
 
@@ -134,7 +156,7 @@ pub struct LabBmc {
 #[derive(Debug)]
 enum BmcPower {
     /// The chassis program ipmi_sim runs.
-    Chassis(VmChassis),
+    Chassis(Box<VmChassis>),
     /// The lab's libvirt session daemon (domain named like the machine).
     Libvirt(RedfishEnv),
 }
@@ -157,7 +179,7 @@ impl LabBmc {
     /// The machine's chassis program, pid file and boot device file (IPMI labs).
     pub fn chassis(&self) -> Option<&VmChassis> {
         match &self.power {
-            BmcPower::Chassis(chassis) => Some(chassis),
+            BmcPower::Chassis(chassis) => Some(chassis.as_ref()),
             BmcPower::Libvirt(_) => None,
         }
     }
@@ -305,7 +327,8 @@ impl Lab {
                 firmware: spec.firmware.clone(),
                 memory_mib: spec.memory_mib,
                 nic_rom: spec.nic_rom.clone(),
-                disk_mib: spec.disk_mib,
+                disks_mib: spec.disks_mib.clone(),
+                dmi_serial: spec.dmi_serial.clone(),
                 boot: spec.boot,
                 no_reboot: spec.no_reboot,
                 dir: config.dir.clone(),
@@ -384,6 +407,18 @@ impl Lab {
             }
             None => None,
         };
+        let prepared = machines.iter().try_for_each(|machine| {
+            // A previous lab in the same directory may have left a disk selection behind; the
+            // disks themselves exist from here on, so a test can write an image onto one.
+            machine.set_attached_disks(None)?;
+            machine.prepare_files()
+        });
+        if let Err(err) = prepared {
+            if let Some(state) = &state {
+                let _ = lock(state).delete();
+            }
+            return Err(err);
+        }
         let netns = match Netns::create_with_state(&netns_config, state.clone()) {
             Ok(netns) => netns,
             Err(err) => {
@@ -411,7 +446,7 @@ impl Lab {
             lab.bmcs.push(LabBmc {
                 sim: Some(sim),
                 serial_log: chassis.machine().serial_log(),
-                power: BmcPower::Chassis(chassis),
+                power: BmcPower::Chassis(Box::new(chassis)),
                 machine: record.clone(),
                 detached: false,
             });
@@ -511,6 +546,21 @@ impl Lab {
         }
         for machine in &mut self.machines {
             machine.start(&self.netns)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches only `disks` (0-based; `None`: all) of machine `index` from its next power-on
+    /// on, whether the lab starts it or its BMC does (the chassis program reads the same
+    /// [`MachineConfig::attached_disks_file`]; a Redfish lab redefines the libvirt domain). A
+    /// running machine keeps its disks until it is powered off.
+    pub fn set_attached_disks(&self, index: usize, disks: Option<Vec<usize>>) -> Result<()> {
+        let machine = self.machines.get(index).ok_or_else(|| {
+            LabError::Config(format!("the lab has no machine with index {index}"))
+        })?;
+        machine.set_attached_disks(disks.as_deref())?;
+        if let Some(redfish) = &self.redfish {
+            redfish.redefine(machine.config())?;
         }
         Ok(())
     }

@@ -8,6 +8,12 @@
 //! - [`Lab`]: a namespace plus N machines with deterministic MACs, plus the server process.
 //! - [`down`]: removes a lab recorded in a state file, from any process (`rackboot lab down`).
 //! - [`build_marker_initramfs`]: a busybox initramfs that prints [`MARKER`] and powers off.
+//! - Machines have any number of blank virtio disks ([`MachineSpec::with_disks`], serials
+//!   `rb<name>d<i>`, DMI serial `RBLAB-<name>`); [`Lab::set_attached_disks`] leaves some out at
+//!   the next power-on (direct or through the BMC), like pulling drives.
+//! - [`test_os`]: a bootable disk image (syslinux, host kernel, busybox initramfs, ext4 root
+//!   labelled `rootfs`) that prints its hostname and addresses from its root file system and
+//!   answers ping: what deploy tests write to a machine's disk.
 //! - BMCs ([`LabConfig::bmc`]): with [`BmcKind::Ipmi`] every machine gets an OpenIPMI `ipmi_sim`
 //!   ([`IpmiSim`], reusable alone) on the bridge address, UDP port 6231, 6232, ..., whose
 //!   chassis program ([`VmChassis`]) starts/stops the machine's QEMU; with [`BmcKind::Redfish`]
@@ -33,7 +39,8 @@
 //! ```
 //!
 //! Tests: `cargo test -p rackboot-lab` as root (namespaces, taps). Packages: qemu-system-x86,
-//! ipxe-qemu, ipxe, ovmf, busybox-static, dnsmasq-base, cpio, linux-image-amd64; for BMCs
+//! ipxe-qemu, ipxe, ovmf, busybox-static, dnsmasq-base, cpio, linux-image-amd64; for the test OS
+//! image syslinux, syslinux-common, mtools, dosfstools, e2fsprogs, fdisk; for BMCs
 //! openipmi, ipmitool, libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients,
 //! python3-libvirt, python3-venv, curl, and sushy-tools from PyPI in
 //! `/opt/sushy-tools` (see [`redfish`]).
@@ -49,6 +56,7 @@ mod qemu;
 pub mod redfish;
 mod standin;
 mod state;
+pub mod test_os;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -68,7 +76,8 @@ pub use process::LabProcess;
 /// Serial-console text without terminal escapes, for tests that read firmware output.
 pub use process::strip_ansi;
 pub use qemu::{
-    BootOrder, Firmware, MachineConfig, NicRom, QemuMachine, UefiFirmware, format_mac, qemu_args,
+    BootOrder, Firmware, MachineConfig, NicRom, QemuArgParts, QemuMachine, UefiFirmware,
+    format_mac, qemu_arg_parts, qemu_args, qemu_args_with_disks, write_attached_disks,
 };
 pub use redfish::{REDFISH_PORT, RedfishEnv, RedfishService, domain_uuid, redfish_url};
 pub use standin::{

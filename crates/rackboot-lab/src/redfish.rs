@@ -133,13 +133,18 @@ fn xml_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The libvirt domain for a lab machine: same firmware, memory, NIC (MAC, ROM, tap) and disk as
-/// [`crate::qemu_args`], serial console appended to the machine's serial log, TCG.
-pub fn domain_xml(m: &MachineConfig, uuid: &str) -> String {
-    let (net_order, disk_order) = match m.boot {
-        BootOrder::NetworkFirst => (1, 2),
-        BootOrder::DiskFirst => (2, 1),
+/// The libvirt domain for a lab machine with `disks` attached (0-based, checked by the caller):
+/// same firmware, memory, NIC (MAC, ROM, tap), disks (serials, boot order) and DMI system
+/// identity as [`crate::qemu_args_with_disks`], serial console appended to the machine's serial
+/// log, TCG.
+pub fn domain_xml(m: &MachineConfig, uuid: &str, disks: &[usize]) -> String {
+    let network_first = m.boot == BootOrder::NetworkFirst;
+    let net_order = if network_first {
+        1
+    } else {
+        m.disks_mib.len() + 1
     };
+    let disk_order = |i: usize| if network_first { i + 2 } else { i + 1 };
     let path = |p: PathBuf| xml_escape(&p.display().to_string());
     let os = match &m.firmware {
         Firmware::Bios => "    <type arch='x86_64' machine='pc'>hvm</type>\n    \
@@ -157,15 +162,28 @@ pub fn domain_xml(m: &MachineConfig, uuid: &str) -> String {
         NicRom::None => "      <rom enabled='no'/>\n".to_string(),
         NicRom::File(file) => format!("      <rom file='{}'/>\n", path(file.clone())),
     };
-    let disk = match m.disk_mib {
-        Some(_) => format!(
-            "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      \
-             <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n      \
-             <boot order='{disk_order}'/>\n    </disk>\n",
-            path(m.disk_path())
-        ),
-        None => String::new(),
-    };
+    let disk: String = disks
+        .iter()
+        .map(|&i| {
+            format!(
+                "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      \
+                 <source file='{}'/>\n      <target dev='vd{}' bus='virtio'/>\n      \
+                 <serial>{}</serial>\n      <boot order='{}'/>\n    </disk>\n",
+                path(m.disk_path(i)),
+                // vda, vdb, ... by disk index: only a hint, libvirt orders devices itself.
+                char::from(b'a' + (i % 26) as u8),
+                xml_escape(&m.disk_serial(i)),
+                disk_order(i)
+            )
+        })
+        .collect();
+    let sysinfo = format!(
+        "  <sysinfo type='smbios'>\n    <system>\n      \
+         <entry name='manufacturer'>rackboot-lab</entry>\n      \
+         <entry name='product'>lab-vm</entry>\n      \
+         <entry name='serial'>{}</entry>\n    </system>\n  </sysinfo>\n",
+        xml_escape(&m.dmi_serial())
+    );
     let (xmlns, extra) = if m.extra_args.is_empty() {
         (String::new(), String::new())
     } else {
@@ -181,7 +199,8 @@ pub fn domain_xml(m: &MachineConfig, uuid: &str) -> String {
     };
     format!(
         "<domain type='qemu'{xmlns}>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  \
-         <memory unit='MiB'>{memory}</memory>\n  <vcpu>1</vcpu>\n  <os>\n{os}  </os>\n  \
+         <memory unit='MiB'>{memory}</memory>\n  <vcpu>1</vcpu>\n{sysinfo}  <os>\n{os}    \
+         <smbios mode='sysinfo'/>\n  </os>\n  \
          <features><acpi/></features>\n  <on_poweroff>destroy</on_poweroff>\n  \
          <on_reboot>{on_reboot}</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    \
          <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <interface type='ethernet'>\n      \
@@ -196,6 +215,42 @@ pub fn domain_xml(m: &MachineConfig, uuid: &str) -> String {
         tap = xml_escape(&m.tap),
         serial = path(m.serial_log()),
     )
+}
+
+/// Which device comes first in a domain's XML (as libvirt prints it, `<boot order='N'/>` per
+/// device): the NIC if its order is below every disk's, the disks if one of theirs is lower.
+/// `None` unless both the NIC and some disk have an order (nothing to compare).
+pub fn domain_boot_order(xml: &str) -> Option<BootOrder> {
+    const BOOT: &str = "<boot order='";
+    let nics: Vec<(usize, usize)> = xml
+        .match_indices("<interface")
+        .map(|(start, _)| {
+            let end = xml[start..]
+                .find("</interface>")
+                .map_or(xml.len(), |e| start + e);
+            (start, end)
+        })
+        .collect();
+    let (mut nic, mut disk): (Option<u32>, Option<u32>) = (None, None);
+    for (at, _) in xml.match_indices(BOOT) {
+        let digits: String = xml[at + BOOT.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let Ok(order) = digits.parse::<u32>() else {
+            continue;
+        };
+        let slot = if nics.iter().any(|(s, e)| *s < at && at < *e) {
+            &mut nic
+        } else {
+            &mut disk
+        };
+        *slot = Some(slot.map_or(order, |o| o.min(order)));
+    }
+    match (nic?, disk?) {
+        (n, d) if n < d => Some(BootOrder::NetworkFirst),
+        _ => Some(BootOrder::DiskFirst),
+    }
 }
 
 /// Runs programs as `nobody` in the lab namespace with the lab's private libvirt environment.
@@ -254,6 +309,19 @@ impl RedfishEnv {
         cmd
     }
 
+    /// Writes machine `m`'s domain XML (with the disks [`MachineConfig::attached_disks`] names)
+    /// and defines it; a defined domain takes the new definition at its next start.
+    pub fn define_domain(&self, m: &MachineConfig) -> Result<()> {
+        let uuid = domain_uuid(&self.netns, &m.name);
+        let xml = self.dir.join(format!("{}.domain.xml", m.name));
+        std::fs::write(&xml, domain_xml(m, &uuid, &m.attached_disks()?))
+            .map_err(io_err(format!("write {}", xml.display())))?;
+        std::os::unix::fs::chown(&xml, Some(REDFISH_UID), Some(REDFISH_GID))
+            .map_err(io_err(format!("chown {} to nobody", xml.display())))?;
+        self.virsh(&["define", &xml.display().to_string()])
+            .map(drop)
+    }
+
     /// `virsh -c qemu:///session ARGS` against the lab's daemon; returns stdout.
     pub fn virsh(&self, args: &[&str]) -> Result<String> {
         let mut cmd = self.command("virsh");
@@ -303,8 +371,8 @@ impl RedfishService {
                 .open(&serial)
                 .map_err(io_err(format!("create {}", serial.display())))?;
             owned(&serial)?;
-            if m.disk_mib.is_some() {
-                owned(&m.disk_path())?;
+            for i in 0..m.disks_mib.len() {
+                owned(&m.disk_path(i))?;
             }
             if matches!(m.firmware, Firmware::Uefi(_)) {
                 owned(&m.vars_path())?;
@@ -322,12 +390,7 @@ impl RedfishService {
         )?;
 
         for m in machines {
-            let uuid = domain_uuid(netns.name(), &m.name);
-            let xml = env.dir.join(format!("{}.domain.xml", m.name));
-            std::fs::write(&xml, domain_xml(m, &uuid))
-                .map_err(io_err(format!("write {}", xml.display())))?;
-            owned(&xml)?;
-            env.virsh(&["define", &xml.display().to_string()])?;
+            env.define_domain(m)?;
         }
 
         let config = env.dir.join("sushy.conf");
@@ -377,6 +440,18 @@ impl RedfishService {
 
     pub fn env(&self) -> &RedfishEnv {
         &self.env
+    }
+
+    /// Redefines machine `m`'s domain from its current configuration (e.g. after its attached
+    /// disks changed), keeping the boot order sushy last wrote into the domain (the Redfish boot
+    /// override lives there): effective at its next power-on.
+    pub fn redefine(&self, m: &MachineConfig) -> Result<()> {
+        let current = self.env.virsh(&["dumpxml", &m.name])?;
+        let mut config = m.clone();
+        if let Some(boot) = domain_boot_order(&current) {
+            config.boot = boot;
+        }
+        self.env.define_domain(&config)
     }
 
     pub fn sushy(&self) -> &LabProcess {
@@ -437,7 +512,8 @@ mod tests {
             firmware: Firmware::Bios,
             memory_mib: 512,
             nic_rom: NicRom::Default,
-            disk_mib: Some(64),
+            disks_mib: vec![64],
+            dmi_serial: None,
             boot: BootOrder::NetworkFirst,
             no_reboot: false,
             dir: PathBuf::from("/lab"),
@@ -447,7 +523,7 @@ mod tests {
 
     #[test]
     fn bios_domain_uses_the_lab_tap_serial_log_and_boot_order() {
-        let xml = domain_xml(&machine(), "u-1");
+        let xml = domain_xml(&machine(), "u-1", &[0]);
         for part in [
             "<domain type='qemu'>",
             "<name>m1</name>",
@@ -456,8 +532,12 @@ mod tests {
             "<bios useserial='yes'/>",
             "<mac address='52:54:00:00:00:01'/>\n      <target dev='tap1' managed='no'/>",
             "<boot order='1'/>\n    </interface>",
-            "<source file='/lab/m1.disk.raw'/>",
-            "<boot order='2'/>\n    </disk>",
+            "<source file='/lab/m1.disk0.raw'/>",
+            "<serial>rbm1d0</serial>\n      <boot order='2'/>\n    </disk>",
+            "<entry name='manufacturer'>rackboot-lab</entry>",
+            "<entry name='product'>lab-vm</entry>",
+            "<entry name='serial'>RBLAB-m1</entry>",
+            "<smbios mode='sysinfo'/>\n  </os>",
             "<source path='/lab/m1.serial.log' append='on'/>",
             "<on_reboot>restart</on_reboot>",
         ] {
@@ -474,7 +554,7 @@ mod tests {
         m.boot = BootOrder::DiskFirst;
         m.no_reboot = true;
         m.extra_args = vec!["-smbios".into(), "type=1,serial=<x>".into()];
-        let xml = domain_xml(&m, "u-1");
+        let xml = domain_xml(&m, "u-1", &[0]);
         assert!(xml.contains(
             "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"
         ));
@@ -485,6 +565,46 @@ mod tests {
         assert!(xml.contains("xmlns:qemu="));
         assert!(xml.contains("<qemu:arg value='type=1,serial=&lt;x&gt;'/>"));
         assert!(!xml.contains("useserial"));
+    }
+
+    #[test]
+    fn only_attached_disks_appear_with_their_own_serial_and_boot_order() {
+        let mut m = machine();
+        m.disks_mib = vec![64, 64];
+        m.boot = BootOrder::DiskFirst;
+        m.dmi_serial = Some("S<1>".into());
+        let xml = domain_xml(&m, "u-1", &[1]);
+        assert!(!xml.contains("m1.disk0.raw"), "{xml}");
+        assert!(xml.contains(
+            "<source file='/lab/m1.disk1.raw'/>\n      <target dev='vdb' bus='virtio'/>\n      \
+             <serial>rbm1d1</serial>\n      <boot order='2'/>"
+        ));
+        assert!(xml.contains("<boot order='3'/>\n    </interface>"), "{xml}");
+        assert!(xml.contains("<entry name='serial'>S&lt;1&gt;</entry>"));
+        assert_eq!(domain_xml(&m, "u-1", &[]).matches("<disk ").count(), 0);
+        assert_eq!(domain_xml(&m, "u-1", &[0, 1]).matches("<disk ").count(), 2);
+    }
+
+    #[test]
+    fn boot_order_is_read_back_from_domain_xml() {
+        let mut m = machine();
+        m.disks_mib = vec![64, 64];
+        for boot in [BootOrder::NetworkFirst, BootOrder::DiskFirst] {
+            m.boot = boot;
+            for disks in [&[0, 1][..], &[1], &[0]] {
+                let xml = domain_xml(&m, "u-1", disks);
+                assert_eq!(domain_boot_order(&xml), Some(boot), "{disks:?}\n{xml}");
+            }
+            // No disk: nothing to tell.
+            assert_eq!(domain_boot_order(&domain_xml(&m, "u-1", &[])), None);
+        }
+        // What sushy leaves after a Pxe override: the NIC first, the disk renumbered after it.
+        let sushy = "<disk type='file'><boot order='2'/></disk>\n\
+                     <interface type='ethernet'><boot order='1'/></interface>";
+        assert_eq!(domain_boot_order(sushy), Some(BootOrder::NetworkFirst));
+        let sushy = "<disk type='file'><boot order='1'/></disk>\n\
+                     <interface type='ethernet'><boot order='2'/></interface>";
+        assert_eq!(domain_boot_order(sushy), Some(BootOrder::DiskFirst));
     }
 
     #[test]

@@ -113,7 +113,7 @@ async fn ipmitool_powers_the_machine_through_its_bmc() {
     assert!(process_alive(first));
     let args = cmdline(first);
     assert!(
-        args.contains("virtio-blk-pci,drive=disk0,bootindex=1"),
+        args.contains("virtio-blk-pci,drive=disk0,serial=rbm1d0,bootindex=1"),
         "{args}"
     );
     assert!(args.contains("mac=52:54:00:00:00:01,bootindex=2"), "{args}");

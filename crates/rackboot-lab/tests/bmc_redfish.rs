@@ -168,6 +168,38 @@ async fn redfish_requests_power_the_machine_through_libvirt() {
     });
     assert_eq!(system(&lab, &path)["PowerState"], "Off");
 
+    // Pull the disk: the domain is redefined without it, the DMI serial and the Pxe override
+    // (which sushy keeps in the domain) stay.
+    lab.set_attached_disks(0, Some(vec![])).unwrap();
+    reset(&lab, &path, "On");
+    let diskless = wait_until("QEMU to start", Duration::from_secs(30), || bmc.qemu_pid());
+    let args = cmdline(diskless);
+    assert!(!args.contains("virtio-blk-pci"), "{args}");
+    assert!(args.contains("serial=RBLAB-m1"), "{args}");
+    assert_eq!(
+        system(&lab, &path)["Boot"]["BootSourceOverrideTarget"],
+        "Pxe"
+    );
+    reset(&lab, &path, "ForceOff");
+    wait_until("QEMU to exit", Duration::from_secs(20), || {
+        (!process_alive(diskless)).then_some(())
+    });
+    // Back in, still after the NIC as Pxe asked.
+    lab.set_attached_disks(0, None).unwrap();
+    reset(&lab, &path, "On");
+    let with_disk = wait_until("QEMU to start", Duration::from_secs(30), || bmc.qemu_pid());
+    let args = cmdline(with_disk);
+    assert!(args.contains(r#""serial":"rbm1d0""#), "{args}");
+    let nic = args
+        .find(r#""driver":"virtio-net-pci""#)
+        .unwrap_or_else(|| panic!("{args}"));
+    let nic_device = &args[nic..nic + args[nic..].find('}').unwrap()];
+    assert!(nic_device.contains(r#""bootindex":1"#), "{nic_device}");
+    reset(&lab, &path, "ForceOff");
+    wait_until("QEMU to exit", Duration::from_secs(20), || {
+        (!process_alive(with_disk)).then_some(())
+    });
+
     // On again and left running: `down` removes the emulator, libvirtd and the VM.
     reset(&lab, &path, "On");
     let third = wait_until("QEMU to start", Duration::from_secs(30), || bmc.qemu_pid());

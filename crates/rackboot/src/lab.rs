@@ -57,6 +57,12 @@ pub struct UpArgs {
     pub machines: usize,
     #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]
     pub firmware: FirmwareArg,
+    /// Blank virtio disks per machine (serials rb<machine>d0, rb<machine>d1, ...).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub disks: u8,
+    /// Size of each disk in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(16..=65536))]
+    pub disk_mib: u64,
     /// Seconds to wait for every machine to boot Linux.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -189,7 +195,7 @@ async fn up(args: UpArgs) -> Result<()> {
         FirmwareArg::Bios => MachineSpec::bios(),
         FirmwareArg::Uefi => MachineSpec::uefi(),
     }
-    .with_disk(64);
+    .with_disks(usize::from(args.disks), args.disk_mib);
     let mut config = LabConfig::new(&dir, vec![spec; args.machines]);
     config.state_file = Some(state_path.clone());
     config.bmc = args.bmc.map(|b| match b {
@@ -202,6 +208,26 @@ async fn up(args: UpArgs) -> Result<()> {
         lab.netns().name(),
         args.machines
     );
+    for m in lab.machines() {
+        let c = m.config();
+        let serials: Vec<String> = (0..c.disks_mib.len()).map(|i| c.disk_serial(i)).collect();
+        println!(
+            "  {} mac {} DMI serial {}, disks: {}",
+            m.name(),
+            m.mac(),
+            c.dmi_serial(),
+            if serials.is_empty() {
+                "none".to_string()
+            } else {
+                format!(
+                    "{} x {} MiB ({})",
+                    serials.len(),
+                    args.disk_mib,
+                    serials.join(", ")
+                )
+            }
+        );
+    }
 
     let exe = std::env::current_exe()?;
     let state_arg = state_dir.display().to_string();
