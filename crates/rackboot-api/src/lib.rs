@@ -19,18 +19,23 @@ use rackboot_fleet::Fleet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod agent_http;
 pub mod auth;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod images;
 pub mod install_menu;
 pub mod installs;
+pub mod lifecycle;
 pub mod machines;
 pub mod openapi;
 pub mod ops;
 pub mod power;
 pub mod profiles;
 pub mod selectors;
+pub mod webhooks;
+pub mod workflows;
 
 pub use auth::AuthConfig;
 pub use error::{ApiError, ErrorBody};
@@ -66,6 +71,10 @@ pub struct ApiState {
     /// and opens them for checks and previews. Installs that carry secrets are
     /// refused without it.
     pub secret_key: Option<Arc<rackboot_seal::SecretKey>>,
+    /// The workflow engine; its endpoints answer 404 when `None`.
+    pub engine: Option<rackboot_engine::Engine>,
+    /// The image catalog; its endpoints answer 404 when `None`.
+    pub images_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiState {
@@ -83,6 +92,8 @@ impl ApiState {
             boot_base_url: "http://127.0.0.1:8080".into(),
             power: None,
             secret_key: None,
+            engine: None,
+            images_dir: None,
         }
     }
 }

@@ -10,7 +10,10 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{ApiState, events, install_menu, installs, machines, ops, power, profiles, selectors};
+use crate::{
+    ApiState, events, images, install_menu, installs, lifecycle, machines, ops, power, profiles,
+    selectors, webhooks, workflows,
+};
 
 const BEARER: &str = "bearer";
 
@@ -31,7 +34,11 @@ const BEARER: &str = "bearer";
         (name = "selectors", description = "Rules choosing a profile for a machine"),
         (name = "power", description = "Out-of-band power and boot device through each machine's BMC"),
         (name = "installs", description = "Unattended OS installs, their templates and the OS catalog"),
+        (name = "workflows", description = "Inspect, clean, deploy, undeploy, rescue and operators' workflows: start, follow, retry, abort"),
+        (name = "lifecycle", description = "A machine's provisioning state, maintenance flag, transitions and what it waits for"),
+        (name = "images", description = "The image catalog deploys write from"),
         (name = "events", description = "Event log and live stream"),
+        (name = "webhooks", description = "Alerts: events POSTed as signed JSON to webhooks, through a durable outbox"),
         (name = "ops", description = "Status, leases, metrics and this document"),
     ),
     components(schemas(crate::error::ErrorBody)),
@@ -76,8 +83,36 @@ pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(installs::list_os))
         .routes(routes!(installs::delete_os))
+        .routes(routes!(
+            workflows::start_workflows,
+            workflows::list_workflows
+        ))
+        .routes(routes!(workflows::get_workflow))
+        .routes(routes!(workflows::retry_workflow))
+        .routes(routes!(workflows::abort_workflow))
+        .routes(routes!(
+            workflows::list_definitions,
+            workflows::put_definition
+        ))
+        .routes(routes!(workflows::delete_definition))
+        .routes(routes!(
+            lifecycle::set_maintenance,
+            lifecycle::clear_maintenance
+        ))
+        .routes(routes!(lifecycle::transitions))
+        .routes(routes!(lifecycle::machine_status))
+        .routes(routes!(images::list_images, images::import_image))
+        .routes(routes!(images::get_image, images::delete_image))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
+        .routes(routes!(webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::put_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::test_webhook))
         .routes(routes!(ops::status))
         .routes(routes!(ops::list_leases))
 }

@@ -22,6 +22,7 @@ mod installs;
 pub mod inventory;
 mod lifecycle;
 mod machines;
+pub mod webhooks;
 mod workflows;
 
 pub use agents::{AgentAuthError, IssuedToken, token_sha256};
@@ -29,6 +30,7 @@ pub use installs::InstallCompletion;
 pub use inventory::{Inventory, Snapshot};
 pub use lifecycle::transition;
 pub use machines::{DiscoveryOutcome, check_intent};
+pub use webhooks::SavedWebhook;
 
 /// Who asked for a change: recorded in events (`data.who`) and transitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +105,8 @@ pub struct Fleet {
     inventory: Arc<Inventory>,
     events: EventHub,
     agents: agents::Sessions,
+    /// Bumped by every webhook write (see [`Fleet::webhooks_generation`]).
+    webhooks_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Fleet {
@@ -118,6 +122,7 @@ impl Fleet {
             inventory,
             events,
             agents,
+            webhooks_generation: Default::default(),
         }))
     }
 

@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -15,6 +16,10 @@ pub const OS_DIR: &str = "os";
 pub const RAMDISK_DIR: &str = "ramdisk";
 /// The image catalog (`rackboot image import`), in the state directory.
 pub const IMAGES_DIR: &str = "images";
+/// Operators' workflow definitions, in the state directory.
+pub const WORKFLOWS_DIR: &str = "workflows";
+/// Logs agents upload when a step fails, in the state directory.
+pub const AGENT_LOGS_DIR: &str = "agent-logs";
 
 /// `rackboot serve --config FILE`. Every section is optional; see docs/config.md
 /// and the examples in examples/ (each is parsed by a test).
@@ -49,6 +54,12 @@ pub struct Config {
     /// BMC power control.
     #[serde(default)]
     pub power: PowerSettings,
+    /// The workflow engine: concurrency limits, agent timing.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// Alerts: how events reach webhooks.
+    #[serde(default)]
+    pub alerts: AlertSettings,
     #[serde(default)]
     pub log: Log,
 }
@@ -81,12 +92,131 @@ impl Default for PowerSettings {
     }
 }
 
+/// `[engine]`: how workflows (inspect, clean, deploy...) run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Workflows running at once; the rest wait in the queue.
+    #[serde(default = "default_max_running")]
+    pub max_running: usize,
+    /// Per label key: workflows running at once on machines that share a
+    /// value of it, e.g. `{ rack = 10 }` (a rack's power and uplink).
+    #[serde(default)]
+    pub label_limits: std::collections::BTreeMap<String, usize>,
+    /// Seconds between agent heartbeats.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u32,
+    /// An agent step fails (and is retried) when its agent has not been heard
+    /// from for this long.
+    #[serde(default = "default_agent_lost")]
+    pub agent_lost_secs: u64,
+    /// Operators' workflow definitions (`*.toml`). Default: STATE_DIR/workflows.
+    #[serde(default)]
+    pub workflows_dir: Option<PathBuf>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_running: default_max_running(),
+            label_limits: Default::default(),
+            heartbeat_secs: default_heartbeat(),
+            agent_lost_secs: default_agent_lost(),
+            workflows_dir: None,
+        }
+    }
+}
+
+fn default_max_running() -> usize {
+    64
+}
+
+fn default_heartbeat() -> u32 {
+    5
+}
+
+fn default_agent_lost() -> u64 {
+    90
+}
+
 fn default_power_sync() -> u64 {
     60
 }
 
 fn default_power_concurrency() -> usize {
     32
+}
+
+/// `[alerts]`: delivery of events to webhooks (`rackboot webhook add`). A
+/// delivery is retried with a doubling wait until it succeeds or
+/// `max_attempts` failed; then a `webhook_failed` warning is recorded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Run the alerts task; when false, webhooks get nothing (deliveries
+    /// wait in the outbox).
+    #[serde(default = "default_alerts_enabled")]
+    pub enabled: bool,
+    /// Attempts before a delivery is given up.
+    #[serde(default = "default_alert_attempts")]
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt, in milliseconds; doubles after each.
+    #[serde(default = "default_alert_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    /// Longest wait between two attempts, in seconds.
+    #[serde(default = "default_alert_backoff_max_secs")]
+    pub backoff_max_secs: u64,
+    /// Seconds one POST may take before it counts as failed.
+    #[serde(default = "default_alert_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Webhooks delivered to at once (each gets one request at a time).
+    #[serde(default = "default_alert_concurrency")]
+    pub max_concurrent: usize,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("empty [alerts] is valid")
+    }
+}
+
+impl AlertSettings {
+    /// The alerts task's settings (zeros raised to the smallest sane value).
+    pub fn to_config(&self) -> rackboot_alerts::AlertConfig {
+        let backoff_initial = Duration::from_millis(self.backoff_initial_ms.max(10));
+        rackboot_alerts::AlertConfig {
+            max_attempts: self.max_attempts.max(1),
+            backoff_initial,
+            backoff_max: Duration::from_secs(self.backoff_max_secs).max(backoff_initial),
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            max_concurrent: self.max_concurrent.max(1),
+            ..rackboot_alerts::AlertConfig::default()
+        }
+    }
+}
+
+fn default_alerts_enabled() -> bool {
+    true
+}
+
+fn default_alert_attempts() -> u32 {
+    12
+}
+
+fn default_alert_backoff_initial_ms() -> u64 {
+    1000
+}
+
+fn default_alert_backoff_max_secs() -> u64 {
+    600
+}
+
+fn default_alert_timeout_secs() -> u64 {
+    10
+}
+
+fn default_alert_concurrency() -> usize {
+    8
 }
 
 /// The key file under the state directory.
@@ -247,6 +377,27 @@ mod tests {
         let c = Config::from_toml("[listen]\ntftp = \"off\"\n").unwrap();
         assert_eq!(c.listen.tftp, Toggle::Off);
         assert!(Config::from_toml("[listen]\ntftp = \"nope\"\n").is_err());
+    }
+
+    #[test]
+    fn alerts_section() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(
+            c.alerts.to_config(),
+            rackboot_alerts::AlertConfig::default()
+        );
+        let c = Config::from_toml(
+            "[alerts]\nmax_attempts = 5\nbackoff_initial_ms = 250\nbackoff_max_secs = 60\ntimeout_secs = 3\n",
+        )
+        .unwrap();
+        let a = c.alerts.to_config();
+        assert_eq!(a.max_attempts, 5);
+        assert_eq!(a.backoff_initial, Duration::from_millis(250));
+        assert_eq!(a.backoff_max, Duration::from_secs(60));
+        assert_eq!(a.timeout, Duration::from_secs(3));
+        assert!(c.alerts.enabled);
+        let err = Config::from_toml("[alerts]\nretries = 3\n").unwrap_err();
+        assert!(format!("{err:#}").contains("retries"), "{err:#}");
     }
 
     #[test]

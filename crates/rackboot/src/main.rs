@@ -8,11 +8,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod adhoc;
 mod client;
 mod config;
+mod deploy_cli;
 mod install_cli;
 mod lab;
 mod output;
 mod power_cli;
 mod serve;
+mod webhook_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +68,31 @@ enum Command {
     /// Templates for unattended install files: list, show, put, delete.
     #[command(subcommand)]
     Template(install_cli::TemplateCmd),
+    /// Deploy an image: boot the agent, inspect, erase, RAID, write, configure,
+    /// boot from disk; with live per-machine progress and a summary.
+    Deploy(deploy_cli::DeployArgs),
+    /// Take active machines back: erase their disks (the agent), power off.
+    Undeploy(deploy_cli::SimpleWorkflowArgs),
+    /// Collect hardware facts with the agent (CPU, memory, DMI, disks, NICs, LLDP).
+    Inspect(deploy_cli::SimpleWorkflowArgs),
+    /// Erase disks with the agent and make machines available.
+    Clean(deploy_cli::SimpleWorkflowArgs),
+    /// Boot the agent without touching disks (rackboot unrescue to leave).
+    Rescue(deploy_cli::SimpleWorkflowArgs),
+    /// Leave rescue: boot from disk again.
+    Unrescue(deploy_cli::SimpleWorkflowArgs),
+    /// Workflows: list, show, retry, abort, run; definitions.
+    #[command(subcommand)]
+    Workflow(deploy_cli::WorkflowCmd),
+    /// The image catalog: import, list, show, delete.
+    #[command(subcommand)]
+    Image(deploy_cli::ImageCmd),
+    /// The agent's RAM-disk.
+    #[command(subcommand)]
+    Ramdisk(deploy_cli::RamdiskCmd),
+    /// Webhooks that receive alerts (signed JSON): add, list, show, delete, deliveries, test.
+    #[command(subcommand)]
+    Webhook(webhook_cli::WebhookCmd),
     /// The virtual rack: QEMU machines on a private bridge in a network namespace.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -105,6 +132,16 @@ fn main() -> ExitCode {
             Command::Installs(args) => install_cli::installs(args).await,
             Command::Render(args) => install_cli::render(args).await,
             Command::Template(cmd) => install_cli::template(cmd).await,
+            Command::Deploy(args) => deploy_cli::deploy(args).await,
+            Command::Undeploy(args) => deploy_cli::simple("undeploy", args).await,
+            Command::Inspect(args) => deploy_cli::simple("inspect", args).await,
+            Command::Clean(args) => deploy_cli::simple("clean", args).await,
+            Command::Rescue(args) => deploy_cli::simple("rescue", args).await,
+            Command::Unrescue(args) => deploy_cli::simple("unrescue", args).await,
+            Command::Workflow(cmd) => deploy_cli::workflow(cmd).await,
+            Command::Image(cmd) => deploy_cli::image(cmd).await,
+            Command::Ramdisk(cmd) => deploy_cli::ramdisk(cmd).await,
+            Command::Webhook(cmd) => webhook_cli::webhook(cmd).await,
             Command::CheckConfig { config } => config::check(&config),
         }
     });

@@ -347,6 +347,62 @@ impl Server {
             ));
         }
 
+        // The base URL machines (and their agents) reach boot HTTP at.
+        let boot_base_url = match (&boot_config.public_url, server_ip) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(ip)) => format!("http://{ip}:{}", boot_config.http_port),
+            (None, None) => format!("http://127.0.0.1:{}", boot_config.http_port),
+        };
+        let images_dir = boot_config.images_dir.clone();
+        let engine_config = rackboot_engine::EngineConfig {
+            max_running: config.engine.max_running.max(1),
+            label_limits: config.engine.label_limits.clone(),
+            heartbeat_secs: config.engine.heartbeat_secs.max(1),
+            agent_lost_after: Duration::from_secs(config.engine.agent_lost_secs.max(10)),
+            base_url: boot_base_url.clone(),
+            images_dir: images_dir.clone(),
+            workflows_dir: Some(
+                config
+                    .engine
+                    .workflows_dir
+                    .clone()
+                    .unwrap_or_else(|| config.state_dir.join(crate::config::WORKFLOWS_DIR)),
+            ),
+            ..rackboot_engine::EngineConfig::default()
+        };
+        let (engine, engine_task) = rackboot_engine::Engine::start(
+            fleet.clone(),
+            Some(rackboot_engine::PowerDeps {
+                controller: power_api.controller.clone(),
+                key: secret_key.clone(),
+            }),
+            secret_key.clone(),
+            engine_config,
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the workflow engine")?;
+        tasks.spawn(async move {
+            engine_task.await.context("workflow engine")?;
+            Ok(())
+        });
+
+        if config.alerts.enabled {
+            // Outside `tasks`, like the power sync: no sockets, ends with the
+            // shutdown token. Subscribed to events from this call on.
+            let alerts = rackboot_alerts::run(
+                fleet.clone(),
+                secret_key.clone(),
+                config.alerts.to_config(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = alerts.await {
+                    tracing::error!("{e}");
+                }
+            });
+        }
+
         let mut services = Vec::new();
         if let Some(listener) = http_listener {
             let mut api_state = rackboot_api::ApiState::new(
@@ -356,18 +412,23 @@ impl Server {
             api_state.metrics = metrics.clone();
             api_state.power = Some(power_api.clone());
             api_state.secret_key = Some(secret_key.clone());
-            api_state.boot_base_url = match (&boot_config.public_url, server_ip) {
-                (Some(url), _) => url.trim_end_matches('/').to_string(),
-                (None, Some(ip)) => format!("http://{ip}:{}", boot_config.http_port),
-                (None, None) => format!("http://127.0.0.1:{}", boot_config.http_port),
-            };
+            api_state.boot_base_url = boot_base_url.clone();
+            api_state.engine = Some(engine.clone());
+            api_state.images_dir = images_dir.clone();
             api_state.shutdown = shutdown.clone();
             api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
             api_state.status = Arc::new(rackboot_api::StatusInfo {
                 services: service_infos(&config, http_addr, tftp_addr),
                 ..rackboot_api::StatusInfo::default()
             });
-            let app = rackboot_boot::router(boot.clone()).merge(rackboot_api::router(api_state));
+            let agent = rackboot_api::agent_http::router(rackboot_api::agent_http::AgentHttp {
+                fleet: fleet.clone(),
+                engine: engine.clone(),
+                logs_dir: Some(config.state_dir.join(crate::config::AGENT_LOGS_DIR)),
+            });
+            let app = rackboot_boot::router(boot.clone())
+                .merge(agent)
+                .merge(rackboot_api::router(api_state));
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 axum::serve(
