@@ -100,7 +100,7 @@ impl Backoff {
 
 /// ±20%, so a rack of agents restarted together does not retry in lockstep.
 pub fn jitter(d: Duration) -> Duration {
-    let r = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+    let r = (crate::random::uuid().as_u128() % 1000) as f64 / 1000.0;
     d.mul_f64(0.8 + 0.4 * r)
 }
 
@@ -129,7 +129,7 @@ impl Agent {
     pub fn new(client: Client, env: Env) -> Agent {
         let boot_id = if env.sim.is_some() {
             // Every simulated agent process is one boot of its own machine.
-            uuid::Uuid::new_v4().to_string()
+            crate::random::uuid().to_string()
         } else {
             inspect::boot_id(&env)
         };
@@ -138,7 +138,7 @@ impl Agent {
             env: Arc::new(env),
             timing: Timing::default(),
             tuning: Tuning::default(),
-            instance: uuid::Uuid::new_v4(),
+            instance: crate::random::uuid(),
             boot_id,
             stop: Arc::new(AtomicBool::new(false)),
         }

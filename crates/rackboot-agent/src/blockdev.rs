@@ -38,6 +38,36 @@ struct BlkpgIoctlArg {
     data: *mut libc::c_void,
 }
 
+/// Simulation mode's disk speed in MiB/s (0: as fast as the file system).
+/// Files stand in for disks there; pacing their writes makes a simulated
+/// deploy take the time a real disk would (the fleet benchmark), and gives
+/// tests a window to interrupt a write in.
+static SIMULATED_MIBPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static PACE: std::sync::Mutex<Option<(std::time::Instant, u64)>> = std::sync::Mutex::new(None);
+
+/// Sets the simulated disk speed (simulation mode only).
+pub fn set_simulated_speed(mib_per_sec: u64) {
+    SIMULATED_MIBPS.store(mib_per_sec, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sleeps so that writes to files average the simulated speed.
+fn pace(bytes: usize) {
+    let mibps = SIMULATED_MIBPS.load(std::sync::atomic::Ordering::Relaxed);
+    if mibps == 0 {
+        return;
+    }
+    let due = {
+        let mut state = PACE.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, total) = state.get_or_insert((std::time::Instant::now(), 0));
+        *total += bytes as u64;
+        *start + std::time::Duration::from_secs_f64(*total as f64 / (mibps << 20) as f64)
+    };
+    let now = std::time::Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+}
+
 /// Zeros for writes; shared so no caller allocates its own.
 pub static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
@@ -118,6 +148,9 @@ impl Device {
     }
 
     pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.is_block {
+            pace(buf.len());
+        }
         self.file.write_all_at(buf, offset)
     }
 
@@ -126,6 +159,9 @@ impl Device {
         let end = offset + len;
         while offset < end {
             let n = (end - offset).min(ZEROS.len() as u64) as usize;
+            if !self.is_block {
+                pace(n);
+            }
             self.file.write_all_at(&ZEROS[..n], offset)?;
             offset += n as u64;
         }

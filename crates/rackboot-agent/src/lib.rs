@@ -24,6 +24,7 @@ pub mod disk;
 pub mod fsprobe;
 pub mod http;
 pub mod parttable;
+pub mod random;
 pub mod steps;
 pub mod sysfs;
 pub mod tools;

@@ -21,7 +21,7 @@ use rackboot_agent::steps::power;
 use rackboot_agent_proto::BootArgs;
 
 const USAGE: &str = "usage: rackboot-agent [--url URL --token TOKEN] \
-                     [--simulate DIR --mac MAC [--serial SERIAL]]";
+                     [--simulate DIR --mac MAC [--serial SERIAL] [--disk-mibps N]]";
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Flags {
@@ -30,6 +30,8 @@ struct Flags {
     simulate: Option<PathBuf>,
     mac: Option<String>,
     serial: Option<String>,
+    /// Simulated disk speed, MiB/s.
+    disk_mibps: Option<u64>,
 }
 
 fn parse_flags(args: &[String]) -> Result<Flags, String> {
@@ -52,6 +54,13 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
             "--simulate" => f.simulate = Some(PathBuf::from(value()?)),
             "--mac" => f.mac = Some(value()?.to_ascii_lowercase()),
             "--serial" => f.serial = Some(value()?),
+            "--disk-mibps" => {
+                let v = value()?;
+                f.disk_mibps = Some(
+                    v.parse()
+                        .map_err(|_| format!("--disk-mibps {v:?}: a number"))?,
+                )
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -60,6 +69,9 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
     }
     if f.simulate.is_some() && f.url.is_none() {
         return Err("--simulate needs --url and --token".into());
+    }
+    if f.disk_mibps.is_some() && f.simulate.is_none() {
+        return Err("--disk-mibps is for --simulate".into());
     }
     if f.url.is_some() != f.token.is_some() {
         return Err("--url and --token go together".into());
@@ -116,6 +128,9 @@ fn main() {
         None => Env::real(),
     };
     let simulated = env.sim.is_some();
+    if let Some(mibps) = flags.disk_mibps {
+        rackboot_agent::blockdev::set_simulated_speed(mibps);
+    }
     let agent = Agent::new(client, env);
     match agent.run() {
         Exit::Power(action) if simulated => {

@@ -513,7 +513,7 @@ mod tests {
         for (i, (first, last)) in parts.iter().enumerate() {
             let e = &mut entries[128 * i..128 * (i + 1)];
             e[..16].copy_from_slice(&linux.to_bytes_le());
-            e[16..32].copy_from_slice(&uuid::Uuid::new_v4().to_bytes_le());
+            e[16..32].copy_from_slice(&crate::random::uuid().to_bytes_le());
             e[32..40].copy_from_slice(&first.to_le_bytes());
             e[40..48].copy_from_slice(&last.to_le_bytes());
         }
@@ -542,7 +542,7 @@ mod tests {
         let new = GptNew {
             size: 2048 * 64,
             type_guid: uuid::Uuid::parse_str(GPT_BASIC_DATA).unwrap().to_bytes_le(),
-            unique_guid: uuid::Uuid::new_v4().to_bytes_le(),
+            unique_guid: crate::random::uuid().to_bytes_le(),
             name: "cidata",
         };
         let added = add_gpt_partition(&lba0, &lba1, &entries, 512, disk, &new).unwrap();

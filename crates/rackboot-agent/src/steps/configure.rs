@@ -252,7 +252,7 @@ pub struct Mounted {
 impl Mounted {
     pub fn mount(dev: &Path, fstype: &str, read_only: bool) -> io::Result<Mounted> {
         let dir =
-            std::env::temp_dir().join(format!("rackboot-mnt-{}", uuid::Uuid::new_v4().simple()));
+            std::env::temp_dir().join(format!("rackboot-mnt-{}", crate::random::uuid().simple()));
         std::fs::create_dir(&dir)?;
         let c_dev = CString::new(dev.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
         let c_dir = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
@@ -521,7 +521,7 @@ fn seed_partition(
             type_guid: uuid::Uuid::parse_str(parttable::GPT_BASIC_DATA)
                 .expect("constant GUID")
                 .to_bytes_le(),
-            unique_guid: uuid::Uuid::new_v4().to_bytes_le(),
+            unique_guid: crate::random::uuid().to_bytes_le(),
             name: &seed.label,
         };
         parttable::add_gpt_partition(
