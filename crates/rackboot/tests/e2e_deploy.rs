@@ -191,3 +191,83 @@ async fn deploy_boots_the_image_from_disk_and_undeploy_erases_it() {
         String::from_utf8_lossy(&blkid.stdout)
     );
 }
+
+/// Powers the machine on through the rackboot CLI (its BMC) with only
+/// `disks` attached, and waits for the test OS it boots.
+async fn boot_with_disks(rack: &Rack, name: &str, disks: Vec<usize>) -> (String, String) {
+    let bmc = rack.lab.bmc(0).unwrap();
+    let off = rack.cli(&["machine", "power", name, "off"]);
+    assert!(off.contains("off"), "{off}");
+    rack.lab.set_attached_disks(0, Some(disks)).unwrap();
+    let from = bmc.serial_len();
+    let on = rack.cli(&["machine", "power", name, "on"]);
+    assert!(on.contains("verified on"), "{on}");
+    wait_marker(rack, from).await
+}
+
+#[tokio::test]
+async fn raid1_deploy_boots_from_either_disk_alone() {
+    let _vms = VMS.lock().await;
+    let rack = Rack::start_with_bmc(
+        vec![MachineSpec::bios().with_memory(1024).with_disks(2, 256)],
+        Some(BmcKind::Ipmi),
+        &["--dhcp-range", "10.77.0.100-10.77.0.150"],
+    )
+    .await;
+    install_ramdisk(&rack);
+    import_test_os(&rack);
+    let name = rack.lab.machine(0).name().to_string();
+    let mac = rack.lab.machine(0).mac();
+    let bmc = rack.lab.bmc(0).unwrap();
+    rack.cli(&["machine", "add", &name, "--mac", &mac, "--bmc", bmc.url()]);
+    let vars = vars(&rack, "mirrored1", &mac);
+    rack.cli(&[
+        "deploy",
+        &name,
+        "--image",
+        "testos",
+        "--vars",
+        &vars,
+        "--raid",
+        "1",
+        "--no-wait",
+    ]);
+    let wf = wait_workflow(&rack, &name, 0, DEPLOY_TIMEOUT).await;
+    assert_eq!(
+        wf["state"],
+        "succeeded",
+        "{wf:#}\nconsole:\n{}\nserver log:\n{}",
+        serial_tail(&rack, 0, 6000),
+        rack.server_log()
+    );
+    let raid = &wf["steps"][3];
+    assert_eq!(raid["state"], "succeeded", "{raid:#}");
+    assert_eq!(
+        raid["output"]["members"].as_array().map(|m| m.len()),
+        Some(2),
+        "{raid:#}"
+    );
+    assert_eq!(
+        wf["steps"][4]["output"]["target"], "/dev/md/rackboot0",
+        "{:#}",
+        wf["steps"][4]
+    );
+    let (host, addr) = wait_marker(&rack, 0).await;
+    assert_eq!(
+        (host.as_str(), addr.as_str()),
+        ("mirrored1", "10.77.0.50/24")
+    );
+
+    // Metadata 1.0 sits at the end of each member: either disk alone is a
+    // plain disk holding the whole installed system.
+    for disk in [0, 1] {
+        let (host, addr) = boot_with_disks(&rack, &name, vec![disk]).await;
+        assert_eq!(
+            (host.as_str(), addr.as_str()),
+            ("mirrored1", "10.77.0.50/24"),
+            "booted from disk {disk} alone"
+        );
+        assert!(ping(&rack, "10.77.0.50"), "disk {disk} alone: no ping");
+    }
+    rack.lab.set_attached_disks(0, None).unwrap();
+}
