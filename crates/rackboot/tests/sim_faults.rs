@@ -182,7 +182,10 @@ exit 0
 "#;
 
 /// Receives webhook POSTs on 127.0.0.1; keeps (headers, body) of each.
-fn webhook_receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+/// (headers, body) of each request a receiver got.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+fn webhook_receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
