@@ -192,6 +192,24 @@ pub enum MachineCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Put a machine in maintenance (`on --reason TEXT`) or take it out (`off`):
+    /// in maintenance no workflow starts or advances on it and its power is not polled.
+    Maintenance {
+        machine: String,
+        #[arg(value_parser = ["on", "off"])]
+        switch: String,
+        /// Why (required with `on`): shown wherever the machine is.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every lifecycle transition of a machine: when, from, to, who asked and why.
+    Transitions {
+        machine: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
@@ -249,7 +267,7 @@ fn machine_table(machines: &[Machine]) {
     t.print();
 }
 
-fn machine_detail(m: &Machine) {
+fn machine_detail(m: &Machine, status: &Value) {
     println!("name:     {}", m.name);
     println!("id:       {}", m.id);
     println!(
@@ -275,8 +293,112 @@ fn machine_detail(m: &Machine) {
     for (k, v) in &m.labels {
         println!("label:    {k}={v}");
     }
+    let since = m
+        .state_changed_at
+        .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_default();
+    match &m.state_reason {
+        Some(reason) => println!("state:    {}{since} ({reason})", m.state),
+        None => println!("state:    {}{since}", m.state),
+    }
+    if let Some(mt) = &m.maintenance {
+        println!(
+            "maintenance: {} (by {}, since {})",
+            mt.reason,
+            mt.by,
+            mt.since.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    for line in waiting_lines(status) {
+        println!("{line}");
+    }
+    if let Some(f) = &m.facts {
+        println!(
+            "cpu:      {} ({} cores, {} threads)",
+            f.cpu.model, f.cpu.cores, f.cpu.threads
+        );
+        println!(
+            "memory:   {:.1} GiB",
+            f.memory_bytes as f64 / (1u64 << 30) as f64
+        );
+        if let Some(serial) = &f.dmi.serial {
+            println!("serial:   {serial}");
+        }
+        for d in &f.disks {
+            println!(
+                "disk:     {} {:.1} GiB {}{}",
+                d.name,
+                d.size_bytes as f64 / (1u64 << 30) as f64,
+                d.model.as_deref().unwrap_or("-"),
+                d.serial
+                    .as_deref()
+                    .map(|s| format!(" serial {s}"))
+                    .unwrap_or_default()
+            );
+        }
+        for n in &f.nics {
+            println!(
+                "nic:      {} {} {}",
+                n.name,
+                n.mac,
+                n.driver.as_deref().unwrap_or("-")
+            );
+        }
+        if let Some(at) = m.facts_at {
+            println!("facts:    from {}", at.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
+    }
     println!("created:  {}", m.created_at.to_rfc3339());
     println!("updated:  {}", m.updated_at.to_rfc3339());
+}
+
+/// The workflow, the step and what the machine waits for, with since/until,
+/// from `/machines/{ref}/status`.
+fn waiting_lines(status: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| {
+                let t = t.with_timezone(&chrono::Utc);
+                let secs = (t - chrono::Utc::now()).num_seconds();
+                let rel = if secs >= 0 {
+                    format!("in {}", human_secs(secs))
+                } else {
+                    format!("{} ago", human_secs(-secs))
+                };
+                format!("{} ({rel})", t.format("%Y-%m-%d %H:%M:%S UTC"))
+            })
+    };
+    let wf = &status["workflow"];
+    if let (Some(kind), Some(state)) = (wf["name"].as_str(), wf["state"].as_str()) {
+        let id = wf["id"].as_str().unwrap_or("-");
+        lines.push(format!("workflow: {kind} {state} ({id})"));
+        if let Some(err) = wf["error"].as_str() {
+            lines.push(format!("error:    {err}"));
+        }
+        if state == "running" {
+            lines.push(format!("step:     {}", crate::deploy_cli::status_line(wf)));
+        }
+    }
+    if let Some(w) = status["waiting_for"].as_str() {
+        lines.push(format!("waits for: {w}"));
+        if let Some(t) = time(&status["since"]) {
+            lines.push(format!("  since:  {t}"));
+        }
+        if let Some(t) = time(&status["until"]) {
+            lines.push(format!("  until:  {t}"));
+        }
+    }
+    lines
+}
+
+fn human_secs(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 pub async fn machine(cmd: MachineCmd) -> Result<()> {
@@ -294,7 +416,60 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
             let m: Machine = api.get(&format!("/machines/{}", seg(&machine))).await?;
             match client.output {
                 Format::Json => print_json(&m),
-                Format::Text => machine_detail(&m),
+                Format::Text => {
+                    let status: Value = api
+                        .get(&format!("/machines/{}/status", seg(&m.id.to_string())))
+                        .await?;
+                    machine_detail(&m, &status)
+                }
+            }
+        }
+        MachineCmd::Maintenance {
+            machine,
+            switch,
+            reason,
+            client,
+        } => {
+            let api = Api::new(&client)?;
+            let path = format!("/machines/{}/maintenance", seg(&machine));
+            let m: Machine = if switch == "on" {
+                let reason = reason.ok_or_else(|| {
+                    anyhow!(
+                        "maintenance on needs --reason TEXT (say why; it is shown with the machine)"
+                    )
+                })?;
+                api.put(&path, &json!({ "reason": reason })).await?
+            } else {
+                api.send(api.raw().0.delete(api.url(&path))).await?
+            };
+            match client.output {
+                Format::Json => print_json(&m),
+                Format::Text => match &m.maintenance {
+                    Some(mt) => println!("{} is in maintenance: {}", m.name, mt.reason),
+                    None => println!("{} is out of maintenance", m.name),
+                },
+            }
+        }
+        MachineCmd::Transitions { machine, client } => {
+            let api = Api::new(&client)?;
+            let list: Vec<rackboot_core::Transition> = api
+                .get(&format!("/machines/{}/transitions", seg(&machine)))
+                .await?;
+            match client.output {
+                Format::Json => print_json(&list),
+                Format::Text => {
+                    let mut t = Table::new(["AT", "FROM", "TO", "BY", "REASON"]);
+                    for tr in &list {
+                        t.row([
+                            tr.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            tr.from.to_string(),
+                            tr.to.to_string(),
+                            tr.by.clone(),
+                            tr.reason.clone(),
+                        ]);
+                    }
+                    t.print();
+                }
             }
         }
         MachineCmd::Add {
@@ -385,7 +560,7 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
                 .await?;
             match client.output {
                 Format::Json => print_json(&m),
-                Format::Text => machine_detail(&m),
+                Format::Text => machine_detail(&m, &Value::Null),
             }
         }
         MachineCmd::SetBmc {
@@ -408,7 +583,7 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
                 .await?;
             match client.output {
                 Format::Json => print_json(&m),
-                Format::Text => machine_detail(&m),
+                Format::Text => machine_detail(&m, &Value::Null),
             }
         }
         MachineCmd::Power(args) => crate::power_cli::power(args).await?,

@@ -278,7 +278,7 @@ async fn run(
 }
 
 /// One line of where a workflow is: its running step, progress and rate.
-fn status_line(wf: &Value) -> String {
+pub(crate) fn status_line(wf: &Value) -> String {
     let state = wf["state"].as_str().unwrap_or("?");
     if state == "queued" {
         let why = wf["queue"]["waiting_for"]

@@ -45,6 +45,20 @@ fn an_agent_killed_mid_write_is_retried_and_the_deploy_completes() {
     let token = agent_token(&server);
     let mut agent = start_paced_agent(&server, &token, &m, DISK_MIBPS);
     wait_step_progress(&server, &m.name, "write-image");
+    // What an operator sees meanwhile: the state, the step, its progress,
+    // what it waits for and until when.
+    let show = server.ok(&["machine", "show", &m.name]);
+    for want in [
+        "state:    deploying since",
+        "workflow: deploy running",
+        "step:     write-image",
+        "MiB",
+        "waits for: step write-image",
+        "  since:  ",
+        "  until:  ",
+    ] {
+        assert!(show.contains(want), "{want:?} missing from:\n{show}");
+    }
     agent.kill().unwrap();
     agent.wait().unwrap();
     // The RAM-disk's init starts the agent again: a new process, the same boot.
@@ -65,6 +79,17 @@ fn an_agent_killed_mid_write_is_retried_and_the_deploy_completes() {
     );
     let disk = std::fs::read(&m.disk).unwrap();
     assert_eq!(&disk[..data.len()], &data[..]);
+    let show = server.ok(&["machine", "show", &m.name]);
+    assert!(show.contains("state:    active since"), "{show}");
+    assert!(show.contains("workflow: deploy succeeded"), "{show}");
+    assert!(show.contains("serial:   SIM-0001"), "{show}");
+    assert!(!show.contains("waits for"), "{show}");
+    let transitions = server.ok(&["machine", "transitions", &m.name]);
+    assert!(
+        transitions.contains("deploy of big requested by api")
+            && transitions.contains("deploying  active     engine"),
+        "{transitions}"
+    );
 }
 
 #[test]
