@@ -24,7 +24,7 @@ pub struct SelectorInput {
     pub name: Option<String>,
     /// Profile booted by machines this selector matches; must exist.
     pub profile: String,
-    /// Keys `mac`, `uuid`, `arch`, `name`, `label.KEY`; all must match. Empty matches every machine.
+    /// Keys `mac`, `uuid`, `arch`, `name`, `label.KEY`, `fact.KEY` (inspected facts: `fact.memory_gib: ">=60"`, `fact.disks: "2"`); all must match. Empty matches every machine.
     #[serde(rename = "match", default)]
     pub matches: BTreeMap<String, String>,
 }

@@ -732,12 +732,17 @@ async fn selectors_crud_and_validation() {
         (
             "s",
             json!({ "profile": "debian", "match": { "colour": "red" } }),
-            "unknown selector key \"colour\": use mac, uuid, arch, name or label.KEY",
+            "unknown selector key \"colour\": use mac, uuid, arch, name, label.KEY or fact.KEY",
         ),
         (
             "s",
             json!({ "profile": "debian", "match": { "mac": "zz" } }),
             "selector key \"mac\" has invalid value \"zz\"",
+        ),
+        (
+            "s",
+            json!({ "profile": "debian", "match": { "fact.memory_gib": "lots" } }),
+            "selector key \"fact.memory_gib\" has invalid value \"lots\": expected a number",
         ),
         (
             "s",

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod arch;
 pub mod boot;
 pub mod event;
+pub mod fact_match;
 pub mod install;
 pub mod lease;
 pub mod lifecycle;

@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::fact_match::FactMatch;
 use crate::{MacAddr, Machine, machine::validate_name};
 
-/// `match` keys: `mac`, `uuid`, `arch` (bios, uefi_x64, uefi_arm64...), `name`, and `label.KEY`.
+/// `match` keys: `mac`, `uuid`, `arch` (bios, uefi_x64, uefi_arm64...), `name`,
+/// `label.KEY`, and `fact.KEY` on the inspected facts (`fact.memory_gib: ">=60"`,
+/// `fact.disks: "2"`, `fact.cpu_model: "*Xeon*"`; see [`crate::fact_match`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Selector {
     pub name: String,
@@ -24,7 +27,7 @@ pub struct Selector {
 pub enum SelectorError {
     #[error("{0}")]
     Name(String),
-    #[error("unknown selector key {0:?}: use mac, uuid, arch, name or label.KEY")]
+    #[error("unknown selector key {0:?}: use mac, uuid, arch, name, label.KEY or fact.KEY")]
     UnknownKey(String),
     #[error("selector key {key:?} has invalid value {value:?}: {why}")]
     BadValue {
@@ -59,6 +62,9 @@ impl Selector {
                 }
                 "name" => {}
                 k if k.strip_prefix("label.").is_some_and(|l| !l.is_empty()) => {}
+                k if k.starts_with("fact.") => {
+                    FactMatch::parse(&k["fact.".len()..], value).map_err(|why| bad(&why))?;
+                }
                 other => return Err(SelectorError::UnknownKey(other.to_string())),
             }
         }
@@ -76,9 +82,14 @@ impl Selector {
                 .is_ok_and(|u| machine.uuid == Some(u)),
             "arch" => machine.arch.is_some_and(|a| a.as_str() == *want),
             "name" => machine.name == *want,
-            k => match k.strip_prefix("label.") {
-                Some(label) => machine.labels.get(label) == Some(want),
-                None => false,
+            k => match (k.strip_prefix("label."), k.strip_prefix("fact.")) {
+                (Some(label), _) => machine.labels.get(label) == Some(want),
+                // A machine never inspected matches no fact condition.
+                (_, Some(fact)) => match (&machine.facts, FactMatch::parse(fact, want)) {
+                    (Some(facts), Ok(cond)) => cond.matches(facts),
+                    _ => false,
+                },
+                _ => false,
             },
         })
     }
@@ -149,7 +160,43 @@ mod tests {
     }
 
     #[test]
+    fn facts_select_a_profile_once_a_machine_is_inspected() {
+        let mut m = Machine::discovered("52:54:00:00:00:02".parse().unwrap(), None, None);
+        let selectors = vec![
+            sel("default", "small", &[]),
+            sel(
+                "big-two-disks",
+                "raid1",
+                &[("fact.disks", "2"), ("fact.memory_gib", ">=60")],
+            ),
+        ];
+        // Not inspected yet: no fact condition holds.
+        assert_eq!(select(&selectors, &m).unwrap().profile, "small");
+        let disk = |gib: u64| rackboot_agent_proto::facts::DiskFacts {
+            size_bytes: gib << 30,
+            ..Default::default()
+        };
+        m.facts = Some(crate::Facts {
+            memory_bytes: 64 << 30,
+            disks: vec![disk(100), disk(100)],
+            ..Default::default()
+        });
+        assert_eq!(select(&selectors, &m).unwrap().profile, "raid1");
+        m.facts.as_mut().unwrap().disks.pop();
+        assert_eq!(select(&selectors, &m).unwrap().profile, "small");
+    }
+
+    #[test]
     fn validation_names_the_key() {
+        let err = sel("s", "p", &[("fact.memory_gib", "lots")])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fact.memory_gib") && err.contains("expected a number"),
+            "{err}"
+        );
+        assert!(sel("s", "p", &[("fact.nope", "1")]).validate().is_err());
         assert_eq!(
             sel("s", "p", &[("colour", "red")]).validate(),
             Err(SelectorError::UnknownKey("colour".into()))

@@ -714,7 +714,7 @@ pub enum SelectorCmd {
         name: String,
         #[arg(long)]
         profile: String,
-        /// KEY=VALUE (mac, uuid, arch, name, label.KEY); none matches every machine.
+        /// KEY=VALUE (mac, uuid, arch, name, label.KEY, fact.KEY such as fact.memory_gib=">=60"); none matches every machine.
         #[arg(long = "match")]
         matches: Vec<String>,
         #[command(flatten)]
