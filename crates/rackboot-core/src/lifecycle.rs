@@ -217,7 +217,11 @@ impl Lifecycle {
                 S::DeployFailed,
             ],
             Lifecycle::Undeploy => &[S::Active, S::DeployFailed, S::UndeployFailed],
+            // Rescue touches no disk: any machine that is not busy may
+            // boot the agent for an operator.
             Lifecycle::Rescue => &[
+                S::Enrolled,
+                S::VerifyFailed,
                 S::Manageable,
                 S::Available,
                 S::Active,

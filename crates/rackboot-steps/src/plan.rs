@@ -65,8 +65,8 @@ fn facts<'a>(cx: &PlanContext<'a>) -> Result<&'a Facts, String> {
         .ok_or_else(|| "the machine has no hardware facts: run an inspect step first".to_string())
 }
 
-/// Disks an OS may go on: not removable, at least 1 GiB... smaller ones are
-/// SD cards and BMC virtual media.
+/// Disks an OS may go on: not removable, at least 64 MiB (smaller ones are
+/// BMC virtual media and the like).
 pub fn eligible_disks(facts: &Facts) -> Vec<&DiskFacts> {
     let mut disks: Vec<&DiskFacts> = facts
         .disks
