@@ -48,6 +48,9 @@ pub struct EventsQuery {
     pub after: Option<i64>,
     /// At most this many events (default and maximum 1000).
     pub limit: Option<u32>,
+    /// The newest this many events (1 to 1000) instead, still oldest first;
+    /// `after` and `limit` do not apply.
+    pub tail: Option<u32>,
     /// Only events about this MAC.
     pub mac: Option<MacAddr>,
     /// Only events of this machine (id, name or MAC): its id or any of its MACs.
@@ -113,10 +116,10 @@ impl Wanted {
     }
 }
 
-/// Stored events, oldest first.
+/// Stored events, oldest first: after an id, or the newest ones (`tail`).
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery),
     responses(
-        (status = 200, body = Vec<Event>),
+        (status = 200, description = "Events, oldest first", body = Vec<Event>),
         (status = 400, description = "Bad query parameter", body = ErrorBody),
         (status = 404, description = "`machine` names no machine", body = ErrorBody),
     ))]
@@ -133,6 +136,19 @@ pub async fn list_events(
         query.machine.as_deref(),
     )
     .await?;
+    if let Some(n) = query.tail {
+        if query.after.is_some() {
+            return Err(ApiError::BadRequest(
+                "tail: give `tail` or `after`, not both".into(),
+            ));
+        }
+        if !(1..=MAX_PAGE).contains(&n) {
+            return Err(ApiError::BadRequest(format!(
+                "tail: {n} is out of range, use 1 to {MAX_PAGE}"
+            )));
+        }
+        return Ok(Json(newest(store, &wanted, n).await?));
+    }
     if wanted.kind.is_none() {
         return Ok(Json(
             store
@@ -158,6 +174,77 @@ pub async fn list_events(
     }
     found.truncate(limit as usize);
     Ok(Json(found))
+}
+
+/// Whether any event has an id greater than `after`.
+async fn any_after(store: &dyn Store, after: i64) -> ApiResult<bool> {
+    let filter = EventFilter {
+        after_id: Some(after),
+        limit: 1,
+        ..EventFilter::default()
+    };
+    Ok(!store.list_events(&filter).await?.is_empty())
+}
+
+/// The highest event id (0 when the log is empty). The store pages oldest
+/// first only, so it is found by galloping then bisecting on `after`: about
+/// 2 log2(id) one-row reads.
+async fn highest_event_id(store: &dyn Store) -> ApiResult<i64> {
+    if !any_after(store, 0).await? {
+        return Ok(0);
+    }
+    // Invariant: an event lies after `lo`, none after `hi`.
+    let (mut lo, mut hi) = (0_i64, 1_i64);
+    while any_after(store, hi).await? {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if any_after(store, mid).await? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(hi)
+}
+
+/// The newest `n` events `wanted` matches, oldest first: reads a window of
+/// ids below the highest, growing it fourfold until it holds `n` matches or
+/// the whole log.
+async fn newest(store: &dyn Store, wanted: &Wanted, n: u32) -> ApiResult<Vec<Event>> {
+    let n = n as usize;
+    let highest = highest_event_id(store).await?;
+    let mut window = n as i64;
+    loop {
+        let start = highest.saturating_sub(window).max(0);
+        let mut found: VecDeque<Event> = VecDeque::with_capacity(n + 1);
+        let mut after = start;
+        let mut scanned = 0;
+        loop {
+            let page = store
+                .list_events(&wanted.store_filter(Some(after), MAX_PAGE))
+                .await?;
+            let full = page.len() >= MAX_PAGE as usize;
+            scanned += page.len();
+            after = page.last().map_or(after, |e| e.id);
+            for e in page.into_iter().filter(|e| wanted.matches(e)) {
+                found.push_back(e);
+                if found.len() > n {
+                    found.pop_front();
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        // A kind filter reads unfiltered pages: bounded like `GET /events?kind=`.
+        if found.len() >= n || start == 0 || scanned >= MAX_KIND_SCAN {
+            return Ok(found.into());
+        }
+        window = window.saturating_mul(4);
+    }
 }
 
 fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<i64>> {

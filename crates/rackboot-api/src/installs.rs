@@ -107,6 +107,10 @@ pub struct RenderPreview {
     /// For an install: the unattended file's name and text.
     pub install_file: Option<String>,
     pub install_file_body: Option<String>,
+    /// Why the machine cannot boot, when `plan` is `error` (its script only
+    /// prints this and stops).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// An unguessable single-use token for an install's completion callback.
@@ -364,7 +368,7 @@ pub async fn get_install(
 #[utoipa::path(get, path = "/api/v1/machines/{ref}/render", tag = "installs",
     params(("ref" = String, Path, description = "Machine id, name, or any of its MACs")),
     responses(
-        (status = 200, body = RenderPreview),
+        (status = 200, description = "What the machine gets; `error` says why when it cannot boot", body = RenderPreview),
         (status = 404, description = "No such machine", body = ErrorBody),
         (status = 422, description = "The install file does not render; the message says why", body = ErrorBody),
     ))]
@@ -411,7 +415,12 @@ pub async fn render_machine(
         ),
         LoaderKind::Grub => (Some("grub"), Some(render_grub(&machine, mac, &plan, &urls))),
     };
+    let error = match &plan {
+        BootPlan::Error { message } => Some(message.clone()),
+        _ => None,
+    };
     Ok(Json(RenderPreview {
+        error,
         machine: machine.name,
         plan: plan.kind().to_string(),
         ipxe,

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use rackboot_core::Menu;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `[boot]` section of the rackboot config. Unknown keys are rejected.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BootConfig {
     /// TCP port of the boot HTTP server. URLs handed to clients are
@@ -50,7 +50,7 @@ pub struct BootConfig {
 }
 
 /// Loader file names handed out in DHCP (`file` / option 67).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoaderFiles {
     /// iPXE for BIOS PXE ROMs (chains through the ROM's UNDI driver).
@@ -69,7 +69,7 @@ pub struct LoaderFiles {
 }
 
 /// Policy for a MAC address not in the inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownPolicy {
     /// Record the machine (intent `discover`) and boot the discovery profile,

@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use rackboot_core::MacAddr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `[dhcp]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DhcpConfig {
     /// `full` hands out addresses; `proxy` only answers PXE clients with boot
@@ -82,7 +82,7 @@ fn default_probe_timeout() -> u32 {
     500
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DhcpMode {
     #[default]
@@ -90,7 +90,7 @@ pub enum DhcpMode {
     Proxy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     /// Off by default: it delays every new offer by `timeout_ms`.
@@ -112,7 +112,7 @@ impl Default for ProbeConfig {
 
 /// One subnet: the local one (contains the server address) or one behind a relay
 /// (contains the relay's `giaddr`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubnetConfig {
     /// Name recorded on leases and metrics. Default: the CIDR.
@@ -146,7 +146,7 @@ pub struct SubnetConfig {
     pub options: Vec<OptionConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationConfig {
     pub mac: MacAddr,
@@ -162,7 +162,7 @@ pub struct ReservationConfig {
 /// An extra option: `code` and exactly one value form.
 /// `{ code = 252, string = "http://..." }`, `{ code = 150, ip = ["10.0.0.1"] }`,
 /// `{ code = 43, hex = "0601 0bff" }`, `{ code = 23, u8 = 64 }`, `u16`, `u32`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptionConfig {
     pub code: u8,

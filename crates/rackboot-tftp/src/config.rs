@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rackboot_wire::tftp::{MAX_BLKSIZE, MIN_BLKSIZE, OptionLimits};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::TftpError;
 
 /// Where files come from and how transfers behave. Every field has a default, so
 /// `[tftp]` with only `root = "/srv/tftp"` is a complete config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TftpConfig {
     /// Directory served to clients. Paths are confined to it: `..` is refused and

@@ -36,14 +36,14 @@ pub struct BootArgs {
     /// ProxyDHCP beside an existing DHCP server.
     #[arg(long)]
     pub proxy_dhcp: bool,
-    /// HTTP listen address (default 0.0.0.0:8080).
-    #[arg(long)]
+    /// HTTP listen address. [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDRESS:PORT")]
     pub api_listen: Option<std::net::SocketAddr>,
-    /// TFTP listen address (default 0.0.0.0:69).
-    #[arg(long)]
+    /// TFTP listen address, or "off". [default: port 69 on the --api-listen address]
+    #[arg(long, value_name = "ADDRESS:PORT|off")]
     pub tftp_listen: Option<String>,
-    /// Keep state here instead of a temporary directory.
-    #[arg(long)]
+    /// Keep state here instead of a temporary directory. [default: a temporary directory]
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
@@ -139,7 +139,11 @@ pub async fn run(args: BootArgs) -> Result<()> {
     };
     let mut config = effective_config(&serve)?;
     config.boot.discovery_profile = Some("adhoc".into());
-    crate::serve::init_logging(&config);
+    let checked = crate::config::preflight(config)?;
+    crate::serve::init_logging(&checked.config);
+    // Held before the store is written: another server may own this state dir.
+    let lock = crate::state::prepare(&checked.config)?;
+    let config = &checked.config;
 
     // Every machine boots the ad-hoc profile: new ones through discovery, known
     // ones (a reused --state-dir) through the catch-all selector.
@@ -169,7 +173,7 @@ pub async fn run(args: BootArgs) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     crate::serve::spawn_signal_handler(shutdown.clone());
-    let server = Server::start(config, shutdown).await?;
+    let server = Server::start_locked(checked, lock, shutdown).await?;
     eprintln!(
         "booting every PXE machine on {} into {} (Ctrl-C to stop)",
         args.interface,

@@ -73,11 +73,7 @@ impl Api {
         let status = resp.status();
         let body = resp.bytes().await.context("reading API response")?;
         if !status.is_success() {
-            let msg = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("{status}: {msg}");
+            bail!("{status}: {}", api_message(&String::from_utf8_lossy(&body)));
         }
         if body.is_empty() {
             return serde_json::from_value(Value::Null).context("empty API response");
@@ -111,6 +107,46 @@ impl Api {
     }
 }
 
+/// API hints that name HTTP requests, and what a CLI user types instead.
+const CLI_HINTS: &[(&str, &str)] = &[
+    (
+        "set one with PATCH /api/v1/machines/{ref} {\"bmc\": ...}",
+        "set one with `rackboot machine set-bmc MACHINE URL`",
+    ),
+    (
+        "POST /api/v1/machines/{id}/install-menu",
+        "`rackboot install MACHINE --menu --os ID...`",
+    ),
+    (
+        "POST /api/v1/machines/{id}/install",
+        "`rackboot install MACHINE --os ID`",
+    ),
+];
+
+/// An API error body as a CLI user should read it: the message without the
+/// JSON parser's position in a body the CLI wrote, and CLI commands where the
+/// API names its requests.
+pub fn api_message(body: &str) -> String {
+    let mut msg = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    if let Some(rest) = msg.strip_prefix("invalid JSON body: ") {
+        msg = rest.to_string();
+        if let Some(at) = msg.rfind(" at line ")
+            && msg[at + 9..]
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            msg.truncate(at);
+        }
+    }
+    for (api, cli) in CLI_HINTS {
+        msg = msg.replace(api, cli);
+    }
+    msg
+}
+
 /// Path segment escaping for names and MACs (':' is fine in a path; '/' and '%' are not).
 pub fn seg(s: &str) -> String {
     s.replace('%', "%25")
@@ -125,16 +161,19 @@ pub enum MachineCmd {
     List(ClientArgs),
     /// Show one machine (by name, id or any MAC).
     Show {
+        /// Machine id, name or any of its MACs.
         machine: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Enroll a machine.
     Add {
+        /// Unique name: 1-63 letters, digits, '.', '_' or '-'.
         name: String,
         /// Boot NIC first; repeat for more NICs.
         #[arg(long = "mac", required = true)]
         macs: Vec<String>,
+        /// SMBIOS system UUID, when known.
         #[arg(long)]
         uuid: Option<String>,
         /// KEY=VALUE, repeatable.
@@ -152,9 +191,11 @@ pub enum MachineCmd {
     },
     /// Set or remove (`none`) a machine's BMC.
     SetBmc {
+        /// Machine id, name or any of its MACs.
         machine: String,
         /// BMC URL as for `add --bmc`, or `none`.
         url: String,
+        /// Accept the BMC's self-signed TLS certificate.
         #[arg(long)]
         insecure: bool,
         #[command(flatten)]
@@ -166,6 +207,7 @@ pub enum MachineCmd {
     BootDevice(crate::power_cli::BootDeviceArgs),
     /// Set what the machine boots next.
     SetBoot {
+        /// Machine id, name or any of its MACs.
         machine: String,
         /// local | discover | profile | menu
         #[arg(value_parser = ["local", "discover", "profile", "menu"])]
@@ -181,13 +223,16 @@ pub enum MachineCmd {
     },
     /// Set labels (KEY=VALUE) on a machine; KEY= removes one.
     Label {
+        /// Machine id, name or any of its MACs.
         machine: String,
+        /// KEY=VALUE to set, KEY= to remove; repeatable.
         labels: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Remove a machine.
     Delete {
+        /// Machine id, name or any of its MACs.
         machine: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -195,7 +240,9 @@ pub enum MachineCmd {
     /// Put a machine in maintenance (`on --reason TEXT`) or take it out (`off`):
     /// in maintenance no workflow starts or advances on it and its power is not polled.
     Maintenance {
+        /// Machine id, name or any of its MACs.
         machine: String,
+        /// on or off.
         #[arg(value_parser = ["on", "off"])]
         switch: String,
         /// Why (required with `on`): shown wherever the machine is.
@@ -206,6 +253,7 @@ pub enum MachineCmd {
     },
     /// Every lifecycle transition of a machine: when, from, to, who asked and why.
     Transitions {
+        /// Machine id, name or any of its MACs.
         machine: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -268,9 +316,9 @@ fn machine_table(machines: &[Machine]) {
 }
 
 fn machine_detail(m: &Machine, status: &Value) {
-    println!("name:     {}", m.name);
-    println!("id:       {}", m.id);
-    println!(
+    outln!("name:     {}", m.name);
+    outln!("id:       {}", m.id);
+    outln!(
         "macs:     {}",
         m.macs
             .iter()
@@ -278,31 +326,31 @@ fn machine_detail(m: &Machine, status: &Value) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
+    outln!(
         "uuid:     {}",
         m.uuid.map(|u| u.to_string()).unwrap_or_else(|| "-".into())
     );
-    println!(
+    outln!(
         "arch:     {}",
         m.arch.map(|a| a.as_str()).unwrap_or_else(|| "-".into())
     );
-    println!("intent:   {}", intent_text(&m.intent));
+    outln!("intent:   {}", intent_text(&m.intent));
     if let Some(bmc) = &m.bmc {
-        println!("bmc:      {} (user {})", bmc.address, bmc.username);
+        outln!("bmc:      {} (user {})", bmc.address, bmc.username);
     }
     for (k, v) in &m.labels {
-        println!("label:    {k}={v}");
+        outln!("label:    {k}={v}");
     }
     let since = m
         .state_changed_at
         .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
         .unwrap_or_default();
     match &m.state_reason {
-        Some(reason) => println!("state:    {}{since} ({reason})", m.state),
-        None => println!("state:    {}{since}", m.state),
+        Some(reason) => outln!("state:    {}{since} ({reason})", m.state),
+        None => outln!("state:    {}{since}", m.state),
     }
     if let Some(mt) = &m.maintenance {
-        println!(
+        outln!(
             "maintenance: {} (by {}, since {})",
             mt.reason,
             mt.by,
@@ -310,22 +358,24 @@ fn machine_detail(m: &Machine, status: &Value) {
         );
     }
     for line in waiting_lines(status) {
-        println!("{line}");
+        outln!("{line}");
     }
     if let Some(f) = &m.facts {
-        println!(
+        outln!(
             "cpu:      {} ({} cores, {} threads)",
-            f.cpu.model, f.cpu.cores, f.cpu.threads
+            f.cpu.model,
+            f.cpu.cores,
+            f.cpu.threads
         );
-        println!(
+        outln!(
             "memory:   {:.1} GiB",
             f.memory_bytes as f64 / (1u64 << 30) as f64
         );
         if let Some(serial) = &f.dmi.serial {
-            println!("serial:   {serial}");
+            outln!("serial:   {serial}");
         }
         for d in &f.disks {
-            println!(
+            outln!(
                 "disk:     {} {:.1} GiB {}{}",
                 d.name,
                 d.size_bytes as f64 / (1u64 << 30) as f64,
@@ -337,7 +387,7 @@ fn machine_detail(m: &Machine, status: &Value) {
             );
         }
         for n in &f.nics {
-            println!(
+            outln!(
                 "nic:      {} {} {}",
                 n.name,
                 n.mac,
@@ -345,11 +395,11 @@ fn machine_detail(m: &Machine, status: &Value) {
             );
         }
         if let Some(at) = m.facts_at {
-            println!("facts:    from {}", at.format("%Y-%m-%d %H:%M:%S UTC"));
+            outln!("facts:    from {}", at.format("%Y-%m-%d %H:%M:%S UTC"));
         }
     }
-    println!("created:  {}", m.created_at.to_rfc3339());
-    println!("updated:  {}", m.updated_at.to_rfc3339());
+    outln!("created:  {}", m.created_at.to_rfc3339());
+    outln!("updated:  {}", m.updated_at.to_rfc3339());
 }
 
 /// The workflow, the step and what the machine waits for, with since/until,
@@ -445,8 +495,8 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
             match client.output {
                 Format::Json => print_json(&m),
                 Format::Text => match &m.maintenance {
-                    Some(mt) => println!("{} is in maintenance: {}", m.name, mt.reason),
-                    None => println!("{} is out of maintenance", m.name),
+                    Some(mt) => outln!("{} is in maintenance: {}", m.name, mt.reason),
+                    None => outln!("{} is out of maintenance", m.name),
                 },
             }
         }
@@ -490,7 +540,7 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
             let m: Machine = api.post("/machines", &body).await?;
             match client.output {
                 Format::Json => print_json(&m),
-                Format::Text => println!("added machine {} ({})", m.name, m.id),
+                Format::Text => outln!("added machine {} ({})", m.name, m.id),
             }
         }
         MachineCmd::SetBoot {
@@ -534,7 +584,7 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
                 .await?;
             match client.output {
                 Format::Json => print_json(&m),
-                Format::Text => println!("{} will boot: {}", m.name, intent_text(&m.intent)),
+                Format::Text => outln!("{} will boot: {}", m.name, intent_text(&m.intent)),
             }
         }
         MachineCmd::Label {
@@ -592,9 +642,7 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
             Api::new(&client)?
                 .delete(&format!("/machines/{}", seg(&machine)))
                 .await?;
-            if client.output == Format::Text {
-                println!("deleted {machine}");
-            }
+            print_deleted(client.output, "machine", &machine);
         }
     }
     Ok(())
@@ -602,37 +650,98 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
 
 #[derive(Subcommand)]
 pub enum ProfileCmd {
+    /// List profiles.
     List(ClientArgs),
+    /// Show one profile.
     Show {
+        /// Profile name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Create or replace a profile from flags, or from a JSON/TOML file with --file.
+    /// Create or replace a profile from flags, or from a JSON or TOML file with --file.
     Add {
+        /// Profile name: 1-63 letters, digits, '.', '_' or '-'.
         name: String,
+        /// A JSON or TOML file with the profile's fields (kernel, initrds,
+        /// cmdline, loader, ipxe_script, description); flags given beside it win.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Kernel: a path under the server's asset directory, or an http:// URL.
         #[arg(long)]
         kernel: Option<String>,
+        /// Initrd, same forms as --kernel; repeatable, loaded in order.
         #[arg(long = "initrd")]
         initrds: Vec<String>,
-        #[arg(long, default_value = "")]
-        cmdline: String,
-        /// ipxe | pxelinux | grub
-        #[arg(long, default_value = "ipxe")]
-        loader: String,
-        /// An iPXE script template instead of kernel/initrd.
+        /// Kernel command line; may use {{ machine.name }}, {{ mac }}, {{ server }}.
         #[arg(long)]
+        cmdline: Option<String>,
+        /// First-stage loader the profile needs. [default: ipxe]
+        #[arg(long, value_parser = ["ipxe", "pxelinux", "grub"])]
+        loader: Option<String>,
+        /// An iPXE script template instead of kernel/initrd.
+        #[arg(long, value_name = "FILE")]
         ipxe_script_file: Option<PathBuf>,
-        #[arg(long, default_value = "")]
-        description: String,
+        /// Free text shown with the profile.
+        #[arg(long)]
+        description: Option<String>,
+        /// Store it even when its kernel or an initrd is not in the asset directory yet.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete a profile (refused while a machine or selector uses it).
     Delete {
+        /// Profile name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// The profile fields of `profile add --file`: JSON, or TOML when the file
+/// ends in `.toml`.
+fn read_profile_file(path: &std::path::Path) -> Result<serde_json::Map<String, Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: Value = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    };
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => bail!("{}: a profile is an object of fields", path.display()),
+    }
+}
+
+fn profile_text(p: &Profile) {
+    let loader = serde_json::to_value(p.loader)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    outln!("name:        {}", p.name);
+    if !p.description.is_empty() {
+        outln!("description: {}", p.description);
+    }
+    outln!("loader:      {loader}");
+    if let Some(k) = &p.kernel {
+        outln!("kernel:      {k}");
+    }
+    for i in &p.initrds {
+        outln!("initrd:      {i}");
+    }
+    if !p.cmdline.is_empty() {
+        outln!("cmdline:     {}", p.cmdline);
+    }
+    if let Some(script) = &p.ipxe_script {
+        outln!("ipxe script:");
+        for line in script.lines() {
+            outln!("  {line}");
+        }
+    }
+    outln!("updated:     {}", p.updated_at.to_rfc3339());
 }
 
 pub async fn profile(cmd: ProfileCmd) -> Result<()> {
@@ -663,55 +772,87 @@ pub async fn profile(cmd: ProfileCmd) -> Result<()> {
             let p: Profile = Api::new(&client)?
                 .get(&format!("/profiles/{}", seg(&name)))
                 .await?;
-            print_json(&p);
+            match client.output {
+                Format::Json => print_json(&p),
+                Format::Text => profile_text(&p),
+            }
         }
         ProfileCmd::Add {
             name,
+            file,
             kernel,
             initrds,
             cmdline,
             loader,
             ipxe_script_file,
             description,
+            force,
             client,
         } => {
-            let ipxe_script = match ipxe_script_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
-                ),
-                None => None,
+            let mut body = match &file {
+                Some(path) => read_profile_file(path)?,
+                None => serde_json::Map::new(),
             };
-            let body = json!({
-                "name": name, "description": description, "kernel": kernel, "initrds": initrds,
-                "cmdline": cmdline, "loader": loader, "ipxe_script": ipxe_script,
-            });
+            body.insert("name".into(), json!(name));
+            if let Some(k) = kernel {
+                body.insert("kernel".into(), json!(k));
+            }
+            if !initrds.is_empty() {
+                body.insert("initrds".into(), json!(initrds));
+            }
+            if let Some(c) = cmdline {
+                body.insert("cmdline".into(), json!(c));
+            }
+            if let Some(l) = loader {
+                body.insert("loader".into(), json!(l));
+            }
+            if let Some(d) = description {
+                body.insert("description".into(), json!(d));
+            }
+            if let Some(path) = ipxe_script_file {
+                let script = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                body.insert("ipxe_script".into(), json!(script));
+            }
+            let query = if force { "?force=true" } else { "" };
             let p: Profile = Api::new(&client)?
-                .put(&format!("/profiles/{}", seg(&name)), &body)
+                .put(
+                    &format!("/profiles/{}{query}", seg(&name)),
+                    &Value::Object(body),
+                )
                 .await?;
             match client.output {
                 Format::Json => print_json(&p),
-                Format::Text => println!("saved profile {}", p.name),
+                Format::Text => outln!("saved profile {}", p.name),
             }
         }
         ProfileCmd::Delete { name, client } => {
             Api::new(&client)?
                 .delete(&format!("/profiles/{}", seg(&name)))
                 .await?;
-            if client.output == Format::Text {
-                println!("deleted profile {name}");
-            }
+            print_deleted(client.output, "profile", &name);
         }
     }
     Ok(())
 }
 
+/// What a delete prints: a line for people, `{"deleted": ...}` for scripts.
+pub fn print_deleted(format: Format, what: &str, name: &str) {
+    match format {
+        Format::Json => print_json(&json!({ "deleted": what, "name": name })),
+        Format::Text => outln!("deleted {what} {name}"),
+    }
+}
+
 #[derive(Subcommand)]
 pub enum SelectorCmd {
+    /// List selectors.
     List(ClientArgs),
     /// Create or replace: `rackboot selector add rack12 --profile debian --match label.rack=r12`.
     Add {
+        /// Selector name.
         name: String,
+        /// The profile machines it matches boot.
         #[arg(long)]
         profile: String,
         /// KEY=VALUE (mac, uuid, arch, name, label.KEY, fact.KEY such as fact.memory_gib=">=60"); none matches every machine.
@@ -720,7 +861,9 @@ pub enum SelectorCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete a selector.
     Delete {
+        /// Selector name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -762,16 +905,14 @@ pub async fn selector(cmd: SelectorCmd) -> Result<()> {
                 .await?;
             match client.output {
                 Format::Json => print_json(&s),
-                Format::Text => println!("saved selector {}", s.name),
+                Format::Text => outln!("saved selector {}", s.name),
             }
         }
         SelectorCmd::Delete { name, client } => {
             Api::new(&client)?
                 .delete(&format!("/selectors/{}", seg(&name)))
                 .await?;
-            if client.output == Format::Text {
-                println!("deleted selector {name}");
-            }
+            print_deleted(client.output, "selector", &name);
         }
     }
     Ok(())
@@ -779,6 +920,7 @@ pub async fn selector(cmd: SelectorCmd) -> Result<()> {
 
 #[derive(Subcommand)]
 pub enum LeaseCmd {
+    /// List DHCP leases by address.
     List(ClientArgs),
 }
 
@@ -807,25 +949,41 @@ pub async fn lease(cmd: LeaseCmd) -> Result<()> {
 
 #[derive(Args)]
 pub struct EventsArgs {
-    /// Keep streaming new events (server-sent events).
+    /// After the newest events, keep streaming new ones (server-sent events).
+    /// A broken stream is resumed where it stopped (Last-Event-ID); when the
+    /// server does not come back within --reconnect-secs the command fails.
+    /// With -o json, one event per line (NDJSON).
     #[arg(long, short)]
     pub follow: bool,
-    /// Only events after this id.
-    #[arg(long)]
+    /// The newest N events (1-1000), oldest first. [default: 20; with --follow: 10]
+    #[arg(long, short = 'n', value_name = "N", conflicts_with = "after")]
+    pub tail: Option<u32>,
+    /// Instead of the newest: events after this id, oldest first (page with --limit).
+    #[arg(long, value_name = "ID")]
     pub after: Option<i64>,
+    /// With --after: at most this many events (1-1000).
+    #[arg(long, default_value_t = 100, requires = "after")]
+    pub limit: u32,
     /// Only this MAC's events.
     #[arg(long)]
     pub mac: Option<String>,
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    /// Only this machine's events (id, name or MAC).
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// Only events of this kind, e.g. lease_acked.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// With --follow: how long to keep trying to reconnect to a server that went away.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub reconnect_secs: u64,
     #[command(flatten)]
     pub client: ClientArgs,
 }
 
 fn print_event(e: &Event, format: Format) {
     match format {
-        Format::Json => println!("{}", serde_json::to_string(e).unwrap_or_default()),
-        Format::Text => println!(
+        Format::Json => crate::output::print_json_line(e),
+        Format::Text => outln!(
             "{:>6}  {}  {:<18} {:<17}  {}",
             e.id,
             e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
@@ -836,63 +994,175 @@ fn print_event(e: &Event, format: Format) {
     }
 }
 
+/// Query text escaping for values (MACs, names, kinds).
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub async fn events(args: EventsArgs) -> Result<()> {
     let api = Api::new(&args.client)?;
-    let mut query = vec![format!("limit={}", args.limit)];
-    if let Some(a) = args.after {
-        query.push(format!("after={a}"));
-    }
+    let mut filters = Vec::new();
     if let Some(m) = &args.mac {
-        query.push(format!("mac={m}"));
+        filters.push(format!("mac={}", query_value(m)));
     }
+    if let Some(m) = &args.machine {
+        filters.push(format!("machine={}", query_value(m)));
+    }
+    if let Some(k) = &args.kind {
+        filters.push(format!("kind={}", query_value(k)));
+    }
+    let mut query = filters.clone();
+    match args.after {
+        Some(after) => {
+            query.push(format!("after={after}"));
+            query.push(format!("limit={}", args.limit));
+        }
+        None => {
+            let tail = args.tail.unwrap_or(if args.follow { 10 } else { 20 });
+            query.push(format!("tail={tail}"));
+        }
+    }
+    let backlog: Vec<Event> = api.get(&format!("/events?{}", query.join("&"))).await?;
     if !args.follow {
-        let events: Vec<Event> = api.get(&format!("/events?{}", query.join("&"))).await?;
-        for e in &events {
-            print_event(e, args.client.output);
+        match args.client.output {
+            Format::Json => print_json(&backlog),
+            Format::Text => {
+                for e in &backlog {
+                    print_event(e, Format::Text);
+                }
+            }
         }
         return Ok(());
     }
-    follow(&api, &query, args.client.output).await
+    for e in &backlog {
+        print_event(e, args.client.output);
+    }
+    let last = backlog.last().map(|e| e.id).or(args.after);
+    follow(
+        &api,
+        &filters,
+        last,
+        args.client.output,
+        std::time::Duration::from_secs(args.reconnect_secs),
+    )
+    .await
 }
 
-/// Reads the SSE stream line by line and prints each event as it arrives.
-async fn follow(api: &Api, query: &[String], format: Format) -> Result<()> {
+/// How one connection to the event stream ended.
+enum StreamEnd {
+    /// The server closed it (shutdown, restart).
+    Closed,
+    /// It broke or could not be opened; the error says why.
+    Failed(anyhow::Error),
+}
+
+/// Streams events, resuming after the last one printed whenever the stream
+/// ends; fails when the server stays away longer than `reconnect_for`.
+async fn follow(
+    api: &Api,
+    filters: &[String],
+    mut last: Option<i64>,
+    format: Format,
+    reconnect_for: std::time::Duration,
+) -> Result<()> {
+    let mut down_since: Option<std::time::Instant> = None;
+    loop {
+        let end = stream_once(api, filters, &mut last, format, &mut down_since).await;
+        let why = match end {
+            StreamEnd::Closed => "the server closed the event stream".to_string(),
+            StreamEnd::Failed(e) => format!("{e:#}"),
+        };
+        let since = *down_since.get_or_insert_with(|| {
+            eprintln!(
+                "{why}; reconnecting (resuming after event {})",
+                last.map_or_else(|| "-".into(), |id| id.to_string())
+            );
+            std::time::Instant::now()
+        });
+        if since.elapsed() >= reconnect_for {
+            bail!(
+                "event stream lost and the server did not come back within {} s ({why}); last event {}",
+                reconnect_for.as_secs(),
+                last.map_or_else(|| "-".into(), |id| id.to_string())
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// One connection: replays after `last` (Last-Event-ID), prints events as they
+/// arrive and advances `last`. Clears `down_since` once connected.
+async fn stream_once(
+    api: &Api,
+    filters: &[String],
+    last: &mut Option<i64>,
+    format: Format,
+    down_since: &mut Option<std::time::Instant>,
+) -> StreamEnd {
     use futures::StreamExt;
     let (http, base, token) = api.raw();
-    let url = format!("{base}/api/v1/events/stream?{}", query.join("&"));
-    let resp = http
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach rackboot at {base}"))?;
+    let url = format!("{base}/api/v1/events/stream?{}", filters.join("&"));
+    let mut req = http.get(&url).bearer_auth(token);
+    if let Some(id) = *last {
+        req = req.header("Last-Event-ID", id.to_string());
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return StreamEnd::Failed(
+                anyhow::Error::new(e).context(format!("cannot reach rackboot at {base}")),
+            );
+        }
+    };
     if !resp.status().is_success() {
-        bail!(
-            "{}: {}",
-            resp.status(),
-            resp.text().await.unwrap_or_default()
-        );
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return StreamEnd::Failed(anyhow!("{status}: {}", api_message(&body)));
+    }
+    if down_since.take().is_some() {
+        eprintln!("event stream resumed");
     }
     let mut stream = resp.bytes_stream();
     let mut buf = String::new();
     while let Some(chunk) = stream.next().await {
-        buf.push_str(&String::from_utf8_lossy(
-            &chunk.context("event stream broke")?,
-        ));
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                return StreamEnd::Failed(anyhow::Error::new(e).context("event stream broke"));
+            }
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(pos) = buf.find("\n\n") {
             let block: String = buf.drain(..pos + 2).collect();
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect::<Vec<_>>()
-                .join("\n");
-            if let Ok(e) = serde_json::from_str::<Event>(&data) {
-                print_event(&e, format);
+            let mut kind = "message";
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(k) = line.strip_prefix("event:") {
+                    kind = k.trim();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.trim_start());
+                }
+            }
+            let data = data.join("\n");
+            match kind {
+                "lagged" | "error" => eprintln!("event stream: {kind}: {data}"),
+                _ => {
+                    if let Ok(e) = serde_json::from_str::<Event>(&data) {
+                        *last = Some(e.id);
+                        print_event(&e, format);
+                    }
+                }
             }
         }
     }
-    Ok(())
+    StreamEnd::Closed
 }
 
 #[derive(Args)]
@@ -922,10 +1192,10 @@ pub async fn timeline(args: TimelineArgs) -> Result<()> {
         let offset = start
             .map(|s| (e.at - s).num_milliseconds() as f64 / 1000.0)
             .unwrap_or(0.0);
-        println!("{:>8.3}s  {:<18} {}", offset, e.kind.as_str(), e.message);
+        outln!("{:>8.3}s  {:<18} {}", offset, e.kind.as_str(), e.message);
     }
     if events.is_empty() {
-        println!("no events for {}", args.machine);
+        outln!("no events for {}", args.machine);
     }
     Ok(())
 }
@@ -935,19 +1205,110 @@ pub async fn status(client: ClientArgs) -> Result<()> {
     match client.output {
         Format::Json => print_json(&status),
         Format::Text => {
-            if let Some(obj) = status.as_object() {
-                for (k, v) in obj {
-                    println!(
-                        "{k:<16} {}",
-                        if v.is_string() {
-                            v.as_str().unwrap_or("").to_string()
-                        } else {
-                            v.to_string()
-                        }
-                    );
-                }
+            for line in status_lines(&status) {
+                outln!("{line}");
             }
         }
     }
     Ok(())
+}
+
+/// `/status` for people: one fact per line.
+fn status_lines(status: &Value) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut lines = vec![
+        format!("version:    {}", text(&status["version"])),
+        format!("store:      {}", text(&status["backend"])),
+    ];
+    if let Some(dir) = status["state_dir"].as_str() {
+        lines.push(format!("state dir:  {dir}"));
+    }
+    lines.push(format!("started:    {}", text(&status["started_at"])));
+    for s in status["services"].as_array().into_iter().flatten() {
+        let name = s["name"].as_str().unwrap_or("?");
+        let detail = if s["enabled"].as_bool() == Some(true) {
+            s["detail"].as_str().unwrap_or("on").to_string()
+        } else {
+            "off".to_string()
+        };
+        lines.push(format!("{:<11} {detail}", format!("{name}:")));
+    }
+    let c = &status["counts"];
+    lines.push(format!(
+        "machines:   {}   profiles: {}   selectors: {}",
+        text(&c["machines"]),
+        text(&c["profiles"]),
+        text(&c["selectors"])
+    ));
+    lines.push(format!(
+        "leases:     {} ({} bound)",
+        text(&c["leases"]),
+        text(&c["leases_bound"])
+    ));
+    if status["events_dropped"].as_u64().is_some_and(|n| n > 0) {
+        lines.push(format!(
+            "events dropped: {} (the persist queue was full)",
+            text(&status["events_dropped"])
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_read_as_cli_errors() {
+        let cases = [
+            (
+                r#"{"error":"invalid JSON body: loader: unknown variant `foo`, expected one of `ipxe`, `pxelinux`, `grub` at line 1 column 90"}"#,
+                "loader: unknown variant `foo`, expected one of `ipxe`, `pxelinux`, `grub`",
+            ),
+            (
+                r#"{"error":"machine \"n1\" has no BMC (set one with PATCH /api/v1/machines/{ref} {\"bmc\": ...})"}"#,
+                "machine \"n1\" has no BMC (set one with `rackboot machine set-bmc MACHINE URL`)",
+            ),
+            (
+                r#"{"error":"intent: an install intent is set by requesting an install (POST /api/v1/machines/{id}/install)"}"#,
+                "intent: an install intent is set by requesting an install (`rackboot install MACHINE --os ID`)",
+            ),
+            ("plain text\n", "plain text"),
+            (
+                r#"{"error":"name: \"a at line 2\" is taken"}"#,
+                "name: \"a at line 2\" is taken",
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(api_message(body), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn status_reads_as_lines() {
+        let status = json!({
+            "version": "0.1.0", "backend": "sqlite", "started_at": "2026-01-01T00:00:00Z",
+            "services": [
+                {"name": "http", "enabled": true, "detail": "listening on 127.0.0.1:8080"},
+                {"name": "tftp", "enabled": false},
+            ],
+            "counts": {"machines": 3, "profiles": 1, "selectors": 0, "leases": 5, "leases_bound": 2},
+            "events_dropped": 0,
+        });
+        let lines = status_lines(&status);
+        assert!(
+            lines.contains(&"http:       listening on 127.0.0.1:8080".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"tftp:       off".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"leases:     5 (2 bound)".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.iter().all(|l| !l.contains('{')), "{lines:?}");
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rackboot";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -23,7 +23,7 @@ pub const AGENT_LOGS_DIR: &str = "agent-logs";
 
 /// `rackboot serve --config FILE`. Every section is optional; see docs/config.md
 /// and the examples in examples/ (each is parsed by a test).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Database, admin token and other state. Default /var/lib/rackboot.
@@ -62,12 +62,28 @@ pub struct Config {
     pub alerts: AlertSettings,
     #[serde(default)]
     pub log: Log,
+    /// Which defaults the operator overrode (from the file or flags): those
+    /// that follow other settings (`asset_dir` follows `state_dir`) only do
+    /// when not given.
+    #[serde(skip)]
+    pub explicit: Explicit,
+}
+
+/// Settings whose default depends on another setting, and whether each was given.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Explicit {
+    /// `boot.asset_dir` (default STATE_DIR/assets).
+    pub asset_dir: bool,
+    /// `boot.loader_dir` (default STATE_DIR/tftp, else Debian's /usr/lib/ipxe).
+    pub loader_dir: bool,
+    /// `listen.tftp` (default: port 69 on the HTTP listener's address).
+    pub tftp_listen: bool,
 }
 
 /// `[power]`: how rackboot drives BMCs. The key sealing BMC passwords is
 /// RACKBOOT_SECRET_KEY (base64 of 32 bytes) or STATE_DIR/secret.key, created
 /// on first start.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerSettings {
     /// Seconds between reads of every BMC's power state (changes become
@@ -93,7 +109,7 @@ impl Default for PowerSettings {
 }
 
 /// `[engine]`: how workflows (inspect, clean, deploy...) run.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSettings {
     /// Workflows running at once; the rest wait in the queue.
@@ -150,7 +166,7 @@ fn default_power_concurrency() -> usize {
 /// `[alerts]`: delivery of events to webhooks (`rackboot webhook add`). A
 /// delivery is retried with a doubling wait until it succeeds or
 /// `max_attempts` failed; then a `webhook_failed` warning is recorded.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSettings {
     /// Run the alerts task; when false, webhooks get nothing (deliveries
@@ -235,7 +251,7 @@ pub fn secret_key(state_dir: &Path) -> Result<rackboot_power::secrets::SecretKey
 }
 
 /// Where each service listens. A service set to "off" is not started.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// Boot HTTP, REST API, event stream and /metrics share this listener.
@@ -261,6 +277,15 @@ pub enum Toggle<T> {
     Off,
 }
 
+impl Serialize for Toggle<SocketAddr> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Toggle::On(addr) => s.collect_str(addr),
+            Toggle::Off => s.serialize_str("off"),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Toggle<SocketAddr> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -273,7 +298,7 @@ impl<'de> Deserialize<'de> for Toggle<SocketAddr> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// tracing filter, e.g. "info" or "rackboot_dhcp=debug,info". RUST_LOG overrides.
@@ -318,7 +343,20 @@ impl Default for Config {
 impl Config {
     pub fn from_toml(text: &str) -> Result<Config> {
         // toml's error names the unknown key and its line.
-        Ok(toml::from_str(text)?)
+        let mut config: Config = toml::from_str(text)?;
+        let table: toml::Table = toml::from_str(text)?;
+        let has = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(key))
+        };
+        config.explicit = Explicit {
+            asset_dir: has("boot", "asset_dir"),
+            loader_dir: has("boot", "loader_dir"),
+            tftp_listen: has("listen", "tftp"),
+        };
+        Ok(config)
     }
 
     pub fn load(path: &Path) -> Result<Config> {
@@ -330,7 +368,17 @@ impl Config {
     pub fn store_url(&self) -> String {
         self.store
             .clone()
-            .unwrap_or_else(|| format!("sqlite:{}", self.state_dir.join("rackboot.db").display()))
+            .unwrap_or_else(|| format!("sqlite:{}", self.state_dir.join(DB_FILE).display()))
+    }
+
+    /// The SQLite database file of the store, when the store is one.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.store_url();
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .or_else(|| (!url.contains("://")).then_some(url.as_str()))?;
+        (path != ":memory:").then(|| PathBuf::from(path))
     }
 
     /// The server's provisioning address: `server_ip`, else the first IPv4 of `interface`.
@@ -341,23 +389,182 @@ impl Config {
         let Some(name) = &self.interface else {
             return Ok(None);
         };
-        let iface = netdev::get_interfaces()
-            .into_iter()
-            .find(|i| &i.name == name)
-            .with_context(|| format!("interface {name:?} not found"))?;
+        let iface = find_interface(name)?;
         match iface.ipv4.first() {
             Some(net) => Ok(Some(net.addr())),
             None => bail!("interface {name:?} has no IPv4 address; set server_ip"),
         }
     }
+
+    /// Fills the settings that follow others, as `serve` runs with them: the
+    /// directories under `state_dir` unless given, TFTP on the HTTP
+    /// listener's address unless given, the boot URLs' port from the HTTP
+    /// listener. Idempotent.
+    pub fn resolve(&mut self) {
+        let state = self.state_dir.clone();
+        if !self.explicit.asset_dir {
+            self.boot.asset_dir = state.join(ASSETS_DIR);
+        }
+        if !self.explicit.loader_dir {
+            self.boot.loader_dir = state.join(TFTP_DIR);
+            // UEFI HTTP-boot clients fetch iPXE over HTTP: default to Debian's copies.
+            if !self.boot.loader_dir.is_dir() && Path::new(DEBIAN_IPXE_DIR).is_dir() {
+                self.boot.loader_dir = PathBuf::from(DEBIAN_IPXE_DIR);
+            }
+        }
+        if !self.explicit.tftp_listen {
+            self.listen.tftp = Toggle::On(default_tftp_for(self.listen.http));
+        }
+        if let Toggle::On(addr) = self.listen.http {
+            self.boot.http_port = addr.port();
+        }
+        if self.boot.ramdisk_dir.is_none() {
+            self.boot.ramdisk_dir = Some(state.join(RAMDISK_DIR));
+        }
+        if self.boot.images_dir.is_none() {
+            self.boot.images_dir = Some(state.join(IMAGES_DIR));
+        }
+        if self.engine.workflows_dir.is_none() {
+            self.engine.workflows_dir = Some(state.join(WORKFLOWS_DIR));
+        }
+    }
 }
 
-/// `rackboot check-config`: parse, report, print what was understood.
-pub fn check(path: &Path) -> Result<()> {
-    let config = Config::load(path)?;
-    println!("{config:#?}");
-    println!("config OK: {}", path.display());
+/// Where TFTP listens unless told: port 69 on the HTTP listener's address,
+/// so `--api-listen 127.0.0.1:8080` does not open TFTP to every network.
+pub fn default_tftp_for(http: Toggle<SocketAddr>) -> SocketAddr {
+    match http {
+        Toggle::On(addr) => SocketAddr::new(addr.ip(), 69),
+        Toggle::Off => SocketAddr::from(([0, 0, 0, 0], 69)),
+    }
+}
+
+/// The SQLite database in the state directory (the default store).
+pub const DB_FILE: &str = "rackboot.db";
+/// Kernels, initrds and images served under /assets/, in the state directory
+/// unless `boot.asset_dir` says otherwise.
+pub const ASSETS_DIR: &str = "assets";
+/// Loader files, in the state directory unless `boot.loader_dir` says otherwise.
+pub const TFTP_DIR: &str = "tftp";
+/// Debian's iPXE builds (package ipxe).
+pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
+
+fn find_interface(name: &str) -> Result<netdev::Interface> {
+    let all = netdev::get_interfaces();
+    let names: Vec<String> = all.iter().map(|i| i.name.clone()).collect();
+    all.into_iter().find(|i| i.name == name).with_context(|| {
+        format!(
+            "interface {name:?} does not exist (this host has: {})",
+            names.join(", ")
+        )
+    })
+}
+
+/// Checks a tracing filter as operators write it: levels (`info`) and
+/// `target=level` directives, comma-separated. tracing would take a bare word
+/// such as `verbose` as a target name and log nothing useful, so a directive
+/// without `=` must be a level.
+pub fn validate_log_level(filter: &str) -> std::result::Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |s: &str| LEVELS.contains(&s.trim().to_ascii_lowercase().as_str());
+    if filter.trim().is_empty() {
+        return Err("is empty: use one of trace, debug, info, warn, error, off".into());
+    }
+    for directive in filter.split(',') {
+        let directive = directive.trim();
+        let ok = match directive.rsplit_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(directive),
+        };
+        if !ok {
+            return Err(format!(
+                "{directive:?} is not a level or TARGET=LEVEL (levels: {})",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("{filter:?}: {e}"))
+}
+
+/// A config that passed every check `serve` makes before it binds anything
+/// (no file or directory is created by checking).
+pub struct Checked {
+    pub config: Config,
+    /// The server's provisioning address, when it has one.
+    pub server_ip: Option<Ipv4Addr>,
+}
+
+/// Everything `serve` checks before it creates or binds anything; shared by
+/// `serve` and `check-config`, so a config that passes here fails later only
+/// for reasons of the moment (a port in use, a database unreachable).
+pub fn preflight(mut config: Config) -> Result<Checked> {
+    config.resolve();
+    validate_log_level(&config.log.level).map_err(|e| anyhow::anyhow!("log.level {e}"))?;
+    let url = config.store_url();
+    let scheme_ok = url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || url.starts_with("sqlite:")
+        || !url.contains("://");
+    if !scheme_ok {
+        bail!(
+            "store {:?}: use sqlite:PATH or postgres://...",
+            rackboot_store::redact_url(&url)
+        );
+    }
+    if let Some(dhcp) = &config.dhcp {
+        dhcp.compile().context("in [dhcp]")?;
+        if config.interface.is_none() {
+            bail!("[dhcp] needs `interface` (the provisioning interface DHCP binds to)");
+        }
+    }
+    config.boot.validate().context("in [boot]")?;
+    config.tftp.validate().context("in [tftp]")?;
+    if let Some(root) = &config.tftp.root
+        && !root.is_dir()
+    {
+        bail!("tftp.root {} is not a directory", root.display());
+    }
+    if let Some(name) = &config.interface {
+        find_interface(name)?;
+    }
+    let server_ip = config.resolve_server_ip()?;
+    if config.dhcp.is_some() && server_ip.is_none() {
+        bail!("DHCP needs the server address: set server_ip or an interface with IPv4");
+    }
+    Ok(Checked { config, server_ip })
+}
+
+/// `rackboot check-config`: the config file and flags `serve` would get.
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub serve: crate::serve::ServeArgs,
+    /// How to print the effective config: text is TOML, as in a config file.
+    #[arg(long, short = 'o', value_enum, default_value_t = crate::output::Format::Text)]
+    pub output: crate::output::Format,
+}
+
+/// `rackboot check-config`: every check `serve` makes before it starts, then
+/// the effective config (defaults filled, flags applied) on standard output.
+pub fn check(args: &CheckArgs) -> Result<()> {
+    let checked = preflight(crate::serve::effective_config(&args.serve)?)?;
+    match args.output {
+        crate::output::Format::Text => out!("{}", to_toml(&checked.config)?),
+        crate::output::Format::Json => crate::output::print_json(&checked.config),
+    }
+    let source = args.serve.config.as_ref().map_or_else(
+        || "defaults and flags".to_string(),
+        |p| p.display().to_string(),
+    );
+    eprintln!("config OK: {source}");
     Ok(())
+}
+
+/// The effective config as TOML, the form operators write.
+pub fn to_toml(config: &Config) -> Result<String> {
+    toml::to_string(config).context("printing the config as TOML")
 }
 
 #[cfg(test)]
@@ -398,6 +605,37 @@ mod tests {
         assert!(c.alerts.enabled);
         let err = Config::from_toml("[alerts]\nretries = 3\n").unwrap_err();
         assert!(format!("{err:#}").contains("retries"), "{err:#}");
+    }
+
+    #[test]
+    fn log_levels_are_levels() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "rackboot_dhcp=debug,info",
+            "warn,tower_http=off",
+        ] {
+            assert_eq!(validate_log_level(ok), Ok(()), "{ok}");
+        }
+        for bad in ["verbose", "", "info,chatty", "rackboot=loud", "=info"] {
+            assert!(validate_log_level(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn effective_config_round_trips_as_toml() {
+        let mut c = Config::from_toml(
+            "state_dir = \"/srv/rb\"\n[listen]\nhttp = \"10.0.0.1:8081\"\n[boot]\nloader_dir = \"/srv/tftp\"\n",
+        )
+        .unwrap();
+        c.resolve();
+        assert_eq!(c.listen.tftp, Toggle::On("10.0.0.1:69".parse().unwrap()));
+        assert_eq!(c.boot.http_port, 8081);
+        assert_eq!(c.boot.loader_dir, Path::new("/srv/tftp"));
+        let text = to_toml(&c).unwrap();
+        let mut again = Config::from_toml(&text).unwrap();
+        again.resolve();
+        assert_eq!(to_toml(&again).unwrap(), text);
     }
 
     #[test]

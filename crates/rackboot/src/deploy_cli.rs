@@ -256,7 +256,7 @@ async fn run(
             print_json(&started);
         } else {
             for (m, id) in &ids {
-                println!("{m}: workflow {id} queued");
+                outln!("{m}: workflow {id} queued");
             }
         }
         if refused > 0 {
@@ -390,7 +390,7 @@ async fn watch(api: &Api, ids: &[(String, String)], format: Format) -> Result<Ve
                 step(&line) != step(&printed[i])
                     || printed_at[i].elapsed() > Duration::from_secs(15)
             } {
-                println!("{machine}: {line}");
+                outln!("{machine}: {line}");
                 printed[i] = line.clone();
                 printed_at[i] = Instant::now();
             }
@@ -458,6 +458,7 @@ pub enum WorkflowCmd {
         /// queued, running, succeeded, failed or aborted.
         #[arg(long)]
         state: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[command(flatten)]
@@ -465,13 +466,16 @@ pub enum WorkflowCmd {
     },
     /// One workflow's steps: state, attempts, duration, what each waits for, errors.
     Show {
+        /// Workflow id.
         id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Resume a failed workflow from its failed step, and follow it.
     Retry {
+        /// Workflow id.
         id: String,
+        /// Return once resumed instead of following it.
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
@@ -479,7 +483,9 @@ pub enum WorkflowCmd {
     },
     /// Stop an active workflow.
     Abort {
+        /// Workflow id.
         id: String,
+        /// Why, recorded with the abort.
         #[arg(long, default_value = "")]
         reason: String,
         #[command(flatten)]
@@ -503,18 +509,21 @@ pub enum WorkflowCmd {
     Definitions(ClientArgs),
     /// Print a definition's TOML (a starting point for your own).
     ShowDefinition {
+        /// Definition name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Add or replace your own definition from a TOML file (checked; errors name the line).
     Define {
+        /// The definition, a TOML file.
         file: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete one of your definitions.
     DeleteDefinition {
+        /// Definition name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -592,7 +601,7 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<()> {
                 .post(&format!("/workflows/{}/retry", seg(&id)), &json!({}))
                 .await?;
             let machine = w["machine"].as_str().unwrap_or("?").to_string();
-            println!("workflow {id} queued again");
+            outln!("workflow {id} queued again");
             if !no_wait {
                 let ids = [(machine, id.clone())];
                 let finals = watch(&api, &ids, client.output).await?;
@@ -612,7 +621,7 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<()> {
                 .await?;
             match client.output {
                 Format::Json => print_json(&w),
-                Format::Text => println!("workflow {id} aborted"),
+                Format::Text => outln!("workflow {id} aborted"),
             }
         }
         WorkflowCmd::Run {
@@ -661,7 +670,7 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<()> {
                 .iter()
                 .find(|d| d["name"] == name.as_str())
                 .with_context(|| format!("no workflow definition {name:?}"))?;
-            print!("{}", d["source"].as_str().unwrap_or(""));
+            out!("{}", d["source"].as_str().unwrap_or(""));
         }
         WorkflowCmd::Define { file, client } => {
             let text = std::fs::read_to_string(&file)
@@ -671,7 +680,7 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<()> {
                 .put("/workflow-definitions", &json!({"source": text}))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            println!(
+            outln!(
                 "workflow {} stored ({} steps)",
                 d["name"].as_str().unwrap_or("?"),
                 d["steps"].as_array().map_or(0, |s| s.len())
@@ -681,14 +690,14 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<()> {
             let api = Api::new(&client)?;
             api.delete(&format!("/workflow-definitions/{}", seg(&name)))
                 .await?;
-            println!("workflow definition {name} deleted");
+            crate::client::print_deleted(client.output, "workflow definition", &name);
         }
     }
     Ok(())
 }
 
 pub fn print_workflow(w: &Value) {
-    println!(
+    outln!(
         "workflow {} ({}) on machine {}: {}",
         w["id"].as_str().unwrap_or("?"),
         w["name"].as_str().unwrap_or("?"),
@@ -696,10 +705,10 @@ pub fn print_workflow(w: &Value) {
         w["state"].as_str().unwrap_or("?")
     );
     if let Some(e) = w["error"].as_str() {
-        println!("error: {e}");
+        outln!("error: {e}");
     }
     if let Some(q) = w["queue"].as_object() {
-        println!(
+        outln!(
             "queued: place {}, waiting for {}",
             q["position"],
             q["waiting_for"].as_str().unwrap_or("?")
@@ -751,6 +760,7 @@ pub enum ImageCmd {
     /// Import a qcow2, raw, raw.zst, raw.xz or raw.gz image (a file on the
     /// server host, or an http:// URL the server can reach).
     Import {
+        /// An image file on the server host, or an http:// URL.
         source: String,
         /// Catalog name (default: the file name without extensions).
         #[arg(long)]
@@ -761,6 +771,7 @@ pub enum ImageCmd {
         /// The image runs cloud-init.
         #[arg(long)]
         cloud_init: bool,
+        /// Free text shown with the image.
         #[arg(long, default_value = "")]
         description: String,
         /// Replace an image of the same name.
@@ -771,13 +782,16 @@ pub enum ImageCmd {
     },
     /// The image catalog.
     List(ClientArgs),
+    /// One image: format, sizes, checksum, OS family.
     Show {
+        /// Image name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete an image (refused while a deploy uses it).
     Delete {
+        /// Image name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -836,7 +850,7 @@ pub async fn image(cmd: ImageCmd) -> Result<()> {
                 .await?;
             match client.output {
                 Format::Json => print_json(&r),
-                Format::Text => println!(
+                Format::Text => outln!(
                     "image {} imported in {:.1} s: {} MiB raw, {} MiB stored, sha256 {}",
                     r["name"].as_str().unwrap_or("?"),
                     started.elapsed().as_secs_f64(),
@@ -888,7 +902,7 @@ pub async fn image(cmd: ImageCmd) -> Result<()> {
         ImageCmd::Delete { name, client } => {
             let api = Api::new(&client)?;
             api.delete(&format!("/images/{}", seg(&name))).await?;
-            println!("image {name} deleted");
+            crate::client::print_deleted(client.output, "image", &name);
         }
     }
     Ok(())
@@ -944,7 +958,7 @@ pub async fn ramdisk(cmd: RamdiskCmd) -> Result<()> {
     let manifest = tokio::task::spawn_blocking(move || rackboot_ramdisk::build(&options))
         .await
         .context("building the RAM-disk")??;
-    println!(
+    outln!(
         "RAM-disk built in {:.0} s in {}: kernel {}, initramfs {:.1} MiB ({} modules, {:?})",
         started.elapsed().as_secs_f64(),
         out.display(),

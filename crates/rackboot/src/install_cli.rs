@@ -31,6 +31,7 @@ pub enum OsCmd {
     List(ClientArgs),
     /// Remove an imported OS and its files.
     Delete {
+        /// OS catalog id (see `rackboot os list`).
         id: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -114,16 +115,19 @@ pub enum TemplateCmd {
     List(ClientArgs),
     /// Print a stored template.
     Show {
+        /// Template name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Store a template from a file (checked by the server first).
     Put {
+        /// Template name.
         name: String,
         /// rhel, esxi, debian, ubuntu, suse or windows.
         #[arg(long)]
         family: String,
+        /// Free text shown with the template.
         #[arg(long, default_value = "")]
         description: String,
         /// minijinja source file.
@@ -131,7 +135,9 @@ pub enum TemplateCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete a stored template.
     Delete {
+        /// Template name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -170,7 +176,7 @@ pub async fn os(cmd: OsCmd) -> Result<()> {
             let r = &entry;
             match client.output {
                 Format::Json => print_json(r),
-                Format::Text => println!(
+                Format::Text => outln!(
                     "imported {} ({} {} {}, {} family) into {}",
                     r.id,
                     r.name,
@@ -214,9 +220,7 @@ pub async fn os(cmd: OsCmd) -> Result<()> {
             Api::new(&client)?
                 .delete(&format!("/os/{}", seg(&id)))
                 .await?;
-            if client.output == Format::Text {
-                println!("deleted OS {id}");
-            }
+            crate::client::print_deleted(client.output, "OS", &id);
         }
     }
     Ok(())
@@ -301,17 +305,17 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         match args.client.output {
             Format::Json => print_json(&created),
             Format::Text => {
-                println!(
+                outln!(
                     "{} gets a boot menu on its next network boot (default {}, after {} s):",
                     args.machine,
                     args.default.as_deref().unwrap_or("local disk"),
                     args.timeout
                 );
                 for i in &created.installs {
-                    println!("  install {} of {} (pending)", i.id, i.os);
+                    outln!("  install {} of {} (pending)", i.id, i.os);
                 }
                 for p in &args.profiles {
-                    println!("  profile {p}");
+                    outln!("  profile {p}");
                 }
             }
         }
@@ -322,9 +326,11 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         .await?;
     match args.client.output {
         Format::Json => print_json(&install),
-        Format::Text => println!(
+        Format::Text => outln!(
             "install {} of {} requested for {}: it installs on its next network boot",
-            install.id, install.os, args.machine
+            install.id,
+            install.os,
+            args.machine
         ),
     }
     Ok(())
@@ -340,11 +346,21 @@ pub async fn installs(args: InstallsArgs) -> Result<()> {
     match args.client.output {
         Format::Json => print_json(&all),
         Format::Text => {
+            // People know machines by name; a deleted one keeps its id.
+            let names: std::collections::HashMap<uuid::Uuid, String> = api
+                .get::<Vec<rackboot_core::Machine>>("/machines")
+                .await?
+                .into_iter()
+                .map(|m| (m.id, m.name))
+                .collect();
             let mut t = Table::new(["ID", "MACHINE", "OS", "STATE", "REQUESTED", "COMPLETED"]);
             for i in all {
                 t.row([
                     i.id.to_string(),
-                    i.machine.to_string(),
+                    names
+                        .get(&i.machine)
+                        .cloned()
+                        .unwrap_or_else(|| i.machine.to_string()),
                     i.os,
                     i.state.as_str().to_string(),
                     i.requested_at.format("%F %T").to_string(),
@@ -367,17 +383,25 @@ pub async fn render(args: RenderArgs) -> Result<()> {
     match args.client.output {
         Format::Json => print_json(&preview),
         Format::Text => {
-            println!("# {} boots: {}\n", preview.machine, preview.plan);
-            print!("{}", preview.ipxe);
+            match &preview.error {
+                Some(why) => outln!("# {why}\n"),
+                None => outln!("# {} boots: {}\n", preview.machine, preview.plan),
+            }
+            out!("{}", preview.ipxe);
             if let (Some(loader), Some(config)) = (&preview.loader, &preview.loader_config) {
-                println!("\n# ---- {loader} config ----");
-                print!("{config}");
+                outln!("\n# ---- {loader} config ----");
+                out!("{config}");
             }
             if let (Some(name), Some(body)) = (&preview.install_file, &preview.install_file_body) {
-                println!("\n# ---- {name} ----");
-                print!("{body}");
+                outln!("\n# ---- {name} ----");
+                out!("{body}");
             }
         }
+    }
+    // Scripts check the exit status: a machine that would only be told
+    // "cannot boot" is a failure, whatever was printed.
+    if let Some(why) = preview.error {
+        bail!("{why}");
     }
     Ok(())
 }
@@ -408,7 +432,7 @@ pub async fn template(cmd: TemplateCmd) -> Result<()> {
             let t: InstallTemplate = api.get(&format!("/templates/{}", seg(&name))).await?;
             match client.output {
                 Format::Json => print_json(&t),
-                Format::Text => print!("{}", t.source),
+                Format::Text => out!("{}", t.source),
             }
         }
         TemplateCmd::Put {
@@ -430,16 +454,14 @@ pub async fn template(cmd: TemplateCmd) -> Result<()> {
                 .await?;
             match client.output {
                 Format::Json => print_json(&t),
-                Format::Text => println!("stored template {} ({})", t.name, t.family),
+                Format::Text => outln!("stored template {} ({})", t.name, t.family),
             }
         }
         TemplateCmd::Delete { name, client } => {
             Api::new(&client)?
                 .delete(&format!("/templates/{}", seg(&name)))
                 .await?;
-            if client.output == Format::Text {
-                println!("deleted template {name}");
-            }
+            crate::client::print_deleted(client.output, "template", &name);
         }
     }
     Ok(())

@@ -30,6 +30,7 @@ pub enum LabCmd {
     Exec {
         #[command(flatten)]
         dir: DirArgs,
+        /// The command and its arguments (after --).
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
@@ -44,7 +45,9 @@ pub struct DirArgs {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FirmwareArg {
+    /// SeaBIOS with the NIC's iPXE ROM.
     Bios,
+    /// OVMF with the NIC's UEFI PXE ROM.
     Uefi,
 }
 
@@ -55,6 +58,7 @@ pub struct UpArgs {
     /// Number of QEMU machines.
     #[arg(long, default_value_t = 2)]
     pub machines: usize,
+    /// Machine firmware: BIOS (SeaBIOS) or UEFI (OVMF).
     #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]
     pub firmware: FirmwareArg,
     /// Blank virtio disks per machine (serials rb<machine>d0, rb<machine>d1, ...).
@@ -88,25 +92,25 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
         LabCmd::Down(d) => {
             let report = rackboot_lab::down(&state_file(&d.dir)?)?;
             match &report.netns_deleted {
-                Some(ns) => println!(
+                Some(ns) => outln!(
                     "lab down: deleted namespace {ns}, stopped {} processes",
                     report.stopped.len()
                 ),
-                None => println!("lab down: nothing was running"),
+                None => outln!("lab down: nothing was running"),
             }
             Ok(())
         }
         LabCmd::Status(d) => {
             let path = state_file(&d.dir)?;
             if !path.exists() {
-                println!("no lab in {}", d.dir.display());
+                outln!("no lab in {}", d.dir.display());
                 return Ok(());
             }
             let state = rackboot_lab::read_state(&path)?;
-            println!("namespace: {}", state.netns);
+            outln!("namespace: {}", state.netns);
             for p in &state.processes {
                 let alive = Path::new(&format!("/proc/{}", p.pid)).exists();
-                println!(
+                outln!(
                     "{:<10} pid {:<8} {}",
                     p.name,
                     p.pid,
@@ -203,7 +207,7 @@ async fn up(args: UpArgs) -> Result<()> {
         BmcArg::Redfish => rackboot_lab::BmcKind::Redfish,
     });
     let mut lab = Lab::create(config)?;
-    println!(
+    outln!(
         "lab: namespace {}, bridge 10.77.0.1/24, {} machines",
         lab.netns().name(),
         args.machines
@@ -211,7 +215,7 @@ async fn up(args: UpArgs) -> Result<()> {
     for m in lab.machines() {
         let c = m.config();
         let serials: Vec<String> = (0..c.disks_mib.len()).map(|i| c.disk_serial(i)).collect();
-        println!(
+        outln!(
             "  {} mac {} DMI serial {}, disks: {}",
             m.name(),
             m.mac(),
@@ -281,12 +285,12 @@ async fn up(args: UpArgs) -> Result<()> {
         }
         lab_cli(&lab, &state_dir, &add)?;
     }
-    println!(
+    outln!(
         "rackboot serving at {LAB_API} in the lab; profile {LAB_PROFILE} selected for every machine"
     );
     if args.bmc.is_some() {
         // The machines are off; rackboot powers them on through their BMCs.
-        print!(
+        out!(
             "{}",
             lab_cli(
                 &lab,
@@ -294,22 +298,22 @@ async fn up(args: UpArgs) -> Result<()> {
                 &["machine", "boot-device", "--all", "pxe"]
             )?
         );
-        print!(
+        out!(
             "{}",
             lab_cli(&lab, &state_dir, &["machine", "power", "--all", "on"])?
         );
-        println!(
+        outln!(
             "machines powered on through their BMCs; serial logs in {}",
             dir.display()
         );
     } else {
         lab.start_all()?;
-        println!("machines started; serial logs in {}", dir.display());
+        outln!("machines started; serial logs in {}", dir.display());
     }
 
     if args.no_wait {
         lab.detach();
-        println!(
+        outln!(
             "lab is up; `rackboot lab exec -- rackboot events --follow` to watch, `rackboot lab down` to stop"
         );
         return Ok(());
@@ -329,7 +333,7 @@ async fn up(args: UpArgs) -> Result<()> {
                 let log = std::fs::read_to_string(serial).unwrap_or_default();
                 if log.contains(MARKER) {
                     booted[i] = true;
-                    println!(">>> {} booted Linux: {}", m.name(), marker_line(&log));
+                    outln!(">>> {} booted Linux: {}", m.name(), marker_line(&log));
                 }
             }
         }
@@ -337,16 +341,16 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     print_new_events(&lab, &state_dir, last_event).ok();
     for m in lab.machines() {
-        println!("\ntimeline of {}:", m.name());
-        print!("{}", lab_cli(&lab, &state_dir, &["timeline", m.name()])?);
+        outln!("\ntimeline of {}:", m.name());
+        out!("{}", lab_cli(&lab, &state_dir, &["timeline", m.name()])?);
     }
     let ok = booted.iter().filter(|b| **b).count();
-    println!(
+    outln!(
         "\n{ok}/{} machines booted Linux through rackboot",
         args.machines
     );
     lab.detach();
-    println!(
+    outln!(
         "lab left running for inspection: `rackboot lab exec -- rackboot machine list`; `rackboot lab down` removes it"
     );
     if ok < args.machines {
@@ -399,7 +403,7 @@ fn print_new_events(lab: &Lab, state_dir: &Path, after: i64) -> Result<i64> {
     let mut last = after;
     for line in out.lines() {
         if let Ok(e) = serde_json::from_str::<Event>(line) {
-            println!(
+            outln!(
                 "  {}  {:<18} {}",
                 e.at.format("%H:%M:%S%.3f"),
                 e.kind.as_str(),

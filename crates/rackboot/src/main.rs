@@ -5,27 +5,34 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[macro_use]
+mod output;
+
 mod adhoc;
 mod client;
 mod config;
 mod deploy_cli;
 mod install_cli;
 mod lab;
-mod output;
 mod power_cli;
 mod serve;
+mod state;
 mod webhook_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "rackboot",
     version,
-    about = "Bare-metal provisioning: DHCP, TFTP, boot HTTP, API, in one binary"
+    about = "Bare-metal provisioning: DHCP, TFTP, boot HTTP, API, in one binary",
+    long_about = "Bare-metal provisioning: DHCP, TFTP, boot HTTP and a REST API in one binary \
+        (`rackboot serve`), and the CLI that drives them. Client commands find the server at \
+        RACKBOOT_URL (default http://127.0.0.1:8080) and read the admin token from \
+        RACKBOOT_TOKEN or STATE_DIR/admin-token."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,34 +45,35 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Boot every PXE machine on a network into one kernel (ad-hoc, like pixiecore).
     Boot(adhoc::BootArgs),
-    /// Machines: list, show, add, set-boot, delete.
+    /// Machines: enroll, inspect, boot intent, labels, BMC and power, maintenance.
     #[command(subcommand)]
     Machine(client::MachineCmd),
-    /// Profiles: list, show, add (from flags or a file), delete.
+    /// Profiles (kernel, initrds, command line, or an iPXE script).
     #[command(subcommand)]
     Profile(client::ProfileCmd),
-    /// Selectors mapping machines to profiles.
+    /// Selectors: rules choosing a profile for machines by MAC, UUID, arch, name or labels.
     #[command(subcommand)]
     Selector(client::SelectorCmd),
     /// DHCP leases.
     #[command(subcommand)]
     Lease(client::LeaseCmd),
-    /// Print events; with --follow, stream them live.
+    /// Print the newest events; with --follow, then stream new ones live.
     Events(client::EventsArgs),
     /// A machine's boot timeline (every event for it, oldest first).
     Timeline(client::TimelineArgs),
-    /// Server status.
+    /// Server status: version, store, services, counts.
     Status(client::ClientArgs),
-    /// The OS catalog: import ISOs or trees, list, delete.
+    /// The OS catalog of installation media (ISOs or trees).
     #[command(subcommand)]
     Os(install_cli::OsCmd),
     /// Install an OS on a machine with its installer and a rendered unattended file.
     Install(install_cli::InstallArgs),
     /// Install requests (pending, completed, cancelled).
     Installs(install_cli::InstallsArgs),
-    /// Preview what a machine gets on its next network boot (script and install file).
+    /// Preview what a machine gets on its next network boot (script and install
+    /// file); exits 1 when it cannot boot.
     Render(install_cli::RenderArgs),
-    /// Templates for unattended install files: list, show, put, delete.
+    /// Templates for unattended install files.
     #[command(subcommand)]
     Template(install_cli::TemplateCmd),
     /// Deploy an image: boot the agent, inspect, erase, RAID, write, configure,
@@ -81,30 +89,56 @@ enum Command {
     Rescue(deploy_cli::SimpleWorkflowArgs),
     /// Leave rescue: boot from disk again.
     Unrescue(deploy_cli::SimpleWorkflowArgs),
-    /// Workflows: list, show, retry, abort, run; definitions.
+    /// Workflows and operators' workflow definitions.
     #[command(subcommand)]
     Workflow(deploy_cli::WorkflowCmd),
-    /// The image catalog: import, list, show, delete.
+    /// The image catalog deploys write from.
     #[command(subcommand)]
     Image(deploy_cli::ImageCmd),
     /// The agent's RAM-disk.
     #[command(subcommand)]
     Ramdisk(deploy_cli::RamdiskCmd),
-    /// Webhooks that receive alerts (signed JSON): add, list, show, delete, deliveries, test.
+    /// Webhooks that receive alerts (signed JSON).
     #[command(subcommand)]
     Webhook(webhook_cli::WebhookCmd),
     /// The virtual rack: QEMU machines on a private bridge in a network namespace.
     #[command(subcommand)]
     Lab(lab::LabCmd),
-    /// Check a config file and print it as rackboot understands it.
-    CheckConfig {
-        #[arg(long, short)]
-        config: PathBuf,
+    /// Run every check `serve` makes before it starts (config file and flags,
+    /// DHCP subnets, interfaces, log level...) and print the effective config.
+    CheckConfig(config::CheckArgs),
+    /// Print a shell completion script: `source <(rackboot completion bash)`.
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
     },
+    /// Print the man page (roff), or write one per command into a directory.
+    Man {
+        /// Write rackboot.1 and rackboot-COMMAND.1 pages here instead of
+        /// printing rackboot.1, e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The CLI definition, for completions, the man page and tests.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the CLI definition; no runtime needed.
+    match &cli.command {
+        Command::Completion { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut command(), "rackboot", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => return exit_with(man(dir.as_deref())),
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,9 +176,14 @@ fn main() -> ExitCode {
             Command::Image(cmd) => deploy_cli::image(cmd).await,
             Command::Ramdisk(cmd) => deploy_cli::ramdisk(cmd).await,
             Command::Webhook(cmd) => webhook_cli::webhook(cmd).await,
-            Command::CheckConfig { config } => config::check(&config),
+            Command::CheckConfig(args) => config::check(&args),
+            Command::Completion { .. } | Command::Man { .. } => Ok(()),
         }
     });
+    exit_with(result)
+}
+
+fn exit_with(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -153,3 +192,28 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `rackboot man`: the top page on standard output, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cmd = command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("man pages written to {}", dir.display());
+        }
+        None => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .context("rendering the man page")?;
+            out!("{}", String::from_utf8_lossy(&buf));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod cli_tests;

@@ -107,7 +107,7 @@ where
                         .or_else(|| v.get("state"))
                         .and_then(|m| m.as_str())
                         .unwrap_or_default();
-                    println!("[{done}/{total}] {name}: {line}");
+                    outln!("[{done}/{total}] {name}: {line}");
                 }
             }
             Err(e) => {
@@ -125,7 +125,7 @@ where
     if output == Format::Json {
         print_json(&results);
     } else if total > 1 {
-        println!("{} of {total} succeeded", total - failed);
+        outln!("{} of {total} succeeded", total - failed);
     }
     if failed > 0 {
         bail!("{failed} of {total} failed");

@@ -12,42 +12,52 @@ use rackboot_core::{ClientAttribution, EventHub, EventKind, EventPersistQueue, N
 use rackboot_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ADMIN_TOKEN_FILE, Config, Toggle};
+use crate::config::{ADMIN_TOKEN_FILE, Checked, Config, Toggle};
+use crate::state::StateLock;
+
+/// An optional address for logs: the address, or "off" (not `Some(...)`).
+fn shown(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_string(), |a| a.to_string())
+}
 
 #[derive(Args, Clone, Default)]
 pub struct ServeArgs {
-    /// Config file (TOML). Flags below override it.
-    #[arg(long, short)]
+    /// Config file (TOML; see examples/). The flags below override it.
+    #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Provisioning interface (DHCP binds to it).
-    #[arg(long)]
+    /// Provisioning interface: DHCP binds to it, and its first IPv4 is the
+    /// address machines fetch files from. [default: none]
+    #[arg(long, value_name = "NAME")]
     pub interface: Option<String>,
-    /// Full DHCP with this pool on the interface's subnet, e.g. 10.77.0.100-10.77.0.200.
-    #[arg(long, conflicts_with = "proxy_dhcp")]
+    /// Full DHCP handing out this pool on the interface's subnet, e.g.
+    /// 10.77.0.100-10.77.0.200. [default: no DHCP]
+    #[arg(long, conflicts_with = "proxy_dhcp", value_name = "FIRST-LAST")]
     pub dhcp_range: Option<String>,
     /// ProxyDHCP beside an existing DHCP server: boot information only, no addresses.
     #[arg(long)]
     pub proxy_dhcp: bool,
-    /// State directory (database, admin token).
-    #[arg(long)]
+    /// State directory: database, admin token, secret key, OS and image
+    /// catalogs, assets. [default: /var/lib/rackboot]
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Store URL (sqlite:PATH or postgres://...).
-    #[arg(long)]
+    /// Store URL: sqlite:PATH or postgres://USER@HOST/DB. [default: sqlite:STATE_DIR/rackboot.db]
+    #[arg(long, value_name = "URL")]
     pub store: Option<String>,
-    /// HTTP listen address for boot HTTP, API, events and metrics.
-    #[arg(long)]
+    /// Listen address of boot HTTP, the API, the event stream and /metrics.
+    /// [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDRESS:PORT")]
     pub api_listen: Option<SocketAddr>,
-    /// TFTP listen address, or "off".
-    #[arg(long)]
+    /// TFTP listen address, or "off". [default: port 69 on the --api-listen address]
+    #[arg(long, value_name = "ADDRESS:PORT|off")]
     pub tftp_listen: Option<String>,
-    /// Directory served over TFTP (besides the loader files).
-    #[arg(long)]
+    /// Directory served over TFTP besides the loader files. [default: none]
+    #[arg(long, value_name = "DIR")]
     pub tftp_root: Option<PathBuf>,
-    /// Directory of kernels, initrds and images served under /assets/.
-    #[arg(long)]
+    /// Directory of kernels, initrds and images served under /assets/. [default: STATE_DIR/assets]
+    #[arg(long, value_name = "DIR")]
     pub asset_dir: Option<PathBuf>,
-    /// Server address on the provisioning network (default: the interface's first IPv4).
-    #[arg(long)]
+    /// Server address on the provisioning network. [default: the interface's first IPv4]
+    #[arg(long, value_name = "IPV4")]
     pub server_ip: Option<Ipv4Addr>,
 }
 
@@ -70,6 +80,7 @@ pub fn effective_config(args: &ServeArgs) -> Result<Config> {
         config.listen.http = Toggle::On(a);
     }
     if let Some(t) = &args.tftp_listen {
+        config.explicit.tftp_listen = true;
         config.listen.tftp =
             if t == "off" {
                 Toggle::Off
@@ -87,6 +98,7 @@ pub fn effective_config(args: &ServeArgs) -> Result<Config> {
     }
     if let Some(dir) = &args.asset_dir {
         config.boot.asset_dir = dir.clone();
+        config.explicit.asset_dir = true;
     }
     if args.proxy_dhcp || args.dhcp_range.is_some() {
         let iface = config.interface.clone().context(
@@ -104,11 +116,13 @@ pub fn effective_config(args: &ServeArgs) -> Result<Config> {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let config = effective_config(&args)?;
-    init_logging(&config);
+    // Every check before anything is created or bound: a broken config
+    // leaves no state directory, token or half-started server behind.
+    let checked = crate::config::preflight(effective_config(&args)?)?;
+    init_logging(&checked.config);
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    let server = Server::start(config, shutdown.clone()).await?;
+    let server = Server::start(checked, shutdown.clone()).await?;
     server.wait().await
 }
 
@@ -116,8 +130,10 @@ pub fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    // Colour only for people: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second init (tests start several servers) is harmless.
     let _ = if config.log.json {
@@ -213,15 +229,26 @@ async fn persist_events(mut queue: EventPersistQueue, hub: EventHub, store: Arc<
 pub struct Server {
     tasks: tokio::task::JoinSet<Result<()>>,
     shutdown: CancellationToken,
+    /// Held for the server's life: one server per state directory.
+    _lock: StateLock,
 }
 
 impl Server {
-    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Server> {
-        std::fs::create_dir_all(&config.state_dir)
-            .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    /// Prepares the state directory (private, locked) and starts every service.
+    pub async fn start(checked: Checked, shutdown: CancellationToken) -> Result<Server> {
+        let lock = crate::state::prepare(&checked.config)?;
+        Server::start_locked(checked, lock, shutdown).await
+    }
+
+    /// As [`Server::start`], with the state directory already prepared.
+    pub async fn start_locked(
+        checked: Checked,
+        mut lock: StateLock,
+        shutdown: CancellationToken,
+    ) -> Result<Server> {
+        let Checked { config, server_ip } = checked;
         let admin_token = ensure_admin_token(&config.state_dir)?;
         let store = rackboot_store::open(&config.store_url()).await?;
-        let server_ip = config.resolve_server_ip()?;
 
         let (events, queue) = EventHub::new(65_536);
         let mut tasks = tokio::task::JoinSet::new();
@@ -291,19 +318,16 @@ impl Server {
             None => None,
         };
 
+        let mut addresses = Vec::new();
+        addresses.extend(http_addr.map(|a| ("http", a)));
+        addresses.extend(tftp_addr.map(|a| ("tftp", a)));
+        lock.record(&addresses)?;
+
+        // Directories, ports and loader paths were resolved by the preflight.
         let mut boot_config = config.boot.clone();
         if let Some(addr) = http_addr {
+            // Port 0 in tests: the port actually bound.
             boot_config.http_port = addr.port();
-        }
-        // UEFI HTTP-boot clients fetch iPXE over HTTP: default to Debian's copies.
-        if !boot_config.loader_dir.is_dir() && Path::new("/usr/lib/ipxe").is_dir() {
-            boot_config.loader_dir = PathBuf::from("/usr/lib/ipxe");
-        }
-        if boot_config.ramdisk_dir.is_none() {
-            boot_config.ramdisk_dir = Some(config.state_dir.join(crate::config::RAMDISK_DIR));
-        }
-        if boot_config.images_dir.is_none() {
-            boot_config.images_dir = Some(config.state_dir.join(crate::config::IMAGES_DIR));
         }
         // One key seals BMC passwords and install secrets (Windows passwords).
         let secret_key = Arc::new(crate::config::secret_key(&config.state_dir)?);
@@ -361,13 +385,7 @@ impl Server {
             agent_lost_after: Duration::from_secs(config.engine.agent_lost_secs.max(10)),
             base_url: boot_base_url.clone(),
             images_dir: images_dir.clone(),
-            workflows_dir: Some(
-                config
-                    .engine
-                    .workflows_dir
-                    .clone()
-                    .unwrap_or_else(|| config.state_dir.join(crate::config::WORKFLOWS_DIR)),
-            ),
+            workflows_dir: config.engine.workflows_dir.clone(),
             ..rackboot_engine::EngineConfig::default()
         };
         let (engine, engine_task) = rackboot_engine::Engine::start(
@@ -485,8 +503,18 @@ impl Server {
                 "tftp": tftp_addr.map(|a| a.to_string()),
             })),
         );
-        tracing::info!(?http_addr, ?tftp_addr, services = ?services, "rackboot serving");
-        Ok(Server { tasks, shutdown })
+        tracing::info!(
+            http = %shown(http_addr),
+            tftp = %shown(tftp_addr),
+            services = %services.join(","),
+            state_dir = %config.state_dir.display(),
+            "rackboot serving"
+        );
+        Ok(Server {
+            tasks,
+            shutdown,
+            _lock: lock,
+        })
     }
 
     /// Runs until shutdown or until a service fails (which stops the others).

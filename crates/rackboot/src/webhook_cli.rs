@@ -17,6 +17,7 @@ pub enum WebhookCmd {
     /// Create or replace a webhook: `rackboot webhook add ops https://... --events warnings`.
     /// A new webhook without --secret-stdin gets a generated secret, printed once.
     Add {
+        /// Webhook name.
         name: String,
         /// http:// or https:// URL the events are POSTed to.
         url: String,
@@ -38,19 +39,23 @@ pub enum WebhookCmd {
     List(ClientArgs),
     /// Show one webhook and its latest deliveries.
     Show {
+        /// Webhook name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete a webhook and its queued deliveries.
     Delete {
+        /// Webhook name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// A webhook's deliveries, newest first.
     Deliveries {
+        /// Webhook name.
         name: String,
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[command(flatten)]
@@ -58,6 +63,7 @@ pub enum WebhookCmd {
     },
     /// Send a test event (`webhook_test`) to one webhook and wait for its first attempt.
     Test {
+        /// Webhook name.
         name: String,
         /// Seconds to wait for the first attempt.
         #[arg(long, default_value_t = 15)]
@@ -151,10 +157,10 @@ pub async fn webhook(cmd: WebhookCmd) -> Result<()> {
             match client.output {
                 Format::Json => print_json(&saved),
                 Format::Text => {
-                    println!("saved webhook {name}");
+                    outln!("saved webhook {name}");
                     if let Some(secret) = saved["secret"].as_str() {
-                        println!("secret: {secret}");
-                        println!(
+                        outln!("secret: {secret}");
+                        outln!(
                             "(shown once: receivers verify X-Rackboot-Signature with it; keep it now)"
                         );
                     }
@@ -177,15 +183,15 @@ pub async fn webhook(cmd: WebhookCmd) -> Result<()> {
             match client.output {
                 Format::Json => print_json(&json!({"webhook": hook, "recent_deliveries": recent})),
                 Format::Text => {
-                    println!("name:     {}", hook.name);
-                    println!("url:      {}", hook.url);
-                    println!("events:   {}", events_text(&hook.events));
-                    println!("enabled:  {}", if hook.enabled { "yes" } else { "no" });
-                    println!("created:  {}", hook.created_at.to_rfc3339());
+                    outln!("name:     {}", hook.name);
+                    outln!("url:      {}", hook.url);
+                    outln!("events:   {}", events_text(&hook.events));
+                    outln!("enabled:  {}", if hook.enabled { "yes" } else { "no" });
+                    outln!("created:  {}", hook.created_at.to_rfc3339());
                     if recent.is_empty() {
-                        println!("no deliveries yet");
+                        outln!("no deliveries yet");
                     } else {
-                        println!("latest deliveries:");
+                        outln!("latest deliveries:");
                         delivery_table(&recent);
                     }
                 }
@@ -195,9 +201,7 @@ pub async fn webhook(cmd: WebhookCmd) -> Result<()> {
             Api::new(&client)?
                 .delete(&format!("/webhooks/{}", seg(&name)))
                 .await?;
-            if client.output == Format::Text {
-                println!("deleted webhook {name}");
-            }
+            crate::client::print_deleted(client.output, "webhook", &name);
         }
         WebhookCmd::Deliveries {
             name,
@@ -233,7 +237,7 @@ pub async fn webhook(cmd: WebhookCmd) -> Result<()> {
                 ),
                 Some(d) if d.state == DeliveryState::Delivered => {
                     if client.output == Format::Text {
-                        println!(
+                        outln!(
                             "delivered test {} to {name}: HTTP {}",
                             d.id,
                             d.last_status.unwrap_or_default()

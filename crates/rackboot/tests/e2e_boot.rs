@@ -111,7 +111,7 @@ async fn unknown_machine_is_discovered_and_boots_by_selector() {
         shown.contains("\"discover\"") && shown.contains("bios"),
         "{shown}"
     );
-    let events = rack.cli(&["events", "--mac", &m]);
+    let events = rack.cli(&["events", "--mac", &m, "--tail", "1000"]);
     assert!(events.contains("machine_discovered"), "{events}");
 }
 
