@@ -1,0 +1,302 @@
+//! The CLI as operators script it, against a real `rackboot serve` on
+//! loopback: one server per state directory, quiet broken pipes, exit codes,
+//! the newest events and a followed stream that survives a server restart.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn rackboot() -> &'static str {
+    env!("CARGO_BIN_EXE_rackboot")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server on loopback; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    state: PathBuf,
+    config: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, state: &Path, port: u16) -> PathBuf {
+    let config = dir.join(format!("rackboot-{port}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\nserver_ip = \"127.0.0.1\"\n[listen]\nhttp = \"127.0.0.1:{port}\"\ntftp = \"off\"\n[power]\nsync_interval_secs = 0\n",
+            state.display().to_string()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn spawn(config: &Path) -> Child {
+    Command::new(rackboot())
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let state = dir.join("state");
+        let port = free_port();
+        let config = write_config(dir, &state, port);
+        let server = Server {
+            child: spawn(&config),
+            port,
+            state,
+            config,
+        };
+        server.wait_up();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.cli(&["status"]).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("rackboot serve did not come up on {}", self.url());
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(rackboot());
+        c.args(args)
+            .env("RACKBOOT_URL", self.url())
+            .env("RACKBOOT_STATE_DIR", &self.state)
+            .env_remove("RACKBOOT_TOKEN");
+        c
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "rackboot {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM: the graceful path, which ends open event streams.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn add_machines(server: &Server, n: usize, prefix: &str, byte: u8) {
+    for i in 0..n {
+        server.ok(&[
+            "machine",
+            "add",
+            &format!("{prefix}{i}"),
+            "--mac",
+            &format!("52:54:00:{byte:02x}:00:{i:02x}"),
+        ]);
+    }
+}
+
+#[test]
+fn a_second_server_on_one_state_directory_refuses_and_names_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path());
+    let port = free_port();
+    let config = write_config(dir.path(), &first.state, port);
+    let second = Command::new(rackboot())
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "second server started: {stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.child.id()))
+            && stderr.contains(&format!("http 127.0.0.1:{}", first.port)),
+        "{stderr}"
+    );
+    // It bound nothing, and the first still serves.
+    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    first.ok(&["status"]);
+    // State is private: the directory 0700, the database and token 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&first.state), 0o700);
+    for f in ["rackboot.db", "admin-token", "rackboot.lock", "secret.key"] {
+        assert_eq!(mode(&first.state.join(f)), 0o600, "{f}");
+    }
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_machines(&server, 3, "pipe", 1);
+    for args in [
+        vec!["machine", "list"],
+        vec!["machine", "list", "-o", "json"],
+        vec!["events"],
+        vec!["status"],
+    ] {
+        // The reader is gone before the first write, as after `| head -1`.
+        let mut child = server
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} printed: {stderr}");
+    }
+}
+
+#[test]
+fn render_fails_for_a_machine_that_cannot_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_machines(&server, 1, "r", 2);
+    // No profile and no selector: it cannot boot.
+    let out = server.cli(&["render", "r0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot boot r0"), "{stderr}");
+    let out = server.cli(&["render", "r0", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let preview: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(preview["error"].as_str().is_some(), "{preview}");
+    // Told to boot its disk, it can.
+    server.ok(&["machine", "set-boot", "r0", "local"]);
+    assert!(server.ok(&["render", "r0"]).contains("local_disk"));
+}
+
+#[test]
+fn events_tail_shows_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_machines(&server, 25, "t", 3);
+    let all: Vec<serde_json::Value> = serde_json::from_str(
+        &server.ok(&["events", "--after", "0", "--limit", "1000", "-o", "json"]),
+    )
+    .unwrap();
+    let ids: Vec<i64> = all.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let tail: Vec<serde_json::Value> =
+        serde_json::from_str(&server.ok(&["events", "--tail", "3", "-o", "json"])).unwrap();
+    let tail_ids: Vec<i64> = tail.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(tail_ids, ids[ids.len() - 3..].to_vec());
+    // Text: the default is the newest 20, the newest last.
+    let text = server.ok(&["events"]);
+    assert_eq!(text.lines().count(), 20, "{text}");
+    assert!(text.lines().last().unwrap().contains("\"t24\""), "{text}");
+    // A machine's newest events.
+    let one = server.ok(&["events", "--machine", "t3", "--tail", "5"]);
+    assert!(one.contains("\"t3\"") && !one.contains("\"t4\""), "{one}");
+}
+
+#[test]
+fn events_follow_resumes_across_a_restart_and_fails_loudly_when_the_server_stays_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    add_machines(&server, 2, "before", 4);
+    let mut follow = server
+        .command(&[
+            "events",
+            "--follow",
+            "--tail",
+            "1",
+            "-o",
+            "json",
+            "--reconnect-secs",
+            "6",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).expect("NDJSON line"));
+        }
+    });
+    let wait_for = |name: &str| -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) {
+                let hit = e["message"].as_str().unwrap_or("").contains(name);
+                seen.push(e);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!("no event about {name}; saw {seen:?}");
+    };
+    // The backlog: the newest event.
+    let mut seen = wait_for("before1");
+    add_machines(&server, 1, "live", 5);
+    seen.extend(wait_for("live0"));
+
+    server.stop();
+    server.child = spawn(&server.config);
+    server.wait_up();
+    add_machines(&server, 1, "after", 6);
+    seen.extend(wait_for("after0"));
+    let ids: Vec<i64> = seen.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "events repeated or out of order across the restart: {ids:?}"
+    );
+    // The restart's own service_started event was not skipped either.
+    assert!(
+        seen.iter().any(|e| e["kind"] == "service_started"),
+        "{seen:?}"
+    );
+
+    // Gone for good: the follower says so and fails.
+    server.stop();
+    let started = Instant::now();
+    let out = follow.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not come back within 6 s"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
