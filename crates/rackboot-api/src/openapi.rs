@@ -156,6 +156,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     }
     let (_, open) = open_routes().split_for_parts();
     doc.merge(open);
+    doc.merge(<crate::openapi_machine::MachineDoc as OpenApi>::openapi());
+    describe_every_response(&mut doc);
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(
@@ -170,6 +172,39 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             ),
         );
     doc
+}
+
+/// OpenAPI requires a description on every response; an annotation that
+/// gives only a status and body gets the status's reason phrase.
+fn describe_every_response(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+            &mut item.head,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (status, response) in op.responses.responses.iter_mut() {
+                if let RefOr::T(r) = response
+                    && r.description.trim().is_empty()
+                {
+                    r.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("Response")
+                        .to_string();
+                }
+            }
+        }
+    }
 }
 
 /// The document as served, rendered once.

@@ -112,6 +112,12 @@ pub async fn metrics(State(state): State<ApiState>) -> ApiResult<impl IntoRespon
         .metrics
         .as_ref()
         .ok_or_else(|| ApiError::Disabled("metrics are not enabled".into()))?;
+    // Inventory gauges are read at scrape time: always current, no task.
+    let leases = state.fleet.store().list_leases().await?;
+    crate::metrics_catalog::set_inventory_gauges(
+        state.fleet.snapshot().machines.iter().map(|m| m.state),
+        leases.iter().map(|l| l.state),
+    );
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -260,9 +260,7 @@ impl Server {
             });
         }
 
-        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .ok();
+        let metrics = rackboot_api::metrics_catalog::install_recorder();
         if let Some(handle) = metrics.clone() {
             let stop = shutdown.clone();
             tokio::spawn(async move {

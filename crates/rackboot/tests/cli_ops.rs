@@ -2,135 +2,15 @@
 //! loopback: one server per state directory, quiet broken pipes, exit codes,
 //! the newest events and a followed stream that survives a server restart.
 
+mod loopback;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn rackboot() -> &'static str {
-    env!("CARGO_BIN_EXE_rackboot")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A server on loopback; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    state: PathBuf,
-    config: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(dir: &Path, state: &Path, port: u16) -> PathBuf {
-    let config = dir.join(format!("rackboot-{port}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\nserver_ip = \"127.0.0.1\"\n[listen]\nhttp = \"127.0.0.1:{port}\"\ntftp = \"off\"\n[power]\nsync_interval_secs = 0\n",
-            state.display().to_string()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn spawn(config: &Path) -> Child {
-    Command::new(rackboot())
-        .args(["serve", "-c", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let state = dir.join("state");
-        let port = free_port();
-        let config = write_config(dir, &state, port);
-        let server = Server {
-            child: spawn(&config),
-            port,
-            state,
-            config,
-        };
-        server.wait_up();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.cli(&["status"]).status.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("rackboot serve did not come up on {}", self.url());
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(rackboot());
-        c.args(args)
-            .env("RACKBOOT_URL", self.url())
-            .env("RACKBOOT_STATE_DIR", &self.state)
-            .env_remove("RACKBOOT_TOKEN");
-        c
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "rackboot {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn stop(&mut self) {
-        // SIGTERM: the graceful path, which ends open event streams.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn add_machines(server: &Server, n: usize, prefix: &str, byte: u8) {
-    for i in 0..n {
-        server.ok(&[
-            "machine",
-            "add",
-            &format!("{prefix}{i}"),
-            "--mac",
-            &format!("52:54:00:{byte:02x}:00:{i:02x}"),
-        ]);
-    }
-}
+use loopback::{Server, add_machines, free_port, rackboot, spawn, write_config};
 
 #[test]
 fn a_second_server_on_one_state_directory_refuses_and_names_the_first() {
