@@ -24,7 +24,7 @@ use crate::installs::{InstallSpec, emit_install_requested, prepare_install};
 use crate::machines::{api_actor, find_machine};
 
 /// The longest a menu may wait before booting its default.
-const MAX_MENU_TIMEOUT_SECS: u32 = 3600;
+const MAX_MENU_TIMEOUT_SECS: u32 = rackboot_core::Menu::MAX_TIMEOUT_SECS;
 
 /// Body of `POST /api/v1/machines/{ref}/install-menu`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

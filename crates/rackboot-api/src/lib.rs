@@ -77,6 +77,10 @@ pub struct ApiState {
     pub engine: Option<rackboot_engine::Engine>,
     /// The image catalog; its endpoints answer 404 when `None`.
     pub images_dir: Option<std::path::PathBuf>,
+    /// Where profiles' relative kernels and initrds are served from: a
+    /// profile naming a file that is not there is refused unless forced.
+    /// Not checked when `None`.
+    pub asset_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiState {
@@ -96,6 +100,7 @@ impl ApiState {
             secret_key: None,
             engine: None,
             images_dir: None,
+            asset_dir: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
 /// Body of `POST /api/v1/machines`.
@@ -83,6 +83,24 @@ pub struct TimelineQuery {
     pub limit: Option<u32>,
 }
 
+/// Refuses MACs no NIC has (all-zero, broadcast, multicast), naming the field.
+fn check_macs(macs: &[MacAddr]) -> ApiResult<()> {
+    for (i, mac) in macs.iter().enumerate() {
+        mac.check_assignable()
+            .map_err(|e| ApiError::BadRequest(format!("macs[{i}]: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Refuses a menu without entries or with an unbounded timeout.
+pub(crate) fn check_intent_shape(field: &str, intent: &BootIntent) -> ApiResult<()> {
+    if let BootIntent::Menu(menu) = intent {
+        menu.validate()
+            .map_err(|e| ApiError::BadRequest(format!("{field}.{e}")))?;
+    }
+    Ok(())
+}
+
 /// Finds a machine by id, then name, then any of its MACs.
 pub(crate) async fn find_machine(fleet: &Fleet, reference: &str) -> ApiResult<Machine> {
     Ok(fleet.find_machine(reference).await?)
@@ -113,7 +131,9 @@ pub async fn create_machine(
     State(state): State<ApiState>,
     ApiJson(new): ApiJson<NewMachine>,
 ) -> ApiResult<(StatusCode, Json<Machine>)> {
+    check_macs(&new.macs)?;
     let intent = new.intent.unwrap_or(BootIntent::Profile { name: None });
+    check_intent_shape("intent", &intent)?;
     let bmc = match &new.bmc {
         Some(input) => Some(crate::power::seal(&state, "bmc", input)?),
         None => None,
@@ -174,6 +194,7 @@ pub async fn patch_machine(
         machine.name = name;
     }
     if let Some(macs) = patch.macs {
+        check_macs(&macs)?;
         machine.macs = macs;
     }
     if let Some(uuid) = patch.uuid {
@@ -187,6 +208,7 @@ pub async fn patch_machine(
     }
     let intent_set = patch.intent.is_some();
     if let Some(intent) = patch.intent {
+        check_intent_shape("intent", &intent)?;
         machine.intent = intent;
     }
     if let Some(bmc) = patch.bmc {
@@ -239,6 +261,7 @@ pub async fn set_boot(
     ApiPath(reference): ApiPath<String>,
     ApiJson(intent): ApiJson<BootIntent>,
 ) -> ApiResult<Json<Machine>> {
+    check_intent_shape("intent", &intent)?;
     let machine = find_machine(&state.fleet, &reference).await?;
     // A new intent withdraws the machine's pending installs (an install or an
     // install menu): their files stop being served and their callbacks refused.

@@ -63,17 +63,52 @@ pub async fn get_profile(
     Ok(Json(state.fleet.store().get_profile(&name).await?))
 }
 
+/// `PUT /api/v1/profiles/{name}` options.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PutProfileQuery {
+    /// Store the profile even when its kernel or an initrd is not in the
+    /// asset directory (yet).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Relative kernel and initrd paths (not URLs, not templates) that are not
+/// files under `asset_dir`, as `field: path` lines.
+fn missing_assets(profile: &Profile, asset_dir: &std::path::Path) -> Vec<String> {
+    let fields = profile
+        .kernel
+        .iter()
+        .map(|k| ("kernel".to_string(), k))
+        .chain(
+            profile
+                .initrds
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("initrds[{i}]"), p)),
+        );
+    fields
+        .filter(|(_, p)| !p.contains("://") && !p.contains("{{") && !p.contains("{%"))
+        .filter(|(_, p)| !asset_dir.join(p.trim_start_matches('/')).is_file())
+        .map(|(field, p)| format!("{field}: {p:?}"))
+        .collect()
+}
+
 /// Creates or replaces a profile.
+///
+/// A kernel or initrd given as a path must be a file in the server's asset
+/// directory, unless `force` is set.
 #[utoipa::path(put, path = "/api/v1/profiles/{name}", tag = "profiles", request_body = ProfileInput,
-    params(("name" = String, Path, description = "Profile name")),
+    params(("name" = String, Path, description = "Profile name"), PutProfileQuery),
     responses(
         (status = 200, description = "Replaced", body = Profile),
         (status = 201, description = "Created", body = Profile),
-        (status = 400, description = "Malformed JSON, an invalid field or a template that does not compile", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid field, a template that does not compile, or a kernel or initrd not in the asset directory", body = ErrorBody),
     ))]
 pub async fn put_profile(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
+    crate::extract::ApiQuery(query): crate::extract::ApiQuery<PutProfileQuery>,
     ApiJson(input): ApiJson<ProfileInput>,
 ) -> ApiResult<(StatusCode, Json<Profile>)> {
     validate_name("profile name", &name).map_err(|e| ApiError::BadRequest(format!("name: {e}")))?;
@@ -98,6 +133,18 @@ pub async fn put_profile(
     };
     profile.validate().map_err(ApiError::BadRequest)?;
     (state.validate_templates)(&profile).map_err(ApiError::BadRequest)?;
+    if let Some(dir) = &state.asset_dir
+        && !query.force
+    {
+        let missing = missing_assets(&profile, dir);
+        if !missing.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "not in the asset directory {}: {} (copy them there first, or force: `?force=true`, `rackboot profile add --force`)",
+                dir.display(),
+                missing.join(", ")
+            )));
+        }
+    }
     let (profile, created) = state.fleet.put_profile(profile, &api_actor()).await?;
     let status = if created {
         StatusCode::CREATED

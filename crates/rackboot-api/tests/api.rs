@@ -330,12 +330,12 @@ async fn set_boot_intent() {
         .call(
             Method::PUT,
             "/api/v1/machines/node-1/boot",
-            Some(json!({ "kind": "menu", "entries": [] })),
+            Some(json!({ "kind": "menu", "entries": [{ "profile": "debian" }] })),
         )
         .await;
     assert_eq!(
         body["intent"],
-        json!({ "kind": "menu", "entries": [], "default": null, "timeout_secs": 10 })
+        json!({ "kind": "menu", "entries": [{ "profile": "debian", "label": null }], "default": null, "timeout_secs": 10 })
     );
 
     for (intent, want_status, want_error) in [

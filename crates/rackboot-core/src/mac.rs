@@ -34,6 +34,24 @@ impl MacAddr {
         self.to_string().replace(':', "-")
     }
 
+    /// Refuses addresses no NIC boots with: all zeros, broadcast, and
+    /// multicast (the group bit of the first octet). Operators' input only:
+    /// what arrives on the wire is taken as it is.
+    pub fn check_assignable(&self) -> Result<(), String> {
+        if self.0 == [0; 6] {
+            return Err(format!("{self} is the all-zero address, not a NIC's"));
+        }
+        if self.0 == [0xff; 6] {
+            return Err(format!("{self} is the broadcast address, not a NIC's"));
+        }
+        if self.0[0] & 1 == 1 {
+            return Err(format!(
+                "{self} is a multicast address (first octet odd), not a NIC's"
+            ));
+        }
+        Ok(())
+    }
+
     /// `525400123456`, used in generated machine names.
     pub fn compact(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -141,6 +159,34 @@ mod tests {
             "52:54:00:12:34:56:78",
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_unicast_addresses_are_assignable() {
+        for ok in [
+            "52:54:00:12:34:56",
+            "00:00:00:00:00:01",
+            "fe:ff:ff:ff:ff:ff",
+        ] {
+            assert_eq!(
+                ok.parse::<MacAddr>().unwrap().check_assignable(),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        for (bad, why) in [
+            ("00:00:00:00:00:00", "all-zero"),
+            ("ff:ff:ff:ff:ff:ff", "broadcast"),
+            ("01:00:5e:00:00:01", "multicast"),
+            ("33:33:00:00:00:01", "multicast"),
+        ] {
+            let err = bad
+                .parse::<MacAddr>()
+                .unwrap()
+                .check_assignable()
+                .unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
         }
     }
 

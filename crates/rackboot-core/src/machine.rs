@@ -140,6 +140,37 @@ fn default_menu_timeout() -> u32 {
     10
 }
 
+impl Menu {
+    /// Longest menu timeout: an hour. iPXE counts it in milliseconds in 32
+    /// bits, and a menu nobody answers for longer is a machine stuck.
+    pub const MAX_TIMEOUT_SECS: u32 = 3600;
+    /// Most entries a menu shows.
+    pub const MAX_ENTRIES: usize = 64;
+
+    /// Checks what an operator can get wrong in a menu; the message names
+    /// the field (`entries`, `timeout_secs`).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.entries.is_empty() {
+            return Err("entries: a menu needs at least one entry besides local disk".into());
+        }
+        if self.entries.len() > Self::MAX_ENTRIES {
+            return Err(format!(
+                "entries: {} entries, at most {}",
+                self.entries.len(),
+                Self::MAX_ENTRIES
+            ));
+        }
+        if self.timeout_secs > Self::MAX_TIMEOUT_SECS {
+            return Err(format!(
+                "timeout_secs: {} s is more than {} s",
+                self.timeout_secs,
+                Self::MAX_TIMEOUT_SECS
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One menu entry: a profile, or an OS installer armed by an install menu.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MenuEntry {
@@ -287,6 +318,42 @@ impl Machine {
             facts_at: None,
             created_at: now,
             updated_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn menu(entries: usize, timeout_secs: u32) -> Menu {
+        Menu {
+            entries: (0..entries)
+                .map(|i| MenuEntry {
+                    profile: format!("p{i}"),
+                    ..MenuEntry::default()
+                })
+                .collect(),
+            default: None,
+            timeout_secs,
+            loader: None,
+        }
+    }
+
+    #[test]
+    fn menus_are_bounded() {
+        assert_eq!(menu(1, 10).validate(), Ok(()));
+        assert_eq!(
+            menu(Menu::MAX_ENTRIES, Menu::MAX_TIMEOUT_SECS).validate(),
+            Ok(())
+        );
+        for (m, field) in [
+            (menu(0, 10), "entries"),
+            (menu(Menu::MAX_ENTRIES + 1, 10), "entries"),
+            (menu(1, 999_999_999), "timeout_secs"),
+        ] {
+            let err = m.validate().unwrap_err();
+            assert!(err.starts_with(field), "{err}");
         }
     }
 }

@@ -520,6 +520,10 @@ pub fn preflight(mut config: Config) -> Result<Checked> {
         }
     }
     config.boot.validate().context("in [boot]")?;
+    if let Some(menu) = &config.boot.unknown_menu {
+        menu.validate()
+            .map_err(|e| anyhow::anyhow!("boot.unknown_menu.{e}"))?;
+    }
     config.tftp.validate().context("in [tftp]")?;
     if let Some(root) = &config.tftp.root
         && !root.is_dir()

@@ -431,6 +431,7 @@ impl Server {
             api_state.boot_base_url = boot_base_url.clone();
             api_state.engine = Some(engine.clone());
             api_state.images_dir = images_dir.clone();
+            api_state.asset_dir = Some(boot_config.asset_dir.clone());
             api_state.shutdown = shutdown.clone();
             api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
             api_state.status = Arc::new(rackboot_api::StatusInfo {

@@ -110,6 +110,11 @@ fn broken() -> Vec<(&'static str, String, &'static str)> {
             "boot.public_url",
         ),
         (
+            "menu for unknown machines with no entries",
+            "[boot]\nunknown_machines = \"menu\"\n[boot.unknown_menu]\nentries = []\n".into(),
+            "boot.unknown_menu.entries",
+        ),
+        (
             "unsupported store",
             "store = \"mysql://db/rackboot\"\n".into(),
             "store \"mysql://db/rackboot\"",
