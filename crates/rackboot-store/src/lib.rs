@@ -24,6 +24,7 @@ use rackboot_core::{
 };
 
 mod codec;
+mod leases6;
 mod postgres;
 mod postgres_installs;
 mod postgres_lifecycle;
@@ -33,6 +34,7 @@ mod sqlite_installs;
 mod sqlite_lifecycle;
 mod sqlite_webhooks;
 
+pub use leases6::Lease6;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -52,6 +54,12 @@ pub enum StoreError {
     },
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store has no such table (a test double that implements only part of the trait).
+    #[error("{what} is not supported by the {backend} store")]
+    Unsupported {
+        what: &'static str,
+        backend: &'static str,
+    },
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     /// [`open`] failed. `url` never contains a password.
@@ -165,6 +173,24 @@ pub trait Store: Send + Sync + 'static {
     async fn put_leases(&self, leases: &[Lease]) -> Result<()>;
     async fn delete_lease(&self, ip: Ipv4Addr) -> Result<()>;
     async fn list_leases(&self) -> Result<Vec<Lease>>;
+
+    // DHCPv6 leases, keyed by address, with the same contract as `put_leases`
+    // (one transaction, durable on return, last lease per address wins). Listed
+    // in address order. SQLite and PostgreSQL implement them; the defaults are
+    // for test doubles that have no IPv6 leases.
+    async fn put_leases6(&self, leases: &[Lease6]) -> Result<()> {
+        let _ = leases;
+        Err(StoreError::Unsupported {
+            what: "IPv6 leases",
+            backend: self.backend(),
+        })
+    }
+    async fn list_leases6(&self) -> Result<Vec<Lease6>> {
+        Err(StoreError::Unsupported {
+            what: "IPv6 leases",
+            backend: self.backend(),
+        })
+    }
 
     // Events: appended in one transaction, returned with their ids in order.
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>>;

@@ -616,6 +616,14 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn put_leases6(&self, leases: &[crate::Lease6]) -> Result<()> {
+        self.put_leases6_impl(leases).await
+    }
+
+    async fn list_leases6(&self) -> Result<Vec<crate::Lease6>> {
+        self.list_leases6_impl().await
+    }
+
     async fn list_leases(&self) -> Result<Vec<Lease>> {
         let mut leases = sqlx::query(
             "SELECT host(l.ip) AS ip, l.mac, l.client_id, l.hostname, l.state, l.expires_at, \

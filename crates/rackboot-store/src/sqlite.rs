@@ -845,6 +845,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn put_leases6(&self, leases: &[crate::Lease6]) -> Result<()> {
+        self.put_leases6_impl(leases).await
+    }
+
+    async fn list_leases6(&self) -> Result<Vec<crate::Lease6>> {
+        self.list_leases6_impl().await
+    }
+
     async fn list_leases(&self) -> Result<Vec<Lease>> {
         let mut leases = sqlx::query("SELECT * FROM leases")
             .fetch_all(&self.reader)
