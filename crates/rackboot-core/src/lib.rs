@@ -22,7 +22,7 @@ pub mod workflow;
 
 pub use agent::AgentSession;
 pub use arch::{Arch, PxeClient};
-pub use boot::{BootResponder, DhcpBoot, GeneratedFile, TftpContent};
+pub use boot::{BootResponder, Dhcp6Boot, DhcpBoot, GeneratedFile, TftpContent, ipv6_boot_url};
 pub use event::{ClientAttribution, Event, EventHub, EventKind, EventPersistQueue, NewEvent};
 pub use install::{InstallRequest, InstallState, InstallTemplate};
 pub use lease::{BoundLeases, Lease, LeaseState};
