@@ -30,6 +30,11 @@ pub struct StatusInfo {
     pub version: String,
     pub services: Vec<ServiceInfo>,
     pub started_at: DateTime<Utc>,
+    /// The state directory this server holds.
+    pub state_dir: Option<String>,
+    /// This run's id, also in the state directory's lock file: a client
+    /// beside a state directory can tell whether this server holds it.
+    pub instance: Option<String>,
 }
 
 impl Default for StatusInfo {
@@ -38,6 +43,8 @@ impl Default for StatusInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             services: Vec::new(),
             started_at: Utc::now(),
+            state_dir: None,
+            instance: None,
         }
     }
 }
@@ -62,11 +69,17 @@ pub struct Status {
     pub counts: Counts,
     /// Events lost because the persist queue was full since start.
     pub events_dropped: u64,
+    /// The state directory this server holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+    /// This run's id, also written in the state directory's lock file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// Version, store backend, services and inventory counts.
 #[utoipa::path(get, path = "/api/v1/status", tag = "ops",
-    responses((status = 200, body = Status)))]
+    responses((status = 200, description = "The server's status", body = Status)))]
 pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<Status>> {
     let store = state.fleet.store();
     let snapshot = state.fleet.snapshot();
@@ -87,6 +100,8 @@ pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<Status>> {
                 .count(),
         },
         events_dropped: state.fleet.events().dropped(),
+        state_dir: state.status.state_dir.clone(),
+        instance: state.status.instance.clone(),
     }))
 }
 

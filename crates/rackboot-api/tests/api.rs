@@ -881,6 +881,8 @@ async fn status_leases_and_metrics() {
             detail: None,
         }],
         started_at: now,
+        state_dir: None,
+        instance: None,
     });
     let (status, got) = h.get("/api/v1/status").await;
     assert_eq!(status, StatusCode::OK);

@@ -2,8 +2,9 @@
 //! `rackboot installs`, `rackboot render`, `rackboot template`.
 //!
 //! `os import` runs here, next to the server's state directory (it reads an
-//! ISO or a tree and copies it into STATE_DIR/os), then asks the server to
-//! re-read its catalog; everything else goes through the API.
+//! ISO or a tree and copies it into STATE_DIR/os), then checks that the
+//! server lists it; it refuses when the server it talks to does not hold
+//! that state directory. Everything else goes through the API.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -147,6 +148,7 @@ pub enum TemplateCmd {
 pub async fn os(cmd: OsCmd) -> Result<()> {
     match cmd {
         OsCmd::Import { path, client } => {
+            let server = check_import_target(&client).await?;
             let catalog = client.state_dir.join(crate::config::OS_DIR);
             std::fs::create_dir_all(&catalog)
                 .with_context(|| format!("creating {}", catalog.display()))?;
@@ -186,13 +188,24 @@ pub async fn os(cmd: OsCmd) -> Result<()> {
                     catalog.join(&r.id).display()
                 ),
             }
-            // Let a running server see it now (listing re-reads the catalog).
-            if let Ok(api) = Api::new(&client)
-                && let Err(e) = api.get::<Vec<OsInfo>>("/os").await
-            {
-                eprintln!(
-                    "note: the server was not told about it ({e:#}); it sees it on its next reload"
-                );
+            // The server must list it (listing re-reads the catalog).
+            match server {
+                Some(api) => {
+                    let listed: Vec<OsInfo> = api.get("/os").await?;
+                    if !listed.iter().any(|o| o.id == r.id) {
+                        bail!(
+                            "imported {} into {}, but the server at {} does not list it",
+                            r.id,
+                            catalog.display(),
+                            client.server
+                        );
+                    }
+                }
+                None => eprintln!(
+                    "note: no server answered at {}; a server on {} sees it when it starts",
+                    client.server,
+                    client.state_dir.display()
+                ),
             }
         }
         OsCmd::List(client) => {
@@ -224,6 +237,56 @@ pub async fn os(cmd: OsCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses an import the server would never see: the server at
+/// `client.server` must hold `client.state_dir` (the instance id in the
+/// directory's lock file is the one the server reports). With no server
+/// answering, the directory must at least be a state directory. Returns the
+/// API when a server answered.
+async fn check_import_target(client: &ClientArgs) -> Result<Option<Api>> {
+    let dir = &client.state_dir;
+    let lock_text = std::fs::read_to_string(dir.join(crate::state::LOCK_FILE)).unwrap_or_default();
+    let ours = crate::state::lock_instance(&lock_text);
+    let status = match Api::new(client) {
+        Ok(api) => match api.get::<Value>("/status").await {
+            Ok(status) => Some((api, status)),
+            Err(e) if format!("{e:#}").contains("cannot reach") => None,
+            Err(e) => bail!(
+                "cannot ask the server at {} which state directory it holds: {e:#}",
+                client.server
+            ),
+        },
+        // No token here: this is not the server's state directory, or no
+        // server ever ran on it.
+        Err(_) => None,
+    };
+    match status {
+        Some((api, status)) => {
+            let theirs = status["instance"].as_str();
+            if theirs.is_none() || theirs != ours {
+                bail!(
+                    "the server at {} holds state directory {}, not {}: it would never see this import; run it with RACKBOOT_STATE_DIR set to the server's state directory, on the server's host",
+                    client.server,
+                    status["state_dir"].as_str().unwrap_or("(unknown)"),
+                    dir.display()
+                );
+            }
+            Ok(Some(api))
+        }
+        None => {
+            let is_state_dir = dir.join(crate::state::LOCK_FILE).is_file()
+                || dir.join(crate::config::DB_FILE).is_file();
+            if !is_state_dir {
+                bail!(
+                    "{} is not a rackboot state directory and no server answered at {}: set RACKBOOT_STATE_DIR (or --state-dir) to the server's state directory",
+                    dir.display(),
+                    client.server
+                );
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// `KEY=VALUE` into `vars`; dotted keys are not nested (the API names fields flat).

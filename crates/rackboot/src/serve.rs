@@ -436,6 +436,13 @@ impl Server {
             api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
             api_state.status = Arc::new(rackboot_api::StatusInfo {
                 services: service_infos(&config, http_addr, tftp_addr),
+                state_dir: Some(
+                    std::fs::canonicalize(&config.state_dir)
+                        .unwrap_or_else(|_| config.state_dir.clone())
+                        .display()
+                        .to_string(),
+                ),
+                instance: Some(lock.instance.clone()),
                 ..rackboot_api::StatusInfo::default()
             });
             let agent = rackboot_api::agent_http::router(rackboot_api::agent_http::AgentHttp {

@@ -19,6 +19,8 @@ pub const LOCK_FILE: &str = "rackboot.lock";
 pub struct StateLock {
     file: File,
     path: PathBuf,
+    /// This run's id, written in the lock file and shown by `/status`.
+    pub instance: String,
 }
 
 impl StateLock {
@@ -48,7 +50,11 @@ impl StateLock {
             }
         }
         file.flush().ok();
-        let mut lock = StateLock { file, path };
+        let mut lock = StateLock {
+            file,
+            path,
+            instance: uuid::Uuid::new_v4().to_string(),
+        };
         lock.record(&[])?;
         Ok(lock)
     }
@@ -56,6 +62,7 @@ impl StateLock {
     /// Rewrites the lock file: this process's id and the addresses it serves on.
     pub fn record(&mut self, addresses: &[(&str, SocketAddr)]) -> Result<()> {
         let mut text = format!("pid={}\n", std::process::id());
+        text.push_str(&format!("instance={}\n", self.instance));
         for (name, addr) in addresses {
             text.push_str(&format!("{name}={addr}\n"));
         }
@@ -68,12 +75,17 @@ impl StateLock {
     }
 }
 
+/// The `instance=` of a lock file's text.
+pub fn lock_instance(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("instance="))
+}
+
 /// "pid 1234, http 127.0.0.1:8080, tftp 127.0.0.1:69" from the lock file's lines.
 pub fn describe_holder(text: &str) -> String {
     let parts: Vec<String> = text
         .lines()
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| *k != "started")
+        .filter(|(k, _)| !matches!(*k, "started" | "instance"))
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     if parts.is_empty() {

@@ -180,3 +180,73 @@ fn events_follow_resumes_across_a_restart_and_fails_loudly_when_the_server_stays
     assert!(stderr.contains("did not come back within 6 s"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// A Debian installation tree as the catalog detects it.
+fn debian_tree(dir: &Path) -> std::path::PathBuf {
+    let tree = dir.join("medium");
+    let files: [(&str, &[u8]); 5] = [
+        (
+            ".disk/info",
+            b"Debian GNU/Linux 12.5.0 \"Bookworm\" - Official amd64 NETINST with firmware 20240210-11:27",
+        ),
+        (".disk/base_installable", b""),
+        ("install.amd/vmlinuz", b"kernel"),
+        ("install.amd/initrd.gz", b"initrd"),
+        (
+            "dists/bookworm/Release",
+            b"Origin: Debian\nLabel: Debian\nSuite: stable\nVersion: 12.5\nCodename: bookworm\n",
+        ),
+    ];
+    for (path, body) in files {
+        let path = tree.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    tree
+}
+
+#[test]
+fn os_import_refuses_a_state_directory_the_server_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let tree = debian_tree(dir.path());
+    let tree = tree.to_str().unwrap();
+
+    // Another directory, not a state directory at all.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let out = server
+        .command(&["os", "import", tree])
+        .env("RACKBOOT_STATE_DIR", &other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not a rackboot state directory"),
+        "{stderr}"
+    );
+    assert!(!other.join("os").exists(), "copied anyway");
+
+    // Another directory while talking to the server with its token: the
+    // server names the directory it holds.
+    let token = std::fs::read_to_string(server.state.join("admin-token")).unwrap();
+    let out = server
+        .command(&["os", "import", tree])
+        .env("RACKBOOT_STATE_DIR", &other)
+        .env("RACKBOOT_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let held = std::fs::canonicalize(&server.state).unwrap();
+    assert!(
+        stderr.contains(&format!("holds state directory {}", held.display())),
+        "{stderr}"
+    );
+    assert!(!other.join("os").exists(), "copied anyway");
+
+    // Beside the server's own state directory it works and the server lists it.
+    server.ok(&["os", "import", tree]);
+    assert!(server.ok(&["os", "list"]).contains("debian-12.5.0-amd64"));
+}
