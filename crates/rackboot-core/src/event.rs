@@ -61,10 +61,12 @@ pub enum EventKind {
     ImageImported,
     ImageDeleted,
     WebhookFailed,
+    BmcUnreachable,
+    BmcReachable,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 45] = [
+    pub const ALL: [EventKind; 47] = [
         EventKind::LeaseOffered,
         EventKind::LeaseAcked,
         EventKind::LeaseNak,
@@ -110,6 +112,8 @@ impl EventKind {
         EventKind::ImageImported,
         EventKind::ImageDeleted,
         EventKind::WebhookFailed,
+        EventKind::BmcUnreachable,
+        EventKind::BmcReachable,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -159,6 +163,8 @@ impl EventKind {
             EventKind::ImageImported => "image_imported",
             EventKind::ImageDeleted => "image_deleted",
             EventKind::WebhookFailed => "webhook_failed",
+            EventKind::BmcUnreachable => "bmc_unreachable",
+            EventKind::BmcReachable => "bmc_reachable",
         }
     }
 
@@ -179,6 +185,7 @@ impl EventKind {
                 | EventKind::StepFailed
                 | EventKind::AgentLost
                 | EventKind::WebhookFailed
+                | EventKind::BmcUnreachable
         )
     }
 }

@@ -36,6 +36,16 @@ pub struct ObservedPower {
     pub checked_at: DateTime<Utc>,
 }
 
+/// What one read changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Observed {
+    /// The previous state, when the state changed (`Some(None)`: first seen).
+    state_changed: Option<Option<PowerState>>,
+    /// `Some(false)` when the BMC stopped answering, `Some(true)` when it
+    /// answers again; `None` when that did not change.
+    answering: Option<bool>,
+}
+
 /// Shared, cheap to clone: the sync task writes, the API reads.
 #[derive(Debug, Clone, Default)]
 pub struct PowerStateMap {
@@ -79,13 +89,11 @@ impl PowerStateMap {
             );
     }
 
-    /// Applies a read; returns the previous state when `result` is a state different
-    /// from it (first observation: `Some(None)`), None when nothing changed.
-    fn observe(
-        &self,
-        machine: MachineId,
-        result: &Result<PowerState, String>,
-    ) -> Option<Option<PowerState>> {
+    /// Applies a read; returns what changed: the power state (with the
+    /// previous one, `None` on a first observation) and whether the BMC
+    /// stopped or started answering again. A BMC that never answered counts
+    /// as having stopped on its first failed read.
+    fn observe(&self, machine: MachineId, result: &Result<PowerState, String>) -> Observed {
         let now = Utc::now();
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(machine).or_insert(ObservedPower {
@@ -95,17 +103,24 @@ impl PowerStateMap {
             checked_at: now,
         });
         entry.checked_at = now;
+        let was_failing = entry.error.is_some();
         match result {
             Ok(state) => {
                 let previous = entry.state;
                 entry.state = Some(*state);
                 entry.seen_at = Some(now);
                 entry.error = None;
-                (previous != Some(*state)).then_some(previous)
+                Observed {
+                    state_changed: (previous != Some(*state)).then_some(previous),
+                    answering: was_failing.then_some(true),
+                }
             }
             Err(e) => {
                 entry.error = Some(e.clone());
-                None
+                Observed {
+                    state_changed: None,
+                    answering: (!was_failing).then_some(false),
+                }
             }
         }
     }
@@ -162,7 +177,44 @@ pub async fn run_power_sync(
                     return futures::future::ready(());
                 };
                 let result = result.map_err(|e| e.to_string());
-                if let Some(previous) = states.observe(machine, &result)
+                let observed = states.observe(machine, &result);
+                match (observed.answering, &result) {
+                    (Some(false), Err(error)) => {
+                        tracing::warn!(
+                            %machine,
+                            bmc = %target.redacted(),
+                            %error,
+                            "BMC stopped answering"
+                        );
+                        events.emit(
+                            NewEvent::new(
+                                EventKind::BmcUnreachable,
+                                format!("BMC {} does not answer: {error}", target.redacted()),
+                            )
+                            .machine(machine)
+                            .data(serde_json::json!({
+                                "bmc": target.redacted(),
+                                "error": error,
+                            })),
+                        );
+                    }
+                    (Some(true), Ok(state)) => {
+                        tracing::info!(%machine, bmc = %target.redacted(), "BMC answers again");
+                        events.emit(
+                            NewEvent::new(
+                                EventKind::BmcReachable,
+                                format!("BMC {} answers again (power {state})", target.redacted()),
+                            )
+                            .machine(machine)
+                            .data(serde_json::json!({
+                                "bmc": target.redacted(),
+                                "state": state,
+                            })),
+                        );
+                    }
+                    _ => {}
+                }
+                if let Some(previous) = observed.state_changed
                     && let Ok(state) = result
                 {
                     let message = match previous {
@@ -302,10 +354,18 @@ mod tests {
         );
         assert_eq!(states.get(&a).unwrap().state, Some(PowerState::On));
 
-        // A failing read keeps the last state and records the error; no event.
-        FakeBmc::get("sync-b").fail_next(PowerErrorKind::Authentication, 1);
+        // A failing read keeps the last state and records the error: one
+        // event when the BMC stops answering (not one per poll), one when
+        // it answers again.
+        FakeBmc::get("sync-b").fail_next(PowerErrorKind::Authentication, 3);
+        let e = next_event(&mut live).await;
+        assert_eq!((e.kind, e.machine), (EventKind::BmcUnreachable, Some(b)));
+        assert!(e.message.contains("does not answer"), "{}", e.message);
+        let e = next_event(&mut live).await;
+        assert_eq!((e.kind, e.machine), (EventKind::BmcReachable, Some(b)));
+        assert_eq!(states.get(&b).unwrap().state, Some(PowerState::On));
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(live.try_recv().is_err());
+        assert!(live.try_recv().is_err(), "no event while nothing changes");
         let seen = states.snapshot();
         assert_eq!(seen.len(), 2);
         shutdown.cancel();
