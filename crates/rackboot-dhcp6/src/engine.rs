@@ -608,3 +608,7 @@ fn empty_ia(iaid: u32) -> IaNa {
         status: None,
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
