@@ -39,6 +39,13 @@ fn a_second_server_on_one_state_directory_refuses_and_names_the_first() {
     for f in ["rackboot.db", "admin-token", "rackboot.lock", "secret.key"] {
         assert_eq!(mode(&first.state.join(f)), 0o600, "{f}");
     }
+    // Its log, written to a pipe: no colour codes, no Rust debug output.
+    let mut first = first;
+    first.stop();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut first.child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("rackboot serving http=127.0.0.1:"), "{log}");
+    assert!(!log.contains('\x1b') && !log.contains("Some("), "{log}");
 }
 
 #[test]
@@ -249,4 +256,57 @@ fn os_import_refuses_a_state_directory_the_server_does_not_hold() {
     // Beside the server's own state directory it works and the server lists it.
     server.ok(&["os", "import", tree]);
     assert!(server.ok(&["os", "list"]).contains("debian-12.5.0-amd64"));
+}
+
+#[test]
+fn text_reads_as_text_and_json_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // The kernel is not in the asset directory: refused unless forced.
+    let out = server.cli(&["profile", "add", "deb", "--kernel", "debian/linux"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("not in the asset directory") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    server.ok(&[
+        "profile",
+        "add",
+        "deb",
+        "--kernel",
+        "debian/linux",
+        "--force",
+    ]);
+    let shown = server.ok(&["profile", "show", "deb"]);
+    assert!(
+        shown.contains("kernel:      debian/linux") && !shown.contains('{'),
+        "{shown}"
+    );
+    let status = server.ok(&["status"]);
+    assert!(
+        status.contains("store:      sqlite") && !status.contains('{'),
+        "{status}"
+    );
+    // A loader the API does not know is refused by the CLI with the choices.
+    let out = server.cli(&["profile", "add", "x", "--kernel", "k", "--loader", "foo"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ipxe"));
+    // Deletes say what they deleted, in either format.
+    let deleted: serde_json::Value =
+        serde_json::from_str(&server.ok(&["profile", "delete", "deb", "-o", "json"])).unwrap();
+    assert_eq!(
+        deleted,
+        serde_json::json!({"deleted": "profile", "name": "deb"})
+    );
+    add_machines(&server, 1, "d", 8);
+    assert_eq!(
+        server.ok(&["machine", "delete", "d0"]),
+        "deleted machine d0\n"
+    );
+    // A missing BMC is explained in CLI terms.
+    add_machines(&server, 1, "p", 9);
+    let out = server.cli(&["machine", "power", "p0", "status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("/api/v1"), "{stderr}");
 }
