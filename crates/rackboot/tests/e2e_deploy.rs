@@ -44,8 +44,8 @@ fn ping(rack: &Rack, ip: &str) -> bool {
         .netns()
         .command("ping")
         .args(["-c", "1", "-W", "2", ip])
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Waits for a test OS marker that appears after `from` bytes of the console.
