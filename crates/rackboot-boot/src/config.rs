@@ -47,6 +47,29 @@ pub struct BootConfig {
     /// (`rackboot.url`, `rackboot.token`, `BOOTIF`). The last `console=` is
     /// where the agent's log goes.
     pub agent_kernel_args: String,
+    /// The subnets rackboot's own DHCP server leases from, with what it
+    /// offers on each (router, DNS, NTP): installers are told what their
+    /// network lacks. Filled by the binary from the `[dhcp]` section, never
+    /// read from the config file; empty (ProxyDHCP, no DHCP) means unknown.
+    #[serde(skip)]
+    pub served_subnets: Vec<ServedSubnet>,
+}
+
+/// A subnet rackboot's DHCP server serves, as an installer on it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedSubnet {
+    pub network: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub offer: rackboot_install::InstallerNetwork,
+}
+
+impl ServedSubnet {
+    pub fn contains(&self, ip: std::net::Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix.min(32)))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.network) & mask
+    }
 }
 
 /// Loader file names handed out in DHCP (`file` / option 67).
@@ -95,6 +118,7 @@ impl Default for BootConfig {
             ramdisk_dir: None,
             images_dir: None,
             agent_kernel_args: DEFAULT_AGENT_KERNEL_ARGS.into(),
+            served_subnets: Vec::new(),
         }
     }
 }

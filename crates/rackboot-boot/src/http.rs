@@ -38,7 +38,10 @@ use crate::service::BootService;
 /// - `GET /install/{id}/{file}`: a pending install's rendered unattended file
 ///   (and companions such as `meta-data`);
 /// - `GET|POST /install/{id}/started/{token}`: the installer read its file (event only);
-/// - `GET|POST /install/{id}/done/{token}`: the installer's completion callback.
+/// - `GET|POST /install/{id}/installed/{token}`: the installer finished; the machine boots its
+///   disk from now on (and its BMC, if it has one, is told so);
+/// - `GET|POST /install/{id}/done/{token}`: the completion callback (the installed system's
+///   first boot, or the installer's last step).
 pub fn router(service: Arc<BootService>) -> Router {
     Router::new()
         .route("/boot/ipxe/{mac}", get(ipxe_script))
@@ -52,6 +55,10 @@ pub fn router(service: Arc<BootService>) -> Router {
         .route(
             "/install/{id}/started/{token}",
             get(crate::install_http::started).post(crate::install_http::started),
+        )
+        .route(
+            "/install/{id}/installed/{token}",
+            get(crate::install_http::installed).post(crate::install_http::installed),
         )
         .route(
             "/install/{id}/done/{token}",
@@ -157,7 +164,7 @@ fn respond_script(
         &resolved.machine,
         mac,
         &resolved.plan,
-        &service.server_urls(base),
+        &service.server_urls_for(base, mac),
     );
     counter!("rackboot_boot_scripts_served_total", "format" => format).increment(1);
     let mut event = NewEvent::new(

@@ -7,12 +7,16 @@
 //! - `/os/<os-id>/...`: the imported OS tree (the install source);
 //! - `/install/<install-id>/<file>`: the rendered file and its companions
 //!   (`user-data` + `meta-data`, `boot.cfg`, `winpeshl.ini`...);
-//! - `/install/<install-id>/done/<token>`: the completion callback.
+//! - `/install/<install-id>/installed/<token>`: the installer finished (its
+//!   last step); the machine boots its disk from then on;
+//! - `/install/<install-id>/done/<token>`: the completion callback (the
+//!   installed system's first boot, or the installer's last step for a
+//!   template that has no first-boot report).
 
 use rackboot_core::{Arch, InstallRequest, Machine, OsFamily};
 use rackboot_install::{
-    BootContext, BootEntry, Firmware, InstallVars, RenderError, RenderSecrets, Rendered,
-    TemplateChoice,
+    BootContext, BootEntry, Firmware, InstallVars, InstallerNetwork, RenderError, RenderSecrets,
+    Rendered, TemplateChoice,
 };
 use rackboot_oscatalog::OsRelease;
 use rackboot_seal::SecretKey;
@@ -121,6 +125,9 @@ pub struct InstallUrls {
     /// `<base>/install/<install-id>/started/<token>`: the installer's first
     /// command reports that it read its file.
     pub started: String,
+    /// `<base>/install/<install-id>/installed/<token>`: the installer's last
+    /// step reports that it finished.
+    pub installed: String,
 }
 
 impl InstallUrls {
@@ -131,18 +138,21 @@ impl InstallUrls {
             file: format!("{dir}{}", rackboot_install::file_name(family).0),
             callback: format!("{dir}done/{}", install.token),
             started: format!("{dir}started/{}", install.token),
+            installed: format!("{dir}installed/{}", install.token),
             dir,
         }
     }
 }
 
 /// The full variables for rendering: the operator's, completed with what the
-/// server knows. Errors name the value.
+/// server knows (the callbacks always; what the machine's network offers its
+/// installer when `network` is known). Errors name the value.
 pub fn install_vars(
     machine: &Machine,
     input: &InstallInput,
     release: &OsRelease,
     urls: &InstallUrls,
+    network: Option<&InstallerNetwork>,
     secrets: &RenderSecrets,
 ) -> Result<InstallVars, RenderError> {
     let mut vars = input.vars.clone();
@@ -162,6 +172,15 @@ pub fn install_vars(
     // The callbacks always come from the server: they carry the token.
     vars.insert("callback_url".into(), json!(urls.callback));
     vars.insert("started_url".into(), json!(urls.started));
+    vars.insert("installed_url".into(), json!(urls.installed));
+    match network {
+        Some(network) => {
+            vars.insert("installer_network".into(), json!(network));
+        }
+        None => {
+            vars.remove("installer_network");
+        }
+    }
     let vars: InstallVars =
         serde_json::from_value(Value::Object(vars)).map_err(|e| RenderError::InvalidValue {
             name: "vars".into(),
@@ -208,7 +227,14 @@ pub fn render_file(
         })?;
     let install_urls = InstallUrls::new(urls, install, release.family);
     let secrets = input.sealed.unseal(key)?;
-    let vars = install_vars(machine, &input, release, &install_urls, &secrets)?;
+    let vars = install_vars(
+        machine,
+        &input,
+        release,
+        &install_urls,
+        urls.client_network.as_ref(),
+        &secrets,
+    )?;
     let choice = match template_source {
         Some(source) => TemplateChoice::Override(source),
         None => TemplateChoice::Builtin,
@@ -249,6 +275,7 @@ pub fn boot_entry(
             .and_then(|v| v.as_str())
             .map(str::to_string),
         wimboot_url: Some(format!("{}/boot/loader/wimboot", urls.base_url)),
+        network: urls.client_network.clone(),
     };
     let mut entry = rackboot_install::boot_entry(release.family, &release.version, &ctx)
         .map_err(|e| format!("install {} of {}: {e}", install.id, install.os))?;
@@ -277,6 +304,7 @@ mod tests {
             bootloader_bios: None,
             bootloader_efi: None,
             source_kind: SourceKind::Tree,
+            repository: None,
         }
     }
 
@@ -319,7 +347,15 @@ mod tests {
             "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/done/tok123"
         );
         let input = InstallInput::from_request(&install).unwrap();
-        let vars = install_vars(&machine, &input, &release, &u, &RenderSecrets::default()).unwrap();
+        let vars = install_vars(
+            &machine,
+            &input,
+            &release,
+            &u,
+            None,
+            &RenderSecrets::default(),
+        )
+        .unwrap();
         assert_eq!(vars.hostname, "node-1");
         assert_eq!(vars.nics.len(), 1);
         assert_eq!(vars.install_source_url, u.tree);
@@ -333,14 +369,28 @@ mod tests {
         let u = InstallUrls::new(&urls(), &install, release.family);
         let input = InstallInput::from_request(&install).unwrap();
         // Without a root password or SSH key the install would be unreachable.
-        let err =
-            install_vars(&machine, &input, &release, &u, &RenderSecrets::default()).unwrap_err();
+        let err = install_vars(
+            &machine,
+            &input,
+            &release,
+            &u,
+            None,
+            &RenderSecrets::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("root"), "{err}");
 
         let (_, bad) = request(json!({"vars": {"hostnme": "x"}}));
         let input = InstallInput::from_request(&bad).unwrap();
-        let err =
-            install_vars(&machine, &input, &release, &u, &RenderSecrets::default()).unwrap_err();
+        let err = install_vars(
+            &machine,
+            &input,
+            &release,
+            &u,
+            None,
+            &RenderSecrets::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("hostnme"), "{err}");
     }
 
@@ -387,9 +437,64 @@ mod tests {
         let late = rendered
             .body
             .lines()
-            .position(|l| l.starts_with("d-i preseed/late_command") && l.contains("/done/tok123"))
-            .expect("late_command calls the completion URL");
+            .position(|l| {
+                l.starts_with("d-i preseed/late_command") && l.contains("/installed/tok123")
+            })
+            .expect("late_command calls the installed URL");
         assert!(early < late);
+        // The installed system, not the installer, calls the completion URL.
+        assert!(
+            rendered.body.contains(
+                "to http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/done/tok123 (rackboot-firstboot.service)"
+            ),
+            "{}",
+            rendered.body
+        );
+    }
+
+    #[test]
+    fn the_machines_network_reaches_the_kernel_line_and_the_preseed() {
+        let (machine, install) = request(json!({"vars": {
+            "ssh_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv1sCq0b4vYtq9pS8b1jFh1Kq6YwJ7cT4Jx0h2mZ0aB ops@x"],
+        }}));
+        let mut isolated = urls();
+        isolated.client_network = Some(InstallerNetwork::default());
+        let entry = boot_entry(&machine, &install, &debian(), &isolated).unwrap();
+        for arg in [
+            "netcfg/no_default_route=true",
+            "netcfg/get_nameservers=127.0.0.1",
+        ] {
+            assert!(
+                entry.args.iter().any(|a| a == arg),
+                "{arg}: {:?}",
+                entry.args
+            );
+        }
+        let body = render_file(&machine, &install, &debian(), None, &isolated, None)
+            .unwrap()
+            .body;
+        assert!(body.contains("d-i clock-setup/ntp boolean false"), "{body}");
+        // Unknown network (ProxyDHCP): nothing assumed missing.
+        let entry = boot_entry(&machine, &install, &debian(), &urls()).unwrap();
+        assert!(
+            entry
+                .args
+                .iter()
+                .all(|a| !a.starts_with("netcfg/no_default_route"))
+        );
+        let body = render_file(&machine, &install, &debian(), None, &urls(), None)
+            .unwrap()
+            .body;
+        assert!(body.contains("d-i clock-setup/ntp boolean true"), "{body}");
+        // An operator's installer_network never overrides the server's view.
+        let (machine, install) = request(json!({"vars": {
+            "ssh_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv1sCq0b4vYtq9pS8b1jFh1Kq6YwJ7cT4Jx0h2mZ0aB ops@x"],
+            "installer_network": {"router": "10.0.0.1", "dns": ["10.0.0.1"]},
+        }}));
+        let body = render_file(&machine, &install, &debian(), None, &isolated, None)
+            .unwrap()
+            .body;
+        assert!(body.contains("d-i clock-setup/ntp boolean false"), "{body}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Boot HTTP for installer-based installs: the OS trees, each pending install's
-//! rendered unattended file (rendered on request, never stored), and the
-//! installer's completion callback, which moves the machine to local disk.
+//! rendered unattended file (rendered on request, never stored), the
+//! installer's "installed" callback, which moves the machine to local disk
+//! (and its BMC to disk boot), and the completion callback.
 
 use std::sync::Arc;
 
@@ -60,7 +61,6 @@ async fn render_install_file(
 ) -> Result<Response, Refusal> {
     let id = parse_id(id)?;
     let base = base_url(service, headers)?;
-    let urls = service.server_urls(&base);
     let snapshot = service.inventory().snapshot();
     let install = snapshot.installs.get(&id).ok_or_else(|| {
         // Once completed (or replaced) the file is gone: a machine that boots
@@ -80,6 +80,10 @@ async fn render_install_file(
                 format!("install {id}: its machine no longer exists\n"),
             )
         })?;
+    let urls = match machine.macs.first() {
+        Some(mac) => service.server_urls_for(&base, *mac),
+        None => service.server_urls(&base),
+    };
     let release = snapshot.os.get(&install.os).ok_or_else(|| {
         Refusal(
             StatusCode::NOT_FOUND,
@@ -235,8 +239,98 @@ pub(crate) async fn started(
     text(StatusCode::OK, format!("install {id} started\n"))
 }
 
-/// `GET|POST /install/{id}/done/{token}`: the installer's last step. Idempotent;
-/// the machine's intent becomes local disk in the same store transaction.
+/// `GET|POST /install/{id}/installed/{token}`: the installer's last step
+/// before it reboots. The install becomes `installed` and the machine's
+/// intent local disk in one store transaction; a machine with a BMC is then
+/// switched to boot its disk (in the background: the installer's request
+/// does not wait for the BMC, and the intent alone already sends the
+/// machine's next network boot to its disk). Idempotent.
+pub(crate) async fn installed(
+    State(service): State<Arc<BootService>>,
+    Path((id, token)): Path<(String, String)>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match service.fleet().finish_install(id, &token).await {
+        Ok(done) => {
+            if done.changed {
+                disk_boot_through_bmc(&service, done.install.machine);
+            }
+            let state = done.install.state.as_str();
+            text(
+                StatusCode::OK,
+                if done.changed {
+                    format!("install {id} installed; the machine boots its disk now\n")
+                } else {
+                    format!("install {id} was already {state}\n")
+                },
+            )
+        }
+        Err(e) => callback_error(id, e),
+    }
+}
+
+/// Switches `machine`'s BMC (if it has one, and the server has a power
+/// controller and the key that opens BMC passwords) to boot the disk,
+/// persistently, in a background task; the result is an event on the
+/// machine's timeline (`boot_device_set`, or `power_action_failed`).
+fn disk_boot_through_bmc(service: &Arc<BootService>, machine: rackboot_core::MachineId) {
+    let snapshot = service.inventory().snapshot();
+    let Some(m) = snapshot.machines.iter().find(|m| m.id == machine) else {
+        return;
+    };
+    let (Some(bmc), Some(power), Some(key)) = (
+        m.bmc.clone(),
+        service.power_controller().cloned(),
+        service.secret_key(),
+    ) else {
+        return;
+    };
+    let target = match rackboot_power::target_from_bmc(&bmc, key) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(machine = %m.name, error = %e, "cannot reach the BMC to set disk boot");
+            return;
+        }
+    };
+    let events = service.events().clone();
+    let name = m.name.clone();
+    tokio::spawn(async move {
+        let result = power
+            .set_boot_device(
+                &target,
+                rackboot_power::BootDevice::Disk,
+                rackboot_power::BootPersistence::Persistent,
+                None,
+            )
+            .await;
+        if let Err(e) = &result {
+            tracing::warn!(machine = %name, error = %e, "setting the BMC boot device to disk failed");
+        }
+        rackboot_power::emit_request_event(&events, machine, &result);
+    });
+}
+
+fn callback_error(id: uuid::Uuid, e: FleetError) -> Response {
+    match e {
+        FleetError::NotFound(_) => text(
+            StatusCode::NOT_FOUND,
+            format!("no install {id} with this token\n"),
+        ),
+        FleetError::Conflict(message) => text(StatusCode::CONFLICT, format!("{message}\n")),
+        e => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("install {id}: {e}\n"),
+        ),
+    }
+}
+
+/// `GET|POST /install/{id}/done/{token}`: the completion callback: the
+/// installed system's first-boot report, or the installer's last step (for
+/// a template without one). Idempotent; leaving the installer, the
+/// machine's intent becomes local disk in the same store transaction.
 pub(crate) async fn done(
     State(service): State<Arc<BootService>>,
     Path((id, token)): Path<(String, String)>,
@@ -257,15 +351,7 @@ pub(crate) async fn done(
                 }
             ),
         ),
-        Err(FleetError::NotFound(_)) => text(
-            StatusCode::NOT_FOUND,
-            format!("no install {id} with this token\n"),
-        ),
-        Err(FleetError::Conflict(message)) => text(StatusCode::CONFLICT, format!("{message}\n")),
-        Err(e) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("install {id}: {e}\n"),
-        ),
+        Err(e) => callback_error(id, e),
     }
 }
 

@@ -12,7 +12,7 @@ mod install_http;
 pub mod render;
 pub mod service;
 
-pub use config::{BootConfig, BootConfigError, LoaderFiles, UnknownPolicy};
+pub use config::{BootConfig, BootConfigError, LoaderFiles, ServedSubnet, UnknownPolicy};
 pub use http::{router, serve};
 pub use rackboot_fleet::{DiscoveryOutcome, Fleet, Inventory, Snapshot};
 pub use render::{

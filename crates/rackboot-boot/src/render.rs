@@ -25,6 +25,11 @@ pub struct ServerUrls {
     /// Absolute TFTP directory where the asset dir is exposed (`/assets`, or `` for
     /// the root); pxelinux and GRUB fetch relative assets from `<tftp_assets>/<path>`.
     pub tftp_assets: String,
+    /// What the requesting machine's network offers it by DHCP (router,
+    /// DNS, NTP), when rackboot's DHCP serves that network
+    /// ([`crate::BootService::server_urls_for`]); installers are told what
+    /// is missing. `None`: unknown, a full network is assumed.
+    pub client_network: Option<rackboot_install::InstallerNetwork>,
 }
 
 impl ServerUrls {
@@ -48,6 +53,7 @@ impl ServerUrls {
             server,
             base_url,
             tftp_assets,
+            client_network: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::counter;
 use rackboot_core::{
@@ -12,6 +12,8 @@ use rackboot_core::{
     LoaderKind, MacAddr, Machine, NewEvent, PxeClient, TftpContent,
 };
 use rackboot_fleet::Fleet;
+use rackboot_install::InstallerNetwork;
+use rackboot_power::PowerController;
 use rackboot_seal::SecretKey;
 use serde_json::json;
 
@@ -47,6 +49,9 @@ pub struct BootService {
     secret_key: Option<Arc<SecretKey>>,
     /// What rackboot's DHCP server leased to each MAC (agent tokens are bound to it).
     leases: BoundLeases,
+    /// Sets a machine's BMC boot device to its disk when its installer
+    /// finishes; given by the binary ([`BootService::set_power_controller`]).
+    power: OnceLock<Arc<PowerController>>,
 }
 
 /// A machine looked up for booting and what it should boot.
@@ -80,11 +85,47 @@ impl BootService {
             discovering: Arc::new(Mutex::new(HashSet::new())),
             secret_key,
             leases,
+            power: OnceLock::new(),
         }))
     }
 
     pub fn secret_key(&self) -> Option<&SecretKey> {
         self.secret_key.as_deref()
+    }
+
+    /// The power controller through which a machine's BMC is switched to
+    /// boot its disk when its installer finishes (the install callbacks
+    /// work without one: the machine's intent alone makes its next network
+    /// boot leave for the disk). Set once, at start; later calls are ignored.
+    pub fn set_power_controller(&self, controller: Arc<PowerController>) {
+        let _ = self.power.set(controller);
+    }
+
+    pub fn power_controller(&self) -> Option<&Arc<PowerController>> {
+        self.power.get()
+    }
+
+    /// What the network of the machine with `mac` offers it by DHCP, when
+    /// rackboot's DHCP serves it: the subnet holding the address rackboot
+    /// leased to it, or the only subnet served. `None` when unknown
+    /// (ProxyDHCP, no DHCP, several subnets and no lease).
+    pub fn installer_network(&self, mac: MacAddr) -> Option<InstallerNetwork> {
+        let subnets = &self.config.served_subnets;
+        match self.leases.get(mac) {
+            Some(ip) => subnets.iter().find(|s| s.contains(ip)),
+            None if subnets.len() == 1 => subnets.first(),
+            None => None,
+        }
+        .map(|s| s.offer.clone())
+    }
+
+    /// [`BootService::server_urls`] for a request about the machine with
+    /// `mac`: with what its network offers it (see
+    /// [`BootService::installer_network`]).
+    pub fn server_urls_for(&self, base_url: &str, mac: MacAddr) -> ServerUrls {
+        let mut urls = self.server_urls(base_url);
+        urls.client_network = self.installer_network(mac);
+        urls
     }
 
     pub fn fleet(&self) -> &Arc<Fleet> {
@@ -250,18 +291,24 @@ impl BootService {
     }
 
     /// The server URLs for a file fetched over TFTP by `client`: `public_url`, or the
-    /// local address the kernel routes to `client` (a UDP connect sends nothing).
-    fn tftp_server_urls(&self, client: Ipv4Addr) -> Option<ServerUrls> {
+    /// local address the kernel routes to `client` (a UDP connect sends nothing);
+    /// an IPv6 address is written `[addr]` in the URL.
+    fn tftp_server_urls(&self, client: std::net::IpAddr) -> Option<ServerUrls> {
         if self.config.public_url.is_some() {
             return Some(self.server_urls(&self.base_url(Ipv4Addr::UNSPECIFIED)));
         }
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+        let unspecified: std::net::IpAddr = match client {
+            std::net::IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = UdpSocket::bind((unspecified, 0)).ok()?;
         socket.connect((client, 9)).ok()?;
         match socket.local_addr().ok()?.ip() {
-            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => {
-                Some(self.server_urls(&self.base_url(ip)))
+            ip if ip.is_unspecified() => None,
+            std::net::IpAddr::V4(ip) => Some(self.server_urls(&self.base_url(ip))),
+            std::net::IpAddr::V6(ip) => {
+                Some(self.server_urls(&format!("http://[{ip}]:{}", self.config.http_port)))
             }
-            _ => None,
         }
     }
 
@@ -297,12 +344,15 @@ impl BootService {
         &self,
         format: &str,
         r: Resolved,
-        client: Ipv4Addr,
+        client: std::net::IpAddr,
         render: fn(&Machine, MacAddr, &BootPlan, &ServerUrls) -> String,
     ) -> GeneratedFile {
         let mac = r.machine.macs[0];
         let (plan, urls) = match self.tftp_server_urls(client) {
-            Some(urls) => (r.plan.clone(), urls),
+            Some(mut urls) => {
+                urls.client_network = self.installer_network(mac);
+                (r.plan.clone(), urls)
+            }
             None => (
                 BootPlan::Error {
                     message: format!(
@@ -317,7 +367,7 @@ impl BootService {
         GeneratedFile::Content(text.into_bytes())
     }
 
-    fn pxelinux_file(&self, name: &str, client: Ipv4Addr) -> GeneratedFile {
+    fn pxelinux_file(&self, name: &str, client: std::net::IpAddr) -> GeneratedFile {
         let snapshot = self.fleet.snapshot();
         if let Some(mac) = name
             .strip_prefix("01-")
@@ -343,7 +393,7 @@ impl BootService {
     }
 
     /// `grub.cfg-<rest>`: GRUB asks for `01-<mac>` (or `<mac>`), `<uuid>`, hex IPs.
-    fn grub_file(&self, rest: &str, client: Ipv4Addr) -> GeneratedFile {
+    fn grub_file(&self, rest: &str, client: std::net::IpAddr) -> GeneratedFile {
         let snapshot = self.fleet.snapshot();
         let mac = rest
             .strip_prefix("01-")
@@ -438,6 +488,10 @@ impl BootResponder for BootService {
 
 impl TftpContent for BootService {
     fn generate(&self, path: &str, client: Ipv4Addr) -> GeneratedFile {
+        self.generate_for(path, client.into())
+    }
+
+    fn generate_for(&self, path: &str, client: std::net::IpAddr) -> GeneratedFile {
         if let Some(name) = path.strip_prefix("pxelinux.cfg/") {
             return self.pxelinux_file(name, client);
         }

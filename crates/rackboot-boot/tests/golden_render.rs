@@ -34,6 +34,7 @@ fn release(id: &str, family: OsFamily, version: &str, kernel: &str, initrd: &str
         bootloader_bios: None,
         bootloader_efi: None,
         source_kind: SourceKind::Tree,
+        repository: None,
     }
 }
 

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::{MachineId, OsFamily};
 
 /// One requested install. The machine's intent points at it
-/// (`BootIntent::Install { id, .. }`) until its callback arrives.
+/// (`BootIntent::Install { id, .. }`) until the installer calls back.
 #[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstallRequest {
     #[schema(value_type = String, format = Uuid)]
@@ -57,7 +57,11 @@ impl std::fmt::Debug for InstallRequest {
 pub enum InstallState {
     /// Waiting for the machine to boot the installer and call back.
     Pending,
-    /// The installer called back; the machine now boots from disk.
+    /// The installer finished and called back: the machine boots from its
+    /// disk now, and the installed system has not reported its first boot yet.
+    Installed,
+    /// The installed system came up from its disk and reported (or, for a
+    /// template without a first-boot report, the installer's last step did).
     Completed,
     /// Replaced by a newer request or withdrawn by an operator.
     Cancelled,
@@ -67,6 +71,7 @@ impl InstallState {
     pub fn as_str(&self) -> &'static str {
         match self {
             InstallState::Pending => "pending",
+            InstallState::Installed => "installed",
             InstallState::Completed => "completed",
             InstallState::Cancelled => "cancelled",
         }
@@ -75,6 +80,7 @@ impl InstallState {
     pub fn parse(s: &str) -> Option<InstallState> {
         [
             InstallState::Pending,
+            InstallState::Installed,
             InstallState::Completed,
             InstallState::Cancelled,
         ]

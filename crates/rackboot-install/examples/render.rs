@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hostname: Some(vars.hostname.clone()),
             domain: vars.domain.clone(),
             wimboot_url: Some("http://10.0.0.1:8080/assets/wimboot".into()),
+            network: vars.installer_network.clone(),
         },
     )?;
     eprintln!("# iPXE:");

@@ -4,7 +4,7 @@
 //! | family | loader | arguments | files the HTTP side serves next to the rendered file |
 //! |---|---|---|---|
 //! | RHEL | tree kernel + initrd | `inst.ks=FILE inst.repo=TREE ip=dhcp [BOOTIF=01-mac]` | - |
-//! | Debian | d-i netboot kernel + initrd | `auto=true priority=critical url=FILE interface=auto netcfg/choose_interface=auto ...` | - |
+//! | Debian | d-i netboot kernel + initrd | `auto=true priority=critical url=FILE interface=auto netcfg/choose_interface=auto ...` (+ `netcfg/no_default_route=true`, `netcfg/get_nameservers=127.0.0.1` on a network known to lack a router, DNS) | - |
 //! | Ubuntu | casper kernel + initrd | `autoinstall ip=dhcp url=ISO cloud-config-url=/dev/null ds=nocloud-net;s=DIR/` | `DIR/user-data` (the rendered file), `DIR/meta-data`, `DIR/vendor-data` |
 //! | SUSE | tree `linux` + `initrd` | `install=TREE autoyast=FILE self_update=0 [netdevice=mac]` | - |
 //! | ESXi | `mboot.c32` (BIOS) / `efi/boot/bootx64.efi` (UEFI) | `-c DIR/boot.cfg` | `DIR/boot.cfg` = [`esxi_boot_cfg`] of the tree's boot.cfg, whose `kernelopt` carries `ks=FILE` |
@@ -22,6 +22,8 @@
 //! cannot read install media over HTTP, hence the share.
 
 use rackboot_core::{MacAddr, OsFamily};
+
+use crate::InstallerNetwork;
 
 /// Firmware the machine boots with (decides ESXi's and wimboot's files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,11 @@ pub struct BootContext {
     pub domain: Option<String>,
     /// Windows: URL of the wimboot binary.
     pub wimboot_url: Option<String>,
+    /// What the machine's network gives it by DHCP, when known (rackboot
+    /// leases its address). Installers that configure the network before
+    /// they read their file are told here what is missing, so they do not
+    /// stop to ask; `None` assumes a network with a router and DNS.
+    pub network: Option<InstallerNetwork>,
 }
 
 /// How the loader starts the installer.
@@ -235,6 +242,19 @@ pub fn boot_entry(
             if let Some(d) = &ctx.domain {
                 args.push(format!("domain={d}"));
             }
+            // netcfg runs before the preseed file is read: on a network
+            // without a router it asks (at critical priority) whether to go on
+            // without a default route, and without a DNS server it asks for
+            // one. Answered here; 127.0.0.1 resolves nothing, which is the
+            // truth on such a network (and fails at once, not by timeout).
+            if let Some(net) = &ctx.network {
+                if net.router.is_none() {
+                    args.push("netcfg/no_default_route=true".into());
+                }
+                if net.dns.is_empty() {
+                    args.push("netcfg/get_nameservers=127.0.0.1".into());
+                }
+            }
             linux(args, vec![])
         }
         OsFamily::Ubuntu => {
@@ -391,7 +411,67 @@ mod tests {
             hostname: Some("node1".into()),
             domain: Some("rack.example".into()),
             wimboot_url: Some("http://10.0.0.1:8080/assets/wimboot".into()),
+            network: None,
         }
+    }
+
+    #[test]
+    fn debian_is_told_what_the_network_lacks() {
+        let f = "http://h/install/m1/preseed.cfg";
+        let extra = |network: Option<InstallerNetwork>| {
+            let mut c = ctx(f);
+            c.network = network;
+            let args = kernel_args(OsFamily::Debian, "12", &c).unwrap();
+            args.into_iter()
+                .filter(|a| {
+                    a.starts_with("netcfg/no_default_route")
+                        || a.starts_with("netcfg/get_nameservers")
+                })
+                .collect::<Vec<_>>()
+        };
+        let full = InstallerNetwork {
+            router: Some([10, 0, 0, 254].into()),
+            dns: vec![[10, 0, 0, 53].into()],
+            ntp: vec![],
+        };
+        let table: &[(Option<InstallerNetwork>, &[&str])] = &[
+            // Unknown (ProxyDHCP beside another server): nothing is assumed missing.
+            (None, &[]),
+            (Some(full.clone()), &[]),
+            (
+                Some(InstallerNetwork::default()),
+                &[
+                    "netcfg/no_default_route=true",
+                    "netcfg/get_nameservers=127.0.0.1",
+                ],
+            ),
+            (
+                Some(InstallerNetwork {
+                    router: None,
+                    ..full.clone()
+                }),
+                &["netcfg/no_default_route=true"],
+            ),
+            (
+                Some(InstallerNetwork {
+                    dns: vec![],
+                    ..full.clone()
+                }),
+                &["netcfg/get_nameservers=127.0.0.1"],
+            ),
+        ];
+        for (network, want) in table {
+            assert_eq!(&extra(network.clone()), want, "{network:?}");
+        }
+        // Other families configure the network from their file: no change.
+        let mut c = ctx("http://h/install/m1/ks.cfg");
+        c.network = Some(InstallerNetwork::default());
+        assert!(
+            kernel_args(OsFamily::Rhel, "9", &c)
+                .unwrap()
+                .iter()
+                .all(|a| !a.starts_with("netcfg/"))
+        );
     }
 
     #[test]

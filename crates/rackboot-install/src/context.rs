@@ -14,7 +14,7 @@
 //! | `primary` | the first of `interfaces` |
 //! | `ipv4` (on each) | `mode` (`none`/`dhcp`/`static`), `address`, `prefix`, `netmask`, `cidr`, `gateway`, `dns` (list); unset ones are none |
 //! | `nameservers`, `gateway` | all static DNS servers; the first static gateway (or none) |
-//! | `disk` | `rule` (`path`/`serial`/`smallest`/`largest`), `value` (or none), `pick_sh`: one POSIX sh line that prints the chosen `/dev/...` (exits 1 if none) |
+//! | `disk` | `rule` (`path`/`serial`/`smallest`/`largest`), `value` (or none), `pick_sh`: one POSIX sh line that prints the chosen `/dev/...` (exits 1 if none), `release_sh`: one POSIX sh line that frees and wipes the disk in `$disk` (see [`disk_release_sh`]) |
 //! | `layout` | `plain` or `lvm` |
 //! | `packages`, `repositories` (`name`, `url`, `spec` = `URL SUITE COMPONENTS` as given, `apt_line` = `deb SPEC`) | |
 //! | `timezone`, `locale`, `language` (`en_US`), `keyboard` | |
@@ -22,6 +22,9 @@
 //! | `install_source` | `url`, `scheme`, `host`, `host_port`, `path` (no trailing `/`), `unc` (Windows: `\\server\share\path`) |
 //! | `started_sh` | when `started_url` is set: one best-effort GET of it (the installer read its file) |
 //! | `callback_url`, `callback_sh` | the callback and a one-line POSIX sh command that POSTs to it, retrying for ~10 minutes, exiting 1 if it never succeeds |
+//! | `installed_url`, `installed_sh` | when `installed_url` is set: "the installer finished" and the same retrying POST to it, the installer's last step; the installed system then calls `callback_url` (see `firstboot`) |
+//! | `firstboot` | when `installed_url` is set: `script` (POSIX sh that runs `callback_sh` once, then removes itself and its unit), `script_path`, `unit` (a systemd oneshot after network-online.target), `unit_path`, `wants_path` (the `multi-user.target.wants` link that enables it) |
+//! | `installer_network` | what DHCP gives the installer, when the server knows: `known` (bool), `router` (or none), `dns`, `ntp` (lists); `known` false means "assume a full network" |
 //! | `windows` | `image_name`, `product_key`/`organization`/`share_user`/`share_password` (or none), `admin_password_encoded`, `autologon_password_encoded`, `uefi`, `timezone` (Windows name), `language` (`en-US`) |
 //!
 //! Filters: `b64encode`, `utf16_b64encode` (PowerShell `-EncodedCommand`), `sh_quote` (single-quoted sh word), `xml` (escape),
@@ -66,6 +69,10 @@ pub(crate) struct Context {
     callback_sh: String,
     /// One best-effort GET of `started_url` (never fails), when set.
     started_sh: Option<String>,
+    installed_url: Option<String>,
+    installed_sh: Option<String>,
+    firstboot: Option<FirstbootCtx>,
+    installer_network: NetCtx,
     windows: Option<WindowsCtx>,
 }
 
@@ -140,6 +147,25 @@ struct DiskCtx {
     rule: &'static str,
     value: Option<String>,
     pick_sh: String,
+    release_sh: String,
+}
+
+/// The installed system's one-shot first-boot report (see [`firstboot_script`]).
+#[derive(Debug, Clone, Serialize)]
+struct FirstbootCtx {
+    script: String,
+    script_path: &'static str,
+    unit: String,
+    unit_path: &'static str,
+    wants_path: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct NetCtx {
+    known: bool,
+    router: Option<String>,
+    dns: Vec<String>,
+    ntp: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -305,6 +331,69 @@ if [ -z \"$best\" ] || [ \"$s\" {cmp} \"$bs\" ]; then best=/dev/$n; bs=$s; fi; d
         }
     }
 }
+
+/// One line of POSIX sh (bash, dash, busybox ash) that frees the whole disk
+/// named by `$disk` (`/dev/vda`) and wipes what an earlier life left on it,
+/// so the partitioner finds a blank disk instead of asking about it. For the
+/// disk and each of its partitions: file systems and swap on it are
+/// unmounted and switched off, and whatever holds it is taken down first,
+/// deepest first (LVM volumes and other device-mapper devices with
+/// `dmsetup remove`, md arrays with `mdadm --stop`); then md superblocks
+/// are zeroed and the first and last 4 MiB are overwritten (partition
+/// tables and their GPT backup, md 0.90/1.0/1.1/1.2 superblocks, LVM
+/// labels, file system and swap signatures). Other disks are left alone,
+/// even when they hold the other half of a mirror. Tools that are missing
+/// (an installer without mdadm) are skipped; the line never fails.
+pub fn disk_release_sh() -> String {
+    "rb_free() { local h n m; for h in /sys/class/block/$1/holders/*; do [ -e \"$h\" ] || continue; n=${h##*/}; rb_free $n; \
+case $n in dm-*) m=/dev/mapper/$(cat $h/dm/name); umount $m; swapoff $m; dmsetup remove $m;; \
+md*) umount /dev/$n; swapoff /dev/$n; mdadm --stop /dev/$n;; esac; done 2>/dev/null; }; \
+rb_n=${disk##*/}; for rb_s in /sys/block/$rb_n/$rb_n* /sys/block/$rb_n; do rb_p=${rb_s##*/}; [ -b /dev/$rb_p ] || continue; \
+umount /dev/$rb_p 2>/dev/null; swapoff /dev/$rb_p 2>/dev/null; rb_free $rb_p; mdadm --zero-superblock /dev/$rb_p >/dev/null 2>&1; \
+rb_z=$(cat $rb_s/size); dd if=/dev/zero of=/dev/$rb_p bs=512 count=8192 conv=fsync 2>/dev/null; \
+if [ \"${rb_z:-0}\" -gt 16384 ]; then dd if=/dev/zero of=/dev/$rb_p bs=512 seek=$((rb_z - 8192)) count=8192 conv=fsync 2>/dev/null; fi; done; \
+blockdev --rereadpt $disk 2>/dev/null; true"
+        .to_string()
+}
+
+/// The installed system's first-boot report: a script that POSTs to the
+/// completion callback (retrying as [`callback_sh`] does), then removes
+/// itself and its unit, so it runs once; the systemd unit that runs it
+/// after the network is up (it prints to the console too).
+pub fn firstboot_script(callback_url: &str) -> (String, String) {
+    let script = format!(
+        "#!/bin/sh
+# Written by rackboot at install time: tells rackboot this system is up
+# (the install completes then), once; removed when it has succeeded.
+{}
+echo \"rackboot: $(hostname) reported its first boot\"
+systemctl disable rackboot-firstboot.service
+rm -f {FIRSTBOOT_UNIT} {FIRSTBOOT_SCRIPT}
+",
+        callback_sh(callback_url)
+    );
+    let unit = format!(
+        "[Unit]
+Description=Report this system's first boot to rackboot
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={FIRSTBOOT_SCRIPT}
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"
+    );
+    (script, unit)
+}
+
+const FIRSTBOOT_SCRIPT: &str = "/usr/local/sbin/rackboot-firstboot";
+const FIRSTBOOT_UNIT: &str = "/etc/systemd/system/rackboot-firstboot.service";
+const FIRSTBOOT_WANTS: &str =
+    "/etc/systemd/system/multi-user.target.wants/rackboot-firstboot.service";
 
 /// The "file read" progress call as one line of POSIX sh: a single GET that
 /// never fails the installer (busybox wget in the Debian installer, else curl).
@@ -550,6 +639,7 @@ impl Context {
                     _ => None,
                 },
                 pick_sh: disk_pick_sh(&vars.disk),
+                release_sh: disk_release_sh(),
             },
             layout: match vars.layout {
                 PartitionLayout::Plain => "plain",
@@ -582,6 +672,32 @@ impl Context {
             callback_url: vars.callback_url.clone(),
             callback_sh: callback_sh(&vars.callback_url),
             started_sh: vars.started_url.as_deref().map(started_sh),
+            installed_url: vars.installed_url.clone(),
+            installed_sh: vars.installed_url.as_deref().map(callback_sh),
+            firstboot: vars.installed_url.as_ref().map(|_| {
+                let (script, unit) = firstboot_script(&vars.callback_url);
+                FirstbootCtx {
+                    script,
+                    script_path: FIRSTBOOT_SCRIPT,
+                    unit,
+                    unit_path: FIRSTBOOT_UNIT,
+                    wants_path: FIRSTBOOT_WANTS,
+                }
+            }),
+            installer_network: match &vars.installer_network {
+                Some(n) => NetCtx {
+                    known: true,
+                    router: n.router.map(|r| r.to_string()),
+                    dns: n.dns.iter().map(|d| d.to_string()).collect(),
+                    ntp: n.ntp.iter().map(|d| d.to_string()).collect(),
+                },
+                None => NetCtx {
+                    known: false,
+                    router: None,
+                    dns: vec![],
+                    ntp: vec![],
+                },
+            },
             windows,
         })
     }

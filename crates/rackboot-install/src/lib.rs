@@ -48,6 +48,6 @@ pub use render::{
 };
 pub use vars::{
     BondConfig, BondMode, DiskSelector, EXAMPLE_NETWORK_JSON, EXAMPLE_VARS_JSON, InstallVars,
-    Ipv4Config, NetworkVars, NicConfig, PartitionLayout, RenderSecrets, Repository, VlanConfig,
-    WindowsFirmware, WindowsVars,
+    InstallerNetwork, Ipv4Config, NetworkVars, NicConfig, PartitionLayout, RenderSecrets,
+    Repository, VlanConfig, WindowsFirmware, WindowsVars,
 };

@@ -344,9 +344,12 @@ pub fn render(
     let ctx = Context::build(family, product_version(family, version), vars, secrets)?;
     let body = render_source(family, name, source, &ctx)?;
     check::check_rendered(family, &body)?;
-    // Without the callback the machine would reinstall forever: a template
-    // that drops it is refused.
-    if !body.contains(&vars.callback_url) && !body.contains(&xml_escape(&vars.callback_url)) {
+    // Without a callback the machine would reinstall forever: a template
+    // that drops both is refused. (A built-in template with `installed_url`
+    // carries `callback_url` inside the installed system's first-boot unit,
+    // which may be encoded.)
+    let appears = |url: &str| body.contains(url) || body.contains(&xml_escape(url));
+    if !appears(&vars.callback_url) && !vars.installed_url.as_deref().is_some_and(appears) {
         return Err(RenderError::Malformed {
             format: family.automation_format(),
             reason: "the completion callback_url does not appear in the rendered file (its last step must call it)".into(),

@@ -101,6 +101,8 @@ pub fn sample_machine(family: OsFamily) -> (&'static str, InstallVars, RenderSec
         install_source_url: source.into(),
         callback_url: "http://10.20.0.1:8080/api/v1/install/done/sample-token".into(),
         started_url: None,
+        installed_url: None,
+        installer_network: None,
         windows: (family == OsFamily::Windows).then(WindowsVars::default),
     };
     let secrets = RenderSecrets {

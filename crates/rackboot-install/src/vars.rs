@@ -75,9 +75,26 @@ pub struct InstallVars {
     /// ISO URL; for Windows: an `smb://server/share/path` holding the ISO
     /// contents, because Windows Setup cannot install over HTTP). Required.
     pub install_source_url: String,
-    /// Completion callback with its single-use token. Every family's last
-    /// installation step POSTs to it (empty body), retrying. Required.
+    /// Completion callback with its single-use token: the install is done
+    /// when it is called. With `installed_url` set, the built-in Linux
+    /// templates call it from the installed system on its first boot (a
+    /// one-shot systemd unit; ESXi: `%firstboot`); without it, or in a
+    /// template that only knows this URL, the installer's last step does.
+    /// Windows calls it at first logon, which is the installed system too.
+    /// POST with an empty body, retrying. Required.
     pub callback_url: String,
+    /// "The installer finished": the installer's last step POSTs here
+    /// (retrying) before it reboots, so the server makes the machine boot
+    /// its disk; the installed system then calls `callback_url`. Optional
+    /// (server-filled).
+    #[serde(default)]
+    pub installed_url: Option<String>,
+    /// What the provisioning network's DHCP gives the installer, when the
+    /// server knows it (it leases the address itself). Templates tell the
+    /// installer about what is missing (no router, no DNS, no NTP) so it
+    /// does not stop to ask. Optional (server-filled).
+    #[serde(default)]
+    pub installer_network: Option<InstallerNetwork>,
     /// Optional progress callback the installer calls once, as soon as it has
     /// read this file (Debian: `preseed/early_command`), so the server knows the
     /// file parsed. Best effort: a failure never stops the install.
@@ -380,6 +397,24 @@ pub struct VlanConfig {
     pub ipv4: Ipv4Config,
     #[serde(default)]
     pub mtu: Option<u16>,
+}
+
+/// What the provisioning network offers a machine by DHCP while it runs its
+/// installer. `None` of it (an empty value) means the network has none:
+/// d-i is then told there is no default route and given `127.0.0.1` as its
+/// name server (it asks for one otherwise), and NTP is not tried.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallerNetwork {
+    /// DHCP option 3.
+    #[serde(default)]
+    pub router: Option<Ipv4Addr>,
+    /// DHCP option 6.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// DHCP option 42.
+    #[serde(default)]
+    pub ntp: Vec<Ipv4Addr>,
 }
 
 /// Which disk receives the OS.
@@ -818,6 +853,9 @@ impl InstallVars {
         check_http_url("callback_url", &self.callback_url)?;
         if let Some(url) = &self.started_url {
             check_http_url("started_url", url)?;
+        }
+        if let Some(url) = &self.installed_url {
+            check_http_url("installed_url", url)?;
         }
 
         self.validate_network(family)?;

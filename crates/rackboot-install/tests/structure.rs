@@ -6,7 +6,8 @@ mod common;
 use rackboot_core::OsFamily;
 use rackboot_install::{EXAMPLE_VARS_JSON, InstallVars, TemplateChoice, render};
 
-fn renders() -> Vec<(OsFamily, String, String)> {
+/// (family, name, body, the URL the installer's last step calls).
+fn renders() -> Vec<(OsFamily, String, String, &'static str)> {
     let mut out = Vec::new();
     for (family, version) in common::RELEASES {
         for (machine, vars) in common::machines(*family) {
@@ -18,17 +19,75 @@ fn renders() -> Vec<(OsFamily, String, String)> {
                 &common::secrets(*family),
             )
             .unwrap();
-            out.push((*family, format!("{family} {version} {machine}"), r.body));
+            // With `installed_url`, the families whose installed system can
+            // report its first boot (systemd) end with "installed".
+            let first_boot = vars.installed_url.is_some()
+                && matches!(
+                    family,
+                    OsFamily::Rhel | OsFamily::Debian | OsFamily::Ubuntu | OsFamily::Suse
+                );
+            let last = if first_boot { INSTALLED } else { CALLBACK };
+            out.push((
+                *family,
+                format!("{family} {version} {machine}"),
+                r.body,
+                last,
+            ));
         }
     }
     out
 }
 
 const CALLBACK: &str = "api/v1/install/done/3q2-7Yt_token";
+const INSTALLED: &str = "api/v1/install/installed/3q2-7Yt_token";
+
+/// Every base64 word of the body, decoded (the late scripts and unit files
+/// templates embed).
+fn decoded_words(body: &str) -> String {
+    use base64::Engine as _;
+    body.split(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == '>' || c == '<')
+        .filter(|w| w.len() > 40)
+        .filter_map(|w| base64::engine::general_purpose::STANDARD.decode(w).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn installed_systems_report_their_first_boot_to_the_callback() {
+    let mut checked = 0;
+    for (_, name, body, last) in renders() {
+        if last != INSTALLED {
+            continue;
+        }
+        // The installer calls "installed"; the completion URL is only in the
+        // first-boot script, which retries it and then removes itself.
+        let decoded = decoded_words(&body);
+        let script = decoded
+            .split("#!/bin/sh\n# Written by rackboot at install time: tells rackboot")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name}: no first-boot script in\n{decoded}"));
+        assert!(script.contains(CALLBACK), "{name}: {script}");
+        assert!(
+            script.contains("systemctl disable rackboot-firstboot.service"),
+            "{name}"
+        );
+        assert!(
+            decoded.contains("After=network-online.target")
+                && decoded.contains("WantedBy=multi-user.target"),
+            "{name}: no unit"
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 8,
+        "rhel 8/9/10, debian 11/12, ubuntu 22.04/24.04, suse 15"
+    );
+}
 
 #[test]
 fn callback_is_the_last_step_of_every_file() {
-    for (family, name, body) in renders() {
+    for (family, name, body, want) in renders() {
         match family {
             OsFamily::Rhel => {
                 // The last section is the --nochroot %post with the callback.
@@ -38,13 +97,9 @@ fn callback_is_the_last_step_of_every_file() {
                     tail.starts_with("\n%post --nochroot --erroronfail"),
                     "{name}"
                 );
-                assert!(tail.contains(CALLBACK), "{name}");
+                assert!(tail.contains(want), "{name}");
                 assert!(tail.trim_end().ends_with("%end"), "{name}");
-                assert_eq!(
-                    body.matches(CALLBACK).count(),
-                    3,
-                    "{name}: curl, wget, wget"
-                );
+                assert_eq!(body.matches(want).count(), 3, "{name}: curl, wget, wget");
             }
             OsFamily::Esxi => {
                 // %post (before the installer reboots) ends with the callback.
@@ -63,10 +118,11 @@ fn callback_is_the_last_step_of_every_file() {
                     last_cmd.starts_with("in-target sh -c 'i=0; until curl"),
                     "{name}"
                 );
-                assert!(last_cmd.contains(CALLBACK), "{name}");
+                assert!(last_cmd.contains(want), "{name}");
                 assert!(
-                    !body.lines().any(|l| l.starts_with("d-i preseed/late_command")
-                        && !l.contains(CALLBACK)),
+                    !body
+                        .lines()
+                        .any(|l| l.starts_with("d-i preseed/late_command") && !l.contains(want)),
                     "{name}"
                 );
             }
@@ -74,11 +130,11 @@ fn callback_is_the_last_step_of_every_file() {
                 let doc: serde_yaml::Value = serde_yaml::from_str(&body).unwrap();
                 let cmds = doc["autoinstall"]["late-commands"].as_sequence().unwrap();
                 let last = cmds.last().unwrap().as_str().unwrap();
-                assert!(last.contains(CALLBACK), "{name}");
+                assert!(last.contains(want), "{name}");
                 assert!(
                     cmds[..cmds.len() - 1]
                         .iter()
-                        .all(|c| !c.as_str().unwrap().contains(CALLBACK))
+                        .all(|c| !c.as_str().unwrap().contains(want))
                 );
             }
             OsFamily::Suse => {
@@ -105,7 +161,7 @@ fn callback_is_the_last_step_of_every_file() {
                         .and_then(|n| n.text())
                         .unwrap()
                 };
-                assert!(text("source").contains(CALLBACK), "{name}");
+                assert!(text("source").contains(want), "{name}");
                 // Chrooted scripts run after the boot loader is installed.
                 assert_eq!(text("chrooted"), "true", "{name}");
                 assert!(

@@ -96,7 +96,7 @@ fn ksvalidator_knows_the_versions_and_catches_errors() {
 #[test]
 fn every_rhel_kickstart_passes_ksvalidator() {
     let renders = all_renders(OsFamily::Rhel);
-    assert_eq!(renders.len(), 15);
+    assert_eq!(renders.len(), 18);
     for (version, machine, r) in renders {
         let (ok, text) = run_ksvalidator(&version, &machine, &r.body);
         assert!(ok, "RHEL{version} {machine}:\n{text}\n{}", r.body);
@@ -295,7 +295,7 @@ fn rhel_pre_writes_a_valid_include_on_a_fake_machine() {
         let include = std::fs::read_to_string(sys.root().join("pre.ks")).unwrap();
         match machine.as_str() {
             "lvm" => assert!(include.contains("ignoredisk --only-use=vda\n"), "{include}"),
-            "two-nics" | "dhcp" | "bond-vlan" => {
+            "two-nics" | "dhcp" | "bond-vlan" | "isolated" => {
                 assert!(include.contains("ignoredisk --only-use=vdb\n"), "{include}")
             }
             other => panic!("unexpected include for {other}"),
@@ -379,12 +379,12 @@ fn every_embedded_shell_fragment_parses() {
     for (version, machine, r) in all_renders(OsFamily::Ubuntu) {
         let doc: serde_yaml::Value = serde_yaml::from_str(&r.body).unwrap();
         let cmds = doc["autoinstall"]["late-commands"].as_sequence().unwrap();
+        // The last command calls the server: "done", or "installed" when
+        // the installed system reports its first boot itself.
+        let last = cmds.last().unwrap().as_str().unwrap();
         assert!(
-            cmds.last()
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .contains("api/v1/install/done")
+            last.contains("api/v1/install/done") || last.contains("api/v1/install/installed"),
+            "{last}"
         );
         for c in cmds {
             assert_parses(&format!("ubuntu {version} {machine}"), c.as_str().unwrap());
@@ -404,13 +404,10 @@ fn every_embedded_shell_fragment_parses() {
             .descendants()
             .filter(|n| n.has_tag_name("source"))
             .collect();
+        let last = sources.last().unwrap().text().unwrap();
         assert!(
-            sources
-                .last()
-                .unwrap()
-                .text()
-                .unwrap()
-                .contains("api/v1/install/done")
+            last.contains("api/v1/install/done") || last.contains("api/v1/install/installed"),
+            "{last}"
         );
         for s in sources {
             assert_parses(&format!("suse {version} {machine}"), s.text().unwrap());
@@ -551,5 +548,38 @@ fn ubuntu_network_passes_netplan_generate() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 10);
+    assert_eq!(checked, 12);
+}
+
+#[test]
+fn first_boot_script_parses_and_its_unit_is_a_valid_systemd_unit() {
+    let (script, unit) = rackboot_install::context::firstboot_script(
+        "http://10.1.0.1:8080/install/7/done/3q2-7Yt_token",
+    );
+    assert_parses("first-boot script", &script);
+    // systemd's own parser, on a root holding the script and the unit.
+    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        panic!("systemd-analyze is missing: apt-get install systemd");
+    };
+    let root = tempfile::tempdir().unwrap();
+    let unit_path = root.path().join("rackboot-firstboot.service");
+    std::fs::write(
+        &unit_path,
+        unit.replace("/usr/local/sbin/rackboot-firstboot", "/bin/true"),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .arg(&unit_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // systemd warns (exit 0) about lines it ignores, naming the file and
+    // line; warnings about the host (no systemd running in a container) do
+    // not name the file.
+    assert!(!stderr.contains(unit_path.to_str().unwrap()), "{stderr}");
 }

@@ -6,14 +6,17 @@ use std::path::{Path, PathBuf};
 use rackboot_core::OsFamily;
 
 use crate::iso::IsoImage;
-use crate::media::{DirTree, MediaError, MediaFs, find_file, read_small};
-use crate::{OsRelease, release_id, wim};
+use crate::media::{
+    DirTree, Entry, EntryKind, MediaError, MediaFs, Resolved, find_file, lookup, read_small,
+};
+use crate::{OsRelease, PackageRepository, RepositoryKind, release_id, wim};
 
 /// What detection looks for, in this order (shown when nothing matches).
 pub const LOOKED_FOR: &[&str] = &[
     ".treeinfo or treeinfo (RHEL, Rocky, Alma, CentOS, Fedora; SLES/openSUSE 15)",
     ".disk/info (Debian and Ubuntu ISOs)",
     "version.info + debian-installer/<arch>/linux (Debian netboot tree)",
+    "dists/<suite>/Release + pool/ with main/installer-<arch>/current/images/netboot (a Debian archive or mirror, e.g. from scripts/build-debian-mirror)",
     "media.1/products or content (SUSE)",
     "boot.cfg or efi/boot/boot.cfg with kernel= and modules= (VMware ESXi)",
     "sources/boot.wim with boot/bcd and boot/boot.sdi (Windows)",
@@ -52,14 +55,29 @@ pub fn open_media(source: &Path) -> Result<Box<dyn MediaFs>, MediaError> {
 
 /// Recognises the OS on the media.
 pub fn detect(fs: &dyn MediaFs) -> Result<OsRelease, DetectError> {
-    for probe in [treeinfo, disk_info, debian_netboot, suse, esxi, windows] {
+    for probe in [
+        treeinfo,
+        disk_info,
+        debian_netboot,
+        debian_archive,
+        suse,
+        esxi,
+        windows,
+    ] {
         if let Some(release) = probe(fs)? {
             return Ok(release);
         }
     }
+    let hint = if find_file(fs, "repodata/repomd.xml")?.is_some() {
+        Some(
+            "an RPM repository without an installer: import the installation tree (.treeinfo, images/pxeboot), whose repositories are recognised and served with it".into(),
+        )
+    } else {
+        fs.unknown_media_hint()
+    };
     Err(DetectError::UnknownMedia {
         looked_for: LOOKED_FOR.to_vec(),
-        hint: fs.unknown_media_hint(),
+        hint,
     })
 }
 
@@ -117,6 +135,7 @@ fn linux(
         bootloader_bios: None,
         bootloader_efi: None,
         source_kind: fs.source_kind(),
+        repository: None,
     }
 }
 
@@ -198,6 +217,7 @@ fn treeinfo(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
     let initrd =
         get(&images, "initrd").ok_or_else(|| malformed(&format!("no initrd in [{images}]")))?;
     let (family, distro) = treeinfo_distro(&product);
+    let repository = rpm_repositories(fs, get("general", "variants").as_deref())?;
     let name = get("general", "name").unwrap_or_else(|| format!("{product} {version}"));
     // "AlmaLinux 9" next to version 9.1: say the full version.
     let name = if name.contains(&version) {
@@ -205,7 +225,7 @@ fn treeinfo(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
     } else {
         format!("{product} {version}")
     };
-    Ok(Some(linux(
+    let mut release = linux(
         family,
         &distro,
         &version,
@@ -213,7 +233,186 @@ fn treeinfo(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
         name,
         (require(fs, &file, &kernel)?, require(fs, &file, &initrd)?),
         fs,
-    )))
+    );
+    release.repository = repository;
+    Ok(Some(release))
+}
+
+/// The RPM repositories of a tree: `repodata/repomd.xml` at the root (RHEL 7
+/// style) and in each variant's directory (`BaseOS`, `AppStream`, named by
+/// .treeinfo's `variants`).
+fn rpm_repositories(
+    fs: &dyn MediaFs,
+    variants: Option<&str>,
+) -> Result<Option<PackageRepository>, DetectError> {
+    let mut paths = Vec::new();
+    let dirs = std::iter::once("").chain(
+        variants
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty()),
+    );
+    for dir in dirs {
+        let repomd = if dir.is_empty() {
+            "repodata/repomd.xml".to_string()
+        } else {
+            format!("{dir}/repodata/repomd.xml")
+        };
+        if let Some((canonical, _)) = find_file(fs, &repomd)? {
+            let root = canonical
+                .strip_suffix("repodata/repomd.xml")
+                .unwrap_or_default()
+                .trim_end_matches('/');
+            paths.push(PathBuf::from(root));
+        }
+    }
+    Ok((!paths.is_empty()).then_some(PackageRepository {
+        kind: RepositoryKind::Rpm,
+        paths,
+        suite: None,
+        components: Vec::new(),
+    }))
+}
+
+/// The fields of a Debian control-format paragraph (`Key: value`; folded
+/// continuation lines are skipped). An InRelease file's signature armour
+/// is skipped too.
+pub fn parse_release(text: &str) -> HashMap<String, String> {
+    // InRelease: the armour header ("Hash: SHA256") ends at the first blank line.
+    let text = match text.strip_prefix("-----BEGIN PGP SIGNED MESSAGE-----") {
+        Some(rest) => rest.split_once("\n\n").map_or("", |(_, body)| body),
+        None => text,
+    };
+    let mut fields = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with(' ') || line.starts_with('\t') || line.starts_with("-----") {
+            continue;
+        }
+        if line.is_empty() && !fields.is_empty() {
+            // The end of the paragraph (InRelease: the signature follows).
+            break;
+        }
+        if let Some((key, value)) = line.split_once(':') {
+            fields.insert(key.trim().to_string(), value.trim().to_string());
+        }
+    }
+    fields
+}
+
+/// A Debian archive or mirror: `dists/<suite>/Release` (or `InRelease`),
+/// `pool/`, and the netboot installer where Debian's mirrors keep it
+/// (`dists/<suite>/main/installer-<arch>/current/images/netboot/debian-installer/<arch>/`).
+/// The installer boots from there and installs from the archive itself.
+fn debian_archive(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
+    let is_dir = |path: &str| -> Result<bool, DetectError> {
+        Ok(matches!(
+            lookup(fs, path, false)?,
+            Resolved::Found(
+                _,
+                Entry {
+                    kind: EntryKind::Dir,
+                    ..
+                }
+            )
+        ))
+    };
+    if !is_dir("dists")? || !is_dir("pool")? {
+        return Ok(None);
+    }
+    // Real suite directories (not the stable/oldstable symlinks), sorted.
+    let mut suites: Vec<String> = fs
+        .read_dir("dists")?
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Dir)
+        .map(|e| e.name)
+        .collect();
+    suites.sort();
+    let mut found_release = None;
+    for suite in &suites {
+        let text = match read_text(fs, &format!("dists/{suite}/Release"))? {
+            Some(t) => t,
+            None => match read_text(fs, &format!("dists/{suite}/InRelease"))? {
+                Some(t) => t,
+                None => continue,
+            },
+        };
+        let (file, text) = text;
+        let fields = parse_release(&text);
+        let origin = fields.get("Origin").cloned().unwrap_or_default();
+        let (family, distro, installer) = match origin.as_str() {
+            "Debian" => (OsFamily::Debian, "debian", "debian-installer"),
+            _ => {
+                found_release.get_or_insert(file.clone());
+                continue;
+            }
+        };
+        let codename = fields
+            .get("Codename")
+            .cloned()
+            .unwrap_or_else(|| suite.clone());
+        let architectures: Vec<&str> = fields
+            .get("Architectures")
+            .map(|a| a.split_whitespace().collect())
+            .unwrap_or_default();
+        let mut boot = None;
+        for arch in DEBIAN_ARCHES.iter().filter(|a| architectures.contains(a)) {
+            let dir = format!(
+                "dists/{suite}/main/installer-{arch}/current/images/netboot/{installer}/{arch}"
+            );
+            if let (Some((kernel, _)), Some((initrd, _))) = (
+                find_file(fs, &format!("{dir}/linux"))?,
+                find_file(fs, &format!("{dir}/initrd.gz"))?,
+            ) {
+                boot = Some((
+                    arch.to_string(),
+                    PathBuf::from(kernel),
+                    PathBuf::from(initrd),
+                ));
+                break;
+            }
+        }
+        let Some((arch, kernel, initrd)) = boot else {
+            found_release.get_or_insert(file.clone());
+            continue;
+        };
+        // "12.15" for a stable release; testing and unstable have none.
+        let version = fields
+            .get("Version")
+            .cloned()
+            .unwrap_or_else(|| codename.clone());
+        let major = version.split('.').next().unwrap_or(&version).to_string();
+        let components = fields
+            .get("Components")
+            .map(|c| c.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut release = linux(
+            family,
+            distro,
+            &version,
+            &arch,
+            format!("Debian {version} ({codename}) archive with its netboot installer"),
+            (kernel, initrd),
+            fs,
+        );
+        // Distinct from the same release's netboot tree or ISO, stable
+        // across point releases.
+        release.id = format!("{}-mirror", release_id(distro, &major, &arch));
+        release.repository = Some(PackageRepository {
+            kind: RepositoryKind::Apt,
+            paths: vec![PathBuf::new()],
+            suite: Some(codename),
+            components,
+        });
+        return Ok(Some(release));
+    }
+    match found_release {
+        Some(file) => Err(DetectError::MissingBootFile {
+            file,
+            missing: "a Debian suite with its netboot installer under dists/<suite>/main/installer-<arch>/current/images/netboot/debian-installer/<arch>/ (scripts/build-debian-mirror puts it there)".into(),
+        }),
+        None => Ok(None),
+    }
 }
 
 const DEBIAN_ARCHES: &[&str] = &[
@@ -557,6 +756,7 @@ fn esxi(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
         bootloader_bios: first_existing(fs, &["mboot.c32"])?,
         bootloader_efi: first_existing(fs, &["efi/boot/bootx64.efi", "mboot.efi"])?,
         source_kind: fs.source_kind(),
+        repository: None,
     }))
 }
 
@@ -643,5 +843,6 @@ fn windows(fs: &dyn MediaFs) -> Result<Option<OsRelease>, DetectError> {
         bootloader_bios: first_existing(fs, &["bootmgr"])?,
         bootloader_efi: first_existing(fs, &["efi/boot/bootx64.efi"])?,
         source_kind: fs.source_kind(),
+        repository: None,
     }))
 }

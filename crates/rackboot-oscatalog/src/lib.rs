@@ -1,7 +1,8 @@
 //! Importing OS installation media into rackboot's OS catalog.
 //!
-//! - [`detect`] recognises family, distribution, version, architecture and
-//!   the installer's boot files on any [`MediaFs`] (a directory tree or an
+//! - [`detect`] recognises family, distribution, version, architecture, the
+//!   installer's boot files and package repositories (a Debian-style archive
+//!   with its netboot installer, RHEL repodata) on any [`MediaFs`] (a directory tree or an
 //!   ISO image read in place by [`IsoImage`]: ISO 9660 with Rock Ridge and
 //!   Joliet, or UDF for Windows media; no mount, no root).
 //! - [`import`] copies a tree or extracts an ISO into `catalog_dir/<id>/`
@@ -72,6 +73,36 @@ pub struct OsRelease {
     pub bootloader_bios: Option<PathBuf>,
     pub bootloader_efi: Option<PathBuf>,
     pub source_kind: SourceKind,
+    /// A package repository in the tree, which the installer uses as its
+    /// mirror (it is served with the tree under `/os/<id>/`): a Debian-style
+    /// archive (`dists/`, `pool/`), or the RPM repositories (`repodata/`) of
+    /// a RHEL-family tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<PackageRepository>,
+}
+
+/// A package repository found in an OS tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRepository {
+    pub kind: RepositoryKind,
+    /// Where each repository starts, relative to the tree root (`""`: the
+    /// root itself; RHEL 8+: `BaseOS`, `AppStream`).
+    pub paths: Vec<PathBuf>,
+    /// Debian: the suite's codename (`bookworm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
+    /// Debian: the suite's components (`main`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepositoryKind {
+    /// A Debian-style archive: `dists/<suite>/Release` (or `InRelease`) and `pool/`.
+    Apt,
+    /// An RPM repository: `repodata/repomd.xml`.
+    Rpm,
 }
 
 /// Makes an id component: lower case, `[a-z0-9._-]` only.

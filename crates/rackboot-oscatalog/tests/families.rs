@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use common::{IsoNames, fake_wim, filler, snapshot, write_tree, xorriso};
 use rackboot_core::OsFamily;
-use rackboot_oscatalog::{DirTree, IsoImage, OsRelease, SourceKind, detect, import, list};
+use rackboot_oscatalog::{
+    DirTree, IsoImage, OsRelease, PackageRepository, RepositoryKind, SourceKind, detect, import,
+    list,
+};
 
 struct Fixture {
     name: &'static str,
@@ -43,6 +46,7 @@ fn release(
         bootloader_bios: None,
         bootloader_efi: None,
         source_kind: SourceKind::Tree,
+        repository: None,
     }
 }
 
@@ -125,16 +129,25 @@ fn rocky() -> Fixture {
             ("BaseOS/Packages/b/bash-5.1.8-9.el9.x86_64.rpm", filler(5, 9000)),
             ("AppStream/Packages/n/nginx-1.20.1-14.el9_2.1.x86_64.rpm", filler(6, 3000)),
         ],
-        expected: release(
-            "rocky-9.4-x86_64",
-            OsFamily::Rhel,
-            "rocky",
-            "9.4",
-            "x86_64",
-            "Rocky Linux 9.4",
-            "images/pxeboot/vmlinuz",
-            "images/pxeboot/initrd.img",
-        ),
+        expected: OsRelease {
+            // AppStream here has packages but no repodata of its own.
+            repository: Some(PackageRepository {
+                kind: RepositoryKind::Rpm,
+                paths: vec!["BaseOS".into()],
+                suite: None,
+                components: vec![],
+            }),
+            ..release(
+                "rocky-9.4-x86_64",
+                OsFamily::Rhel,
+                "rocky",
+                "9.4",
+                "x86_64",
+                "Rocky Linux 9.4",
+                "images/pxeboot/vmlinuz",
+                "images/pxeboot/initrd.img",
+            )
+        },
         iso_names: IsoNames::RockRidgeJoliet,
     }
 }
@@ -656,4 +669,162 @@ fn udf_side_of_a_bridge_image_matches_the_iso9660_side() {
         .unwrap();
         assert_eq!(&data, contents, "{path}");
     }
+}
+
+/// The head of bookworm's signed Release as this repository's mirror script
+/// keeps it (the checksum lists shortened).
+const BOOKWORM_RELEASE: &str = "\
+Origin: Debian
+Label: Debian
+Suite: oldstable
+Version: 12.15
+Codename: bookworm
+Changelogs: https://metadata.ftp-master.debian.org/changelogs/@CHANGEPATH@_changelog
+Date: Sat, 11 Jul 2026 10:16:37 UTC
+Acquire-By-Hash: yes
+No-Support-for-Architecture-all: Packages
+Architectures: all amd64 arm64 armel armhf i386 mips64el mipsel ppc64el s390x
+Components: main contrib non-free-firmware non-free
+Description: Debian 12.15 Released 11 July 2026
+SHA256:
+ 9e0b5aabb2465b3d2e7a7fe27f9913846277833f7a2826e7767acccff5b588c5  8790396 main/binary-amd64/Packages.xz
+";
+
+const NETBOOT: &str =
+    "dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64";
+
+fn debian_mirror_files(release: &str, installer: bool) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![
+        (
+            "dists/bookworm/Release".to_string(),
+            release.as_bytes().to_vec(),
+        ),
+        (
+            "dists/bookworm/main/binary-amd64/Packages.xz".to_string(),
+            filler(7, 3000),
+        ),
+        (
+            "pool/main/b/bash/bash_5.2.15-2+b7_amd64.deb".to_string(),
+            filler(8, 5000),
+        ),
+        (
+            "pool/main/p/partman-base/partman-base_226_amd64.udeb".to_string(),
+            filler(9, 2000),
+        ),
+    ];
+    if installer {
+        files.push((format!("{NETBOOT}/linux"), filler(10, 40_000)));
+        files.push((format!("{NETBOOT}/initrd.gz"), filler(11, 90_000)));
+    }
+    files
+}
+
+fn write_owned(root: &Path, files: &[(String, Vec<u8>)]) {
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    write_tree(root, &files);
+}
+
+#[test]
+fn debian_archive_with_its_netboot_installer_is_an_os_and_its_own_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("mirror");
+    write_owned(&tree, &debian_mirror_files(BOOKWORM_RELEASE, true));
+    // Debian's mirrors link suite names to codenames: not a second suite.
+    std::os::unix::fs::symlink("bookworm", tree.join("dists/oldstable")).unwrap();
+    let expected = OsRelease {
+        id: "debian-12-amd64-mirror".into(),
+        family: OsFamily::Debian,
+        distro: "debian".into(),
+        version: "12.15".into(),
+        arch: "amd64".into(),
+        name: "Debian 12.15 (bookworm) archive with its netboot installer".into(),
+        kernel: format!("{NETBOOT}/linux").into(),
+        initrd: format!("{NETBOOT}/initrd.gz").into(),
+        extra_boot_files: vec![],
+        boot_config: None,
+        bootloader_bios: None,
+        bootloader_efi: None,
+        source_kind: SourceKind::Tree,
+        repository: Some(PackageRepository {
+            kind: RepositoryKind::Apt,
+            paths: vec![PathBuf::new()],
+            suite: Some("bookworm".into()),
+            components: ["main", "contrib", "non-free-firmware", "non-free"]
+                .map(String::from)
+                .to_vec(),
+        }),
+    };
+    assert_eq!(detect(&DirTree::new(&tree).unwrap()).unwrap(), expected);
+    // Imported, it keeps what it is and every byte (the pool included).
+    let catalog = dir.path().join("catalog");
+    assert_eq!(import(&tree, &catalog, &|_| {}).unwrap(), expected);
+    assert_eq!(
+        std::fs::read(catalog.join(&expected.id).join("dists/bookworm/Release")).unwrap(),
+        BOOKWORM_RELEASE.as_bytes()
+    );
+    let listed = list(&catalog).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].release, expected);
+}
+
+#[test]
+fn an_inrelease_alone_is_read_through_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("mirror");
+    let mut files = debian_mirror_files(BOOKWORM_RELEASE, true);
+    files[0] = (
+        "dists/bookworm/InRelease".into(),
+        format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n{BOOKWORM_RELEASE}-----BEGIN PGP SIGNATURE-----\n\niHUEARYIAB0WIQRNZP7BGcKQ\n-----END PGP SIGNATURE-----\n"
+        )
+        .into_bytes(),
+    );
+    write_owned(&tree, &files);
+    let got = detect(&DirTree::new(&tree).unwrap()).unwrap();
+    assert_eq!(got.id, "debian-12-amd64-mirror");
+    assert_eq!(got.version, "12.15");
+}
+
+#[test]
+fn an_archive_without_an_installer_or_of_another_origin_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("no-installer");
+    write_owned(&tree, &debian_mirror_files(BOOKWORM_RELEASE, false));
+    let err = detect(&DirTree::new(&tree).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dists/bookworm/Release")
+            && err.contains("netboot installer")
+            && err.contains("build-debian-mirror"),
+        "{err}"
+    );
+    let tree = dir.path().join("other-origin");
+    write_owned(
+        &tree,
+        &debian_mirror_files(
+            &BOOKWORM_RELEASE.replace("Origin: Debian", "Origin: Elsewhere"),
+            true,
+        ),
+    );
+    let err = detect(&DirTree::new(&tree).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("netboot installer"), "{err}");
+    // A bare RPM repository is not an OS to boot, and the error says why.
+    let tree = dir.path().join("rpm-repo");
+    write_tree(
+        &tree,
+        &[
+            ("repodata/repomd.xml", b"<repomd/>".as_slice()),
+            ("Packages/b/bash.rpm", b"x".as_slice()),
+        ],
+    );
+    let err = detect(&DirTree::new(&tree).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("RPM repository without an installer"), "{err}");
 }

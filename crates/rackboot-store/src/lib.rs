@@ -241,18 +241,33 @@ pub trait Store: Send + Sync + 'static {
             .filter(|i| i.state == InstallState::Pending)
             .collect())
     }
-    /// The completion callback, in one transaction: checks the token (a wrong
-    /// one is NotFound, so tokens cannot be probed), marks the install completed,
-    /// cancels the machine's other pending installs (its menu's other entries)
-    /// and sets the machine's intent to local disk if it still references this
-    /// install (its own intent or a menu entry). Idempotent: a repeated callback returns `(install, false)`; a
-    /// cancelled install is a Conflict.
+    /// An installer callback, in one transaction: checks the token (a wrong
+    /// one is NotFound, so tokens cannot be probed) and moves the install
+    /// forward to `to`, `Installed` (the installer finished; the installed
+    /// system has yet to report) or `Completed` (it did). Leaving `Pending`,
+    /// it cancels the machine's other pending installs (its menu's other
+    /// entries) and sets the machine's intent to local disk if it still
+    /// references this install (its own intent or a menu entry). `Completed`
+    /// also sets `completed_at`. Idempotent: an install already at `to` or
+    /// past it returns `(install, false)`; a cancelled install is a Conflict;
+    /// `to` of `Pending` or `Cancelled` is a Conflict too.
+    async fn advance_install(
+        &self,
+        id: uuid::Uuid,
+        token: &str,
+        to: InstallState,
+        at: DateTime<Utc>,
+    ) -> Result<(InstallRequest, bool)>;
+    /// [`Store::advance_install`] to `Completed`.
     async fn complete_install(
         &self,
         id: uuid::Uuid,
         token: &str,
         at: DateTime<Utc>,
-    ) -> Result<(InstallRequest, bool)>;
+    ) -> Result<(InstallRequest, bool)> {
+        self.advance_install(id, token, InstallState::Completed, at)
+            .await
+    }
 
     // ---------- lifecycle ----------
 
@@ -319,21 +334,36 @@ pub trait Store: Send + Sync + 'static {
     async fn list_deliveries(&self, webhook: Option<&str>, limit: u32) -> Result<Vec<Delivery>>;
 }
 
-/// Token and state check of an install callback, shared by both backends.
-pub(crate) fn check_install_callback(install: &InstallRequest, token: &str) -> Result<()> {
+/// Token and state check of an install callback, shared by both backends:
+/// `Ok(true)` when the install must move to `to`, `Ok(false)` when it is
+/// already there or past it.
+pub(crate) fn check_install_callback(
+    install: &InstallRequest,
+    token: &str,
+    to: InstallState,
+) -> Result<bool> {
+    if !matches!(to, InstallState::Installed | InstallState::Completed) {
+        return Err(StoreError::Conflict(format!(
+            "an installer callback cannot move install {} to {}",
+            install.id,
+            to.as_str()
+        )));
+    }
     if !install.token_matches(token) {
         return Err(StoreError::NotFound {
             what: "install",
             key: install.id.to_string(),
         });
     }
-    if install.state == InstallState::Cancelled {
-        return Err(StoreError::Conflict(format!(
+    match install.state {
+        InstallState::Cancelled => Err(StoreError::Conflict(format!(
             "install {} was cancelled (a newer install or an operator replaced it)",
             install.id
-        )));
+        ))),
+        InstallState::Completed => Ok(false),
+        InstallState::Installed => Ok(to == InstallState::Completed),
+        InstallState::Pending => Ok(true),
     }
-    Ok(())
 }
 
 /// Opens (creating if needed) and migrates the store named by `url`:

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rackboot_core::{
-    AgentSession, Bmc, BootIntent, Delivery, Event, Facts, InstallRequest, InstallTemplate, Lease,
-    MacAddr, Machine, MachineId, Maintenance, NewEvent, Profile, Selector, Transition, Webhook,
-    Workflow, WorkflowId,
+    AgentSession, Bmc, BootIntent, Delivery, Event, Facts, InstallRequest, InstallState,
+    InstallTemplate, Lease, MacAddr, Machine, MachineId, Maintenance, NewEvent, Profile, Selector,
+    Transition, Webhook, Workflow, WorkflowId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
@@ -779,13 +779,14 @@ impl Store for PgStore {
         self.list_pending_installs_impl().await
     }
 
-    async fn complete_install(
+    async fn advance_install(
         &self,
         id: uuid::Uuid,
         token: &str,
+        to: InstallState,
         at: DateTime<Utc>,
     ) -> Result<(InstallRequest, bool)> {
-        self.complete_install_impl(id, token, at).await
+        self.advance_install_impl(id, token, to, at).await
     }
 
     async fn apply_lifecycle(&self, change: &LifecycleChange) -> Result<()> {

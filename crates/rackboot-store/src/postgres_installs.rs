@@ -164,13 +164,14 @@ impl PgStore {
             .collect()
     }
 
-    pub(crate) async fn complete_install_impl(
+    pub(crate) async fn advance_install_impl(
         &self,
         id: uuid::Uuid,
         token: &str,
+        to: InstallState,
         at: DateTime<Utc>,
     ) -> Result<(InstallRequest, bool)> {
-        let ctx = "completing an install";
+        let ctx = "advancing an install";
         let mut tx = self
             .pool()
             .begin()
@@ -188,16 +189,25 @@ impl PgStore {
             });
         };
         let mut install = install_from_row(&row)?;
-        crate::check_install_callback(&install, token)?;
-        if install.state == InstallState::Completed {
+        if !crate::check_install_callback(&install, token, to)? {
             return Ok((install, false));
         }
-        sqlx::query("UPDATE installs SET state = 'completed', completed_at = $2 WHERE id = $1")
+        let completed_at = (to == InstallState::Completed).then_some(crate::truncate_ms(at));
+        sqlx::query("UPDATE installs SET state = $2, completed_at = $3 WHERE id = $1")
             .bind(id)
-            .bind(crate::truncate_ms(at))
+            .bind(to.as_str())
+            .bind(completed_at)
             .execute(&mut *tx)
             .await
             .map_err(backend(ctx))?;
+        let was_pending = install.state == InstallState::Pending;
+        install.state = to;
+        install.completed_at = completed_at.map(|_| crate::truncate_ms(at));
+        if !was_pending {
+            // Installed -> Completed: the machine left the installer already.
+            tx.commit().await.map_err(backend(ctx))?;
+            return Ok((install, true));
+        }
         // The machine's other pending installs (a menu's other entries) are
         // not booted any more: this one installed the machine.
         sqlx::query(
@@ -223,8 +233,6 @@ impl PgStore {
         .await
         .map_err(backend(ctx))?;
         tx.commit().await.map_err(backend(ctx))?;
-        install.state = InstallState::Completed;
-        install.completed_at = Some(crate::truncate_ms(at));
         Ok((install, true))
     }
 }
@@ -254,7 +262,7 @@ pub(crate) async fn set_intent_cancelling_installs(
         });
     }
     sqlx::query(
-        "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state = 'pending'",
+        "UPDATE installs SET state = 'cancelled' WHERE machine_id = $1 AND state IN ('pending', 'installed')",
     )
     .bind(machine)
     .execute(&mut *tx)

@@ -1063,6 +1063,98 @@ async fn install_lifecycle(store: Arc<dyn Store>) {
 
 /// An install menu: several pending installs behind one menu intent; the
 /// first callback completes its install, cancels the others and sets local disk.
+/// The two-step end: the installer's "installed" moves the machine to its
+/// disk and leaves the install `installed` (not pending: its files are gone)
+/// until the installed system's first-boot report completes it.
+async fn install_installed_then_completed(store: Arc<dyn Store>) {
+    let m = machine("inst-2", &["52:54:00:00:0c:02"]);
+    store.create_machine(&m).await.unwrap();
+    let i = install(&m, "debian-12-amd64", "tok-two", 30);
+    // And a second pending install of the same machine (as a menu has).
+    let other = install(&m, "debian-12-amd64", "tok-other", 31);
+    store
+        .replace_installs(
+            m.id,
+            &[i.clone(), other.clone()],
+            &BootIntent::Install {
+                id: i.id,
+                os: i.os.clone(),
+            },
+            t(31),
+        )
+        .await
+        .unwrap();
+    for bad in [InstallState::Pending, InstallState::Cancelled] {
+        assert!(matches!(
+            store.advance_install(i.id, "tok-two", bad, t(32)).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert_not_found(
+        store
+            .advance_install(i.id, "tok-other", InstallState::Installed, t(32))
+            .await,
+        "install",
+        &i.id.to_string(),
+    );
+    let (installed, changed) = store
+        .advance_install(i.id, "tok-two", InstallState::Installed, t(33))
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(installed.state, InstallState::Installed);
+    assert_eq!(installed.completed_at, None);
+    assert_eq!(
+        store.get_machine(m.id).await.unwrap().intent,
+        BootIntent::LocalDisk
+    );
+    assert!(store.list_pending_installs().await.unwrap().is_empty());
+    assert_eq!(
+        store.get_install(other.id).await.unwrap().state,
+        InstallState::Cancelled
+    );
+    // A repeated "installed" changes nothing.
+    let (_, changed) = store
+        .advance_install(i.id, "tok-two", InstallState::Installed, t(34))
+        .await
+        .unwrap();
+    assert!(!changed);
+    // The first boot completes it.
+    let (done, changed) = store
+        .complete_install(i.id, "tok-two", t(40))
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(done.state, InstallState::Completed);
+    assert_eq!(done.completed_at, Some(truncate_ms(t(40))));
+    let stored = store.get_install(i.id).await.unwrap();
+    assert_eq!(stored.state, InstallState::Completed);
+    assert_eq!(stored.completed_at, Some(truncate_ms(t(40))));
+    // "installed" after completion and a repeated completion change nothing.
+    for to in [InstallState::Installed, InstallState::Completed] {
+        let (again, changed) = store
+            .advance_install(i.id, "tok-two", to, t(50))
+            .await
+            .unwrap();
+        assert!(!changed);
+        assert_eq!(again.state, InstallState::Completed);
+    }
+
+    // A new intent drops an install still waiting for its first boot.
+    let j = install(&m, "debian-12-amd64", "tok-three", 60);
+    store.create_install(&j).await.unwrap();
+    store
+        .advance_install(j.id, "tok-three", InstallState::Installed, t(61))
+        .await
+        .unwrap();
+    let k = install(&m, "debian-12-amd64", "tok-four", 62);
+    store.create_install(&k).await.unwrap();
+    assert_eq!(
+        store.get_install(j.id).await.unwrap().state,
+        InstallState::Cancelled
+    );
+}
+
 async fn install_menu_lifecycle(store: Arc<dyn Store>) {
     let m = machine("menu-1", &["52:54:00:00:0c:02"]);
     store.create_machine(&m).await.unwrap();
@@ -2096,6 +2188,7 @@ macro_rules! backend_suite {
                 machine_bmc_keeps_sealed_password,
                 templates_crud,
                 install_lifecycle,
+                install_installed_then_completed,
                 install_menu_lifecycle,
                 lifecycle_compare_and_set,
                 lifecycle_intent_cancels_installs,

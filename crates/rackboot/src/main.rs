@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod deploy_cli;
 mod install_cli;
+mod install_wiring;
 mod lab;
 mod power_cli;
 mod serve;

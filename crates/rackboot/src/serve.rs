@@ -1,7 +1,7 @@
 //! `rackboot serve`: wires the store, event log, inventory and every service
 //! into one process, and shuts them down together.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// Server address on the provisioning network. [default: the interface's first IPv4]
     #[arg(long, value_name = "IPV4")]
     pub server_ip: Option<Ipv4Addr>,
+    /// Server IPv6 address on the provisioning network. [default: the interface's
+    /// first global IPv6]
+    #[arg(long, value_name = "IPV6")]
+    pub server_ip6: Option<Ipv6Addr>,
+    /// DHCPv6 (with router advertisements) handing out this pool on the
+    /// interface's IPv6 prefix, e.g. 2001:db8:77::100-2001:db8:77::1ff.
+    /// [default: no DHCPv6]
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub dhcp6_range: Option<String>,
 }
 
 /// Builds the effective config: file (or defaults), then flags.
@@ -93,6 +102,9 @@ pub fn effective_config(args: &ServeArgs) -> Result<Config> {
     if let Some(ip) = args.server_ip {
         config.server_ip = Some(ip);
     }
+    if let Some(ip) = args.server_ip6 {
+        config.server_ip6 = Some(ip);
+    }
     if let Some(root) = &args.tftp_root {
         config.tftp.root = Some(root.clone());
     }
@@ -112,7 +124,31 @@ pub fn effective_config(args: &ServeArgs) -> Result<Config> {
             args.proxy_dhcp,
         )?);
     }
+    if let Some(range) = &args.dhcp6_range {
+        let iface = config
+            .interface
+            .clone()
+            .context("--dhcp6-range needs --interface (or `interface` in the config)")?;
+        let server_ip6 = config.resolve_server_ip6()?.with_context(|| {
+            format!("--dhcp6-range: {iface} has no global IPv6 address (or pass --server-ip6)")
+        })?;
+        config.dhcp6 = Some(crate::adhoc::quick_dhcp6(&iface, server_ip6, range)?);
+    }
     Ok(config)
+}
+
+/// A UDP or TCP socket bound to an IPv6 address with IPV6_V6ONLY, so it sits
+/// beside an IPv4 listener on the same port.
+fn bind_v6only(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, kind, None)?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    if kind == socket2::Type::STREAM {
+        socket.listen(1024)?;
+    }
+    Ok(socket)
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
@@ -246,7 +282,11 @@ impl Server {
         mut lock: StateLock,
         shutdown: CancellationToken,
     ) -> Result<Server> {
-        let Checked { config, server_ip } = checked;
+        let Checked {
+            config,
+            server_ip,
+            server_ip6,
+        } = checked;
         let admin_token = ensure_admin_token(&config.state_dir)?;
         let store = rackboot_store::open(&config.store_url()).await?;
 
@@ -299,6 +339,41 @@ impl Server {
             Toggle::Off => None,
         };
         let tftp_addr = tftp_socket.as_ref().map(|s| s.local_addr()).transpose()?;
+        // IPv6 companions of the HTTP and TFTP listeners (see `Listen::http6`).
+        let http6_listener = match config.listen.http6 {
+            Some(Toggle::On(addr)) => Some(
+                bind_v6only(addr, socket2::Type::STREAM)
+                    .and_then(|s| tokio::net::TcpListener::from_std(s.into()))
+                    .with_context(|| format!("binding HTTP on {addr}"))?,
+            ),
+            _ => None,
+        };
+        let http6_addr = http6_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        let tftp6_socket = match config.listen.tftp6 {
+            Some(Toggle::On(addr)) => Some(
+                bind_v6only(addr, socket2::Type::DGRAM)
+                    .and_then(|s| tokio::net::UdpSocket::from_std(s.into()))
+                    .with_context(|| format!("binding TFTP on {addr}"))?,
+            ),
+            _ => None,
+        };
+        let tftp6_addr = tftp6_socket.as_ref().map(|s| s.local_addr()).transpose()?;
+        let dhcp6_sockets = match &config.dhcp6 {
+            Some(dhcp6) => {
+                let iface = config
+                    .interface
+                    .clone()
+                    .context("the [dhcp6] section needs `interface`")?;
+                Some(
+                    rackboot_dhcp6::Dhcp6Sockets::bind(&iface, dhcp6.router_advertisements.enabled)
+                        .with_context(|| format!("binding DHCPv6 on {iface}"))?,
+                )
+            }
+            None => None,
+        };
         let dhcp_sockets = match &config.dhcp {
             Some(dhcp) => {
                 let iface = config
@@ -319,6 +394,8 @@ impl Server {
         let mut addresses = Vec::new();
         addresses.extend(http_addr.map(|a| ("http", a)));
         addresses.extend(tftp_addr.map(|a| ("tftp", a)));
+        addresses.extend(http6_addr.map(|a| ("http6", a)));
+        addresses.extend(tftp6_addr.map(|a| ("tftp6", a)));
         lock.record(&addresses)?;
 
         // Directories, ports and loader paths were resolved by the preflight.
@@ -327,6 +404,7 @@ impl Server {
             // Port 0 in tests: the port actually bound.
             boot_config.http_port = addr.port();
         }
+        boot_config.served_subnets = crate::install_wiring::served_subnets(config.dhcp.as_ref());
         // One key seals BMC passwords and install secrets (Windows passwords).
         let secret_key = Arc::new(crate::config::secret_key(&config.state_dir)?);
         // Filled by the DHCP server; agent tokens are bound to these addresses.
@@ -353,6 +431,7 @@ impl Server {
             key: secret_key.clone(),
             states: rackboot_power::PowerStateMap::new(),
         };
+        boot.set_power_controller(power_api.controller.clone());
         if config.power.sync_interval_secs > 0 {
             // Outside `tasks`: it has no sockets and ends with the shutdown token.
             let source = Arc::new(rackboot_api::power::InventoryPowerSource {
@@ -370,10 +449,12 @@ impl Server {
         }
 
         // The base URL machines (and their agents) reach boot HTTP at.
-        let boot_base_url = match (&boot_config.public_url, server_ip) {
-            (Some(url), _) => url.trim_end_matches('/').to_string(),
-            (None, Some(ip)) => format!("http://{ip}:{}", boot_config.http_port),
-            (None, None) => format!("http://127.0.0.1:{}", boot_config.http_port),
+        let boot_base_url = match (&boot_config.public_url, server_ip, server_ip6) {
+            (Some(url), _, _) => url.trim_end_matches('/').to_string(),
+            (None, Some(ip), _) => format!("http://{ip}:{}", boot_config.http_port),
+            // An IPv6-only network.
+            (None, None, Some(ip6)) => format!("http://[{ip6}]:{}", boot_config.http_port),
+            (None, None, None) => format!("http://127.0.0.1:{}", boot_config.http_port),
         };
         let images_dir = boot_config.images_dir.clone();
         let engine_config = rackboot_engine::EngineConfig {
@@ -435,7 +516,7 @@ impl Server {
             api_state.shutdown = shutdown.clone();
             api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
             api_state.status = Arc::new(rackboot_api::StatusInfo {
-                services: service_infos(&config, http_addr, tftp_addr),
+                services: service_infos(&config, [http_addr, http6_addr], [tftp_addr, tftp6_addr]),
                 state_dir: Some(
                     std::fs::canonicalize(&config.state_dir)
                         .unwrap_or_else(|_| config.state_dir.clone())
@@ -453,6 +534,18 @@ impl Server {
             let app = rackboot_boot::router(boot.clone())
                 .merge(agent)
                 .merge(rackboot_api::router(api_state));
+            if let Some(listener6) = http6_listener {
+                let (app, stop) = (app.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    axum::serve(
+                        listener6,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+                    .context("HTTP server (IPv6)")
+                });
+            }
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 axum::serve(
@@ -466,15 +559,39 @@ impl Server {
             services.push("http");
         }
 
-        if let Some(socket) = tftp_socket {
-            let tftp_config = tftp_config_with_loaders(&config.tftp, &boot_config, &os_dir);
+        let tftp_config = tftp_config_with_loaders(&config.tftp, &boot_config, &os_dir);
+        for (socket, what) in [
+            (tftp_socket, "TFTP server"),
+            (tftp6_socket, "TFTP server (IPv6)"),
+        ] {
+            let Some(socket) = socket else { continue };
             let (content, hub, stop) = (boot.clone(), events.clone(), shutdown.clone());
+            let tftp_config = tftp_config.clone();
             tasks.spawn(async move {
                 rackboot_tftp::run(socket, tftp_config, content, hub, stop)
                     .await
-                    .context("TFTP server")
+                    .context(what)
             });
-            services.push("tftp");
+            if !services.contains(&"tftp") {
+                services.push("tftp");
+            }
+        }
+
+        if let (Some(sockets), Some(dhcp6)) = (dhcp6_sockets, config.dhcp6.clone()) {
+            let state = rackboot_dhcp6::Dhcp6State {
+                config: dhcp6,
+                store: store.clone(),
+                events: events.clone(),
+                boot: boot.clone(),
+                counters: Arc::new(rackboot_dhcp6::Dhcp6Counters::default()),
+            };
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                rackboot_dhcp6::run(sockets, state, stop)
+                    .await
+                    .context("DHCPv6 server")
+            });
+            services.push("dhcp6");
         }
 
         if let (Some(sockets), Some(dhcp)) = (dhcp_sockets, config.dhcp.clone()) {
@@ -507,11 +624,15 @@ impl Server {
                 "services": services,
                 "http": http_addr.map(|a| a.to_string()),
                 "tftp": tftp_addr.map(|a| a.to_string()),
+                "http6": http6_addr.map(|a| a.to_string()),
+                "tftp6": tftp6_addr.map(|a| a.to_string()),
             })),
         );
         tracing::info!(
             http = %shown(http_addr),
             tftp = %shown(tftp_addr),
+            http6 = %shown(http6_addr),
+            tftp6 = %shown(tftp6_addr),
             services = %services.join(","),
             state_dir = %config.state_dir.display(),
             "rackboot serving"
@@ -600,17 +721,35 @@ const OS_TFTP_DIR: &str = "os";
 
 fn service_infos(
     config: &Config,
-    http: Option<SocketAddr>,
-    tftp: Option<SocketAddr>,
+    http: [Option<SocketAddr>; 2],
+    tftp: [Option<SocketAddr>; 2],
 ) -> Vec<rackboot_api::ServiceInfo> {
     let info = |name: &str, detail: Option<String>| rackboot_api::ServiceInfo {
         name: name.into(),
         enabled: detail.is_some(),
         detail,
     };
+    let listening = |addrs: [Option<SocketAddr>; 2]| {
+        let shown: Vec<String> = addrs.iter().flatten().map(|a| a.to_string()).collect();
+        (!shown.is_empty()).then(|| format!("listening on {}", shown.join(" and ")))
+    };
     vec![
-        info("http", http.map(|a| format!("listening on {a}"))),
-        info("tftp", tftp.map(|a| format!("listening on {a}"))),
+        info("http", listening(http)),
+        info("tftp", listening(tftp)),
+        info(
+            "dhcp6",
+            config.dhcp6.as_ref().map(|d| {
+                format!(
+                    "on {}{}",
+                    config.interface.as_deref().unwrap_or("?"),
+                    if d.router_advertisements.enabled {
+                        ", with router advertisements"
+                    } else {
+                        ""
+                    }
+                )
+            }),
+        ),
         info(
             "dhcp",
             config.dhcp.as_ref().map(|d| {

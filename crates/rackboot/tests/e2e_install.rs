@@ -1,13 +1,17 @@
 //! End to end with a real installer: Debian's netboot tree (package
 //! debian-installer-12-netboot-amd64) is imported into rackboot's OS catalog;
 //! a lab machine set to install debian-12 network-boots through rackboot into
-//! the Debian installer, which fetches its rendered preseed and runs its early
-//! command, which calls rackboot back (proof that the installer parsed the
-//! file; no package mirror is needed for that). The completion callback that
-//! the preseed's late_command would make after a real install is then made by
-//! the test with the URL from the rendered file, and the machine's next boot
-//! is told to use its disk. Needs root and the packages scripts/install-deps
-//! installs.
+//! the Debian installer, on the lab network as `rackboot serve --dhcp-range`
+//! sets it up (no router, no DNS server) and with no hand-written kernel
+//! argument: rackboot tells d-i what the network lacks, so netcfg does not
+//! stop to ask, and the installer fetches its rendered preseed and runs its
+//! early command, which calls rackboot back (no package mirror is needed for
+//! that). The installer's last two calls, "installed" (its late_command) and
+//! the installed system's first-boot report, are then made by the test with
+//! the URLs from the rendered file, and the machine's next boot is told to
+//! use its disk. A whole install from a local mirror runs in
+//! tests/e2e_install_full.rs (scripts/test-long). Needs root and the
+//! packages scripts/install-deps installs.
 
 mod common;
 
@@ -48,20 +52,44 @@ async fn wait_for_event(rack: &Rack, machine: &str, kind: &str, timeout: Duratio
     }
 }
 
-/// The completion URL in the rendered preseed (its late_command calls it).
-fn callback_url(rendered: &str) -> String {
-    let done = rendered
-        .find("/done/")
-        .unwrap_or_else(|| panic!("no callback URL in the rendered preseed:\n{rendered}"));
-    let start = rendered[..done]
+/// The first callback URL with `/kind/` in the rendered preseed: `installed`
+/// (its late_command calls it) or `done` (the installed system's first-boot
+/// unit does; the preseed names it in a comment).
+fn callback_url(rendered: &str, kind: &str) -> String {
+    let marker = format!("/{kind}/");
+    let at = rendered
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {kind} URL in the rendered preseed:\n{rendered}"));
+    let start = rendered[..at]
         .rfind("http://")
         .expect("the callback is an http URL");
-    let token_len = rendered[done + "/done/".len()..]
+    let token_len = rendered[at + marker.len()..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric())
         .count();
-    rendered[start..done + "/done/".len() + token_len].to_string()
+    rendered[start..at + marker.len() + token_len].to_string()
 }
+
+fn curl(rack: &Rack, method: &str, url: &str) -> String {
+    let out = rack
+        .lab
+        .netns()
+        .command("curl")
+        .args(["-sS", "-X", method, "-w", " %{http_code}", url])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
+/// What the server tells d-i about the lab network (no router, no DNS).
+const NETWORK_ARGS: [&str; 2] = [
+    "netcfg/no_default_route=true",
+    "netcfg/get_nameservers=127.0.0.1",
+];
 
 #[tokio::test]
 async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk() {
@@ -101,6 +129,8 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
         ])
         .unwrap_err();
     assert!(bad.contains("hostname"), "{bad}");
+    // No kernel argument but the console: rackboot knows its own DHCP
+    // offers no router and no DNS server, and says so.
     rack.cli(&[
         "install",
         &name,
@@ -110,12 +140,6 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
         &keys,
         "--kernel-arg",
         "console=ttyS0,115200n8",
-        // The lab network has no router and no DNS; d-i would ask about both
-        // before reading its file.
-        "--kernel-arg",
-        "netcfg/no_default_route=true",
-        "--kernel-arg",
-        "netcfg/get_nameservers=10.77.0.1",
     ]);
     let preview = rack.cli(&["render", &name]);
     assert!(
@@ -126,57 +150,74 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
         preview.contains("d-i preseed/late_command"),
         "the preseed should end with its late command:\n{preview}"
     );
-    let callback = callback_url(&preview);
-    assert!(
-        callback.starts_with("http://10.77.0.1:8080/install/") && !callback.contains(' '),
-        "{callback}"
-    );
+    let script = curl(&rack, "GET", &format!("{}/boot/ipxe/{mac}", common::API));
+    for arg in NETWORK_ARGS {
+        assert!(script.contains(arg), "{arg} missing from\n{script}");
+    }
 
     rack.lab.start_machine(0).unwrap();
     wait_for_event(&rack, &name, "install_file_served", INSTALLER_TIMEOUT).await;
     let timeline = wait_for_event(&rack, &name, "install_started", Duration::from_secs(180)).await;
     assert!(timeline.contains("install_requested"), "{timeline}");
+    // The file as the machine got it: the lab network's facts reached it too.
+    let preseed_url = format!(
+        "{}/install/{}/preseed.cfg",
+        common::API,
+        install_id(&rack, &name)
+    );
+    let served = curl(&rack, "GET", &preseed_url);
+    assert!(
+        served.contains("d-i clock-setup/ntp boolean false") && served.ends_with("200"),
+        "{served}"
+    );
     rack.lab.stop_machine(0).unwrap();
+    let installed = callback_url(&served, "installed");
+    let done = callback_url(&served, "done");
+    assert!(
+        installed.starts_with("http://10.77.0.1:8080/install/") && !installed.contains(' '),
+        "{installed}"
+    );
 
     // What the preseed's late_command does at the end of a real install.
-    let curl = |method: &str, url: &str| {
-        let out = rack
-            .lab
-            .netns()
-            .command("curl")
-            .args(["-sS", "-X", method, "-w", " %{http_code}", url])
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        )
-    };
-    let first = curl("POST", &callback);
+    let first = curl(&rack, "POST", &installed);
     assert!(
-        first.contains("completed") && first.ends_with("200"),
+        first.contains("installed; the machine boots its disk now") && first.ends_with("200"),
         "{first}"
     );
-    let again = curl("POST", &callback);
+    let again = curl(&rack, "POST", &installed);
     assert!(
-        again.contains("already completed") && again.ends_with("200"),
+        again.contains("already installed") && again.ends_with("200"),
         "{again}"
     );
-    let wrong = curl("POST", &format!("{}x", callback));
+    let gone = curl(&rack, "GET", &preseed_url);
+    assert!(
+        gone.ends_with("410"),
+        "an installed install's file must be gone: {gone}"
+    );
+    let shown = rack.cli(&["machine", "show", &name]);
+    assert!(shown.contains("local-disk"), "{shown}");
+    let installs = rack.cli(&["installs", "--machine", &name]);
+    assert!(
+        installs.contains("installed") && !installs.contains("completed"),
+        "not completed before the installed system reports:\n{installs}"
+    );
+
+    // What the installed system's first-boot unit does.
+    let wrong = curl(&rack, "POST", &format!("{}x", done));
     assert!(
         wrong.ends_with("404"),
         "a wrong token must not complete anything: {wrong}"
     );
-    let file_url = callback.split("/done/").next().unwrap().to_string() + "/preseed.cfg";
-    let gone = curl("GET", &file_url);
+    let first = curl(&rack, "POST", &done);
     assert!(
-        gone.ends_with("410"),
-        "a completed install's file must be gone: {gone}"
+        first.contains("completed") && first.ends_with("200"),
+        "{first}"
     );
-
-    let shown = rack.cli(&["machine", "show", &name]);
-    assert!(shown.contains("local-disk"), "{shown}");
+    let again = curl(&rack, "POST", &done);
+    assert!(
+        again.contains("already completed") && again.ends_with("200"),
+        "{again}"
+    );
     let installs = rack.cli(&["installs", "--machine", &name]);
     assert!(installs.contains("completed"), "{installs}");
 
@@ -199,7 +240,21 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let timeline = rack.cli(&["timeline", &name]);
-    assert!(timeline.contains("install_completed"), "{timeline}");
+    for kind in ["finished on", "machine_booted", "install_completed"] {
+        assert!(timeline.contains(kind), "{kind} missing:\n{timeline}");
+    }
+}
+
+/// The id of the machine's newest install.
+fn install_id(rack: &Rack, name: &str) -> String {
+    let installs: serde_json::Value =
+        serde_json::from_str(&rack.cli(&["installs", "--machine", name, "-o", "json"])).unwrap();
+    installs
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|i| i["id"].as_str())
+        .expect("an install")
+        .to_string()
 }
 
 /// The seeds' workflow, made safe: a pxelinux menu of installable OSes. The
@@ -240,10 +295,6 @@ async fn pxelinux_install_menu_boots_the_installer_over_tftp() {
         &keys,
         "--kernel-arg",
         "console=ttyS0,115200n8",
-        "--kernel-arg",
-        "netcfg/no_default_route=true",
-        "--kernel-arg",
-        "netcfg/get_nameservers=10.77.0.1",
     ]);
     assert!(set.contains("gets a boot menu"), "{set}");
     let installs: serde_json::Value =
@@ -275,26 +326,23 @@ async fn pxelinux_install_menu_boots_the_installer_over_tftp() {
     }
     rack.lab.stop_machine(0).unwrap();
 
-    // The preseed served for the entry carries its own callback.
-    let file = rack
-        .lab
-        .netns()
-        .command("curl")
-        .args([
-            "-sS",
-            &format!("http://10.77.0.1:8080/install/{id}/preseed.cfg"),
-        ])
-        .output()
-        .unwrap();
-    let callback = callback_url(&String::from_utf8_lossy(&file.stdout));
-    let done = rack
-        .lab
-        .netns()
-        .command("curl")
-        .args(["-sS", "-X", "POST", "-w", " %{http_code}", &callback])
-        .output()
-        .unwrap();
-    let done = String::from_utf8_lossy(&done.stdout).into_owned();
+    // The pxelinux config tells d-i what the network lacks, as iPXE does.
+    let config = curl(
+        &rack,
+        "GET",
+        &format!("{}/boot/pxelinux/{mac}", common::API),
+    );
+    for arg in NETWORK_ARGS {
+        assert!(config.contains(arg), "{arg} missing from\n{config}");
+    }
+    // The preseed served for the entry carries its own callbacks.
+    let file = curl(
+        &rack,
+        "GET",
+        &format!("http://10.77.0.1:8080/install/{id}/preseed.cfg"),
+    );
+    let installed = callback_url(&file, "installed");
+    let done = curl(&rack, "POST", &installed);
     assert!(done.ends_with("200"), "{done}");
     let shown = rack.cli(&["machine", "show", &name]);
     assert!(

@@ -213,30 +213,48 @@ impl Store for MemStore {
             .cloned()
             .collect())
     }
-    async fn complete_install(
+    async fn advance_install(
         &self,
         id: uuid::Uuid,
         token: &str,
+        to: InstallState,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(InstallRequest, bool)> {
         let mut install = self.get_install(id).await?;
         if install.token != token {
             return Err(not_found("install", id));
         }
-        if install.state == InstallState::Completed {
+        let forward = match (install.state, to) {
+            (InstallState::Completed, _) | (InstallState::Installed, InstallState::Installed) => {
+                false
+            }
+            (InstallState::Cancelled, _) => {
+                return Err(rackboot_store::StoreError::Conflict(format!(
+                    "install {id} was cancelled"
+                )));
+            }
+            _ => true,
+        };
+        if !forward {
             return Ok((install, false));
         }
-        install.state = InstallState::Completed;
-        install.completed_at = Some(at);
+        let was_pending = install.state == InstallState::Pending;
+        install.state = to;
+        if to == InstallState::Completed {
+            install.completed_at = Some(at);
+        }
         for i in self.installs.lock().unwrap().iter_mut() {
             if i.id == id {
                 *i = install.clone();
-            } else if i.machine == install.machine && i.state == InstallState::Pending {
+            } else if was_pending
+                && i.machine == install.machine
+                && i.state == InstallState::Pending
+            {
                 i.state = InstallState::Cancelled;
             }
         }
         let mut machine = self.get_machine(install.machine).await?;
-        if machine.intent.install_ids().contains(&id) {
+        if was_pending && machine.intent.install_ids().contains(&id) {
             machine.intent = BootIntent::LocalDisk;
             self.update_machine(&machine).await?;
         }

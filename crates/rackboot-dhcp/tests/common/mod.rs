@@ -308,10 +308,11 @@ impl Store for MemStore {
     ) -> rackboot_store::Result<Vec<rackboot_core::InstallRequest>> {
         Ok(vec![])
     }
-    async fn complete_install(
+    async fn advance_install(
         &self,
         _: uuid::Uuid,
         _: &str,
+        _: rackboot_core::InstallState,
         _: chrono::DateTime<chrono::Utc>,
     ) -> rackboot_store::Result<(rackboot_core::InstallRequest, bool)> {
         Err(unsupported("install"))

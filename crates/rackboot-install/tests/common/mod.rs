@@ -4,8 +4,8 @@
 
 use rackboot_core::OsFamily;
 use rackboot_install::{
-    BondConfig, BondMode, DiskSelector, InstallVars, Ipv4Config, NicConfig, PartitionLayout,
-    RenderSecrets, Repository, VlanConfig, WindowsVars,
+    BondConfig, BondMode, DiskSelector, InstallVars, InstallerNetwork, Ipv4Config, NicConfig,
+    PartitionLayout, RenderSecrets, Repository, VlanConfig, WindowsVars,
 };
 
 pub const HASH: &str = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
@@ -100,6 +100,8 @@ pub fn base(family: OsFamily) -> InstallVars {
         },
         callback_url: "http://10.1.0.1:8080/api/v1/install/done/3q2-7Yt_token".into(),
         started_url: None,
+        installed_url: None,
+        installer_network: None,
         windows: windows.then(WindowsVars::default),
     }
 }
@@ -184,6 +186,17 @@ pub fn machines(family: OsFamily) -> Vec<(&'static str, InstallVars)> {
             mtu: None,
         });
         out.push(("bond-vlan", v));
+    }
+
+    if family != OsFamily::Windows {
+        // rackboot's own isolated provisioning network (no router, DNS or
+        // NTP), and the two-step end: "installed" from the installer, the
+        // completion from the installed system's first boot.
+        let mut v = base(family);
+        v.installed_url =
+            Some("http://10.1.0.1:8080/api/v1/install/installed/3q2-7Yt_token".into());
+        v.installer_network = Some(InstallerNetwork::default());
+        out.push(("isolated", v));
     }
 
     if family != OsFamily::Windows {
