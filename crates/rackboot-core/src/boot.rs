@@ -119,4 +119,17 @@ pub enum GeneratedFile {
 pub trait TftpContent: Send + Sync + 'static {
     /// `path` is normalised (no leading '/', no `..`); `client` is the requester's address.
     fn generate(&self, path: &str, client: Ipv4Addr) -> GeneratedFile;
+
+    /// As [`TftpContent::generate`] for a client of either family (the TFTP
+    /// server calls this one). The default answers IPv6 clients as if the
+    /// address were unknown (`0.0.0.0`); implementors that put the server's
+    /// address into generated files override it.
+    fn generate_for(&self, path: &str, client: std::net::IpAddr) -> GeneratedFile {
+        match client {
+            std::net::IpAddr::V4(v4) => self.generate(path, v4),
+            std::net::IpAddr::V6(v6) => {
+                self.generate(path, v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED))
+            }
+        }
+    }
 }

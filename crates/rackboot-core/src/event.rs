@@ -389,7 +389,7 @@ mod tests {
 /// event stream in order by the persist task.
 #[derive(Debug, Default)]
 pub struct ClientAttribution {
-    mac_by_ip: std::collections::HashMap<std::net::Ipv4Addr, MacAddr>,
+    mac_by_ip: std::collections::HashMap<std::net::IpAddr, MacAddr>,
 }
 
 impl ClientAttribution {
@@ -403,14 +403,27 @@ impl ClientAttribution {
                 .data
                 .get(key)
                 .and_then(|v| v.as_str())
-                .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+                .and_then(|s| s.parse::<std::net::IpAddr>().ok())
         };
         match (event.kind, event.mac) {
             (
                 EventKind::LeaseAcked | EventKind::DhcpInform | EventKind::ProxyDhcpReply,
                 Some(mac),
             ) => {
-                if let Some(ip) = ip_field("ip").or_else(|| ip_field("client_ip")) {
+                // DHCPv4 names one address ("ip"); DHCPv6 lists its IA addresses ("ipv6").
+                let v6 = event
+                    .data
+                    .get("ipv6")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str()?.parse::<std::net::IpAddr>().ok());
+                let ips: Vec<std::net::IpAddr> = ip_field("ip")
+                    .or_else(|| ip_field("client_ip"))
+                    .into_iter()
+                    .chain(v6)
+                    .collect();
+                for ip in ips {
                     if self.mac_by_ip.len() >= Self::MAX {
                         self.mac_by_ip.clear();
                     }
@@ -445,6 +458,26 @@ mod attribution_tests {
         assert_eq!(sent.mac, Some(mac));
         let mut other = NewEvent::new(EventKind::TftpSent, "sent")
             .data(serde_json::json!({"client_ip": "10.77.0.200"}));
+        attr.observe(&mut other);
+        assert_eq!(other.mac, None);
+    }
+
+    #[test]
+    fn ipv6_lease_addresses_attribute_later_events() {
+        let mac: MacAddr = "52:54:00:00:00:02".parse().unwrap();
+        let mut attr = ClientAttribution::default();
+        let mut ack = NewEvent::new(EventKind::LeaseAcked, "ack")
+            .mac(mac)
+            .data(serde_json::json!({"ipv6": ["2001:db8:77::105", "2001:db8:77::106"]}));
+        attr.observe(&mut ack);
+        for ip in ["2001:db8:77::105", "2001:db8:77::106"] {
+            let mut sent = NewEvent::new(EventKind::AssetServed, "sent")
+                .data(serde_json::json!({"client_ip": ip}));
+            attr.observe(&mut sent);
+            assert_eq!(sent.mac, Some(mac), "{ip}");
+        }
+        let mut other = NewEvent::new(EventKind::TftpSent, "sent")
+            .data(serde_json::json!({"client_ip": "2001:db8:77::107"}));
         attr.observe(&mut other);
         assert_eq!(other.mac, None);
     }

@@ -51,6 +51,15 @@ pub const OVMF_START_PXE: &str = ">>Start PXE over IPv4.";
 /// OVMF after every boot option failed: it starts the setup UI (boot manager menu).
 pub const OVMF_FALLBACK_UI: &str = "BdsDxe: loading Boot0000 \"UiApp\"";
 
+/// OVMF fw_cfg knobs (OvmfPkg's PXE PCDs, read at boot): `string=n` removes the IPv4 or
+/// IPv6 PXE boot options, as a server's setup screen can. HTTP boot has no knob in this
+/// OVMF; its options ("UEFI HTTPv4", "UEFI HTTPv6") come after the PXE ones, so with both
+/// PXE knobs off the machine boots by HTTP only.
+pub const OVMF_IPV4_PXE_KNOB: &str = "opt/org.tianocore/IPv4PXESupport";
+pub const OVMF_IPV6_PXE_KNOB: &str = "opt/org.tianocore/IPv6PXESupport";
+/// OVMF starting its native PXE client over IPv6.
+pub const OVMF_START_PXE6: &str = ">>Start PXE over IPv6.";
+
 /// The newest iPXE/OVMF files are where Debian installs them; returned as paths for callers that
 /// copy them into a TFTP root.
 pub fn ipxe_binaries() -> [PathBuf; 3] {

@@ -1,7 +1,7 @@
 //! The virtual rack: one namespace, one bridge, N machines, and the server under test.
 
 use std::ffi::OsStr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,6 +18,10 @@ use crate::{LabError, Result, io_err};
 
 pub const DEFAULT_BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const DEFAULT_PREFIX_LEN: u8 = 24;
+/// The bridge's IPv6 address in labs with IPv6 (a documentation prefix: it
+/// exists only inside the lab's namespace).
+pub const DEFAULT_BRIDGE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 1);
+pub const DEFAULT_PREFIX_LEN6: u8 = 64;
 
 /// The MAC of lab machine `index` (0-based): 52:54:00:00:00:01, :02, ...
 pub fn lab_mac(index: usize) -> [u8; 6] {
@@ -103,6 +107,30 @@ impl MachineSpec {
         self.no_reboot = true;
         self
     }
+
+    /// Passes a firmware setting through QEMU's fw_cfg (`-fw_cfg name=NAME,string=VALUE`),
+    /// e.g. OVMF's network boot knobs in [`crate::firmware`].
+    pub fn with_fw_cfg(mut self, name: &str, value: &str) -> MachineSpec {
+        self.extra_args.push("-fw_cfg".into());
+        self.extra_args
+            .push(format!("name={name},string={}", value.replace(',', ",,")));
+        self
+    }
+
+    /// OVMF whose first network boot option is PXE over IPv6: IPv4 PXE is
+    /// switched off in the firmware (as a server's setup screen can), so it
+    /// does not wait out DHCPv4 on an IPv6-only network.
+    pub fn uefi_ipv6_pxe() -> MachineSpec {
+        MachineSpec::uefi().with_fw_cfg(crate::firmware::OVMF_IPV4_PXE_KNOB, "n")
+    }
+
+    /// OVMF that network-boots by UEFI HTTP boot only: both PXE knobs off,
+    /// so its first network boot option is "UEFI HTTPv4".
+    pub fn uefi_http_boot() -> MachineSpec {
+        MachineSpec::uefi()
+            .with_fw_cfg(crate::firmware::OVMF_IPV4_PXE_KNOB, "n")
+            .with_fw_cfg(crate::firmware::OVMF_IPV6_PXE_KNOB, "n")
+    }
 }
 
 /// What lab to build.
@@ -115,6 +143,11 @@ pub struct LabConfig {
     /// Address of the bridge `br0`, where the server under test listens.
     pub bridge_addr: Ipv4Addr,
     pub prefix_len: u8,
+    /// The bridge has `bridge_addr` (false: an IPv6-only network).
+    pub ipv4: bool,
+    /// The bridge's IPv6 address and prefix length, when the network has IPv6
+    /// (see [`LabConfig::with_ipv6`]).
+    pub bridge_addr6: Option<(Ipv6Addr, u8)>,
     /// If set, the lab records its namespace and processes here (e.g. STATE_DIR/lab.json) so
     /// [`crate::down`] can remove it from another process.
     pub state_file: Option<PathBuf>,
@@ -133,10 +166,26 @@ impl LabConfig {
             netns: unique_name("rbl"),
             bridge_addr: DEFAULT_BRIDGE_ADDR,
             prefix_len: DEFAULT_PREFIX_LEN,
+            ipv4: true,
+            bridge_addr6: None,
             state_file: None,
             machines,
             bmc: None,
         }
+    }
+}
+
+impl LabConfig {
+    /// The bridge also gets [`DEFAULT_BRIDGE_ADDR6`]/64 (dual stack).
+    pub fn with_ipv6(mut self) -> LabConfig {
+        self.bridge_addr6 = Some((DEFAULT_BRIDGE_ADDR6, DEFAULT_PREFIX_LEN6));
+        self
+    }
+
+    /// An IPv6-only network: the bridge has [`DEFAULT_BRIDGE_ADDR6`]/64 and no IPv4.
+    pub fn ipv6_only(mut self) -> LabConfig {
+        self.ipv4 = false;
+        self.with_ipv6()
     }
 }
 
@@ -312,6 +361,8 @@ impl Lab {
             config.prefix_len,
             config.machines.len(),
         );
+        netns_config.ipv4 = config.ipv4;
+        netns_config.bridge_addr6 = config.bridge_addr6;
         if config.bmc == Some(BmcKind::Redfish) {
             // libvirt's session daemon runs QEMU as nobody; it opens the taps unprivileged.
             netns_config.tap_owner = Some(REDFISH_UID);
@@ -493,6 +544,11 @@ impl Lab {
     /// The bridge address: where the server under test serves DHCP/TFTP/HTTP.
     pub fn bridge_addr(&self) -> Ipv4Addr {
         self.netns.bridge_addr()
+    }
+
+    /// The bridge's IPv6 address, in a lab with IPv6.
+    pub fn bridge_addr6(&self) -> Option<Ipv6Addr> {
+        self.netns.bridge_addr6()
     }
 
     pub fn machines(&self) -> &[QemuMachine] {

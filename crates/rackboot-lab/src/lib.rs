@@ -69,7 +69,8 @@ pub use initramfs::{
     marker_init_script, write_newc,
 };
 pub use lab::{
-    DEFAULT_BRIDGE_ADDR, DEFAULT_PREFIX_LEN, Lab, LabBmc, LabConfig, MachineSpec, lab_mac,
+    DEFAULT_BRIDGE_ADDR, DEFAULT_BRIDGE_ADDR6, DEFAULT_PREFIX_LEN, DEFAULT_PREFIX_LEN6, Lab,
+    LabBmc, LabConfig, MachineSpec, lab_mac,
 };
 pub use netns::{Netns, NetnsConfig, unique_name};
 pub use process::LabProcess;

@@ -1,7 +1,7 @@
 //! A private network namespace with a bridge and tap devices, and processes spawned inside it.
 
 use std::ffi::OsStr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,6 +24,11 @@ pub struct NetnsConfig {
     /// The bridge's address: the server under test binds here.
     pub bridge_addr: Ipv4Addr,
     pub prefix_len: u8,
+    /// Give the bridge `bridge_addr` (false: an IPv6-only network, no IPv4 at all).
+    pub ipv4: bool,
+    /// The bridge's IPv6 address and prefix length (added without duplicate
+    /// address detection, so it is usable at once), when the network has IPv6.
+    pub bridge_addr6: Option<(Ipv6Addr, u8)>,
     /// Tap devices to create and attach to the bridge (QEMU opens them by name).
     pub taps: Vec<String>,
     /// User ID that may open the taps without privileges (`ip tuntap add ... user UID`), for
@@ -39,6 +44,8 @@ impl NetnsConfig {
             bridge: "br0".to_string(),
             bridge_addr,
             prefix_len,
+            ipv4: true,
+            bridge_addr6: None,
             taps: (1..=taps).map(|i| format!("tap{i}")).collect(),
             tap_owner: None,
         }
@@ -60,6 +67,8 @@ pub struct Netns {
     bridge: String,
     bridge_addr: Ipv4Addr,
     prefix_len: u8,
+    ipv4: bool,
+    bridge_addr6: Option<(Ipv6Addr, u8)>,
     taps: Vec<String>,
     tap_owner: Option<u32>,
     state: Option<SharedState>,
@@ -103,6 +112,8 @@ impl Netns {
             bridge: config.bridge.clone(),
             bridge_addr: config.bridge_addr,
             prefix_len: config.prefix_len,
+            ipv4: config.ipv4,
+            bridge_addr6: config.bridge_addr6,
             taps: Vec::new(),
             tap_owner: config.tap_owner,
             state,
@@ -121,7 +132,24 @@ impl Netns {
             "0",
         ])?;
         let cidr = format!("{}/{}", config.bridge_addr, config.prefix_len);
-        netns.ip(&["addr", "add", &cidr, "dev", &config.bridge])?;
+        if config.ipv4 {
+            netns.ip(&["addr", "add", &cidr, "dev", &config.bridge])?;
+        }
+        if let Some((addr6, len6)) = config.bridge_addr6 {
+            // Multicast snooping would keep DHCPv6 and RA multicast from ports
+            // until they report membership; a lab link floods, like a dumb switch.
+            netns.ip(&[
+                "link",
+                "set",
+                &config.bridge,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ])?;
+            let cidr6 = format!("{addr6}/{len6}");
+            netns.ip(&["-6", "addr", "add", &cidr6, "dev", &config.bridge, "nodad"])?;
+        }
         netns.ip(&["link", "set", &config.bridge, "up"])?;
         for tap in &config.taps {
             netns.add_tap(tap)?;
@@ -140,6 +168,16 @@ impl Netns {
 
     pub fn bridge_addr(&self) -> Ipv4Addr {
         self.bridge_addr
+    }
+
+    /// Whether the bridge has its IPv4 address (false on an IPv6-only lab network).
+    pub fn has_ipv4(&self) -> bool {
+        self.ipv4
+    }
+
+    /// The bridge's IPv6 address, when the lab network has IPv6.
+    pub fn bridge_addr6(&self) -> Option<Ipv6Addr> {
+        self.bridge_addr6.map(|(a, _)| a)
     }
 
     pub fn prefix_len(&self) -> u8 {

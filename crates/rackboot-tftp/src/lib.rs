@@ -24,7 +24,7 @@ mod transfer;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,8 +53,6 @@ pub enum TftpError {
         #[source]
         source: io::Error,
     },
-    #[error("TFTP socket must be IPv4, got {0}")]
-    NotIpv4(SocketAddr),
     #[error("TFTP socket: {0}")]
     Socket(#[source] io::Error),
     #[error("cannot start TFTP transfer threads: {0}")]
@@ -71,24 +69,24 @@ struct Shared {
     events: EventHub,
     shutdown: CancellationToken,
     /// Local address of the listener, used when a datagram carries no pktinfo.
-    listen_ip: Ipv4Addr,
+    listen_ip: IpAddr,
     active: Mutex<Active>,
 }
 
 #[derive(Default)]
 struct Active {
     total: usize,
-    per_client: HashMap<Ipv4Addr, usize>,
+    per_client: HashMap<IpAddr, usize>,
 }
 
 /// Counts one running transfer; dropping it releases the slot.
 struct Slot {
     shared: Arc<Shared>,
-    client: Ipv4Addr,
+    client: IpAddr,
 }
 
 impl Shared {
-    fn try_acquire(self: &Arc<Self>, client: Ipv4Addr) -> Result<Slot, &'static str> {
+    fn try_acquire(self: &Arc<Self>, client: IpAddr) -> Result<Slot, &'static str> {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if active.total >= self.config.max_transfers {
             return Err("busy");
@@ -124,7 +122,8 @@ impl Drop for Slot {
 /// Serves TFTP read requests arriving on `socket` until `shutdown` is cancelled,
 /// then stops running transfers (they send ERROR 0 to their clients) and returns.
 ///
-/// `socket` must be IPv4; bind it to 0.0.0.0 or a specific address (port 69 in
+/// `socket` may be IPv4 or IPv6 (bind an IPv6 one with IPV6_V6ONLY beside an
+/// IPv4 one); bind it to the unspecified or a specific address (port 69 in
 /// production). Each transfer replies from the address its request was sent to.
 pub async fn run(
     socket: UdpSocket,
@@ -136,9 +135,6 @@ pub async fn run(
     config.validate()?;
     let resolver = Resolver::new(config.root.as_deref(), &config.files, &config.dirs)?;
     let local = socket.local_addr().map_err(TftpError::Socket)?;
-    let SocketAddr::V4(local) = local else {
-        return Err(TftpError::NotIpv4(local));
-    };
     net::enable_pktinfo(&socket).map_err(TftpError::Socket)?;
     let shared = Arc::new(Shared {
         config,
@@ -146,7 +142,7 @@ pub async fn run(
         content,
         events,
         shutdown: shutdown.clone(),
-        listen_ip: *local.ip(),
+        listen_ip: local.ip(),
         active: Mutex::new(Active::default()),
     });
     tracing::info!(%local, "TFTP server listening");
@@ -174,7 +170,7 @@ pub async fn run(
             .unwrap_or(shared.listen_ip);
         let peer = received.peer;
         match Packet::parse(&buf[..received.len]) {
-            Ok(Packet::Rrq(request)) => match shared.try_acquire(*peer.ip()) {
+            Ok(Packet::Rrq(request)) => match shared.try_acquire(peer.ip()) {
                 Ok(slot) => {
                     metrics::counter!("rackboot_tftp_transfers_started_total").increment(1);
                     tracker.spawn_on(serve_read(slot, local_ip, peer, request), workers.next());
@@ -301,8 +297,15 @@ impl Drop for Workers {
 }
 
 /// A socket for one transfer: same local address as the request, new port, connected.
-async fn transfer_socket(local_ip: Ipv4Addr, peer: SocketAddrV4) -> io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(SocketAddrV4::new(local_ip, 0)).await?;
+async fn transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
+    let local = match (local_ip, peer) {
+        // A link-local address is only meaningful with the peer's interface.
+        (IpAddr::V6(ip), SocketAddr::V6(p)) if ip.is_unicast_link_local() => {
+            SocketAddr::V6(std::net::SocketAddrV6::new(ip, 0, 0, p.scope_id()))
+        }
+        (ip, _) => SocketAddr::new(ip, 0),
+    };
+    let socket = UdpSocket::bind(local).await?;
     socket.connect(peer).await?;
     Ok(socket)
 }
@@ -314,14 +317,14 @@ async fn send_error(socket: &UdpSocket, code: ErrorCode, message: &str) {
     let _ = socket.send(&pkt).await;
 }
 
-async fn refuse(local_ip: Ipv4Addr, peer: SocketAddrV4, code: ErrorCode, message: &'static str) {
+async fn refuse(local_ip: IpAddr, peer: SocketAddr, code: ErrorCode, message: &'static str) {
     match transfer_socket(local_ip, peer).await {
         Ok(socket) => send_error(&socket, code, message).await,
         Err(e) => tracing::warn!(%peer, error = %e, "cannot open TFTP reply socket"),
     }
 }
 
-fn failed_event(shared: &Shared, file: &str, client: Ipv4Addr, reason: &str, bytes: u64) {
+fn failed_event(shared: &Shared, file: &str, client: IpAddr, reason: &str, bytes: u64) {
     shared.events.emit(
         NewEvent::new(
             EventKind::TftpFailed,
@@ -336,13 +339,7 @@ fn failed_event(shared: &Shared, file: &str, client: Ipv4Addr, reason: &str, byt
     );
 }
 
-fn reject(
-    shared: &Shared,
-    file: &str,
-    client: Ipv4Addr,
-    metric_reason: &'static str,
-    detail: &str,
-) {
+fn reject(shared: &Shared, file: &str, client: IpAddr, metric_reason: &'static str, detail: &str) {
     metrics::counter!("rackboot_tftp_requests_rejected_total", "reason" => metric_reason)
         .increment(1);
     failed_event(shared, file, client, detail, 0);
@@ -368,9 +365,9 @@ async fn netascii_tsize(source: Source) -> Option<(Source, Option<u64>)> {
     }
 }
 
-async fn serve_read(slot: Slot, local_ip: Ipv4Addr, peer: SocketAddrV4, request: Request) {
+async fn serve_read(slot: Slot, local_ip: IpAddr, peer: SocketAddr, request: Request) {
     let shared = slot.shared.clone();
-    let client = *peer.ip();
+    let client = peer.ip();
     let started = Instant::now();
     let socket = match transfer_socket(local_ip, peer).await {
         Ok(s) => s,
@@ -399,7 +396,7 @@ async fn serve_read(slot: Slot, local_ip: Ipv4Addr, peer: SocketAddrV4, request:
             return;
         }
     };
-    let (mut source, size, generated) = match shared.content.generate(&path, client) {
+    let (mut source, size, generated) = match shared.content.generate_for(&path, client) {
         GeneratedFile::Content(bytes) => {
             let len = bytes.len() as u64;
             (Source::Memory(bytes), len, true)

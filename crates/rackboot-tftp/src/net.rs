@@ -1,35 +1,40 @@
-//! Socket helpers tokio lacks: the destination address of a request (IP_PKTINFO)
-//! and UDP GSO sends (one syscall for a whole window of DATA packets).
+//! Socket helpers tokio lacks: the destination address of a request (IP_PKTINFO,
+//! IPV6_RECVPKTINFO) and UDP GSO sends (one syscall for a whole window of DATA packets).
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-    sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrStorage, recvmsg, sendmsg,
+    setsockopt, sockopt,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Asks the kernel to report each datagram's destination address.
 pub fn enable_pktinfo(socket: &UdpSocket) -> io::Result<()> {
-    setsockopt(&socket.as_fd(), sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)
+    match socket.local_addr()? {
+        SocketAddr::V4(_) => setsockopt(&socket.as_fd(), sockopt::Ipv4PacketInfo, &true),
+        SocketAddr::V6(_) => setsockopt(&socket.as_fd(), sockopt::Ipv6RecvPacketInfo, &true),
+    }
+    .map_err(io::Error::from)
 }
 
 /// One received datagram: its length, sender, and the local address it was sent to.
 pub struct Received {
     pub len: usize,
-    pub peer: SocketAddrV4,
-    pub local_ip: Option<Ipv4Addr>,
+    pub peer: SocketAddr,
+    pub local_ip: Option<IpAddr>,
 }
 
 pub async fn recv_with_pktinfo(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
-    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
+    // Room for either family's packet info.
+    let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
     socket
         .async_io(Interest::READABLE, || {
             let mut iov = [IoSliceMut::new(buf)];
-            let msg = recvmsg::<SockaddrIn>(
+            let msg = recvmsg::<SockaddrStorage>(
                 socket.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
@@ -38,17 +43,31 @@ pub async fn recv_with_pktinfo(socket: &UdpSocket, buf: &mut [u8]) -> io::Result
             .map_err(io::Error::from)?;
             let peer = msg
                 .address
-                .map(|a| SocketAddrV4::new(a.ip(), a.port()))
+                .and_then(|a| {
+                    if let Some(v4) = a.as_sockaddr_in() {
+                        Some(SocketAddr::from((v4.ip(), v4.port())))
+                    } else {
+                        a.as_sockaddr_in6()
+                            .map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6)))
+                    }
+                })
                 .ok_or_else(|| io::Error::other("datagram without a source address"))?;
             let mut local_ip = None;
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
-                    if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                        // ipi_spec_dst is the local address replies should come from
-                        // (for unicast: the destination; for broadcast: the interface's).
-                        let spec = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-                        let dst = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
-                        local_ip = Some(if spec.is_unspecified() { dst } else { spec });
+                    match c {
+                        ControlMessageOwned::Ipv4PacketInfo(info) => {
+                            // ipi_spec_dst is the local address replies should come from
+                            // (for unicast: the destination; for broadcast: the interface's).
+                            let spec = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                            let dst = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                            local_ip =
+                                Some(IpAddr::V4(if spec.is_unspecified() { dst } else { spec }));
+                        }
+                        ControlMessageOwned::Ipv6PacketInfo(info) => {
+                            local_ip = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                        }
+                        _ => {}
                     }
                 }
             }

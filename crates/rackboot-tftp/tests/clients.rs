@@ -239,3 +239,36 @@ async fn block_number_rollover_with_atftp_and_curl() {
     }
     server.stop().await;
 }
+
+/// The same server code on an IPv6 socket: curl fetches a file with blksize
+/// over [::1], a generated file names the IPv6 client, and the event carries
+/// the IPv6 address (UEFI PXE over IPv6 fetches its loader this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_serves_files_and_generated_content() {
+    let mut server = start_on("[::1]:0", |_, _| {}).await;
+    let data = random_bytes(300_000, 6);
+    server.write("snponly.efi", &data);
+    let out_dir = tempfile::tempdir().unwrap();
+    for (file, expected) in [
+        ("snponly.efi", data.clone()),
+        (
+            "pxelinux.cfg/default",
+            b"DEFAULT local\n# for ::1\n".to_vec(),
+        ),
+    ] {
+        let out = out_dir.path().join("out");
+        let status = tokio::process::Command::new("curl")
+            .args(["-sS", "--tftp-blksize", "1400", "-o"])
+            .arg(&out)
+            .arg(format!("tftp://[::1]:{}/{file}", server.port))
+            .status()
+            .await
+            .expect("curl");
+        assert!(status.success(), "curl {file}");
+        assert_eq!(std::fs::read(&out).unwrap(), expected, "{file}");
+    }
+    let event = server.next_event().await;
+    assert_eq!(event.data["client_ip"], "::1", "{event:?}");
+    assert_eq!(event.data["server_ip"], "::1", "{event:?}");
+    server.stop().await;
+}

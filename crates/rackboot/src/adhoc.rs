@@ -101,6 +101,44 @@ pub fn quick_dhcp(
     Ok(config)
 }
 
+/// A `[dhcp6]` section for one interface: the prefix holding `server_ip6`
+/// (as the interface has it), with `range` (`FIRST-LAST`) as the pool, and
+/// router advertisements on (so clients learn to ask DHCPv6).
+pub fn quick_dhcp6(
+    iface: &str,
+    server_ip6: std::net::Ipv6Addr,
+    range: &str,
+) -> Result<rackboot_dhcp6::Dhcp6Config> {
+    let prefix = netdev::get_interfaces()
+        .into_iter()
+        .find(|i| i.name == iface)
+        .and_then(|i| {
+            i.ipv6
+                .iter()
+                .find(|n| n.addr() == server_ip6)
+                .map(|n| n.prefix_len())
+        })
+        .with_context(|| format!("{server_ip6} is not an address of interface {iface}"))?;
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    let network = std::net::Ipv6Addr::from(u128::from(server_ip6) & mask);
+    let config = rackboot_dhcp6::Dhcp6Config {
+        subnets: vec![rackboot_dhcp6::Subnet6Config {
+            name: Some(iface.to_string()),
+            prefix: format!("{network}/{prefix}"),
+            ranges: vec![range.to_string()],
+            dns: Vec::new(),
+            preferred_lifetime_secs: 3600,
+            valid_lifetime_secs: 7200,
+            reservations: Vec::new(),
+        }],
+        ..rackboot_dhcp6::Dhcp6Config::default()
+    };
+    config
+        .compile()
+        .with_context(|| format!("--dhcp6-range {range:?}"))?;
+    Ok(config)
+}
+
 pub async fn run(args: BootArgs) -> Result<()> {
     for f in std::iter::once(&args.kernel).chain(&args.initrds) {
         if !f.is_file() {

@@ -1,7 +1,7 @@
 //! The config file: typed, unknown keys rejected with their name. Only this
 //! binary reads config files and the environment.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,11 +40,20 @@ pub struct Config {
     /// from `interface` (or to pick one of several).
     #[serde(default)]
     pub server_ip: Option<Ipv4Addr>,
+    /// The server's IPv6 address on the provisioning network: where IPv6
+    /// clients are told to fetch files from. Default: the first global IPv6
+    /// address of `interface`.
+    #[serde(default)]
+    pub server_ip6: Option<Ipv6Addr>,
     #[serde(default)]
     pub listen: Listen,
     /// DHCP service; absent means off.
     #[serde(default)]
     pub dhcp: Option<rackboot_dhcp::DhcpConfig>,
+    /// DHCPv6 service (RFC 8415, boot file URLs of RFC 5970) and router
+    /// advertisements; absent means off. Binds to `interface`.
+    #[serde(default)]
+    pub dhcp6: Option<rackboot_dhcp6::Dhcp6Config>,
     /// TFTP service settings.
     #[serde(default)]
     pub tftp: rackboot_tftp::TftpConfig,
@@ -259,6 +268,16 @@ pub struct Listen {
     pub http: Toggle<SocketAddr>,
     #[serde(default = "default_tftp")]
     pub tftp: Toggle<SocketAddr>,
+    /// A second, IPv6 listener of boot HTTP and the API (IPv6 clients). Default:
+    /// `[::]:PORT` when `http` is `0.0.0.0:PORT`; `[server_ip6]:PORT` when
+    /// `http` is another IPv4 address and the server has an IPv6 address;
+    /// otherwise off (an IPv6 `http` serves IPv6 clients itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http6: Option<Toggle<SocketAddr>>,
+    /// A second, IPv6 TFTP listener (UEFI PXE over IPv6). Default as `http6`,
+    /// with `tftp`'s port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tftp6: Option<Toggle<SocketAddr>>,
 }
 
 impl Default for Listen {
@@ -266,7 +285,25 @@ impl Default for Listen {
         Listen {
             http: default_http(),
             tftp: default_tftp(),
+            http6: None,
+            tftp6: None,
         }
+    }
+}
+
+/// The IPv6 companion of an IPv4 listener (see [`Listen::http6`]): the
+/// wildcard for the wildcard, the server's IPv6 address for a specific IPv4
+/// address, nothing when the listener is IPv6 already, off or has no peer.
+pub fn ipv6_companion(v4: Toggle<SocketAddr>, server_ip6: Option<Ipv6Addr>) -> Toggle<SocketAddr> {
+    match v4 {
+        Toggle::On(SocketAddr::V4(a)) if a.ip().is_unspecified() => {
+            Toggle::On(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), a.port()))
+        }
+        Toggle::On(SocketAddr::V4(a)) => match server_ip6 {
+            Some(ip6) => Toggle::On(SocketAddr::new(ip6.into(), a.port())),
+            None => Toggle::Off,
+        },
+        Toggle::On(SocketAddr::V6(_)) | Toggle::Off => Toggle::Off,
     }
 }
 
@@ -381,7 +418,8 @@ impl Config {
         (path != ":memory:").then(|| PathBuf::from(path))
     }
 
-    /// The server's provisioning address: `server_ip`, else the first IPv4 of `interface`.
+    /// The server's provisioning address: `server_ip`, else the first IPv4 of
+    /// `interface`. An interface with only IPv6 (an IPv6-only network) has none.
     pub fn resolve_server_ip(&self) -> Result<Option<Ipv4Addr>> {
         if let Some(ip) = self.server_ip {
             return Ok(Some(ip));
@@ -392,7 +430,30 @@ impl Config {
         let iface = find_interface(name)?;
         match iface.ipv4.first() {
             Some(net) => Ok(Some(net.addr())),
+            None if global_ipv6(&iface).is_some() => Ok(None),
             None => bail!("interface {name:?} has no IPv4 address; set server_ip"),
+        }
+    }
+
+    /// The server's IPv6 provisioning address: `server_ip6`, else the first
+    /// global IPv6 address of `interface`, else none.
+    pub fn resolve_server_ip6(&self) -> Result<Option<Ipv6Addr>> {
+        if let Some(ip) = self.server_ip6 {
+            return Ok(Some(ip));
+        }
+        match &self.interface {
+            Some(name) => Ok(global_ipv6(&find_interface(name)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Fills `listen.http6` and `listen.tftp6` when not given (see [`Listen::http6`]).
+    pub fn resolve_ipv6_listeners(&mut self, server_ip6: Option<Ipv6Addr>) {
+        if self.listen.http6.is_none() {
+            self.listen.http6 = Some(ipv6_companion(self.listen.http, server_ip6));
+        }
+        if self.listen.tftp6.is_none() {
+            self.listen.tftp6 = Some(ipv6_companion(self.listen.tftp, server_ip6));
         }
     }
 
@@ -449,6 +510,15 @@ pub const TFTP_DIR: &str = "tftp";
 /// Debian's iPXE builds (package ipxe).
 pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
 
+/// An interface's first global (not link-local) IPv6 address.
+fn global_ipv6(iface: &netdev::Interface) -> Option<Ipv6Addr> {
+    iface
+        .ipv6
+        .iter()
+        .map(|n| n.addr())
+        .find(|a| !a.is_unicast_link_local() && !a.is_loopback())
+}
+
 fn find_interface(name: &str) -> Result<netdev::Interface> {
     let all = netdev::get_interfaces();
     let names: Vec<String> = all.iter().map(|i| i.name.clone()).collect();
@@ -494,6 +564,8 @@ pub struct Checked {
     pub config: Config,
     /// The server's provisioning address, when it has one.
     pub server_ip: Option<Ipv4Addr>,
+    /// The server's IPv6 provisioning address, when it has one.
+    pub server_ip6: Option<Ipv6Addr>,
 }
 
 /// Everything `serve` checks before it creates or binds anything; shared by
@@ -537,7 +609,22 @@ pub fn preflight(mut config: Config) -> Result<Checked> {
     if config.dhcp.is_some() && server_ip.is_none() {
         bail!("DHCP needs the server address: set server_ip or an interface with IPv4");
     }
-    Ok(Checked { config, server_ip })
+    let server_ip6 = config.resolve_server_ip6()?;
+    if let Some(dhcp6) = &config.dhcp6 {
+        dhcp6.compile().context("in [dhcp6]")?;
+        if config.interface.is_none() {
+            bail!("[dhcp6] needs `interface` (the provisioning interface DHCPv6 binds to)");
+        }
+        if server_ip6.is_none() {
+            bail!("DHCPv6 needs a global IPv6 address on the interface (or server_ip6)");
+        }
+    }
+    config.resolve_ipv6_listeners(server_ip6);
+    Ok(Checked {
+        config,
+        server_ip,
+        server_ip6,
+    })
 }
 
 /// `rackboot check-config`: the config file and flags `serve` would get.
@@ -640,6 +727,34 @@ mod tests {
         let mut again = Config::from_toml(&text).unwrap();
         again.resolve();
         assert_eq!(to_toml(&again).unwrap(), text);
+    }
+
+    #[test]
+    fn ipv6_listeners_follow_the_ipv4_ones() {
+        let ip6: Ipv6Addr = "2001:db8:77::1".parse().unwrap();
+        let on = |s: &str| Toggle::On(s.parse::<SocketAddr>().unwrap());
+        for (v4, server6, want) in [
+            ("0.0.0.0:8080", None, on("[::]:8080")),
+            ("0.0.0.0:69", Some(ip6), on("[::]:69")),
+            ("10.77.0.1:8080", Some(ip6), on("[2001:db8:77::1]:8080")),
+            ("10.77.0.1:8080", None, Toggle::Off),
+            ("[2001:db8:77::1]:8080", Some(ip6), Toggle::Off),
+        ] {
+            assert_eq!(ipv6_companion(on(v4), server6), want, "{v4} {server6:?}");
+        }
+        assert_eq!(ipv6_companion(Toggle::Off, Some(ip6)), Toggle::Off);
+        // Given ones are kept; the others are filled.
+        let mut c = Config::from_toml(
+            "[listen]\nhttp = \"10.0.0.1:8080\"\nhttp6 = \"off\"\n[dhcp6]\n[[dhcp6.subnets]]\nprefix = \"2001:db8:77::/64\"\nranges = [\"2001:db8:77::100-2001:db8:77::1ff\"]\n",
+        )
+        .unwrap();
+        c.resolve();
+        c.resolve_ipv6_listeners(Some(ip6));
+        assert_eq!(c.listen.http6, Some(Toggle::Off));
+        assert_eq!(c.listen.tftp6, Some(on("[2001:db8:77::1]:69")));
+        assert_eq!(c.dhcp6.unwrap().subnets.len(), 1);
+        let err = Config::from_toml("[dhcp6]\nrapid = true\n").unwrap_err();
+        assert!(format!("{err:#}").contains("rapid"), "{err:#}");
     }
 
     #[test]

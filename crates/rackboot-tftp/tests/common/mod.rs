@@ -38,9 +38,25 @@ impl TftpContent for TestContent {
             GeneratedFile::NotGenerated
         }
     }
+
+    /// IPv6 clients are named in the generated file too (the server passes them here).
+    fn generate_for(&self, path: &str, client: std::net::IpAddr) -> GeneratedFile {
+        match client {
+            std::net::IpAddr::V4(v4) => self.generate(path, v4),
+            std::net::IpAddr::V6(v6) if path == "pxelinux.cfg/default" => {
+                GeneratedFile::Content(format!("DEFAULT local\n# for {v6}\n").into_bytes())
+            }
+            std::net::IpAddr::V6(_) => self.generate(path, Ipv4Addr::UNSPECIFIED),
+        }
+    }
 }
 
 pub async fn start(tweak: impl FnOnce(&mut TftpConfig, &Path)) -> Server {
+    start_on("127.0.0.1:0", tweak).await
+}
+
+/// As [`start`], listening on `addr` (e.g. `[::1]:0`).
+pub async fn start_on(addr: &str, tweak: impl FnOnce(&mut TftpConfig, &Path)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
@@ -52,7 +68,7 @@ pub async fn start(tweak: impl FnOnce(&mut TftpConfig, &Path)) -> Server {
         ..TftpConfig::default()
     };
     tweak(&mut config, dir.path());
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let socket = UdpSocket::bind(addr).await.unwrap();
     let port = socket.local_addr().unwrap().port();
     let (hub, queue) = EventHub::new(4096);
     let events = hub.subscribe();

@@ -20,6 +20,8 @@ pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1 rackboot.machine={{ mach
 pub struct Rack {
     pub lab: Lab,
     pub state_dir: PathBuf,
+    /// The API's base URL ([`API`], or the bridge's IPv6 address on an IPv6-only lab).
+    pub api: String,
     _dir: tempfile::TempDir,
 }
 
@@ -37,14 +39,30 @@ impl Rack {
         bmc: Option<BmcKind>,
         serve_args: &[&str],
     ) -> Rack {
+        Rack::start_lab(machines, bmc, serve_args, |c| c).await
+    }
+
+    /// As [`Rack::start_with_bmc`], with the lab's network shaped by `network`
+    /// (e.g. `LabConfig::ipv6_only`). On an IPv6-only network rackboot listens
+    /// on the bridge's IPv6 address.
+    pub async fn start_lab(
+        machines: Vec<MachineSpec>,
+        bmc: Option<BmcKind>,
+        serve_args: &[&str],
+        network: impl FnOnce(LabConfig) -> LabConfig,
+    ) -> Rack {
         let dir = tempfile::tempdir_in(lab_parent()).unwrap();
         let assets = dir.path().join("assets");
         std::fs::create_dir_all(&assets).unwrap();
         std::fs::copy(rackboot_lab::host_kernel().unwrap(), assets.join("vmlinuz")).unwrap();
         rackboot_lab::build_marker_initramfs(&assets.join("marker.cpio.gz")).unwrap();
         let state_dir = dir.path().join("state");
-        let mut config = LabConfig::new(dir.path(), machines);
+        let mut config = network(LabConfig::new(dir.path(), machines));
         config.bmc = bmc;
+        let (api_listen, api) = match (config.ipv4, config.bridge_addr6) {
+            (false, Some((ip6, _))) => (format!("[{ip6}]:8080"), format!("http://[{ip6}]:8080")),
+            _ => ("10.77.0.1:8080".to_string(), API.to_string()),
+        };
         let mut lab = Lab::create(config).unwrap();
         let mut args: Vec<String> = [
             "serve",
@@ -55,7 +73,7 @@ impl Rack {
             "--asset-dir",
             assets.to_str().unwrap(),
             "--api-listen",
-            "10.77.0.1:8080",
+            api_listen.as_str(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -66,6 +84,7 @@ impl Rack {
         let rack = Rack {
             lab,
             state_dir,
+            api,
             _dir: dir,
         };
         rack.wait_for_api().await;
@@ -107,7 +126,7 @@ impl Rack {
             .netns()
             .command(env!("CARGO_BIN_EXE_rackboot"))
             .args(args)
-            .env("RACKBOOT_URL", API)
+            .env("RACKBOOT_URL", &self.api)
             .env("RACKBOOT_STATE_DIR", &self.state_dir)
             .output()
             .expect("run rackboot CLI");
@@ -134,7 +153,7 @@ impl Rack {
             .lab
             .netns()
             .command("curl")
-            .args(["-sf", &format!("{API}/metrics")])
+            .args(["-sf", &format!("{}/metrics", self.api)])
             .output()
             .expect("run curl");
         String::from_utf8_lossy(&out.stdout)
