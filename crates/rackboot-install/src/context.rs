@@ -345,11 +345,15 @@ if [ -z \"$best\" ] || [ \"$s\" {cmp} \"$bs\" ]; then best=/dev/$n; bs=$s; fi; d
 /// even when they hold the other half of a mirror. Tools that are missing
 /// (an installer without mdadm) are skipped; the line never fails.
 pub fn disk_release_sh() -> String {
-    "rb_free() { local h n m; for h in /sys/class/block/$1/holders/*; do [ -e \"$h\" ] || continue; n=${h##*/}; rb_free $n; \
-case $n in dm-*) m=/dev/mapper/$(cat $h/dm/name); umount $m; swapoff $m; dmsetup remove $m;; \
-md*) umount /dev/$n; swapoff /dev/$n; mdadm --stop /dev/$n;; esac; done 2>/dev/null; }; \
+    // Mounts are found by device number (/proc/self/mountinfo), not by
+    // name: a volume mounted as /dev/VG/LV shows under that name only.
+    "rb_off() { local d x dev mp; d=$(cat /sys/class/block/$1/dev 2>/dev/null) || return 0; \
+while read -r x x dev x mp x; do [ \"$dev\" = \"$d\" ] && umount \"$mp\"; done < /proc/self/mountinfo; \
+swapoff /dev/$1; } 2>/dev/null; \
+rb_free() { local h n; for h in /sys/class/block/$1/holders/*; do [ -e \"$h\" ] || continue; n=${h##*/}; rb_free $n; rb_off $n; \
+case $n in dm-*) dmsetup remove \"$(cat $h/dm/name)\";; md*) mdadm --stop /dev/$n;; esac; done 2>/dev/null; }; \
 rb_n=${disk##*/}; for rb_s in /sys/block/$rb_n/$rb_n* /sys/block/$rb_n; do rb_p=${rb_s##*/}; [ -b /dev/$rb_p ] || continue; \
-umount /dev/$rb_p 2>/dev/null; swapoff /dev/$rb_p 2>/dev/null; rb_free $rb_p; mdadm --zero-superblock /dev/$rb_p >/dev/null 2>&1; \
+rb_off $rb_p; rb_free $rb_p; mdadm --zero-superblock /dev/$rb_p >/dev/null 2>&1; \
 rb_z=$(cat $rb_s/size); dd if=/dev/zero of=/dev/$rb_p bs=512 count=8192 conv=fsync 2>/dev/null; \
 if [ \"${rb_z:-0}\" -gt 16384 ]; then dd if=/dev/zero of=/dev/$rb_p bs=512 seek=$((rb_z - 8192)) count=8192 conv=fsync 2>/dev/null; fi; done; \
 blockdev --rereadpt $disk 2>/dev/null; true"

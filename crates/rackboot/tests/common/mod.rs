@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod deploy;
+pub mod diskvm;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
