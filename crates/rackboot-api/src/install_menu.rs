@@ -129,7 +129,8 @@ pub async fn request_install_menu(
                 ApiError::BadRequest(m) => ApiError::BadRequest(format!("entries[{i}]: {m}")),
                 other => other,
             })?;
-        if let Some(loader @ (LoaderKind::Pxelinux | LoaderKind::Grub)) = body.loader
+        if let Some(loader @ (LoaderKind::Pxelinux | LoaderKind::Grub | LoaderKind::Shim)) =
+            body.loader
             && !release.family.installer_is_linux()
         {
             return Err(ApiError::BadRequest(format!(
@@ -248,5 +249,6 @@ fn loader_name(loader: LoaderKind) -> &'static str {
         LoaderKind::Ipxe => "iPXE",
         LoaderKind::Pxelinux => "pxelinux",
         LoaderKind::Grub => "GRUB",
+        LoaderKind::Shim => "Secure Boot (shim and GRUB)",
     }
 }

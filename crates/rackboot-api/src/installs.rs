@@ -413,7 +413,10 @@ pub async fn render_machine(
             Some("pxelinux"),
             Some(render_pxelinux(&machine, mac, &plan, &urls)),
         ),
-        LoaderKind::Grub => (Some("grub"), Some(render_grub(&machine, mac, &plan, &urls))),
+        // Under shim the signed GRUB reads the same generated config.
+        LoaderKind::Grub | LoaderKind::Shim => {
+            (Some("grub"), Some(render_grub(&machine, mac, &plan, &urls)))
+        }
     };
     let error = match &plan {
         BootPlan::Error { message } => Some(message.clone()),

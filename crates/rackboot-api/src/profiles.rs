@@ -94,16 +94,41 @@ fn missing_assets(profile: &Profile, asset_dir: &std::path::Path) -> Vec<String>
         .collect()
 }
 
+/// For a Secure Boot profile (`loader = "shim"`): its kernel, when it is a
+/// file in `asset_dir`, must carry an Authenticode signature, or shim refuses
+/// it at boot. A URL or a kernel not there yet cannot be checked here.
+async fn check_secure_boot_kernel(
+    profile: &Profile,
+    asset_dir: &std::path::Path,
+) -> Result<(), ApiError> {
+    let Some(kernel) = profile.kernel.as_deref() else {
+        return Ok(());
+    };
+    if profile.loader != LoaderKind::Shim || kernel.contains("://") || kernel.contains("{{") {
+        return Ok(());
+    }
+    let path = asset_dir.join(kernel.trim_start_matches('/'));
+    let Ok(bytes) = tokio::fs::read(&path).await else {
+        return Ok(());
+    };
+    rackboot_boot::pe::check_signed(&bytes).map_err(|why| {
+        ApiError::BadRequest(format!(
+            "kernel: {kernel:?} cannot boot under Secure Boot: {why}; a shim profile needs a kernel signed for Secure Boot (the distribution's signed kernel, or one signed with a key enrolled in shim)"
+        ))
+    })
+}
+
 /// Creates or replaces a profile.
 ///
 /// A kernel or initrd given as a path must be a file in the server's asset
-/// directory, unless `force` is set.
+/// directory, unless `force` is set. A Secure Boot profile's kernel must be
+/// signed.
 #[utoipa::path(put, path = "/api/v1/profiles/{name}", tag = "profiles", request_body = ProfileInput,
     params(("name" = String, Path, description = "Profile name"), PutProfileQuery),
     responses(
         (status = 200, description = "Replaced", body = Profile),
         (status = 201, description = "Created", body = Profile),
-        (status = 400, description = "Malformed JSON, an invalid field, a template that does not compile, or a kernel or initrd not in the asset directory", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid field, a template that does not compile, a kernel or initrd not in the asset directory, or an unsigned kernel in a Secure Boot (shim) profile", body = ErrorBody),
     ))]
 pub async fn put_profile(
     State(state): State<ApiState>,
@@ -144,6 +169,9 @@ pub async fn put_profile(
                 missing.join(", ")
             )));
         }
+    }
+    if let Some(dir) = &state.asset_dir {
+        check_secure_boot_kernel(&profile, dir).await?;
     }
     let (profile, created) = state.fleet.put_profile(profile, &api_actor()).await?;
     let status = if created {

@@ -35,6 +35,11 @@ pub struct BootConfig {
     pub discovery_profile: Option<String>,
     /// What a MAC address rackboot has never seen gets.
     pub unknown_machines: UnknownPolicy,
+    /// Site default: UEFI x86-64 machines have Secure Boot on, so they get
+    /// shim (then the signed network GRUB and a generated grub.cfg) instead of
+    /// iPXE. A profile with `loader = "shim"` asks for it too, and a machine's
+    /// label `secure_boot` (`true`/`false`) overrides both.
+    pub secure_boot: bool,
     /// The menu shown to unknown machines when `unknown_machines = "menu"`.
     /// When absent, every profile is listed by name, local disk first and default.
     pub unknown_menu: Option<Menu>,
@@ -89,7 +94,20 @@ pub struct LoaderFiles {
     /// GRUB for UEFI x86-64 machines whose profile asks for `loader = "grub"`;
     /// such machines get iPXE when absent. Also turns on generated `grub.cfg` files.
     pub uefi_x64_grub: Option<String>,
+    /// shim for UEFI x86-64 machines with Secure Boot (see `boot.secure_boot`):
+    /// Debian's Microsoft-signed `shimx64.efi.signed` (package shim-signed).
+    /// shim then loads `grubx64.efi` from the same place, which must be the
+    /// distribution's signed network GRUB (`grubnetx64.efi.signed`).
+    pub uefi_x64_shim: String,
 }
+
+/// The file shim loads after itself, from the directory it was loaded from
+/// (shim's built-in default loader name).
+pub const SHIM_NEXT_LOADER: &str = "grubx64.efi";
+
+/// Machine label that turns Secure Boot on (`true`) or off (`false`) for one
+/// machine, whatever its profile and the site default say.
+pub const SECURE_BOOT_LABEL: &str = "secure_boot";
 
 /// Policy for a MAC address not in the inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -114,6 +132,7 @@ impl Default for BootConfig {
             tftp_asset_prefix: "assets".into(),
             discovery_profile: None,
             unknown_machines: UnknownPolicy::Discover,
+            secure_boot: false,
             unknown_menu: None,
             ramdisk_dir: None,
             images_dir: None,
@@ -134,6 +153,7 @@ impl Default for LoaderFiles {
             uefi_arm64: None,
             pxelinux: "pxelinux.0".into(),
             uefi_x64_grub: None,
+            uefi_x64_shim: "shimx64.efi".into(),
         }
     }
 }
@@ -171,6 +191,7 @@ impl BootConfig {
             ("uefi_arm64", l.uefi_arm64.as_ref()),
             ("pxelinux", Some(&l.pxelinux)),
             ("uefi_x64_grub", l.uefi_x64_grub.as_ref()),
+            ("uefi_x64_shim", Some(&l.uefi_x64_shim)),
         ];
         for (field, value) in loaders {
             if let Some(v) = value
@@ -215,6 +236,9 @@ impl BootConfig {
         ];
         names.extend(l.uefi_arm64.as_deref());
         names.extend(l.uefi_x64_grub.as_deref());
+        // Secure Boot over HTTP: shim, and the GRUB it loads from beside itself.
+        names.push(l.uefi_x64_shim.as_str());
+        names.push(SHIM_NEXT_LOADER);
         names
     }
 }

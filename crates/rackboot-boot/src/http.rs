@@ -18,7 +18,7 @@ use rackboot_core::{EventHub, EventKind, MacAddr, NewEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-use tower_http::services::{ServeDir, ServeFile};
+use tower_http::services::ServeDir;
 
 use crate::config::is_safe_url_text;
 use crate::render::{BootPlan, ServerUrls, render_grub, render_ipxe, render_pxelinux};
@@ -256,10 +256,10 @@ async fn loader(
             ),
         );
     }
-    match ServeFile::new(path).oneshot(req).await {
-        Ok(resp) => resp.map(Body::new),
-        Err(never) => match never {},
-    }
+    // Served like an asset: Range requests, and an asset_served event whose
+    // client address puts the download in the machine's timeline.
+    let root = service.config().loader_dir.clone();
+    serve_tree(&service, &root, "/boot/loader", name, req).await
 }
 
 /// `..` and `.` segments are refused outright (axum has already percent-decoded

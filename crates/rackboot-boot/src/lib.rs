@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod install;
 mod install_http;
+pub mod pe;
 pub mod render;
 pub mod service;
 

@@ -17,7 +17,7 @@ use rackboot_power::PowerController;
 use rackboot_seal::SecretKey;
 use serde_json::json;
 
-use crate::config::{BootConfig, BootConfigError, UnknownPolicy};
+use crate::config::{BootConfig, BootConfigError, SECURE_BOOT_LABEL, UnknownPolicy};
 use crate::render::{
     AgentBoot, AgentPlan, BootPlan, ServerUrls, all_profiles_menu, menu_plan, plan_for,
     render_grub, render_grub_generic, render_pxelinux,
@@ -201,6 +201,36 @@ impl BootService {
             known: false,
             plan,
         }
+    }
+
+    /// Whether `machine` boots through the Secure Boot chain (shim, the signed
+    /// network GRUB, a signed kernel): its `secure_boot` label decides when
+    /// it has one, else its plan's loader (a profile with `loader = "shim"`),
+    /// else the site's `boot.secure_boot`.
+    pub fn secure_boot(&self, machine: &Machine, plan: &BootPlan) -> bool {
+        match machine.labels.get(SECURE_BOOT_LABEL).map(|v| v.trim()) {
+            Some("true") => true,
+            Some("false") => false,
+            _ => plan.loader() == LoaderKind::Shim || self.config.secure_boot,
+        }
+    }
+
+    /// Whether GRUB configs are generated over TFTP: when a GRUB loader is
+    /// configured or Secure Boot is in use (site default, a shim profile, a
+    /// machine labelled for it), so an operator's own grub.cfg in the TFTP
+    /// root is not shadowed otherwise.
+    fn serves_grub_configs(&self, snapshot: &Snapshot) -> bool {
+        self.config.loaders.uefi_x64_grub.is_some()
+            || self.config.secure_boot
+            || snapshot
+                .profiles
+                .values()
+                .any(|p| p.loader == LoaderKind::Shim)
+            || snapshot.machines.iter().any(|m| {
+                m.labels
+                    .get(SECURE_BOOT_LABEL)
+                    .is_some_and(|v| v.trim() == "true")
+            })
     }
 
     /// Records an unknown MAC in the background, at most one task per MAC at a time.
@@ -452,9 +482,13 @@ impl BootResponder for BootService {
         }
         let resolved = self.resolve(&snapshot, mac, client.uuid, Some(client.arch), true);
         let loader = resolved.plan.loader();
+        // Secure Boot firmware runs only signed loaders: shim, never iPXE.
+        let secure_boot =
+            client.arch == Arch::UefiX64 && self.secure_boot(&resolved.machine, &resolved.plan);
         if client.http_boot {
             // UEFI HTTP boot fetches a URL; iPXE then asks DHCP again as an iPXE client.
             let file = match client.arch {
+                Arch::UefiX64 if secure_boot => Some(loaders.uefi_x64_shim.as_str()),
                 Arch::UefiX64 => Some(loaders.uefi_x64_ipxe.as_str()),
                 Arch::UefiArm64 => loaders.uefi_arm64.as_deref(),
                 _ => None,
@@ -467,6 +501,7 @@ impl BootResponder for BootService {
             });
         }
         let file = match (client.arch, loader) {
+            (Arch::UefiX64, _) if secure_boot => loaders.uefi_x64_shim.as_str(),
             (Arch::Bios, LoaderKind::Pxelinux) => loaders.pxelinux.as_str(),
             (Arch::Bios, _) => loaders.bios_ipxe.as_str(),
             (Arch::UefiX64, LoaderKind::Grub) => loaders
@@ -495,10 +530,10 @@ impl TftpContent for BootService {
         if let Some(name) = path.strip_prefix("pxelinux.cfg/") {
             return self.pxelinux_file(name, client);
         }
-        // GRUB configs are generated only when a GRUB loader is configured, so an
-        // operator's own grub.cfg in the TFTP root is not shadowed otherwise.
-        if self.config.loaders.uefi_x64_grub.is_some() {
-            let file = path.rsplit('/').next().unwrap_or(path);
+        let file = path.rsplit('/').next().unwrap_or(path);
+        if (file == "grub.cfg" || file.starts_with("grub.cfg-"))
+            && self.serves_grub_configs(&self.fleet.snapshot())
+        {
             if file == "grub.cfg" {
                 return GeneratedFile::Content(render_grub_generic().into_bytes());
             }

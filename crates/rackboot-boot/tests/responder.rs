@@ -409,3 +409,98 @@ async fn concurrent_reloads_end_with_the_newest_state() {
     }
     assert_eq!(inv.snapshot().machines.len(), 23);
 }
+
+/// Secure Boot machines get shim (never iPXE), decided by the machine's
+/// `secure_boot` label, else its profile's loader (`shim`), else the site
+/// default; and the GRUB configs shim's GRUB asks for are generated for them.
+#[tokio::test]
+async fn secure_boot_machines_get_shim() {
+    const M_SHIM: &str = "52:54:00:00:00:04";
+    const M_LABEL_ON: &str = "52:54:00:00:00:05";
+    const M_LABEL_OFF: &str = "52:54:00:00:00:06";
+    let with_shim = || {
+        let s = store();
+        let mut extra = Vec::new();
+        for (i, (name, m, profile, label)) in [
+            ("shim", M_SHIM, "p-shim", None),
+            ("label-on", M_LABEL_ON, "p-ipxe", Some("true")),
+            ("label-off", M_LABEL_OFF, "p-shim", Some("false")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut machine = machine(
+                name,
+                m,
+                BootIntent::Profile {
+                    name: Some(profile.into()),
+                },
+            );
+            machine.id = uuid::Uuid::from_u128(10 + i as u128);
+            if let Some(v) = label {
+                machine.labels.insert("secure_boot".into(), v.into());
+            }
+            extra.push(machine);
+        }
+        s.machines.lock().unwrap().extend(extra);
+        s.profiles
+            .lock()
+            .unwrap()
+            .push(kernel_profile("p-shim", LoaderKind::Shim));
+        s
+    };
+    let plain = fixture(with_shim(), BootConfig::default()).await;
+    let site = fixture(
+        with_shim(),
+        BootConfig {
+            secure_boot: true,
+            ..BootConfig::default()
+        },
+    )
+    .await;
+    use Arch::*;
+    type Row = (
+        &'static str,
+        bool,
+        &'static str,
+        Arch,
+        bool,
+        Option<DhcpBoot>,
+    );
+    #[rustfmt::skip]
+    let rows: Vec<Row> = vec![
+        // (row, site default on?, machine, arch, http_boot, expected)
+        ("shim profile",             false, M_SHIM,      UefiX64, false, tftp("shimx64.efi")),
+        ("shim profile, http boot",  false, M_SHIM,      UefiX64, true,  http("shimx64.efi")),
+        ("shim profile on bios",     false, M_SHIM,      Bios,    false, tftp("undionly.kpxe")),
+        ("label on, ipxe profile",   false, M_LABEL_ON,  UefiX64, false, tftp("shimx64.efi")),
+        ("label off, shim profile",  false, M_LABEL_OFF, UefiX64, false, tftp("snponly.efi")),
+        ("plain machine",            false, M_IPXE,      UefiX64, false, tftp("snponly.efi")),
+        ("site default",             true,  M_IPXE,      UefiX64, false, tftp("shimx64.efi")),
+        ("site default, label off",  true,  M_LABEL_OFF, UefiX64, false, tftp("snponly.efi")),
+        ("site default, unknown",    true,  M_UNKNOWN,   UefiX64, false, tftp("shimx64.efi")),
+    ];
+    for (row, site_default, m, arch, http_boot, want) in rows {
+        let f = if site_default { &site } else { &plain };
+        let got = f
+            .service
+            .dhcp_boot(mac(m), &client(arch, false, http_boot), SERVER);
+        assert_eq!(got, want, "row {row:?}");
+    }
+    // No GRUB loader configured, yet shim's GRUB finds its configs.
+    let lo = Ipv4Addr::LOCALHOST;
+    let generic = content(plain.service.generate("grub/grub.cfg", lo));
+    assert!(generic.contains("configfile"), "{generic}");
+    let per_mac = content(
+        plain
+            .service
+            .generate(&format!("grub/grub.cfg-01-{M_SHIM}"), lo),
+    );
+    assert!(per_mac.contains("linux (tftp)/assets/"), "{per_mac}");
+    // Without Secure Boot anywhere, an operator's own grub.cfg is not shadowed.
+    let none = fixture(store(), BootConfig::default()).await;
+    assert_eq!(
+        none.service.generate("grub/grub.cfg", lo),
+        GeneratedFile::NotGenerated
+    );
+}

@@ -232,6 +232,10 @@ pub enum LoaderKind {
     Pxelinux,
     /// GRUB (UEFI), then a generated grub.cfg.
     Grub,
+    /// Secure Boot (UEFI x86-64): the distribution's shim (signed by Microsoft's
+    /// UEFI CA), which runs its signed network GRUB (`grubx64.efi`), then a
+    /// generated grub.cfg; the kernel must carry a signature shim trusts.
+    Shim,
 }
 
 /// A bootable thing: a kernel with initrds and command line, or an iPXE script template.
@@ -272,6 +276,11 @@ impl Profile {
         }
         if self.loader == LoaderKind::Pxelinux && self.ipxe_script.is_some() {
             return Err("a pxelinux profile cannot use `ipxe_script`".into());
+        }
+        if self.loader == LoaderKind::Shim && self.ipxe_script.is_some() {
+            return Err(
+                "a Secure Boot (shim) profile cannot use `ipxe_script`: iPXE is not signed".into(),
+            );
         }
         Ok(())
     }

@@ -300,6 +300,12 @@ impl Server {
             if !boot.params.is_empty() {
                 m.bootfile_params(&boot.params);
             }
+            if pxe.http_boot {
+                // UEFI HTTP boot takes an offer as an HTTP one only when it carries
+                // the vendor class "HTTPClient" (the DHCPv4 option 60 echo's twin).
+                let enterprise = req.vendor_class.as_ref().map_or(0, |v| v.enterprise);
+                m.option(code::VENDOR_CLASS, &http_client_vendor_class(enterprise));
+            }
         }
         wire::wrap_relay_reply(&req.relays, m.finish())
     }
@@ -398,6 +404,17 @@ impl Server {
     }
 }
 
+/// Option 16 data naming the class "HTTPClient" under `enterprise` (RFC 8415
+/// 21.16: enterprise number, then length-prefixed class data).
+pub fn http_client_vendor_class(enterprise: u32) -> Vec<u8> {
+    let class = b"HTTPClient";
+    let mut data = Vec::with_capacity(6 + class.len());
+    data.extend_from_slice(&enterprise.to_be_bytes());
+    data.extend_from_slice(&(class.len() as u16).to_be_bytes());
+    data.extend_from_slice(class);
+    data
+}
+
 /// Group commit: take everything queued, write it in one transaction, then send
 /// that batch's replies. While a write is in flight the next batch accumulates.
 async fn commit_loop(
@@ -460,5 +477,22 @@ async fn commit_loop(
                 tracing::error!(error = %e, leases = leases.len(), "writing IPv6 leases failed; replies withheld");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_client_vendor_class_is_enterprise_length_and_class() {
+        assert_eq!(
+            http_client_vendor_class(343),
+            [&[0, 0, 1, 0x57, 0, 10][..], b"HTTPClient"].concat()
+        );
+        // Parsed back by the wire codec as a client would send it.
+        let data = http_client_vendor_class(0);
+        assert_eq!(u32::from_be_bytes(data[..4].try_into().unwrap()), 0);
+        assert_eq!(&data[6..], b"HTTPClient");
     }
 }

@@ -29,6 +29,11 @@ use std::path::PathBuf;
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// OVMF variable store template; each machine gets a private writable copy.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot and SMM (needs q35 with SMM and a secure pflash).
+pub const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+/// Variables with Microsoft's keys (KEK, and the Windows and UEFI CA 2011 in db)
+/// enrolled and Secure Boot enforced, as on a server from the factory.
+pub const OVMF_VARS_MS_KEYS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// Combined legacy+EFI iPXE ROM QEMU uses by default for virtio-net-pci.
 pub const VIRTIO_NIC_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 /// iPXE for BIOS PXE chainloading (uses the firmware's UNDI driver).

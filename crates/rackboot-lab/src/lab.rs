@@ -117,6 +117,31 @@ impl MachineSpec {
         self
     }
 
+    /// OVMF with Secure Boot enforced and Microsoft's keys enrolled
+    /// ([`crate::firmware::OVMF_CODE_SECURE_BOOT`], [`crate::firmware::OVMF_VARS_MS_KEYS`]),
+    /// its own PXE client (no NIC ROM: iPXE is unsigned): only signed loaders run.
+    /// The Secure Boot build needs SMM, so the machine is a q35 with SMM on.
+    pub fn uefi_secure_boot() -> MachineSpec {
+        let mut spec = MachineSpec {
+            firmware: Firmware::Uefi(crate::qemu::UefiFirmware {
+                code: crate::firmware::OVMF_CODE_SECURE_BOOT.into(),
+                vars_template: crate::firmware::OVMF_VARS_MS_KEYS.into(),
+            }),
+            nic_rom: NicRom::None,
+            ..MachineSpec::bios()
+        };
+        spec.extra_args.extend(
+            [
+                "-machine",
+                "q35,smm=on",
+                "-global",
+                "driver=cfi.pflash01,property=secure,value=on",
+            ]
+            .map(String::from),
+        );
+        spec
+    }
+
     /// OVMF whose first network boot option is PXE over IPv6: IPv4 PXE is
     /// switched off in the firmware (as a server's setup screen can), so it
     /// does not wait out DHCPv4 on an IPv6-only network.

@@ -110,6 +110,7 @@ pub fn loader_text(loader: LoaderKind) -> &'static str {
         LoaderKind::Ipxe => "ipxe",
         LoaderKind::Pxelinux => "pxelinux",
         LoaderKind::Grub => "grub",
+        LoaderKind::Shim => "shim",
     }
 }
 
@@ -118,6 +119,7 @@ pub fn loader(text: &str) -> Result<LoaderKind> {
         "ipxe" => LoaderKind::Ipxe,
         "pxelinux" => LoaderKind::Pxelinux,
         "grub" => LoaderKind::Grub,
+        "shim" => LoaderKind::Shim,
         other => return Err(corrupt("profiles", format!("unknown loader {other:?}"))),
     })
 }
@@ -138,7 +140,12 @@ mod tests {
 
     #[test]
     fn loader_names_match_serde() {
-        for l in [LoaderKind::Ipxe, LoaderKind::Pxelinux, LoaderKind::Grub] {
+        for l in [
+            LoaderKind::Ipxe,
+            LoaderKind::Pxelinux,
+            LoaderKind::Grub,
+            LoaderKind::Shim,
+        ] {
             assert_eq!(serde_json::to_value(l).unwrap(), loader_text(l));
             assert_eq!(loader(loader_text(l)).unwrap(), l);
         }

@@ -676,8 +676,9 @@ pub enum ProfileCmd {
         /// Kernel command line; may use {{ machine.name }}, {{ mac }}, {{ server }}.
         #[arg(long)]
         cmdline: Option<String>,
-        /// First-stage loader the profile needs. [default: ipxe]
-        #[arg(long, value_parser = ["ipxe", "pxelinux", "grub"])]
+        /// First-stage loader the profile needs; shim boots it under Secure Boot
+        /// (shim, the signed network GRUB, a signed kernel). [default: ipxe]
+        #[arg(long, value_parser = ["ipxe", "pxelinux", "grub", "shim"])]
         loader: Option<String>,
         /// An iPXE script template instead of kernel/initrd.
         #[arg(long, value_name = "FILE")]

@@ -63,7 +63,7 @@ pub struct InstallArgs {
     #[arg(long, requires = "menu", default_value_t = 30)]
     pub timeout: u32,
     /// With --menu: show it in this loader (ipxe, pxelinux or grub) instead of the default iPXE.
-    #[arg(long, requires = "menu", value_parser = ["ipxe", "pxelinux", "grub"])]
+    #[arg(long, requires = "menu", value_parser = ["ipxe", "pxelinux", "grub", "shim"])]
     pub loader: Option<String>,
     /// A stored template (see `rackboot template list`); the built-in one otherwise.
     #[arg(long)]

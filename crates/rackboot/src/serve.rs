@@ -680,10 +680,13 @@ pub const DEBIAN_LOADERS: &[(&str, &str)] = &[
     ("ldlinux.c32", "/usr/lib/syslinux/modules/bios/ldlinux.c32"),
     ("menu.c32", "/usr/lib/syslinux/modules/bios/menu.c32"),
     ("libutil.c32", "/usr/lib/syslinux/modules/bios/libutil.c32"),
+    // Secure Boot: Microsoft-signed shim (shim-signed), which loads the
+    // Debian-signed network GRUB above from beside itself.
     (
         "grubx64.efi",
         "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
     ),
+    ("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed"),
 ];
 
 /// The TFTP config the server runs with: the operator's, plus Debian's loaders

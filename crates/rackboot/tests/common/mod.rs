@@ -164,6 +164,23 @@ impl Rack {
             .sum()
     }
 
+    /// The sum of a metric's series whose labels contain `label` (e.g.
+    /// `file="http_loader"`); 0 when absent.
+    pub fn metric_labelled(&self, name: &str, label: &str) -> f64 {
+        let out = self
+            .lab
+            .netns()
+            .command("curl")
+            .args(["-sf", &format!("{}/metrics", self.api)])
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn server_log(&self) -> String {
         self.lab.server().map(|s| s.output()).unwrap_or_default()
     }
