@@ -6,9 +6,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::sse::{self, KeepAlive, Sse};
 use futures::Stream;
 use rackboot_core::{Event, EventKind, MacAddr, MachineId};
@@ -22,6 +21,7 @@ use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::machines::find_machine;
+use crate::paging::Page;
 
 /// Largest page a client may ask for, and the default.
 pub const MAX_PAGE: u32 = 1000;
@@ -46,6 +46,9 @@ pub(crate) fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
 pub struct EventsQuery {
     /// Only events with an id greater than this.
     pub after: Option<i64>,
+    /// Where to continue (the `X-Next-Cursor` of the previous page): the
+    /// same as `after`.
+    pub cursor: Option<String>,
     /// At most this many events (default and maximum 1000).
     pub limit: Option<u32>,
     /// The newest this many events (1 to 1000) instead, still oldest first;
@@ -119,16 +122,35 @@ impl Wanted {
 /// Stored events, oldest first: after an id, or the newest ones (`tail`).
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery),
     responses(
-        (status = 200, description = "Events, oldest first", body = Vec<Event>),
+        (status = 200, description = "Events, oldest first. When more may follow, \
+            `X-Next-Cursor` holds the cursor of the next page and `Link` its URL.",
+            body = Vec<Event>,
+            headers(
+                ("X-Next-Cursor" = String, description = "Pass as `cursor` (or `after`) for the next page"),
+                ("Link" = String, description = "The next page: `<URL>; rel=\"next\"`"),
+            )),
         (status = 400, description = "Bad query parameter", body = ErrorBody),
         (status = 404, description = "`machine` names no machine", body = ErrorBody),
     ))]
 pub async fn list_events(
     State(state): State<ApiState>,
+    uri: Uri,
     ApiQuery(query): ApiQuery<EventsQuery>,
-) -> ApiResult<Json<Vec<Event>>> {
+) -> ApiResult<Page<Event>> {
     let store = state.fleet.store().as_ref();
     let limit = page_limit(query.limit)?;
+    let after = match (&query.cursor, query.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "cursor: give `cursor` or `after`, not both".into(),
+            ));
+        }
+        (Some(c), None) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("cursor: {c:?} is not an event id")))?,
+        ),
+        (None, after) => after,
+    };
     let wanted = Wanted::resolve(
         &state.fleet,
         query.kind,
@@ -137,7 +159,7 @@ pub async fn list_events(
     )
     .await?;
     if let Some(n) = query.tail {
-        if query.after.is_some() {
+        if after.is_some() {
             return Err(ApiError::BadRequest(
                 "tail: give `tail` or `after`, not both".into(),
             ));
@@ -147,33 +169,62 @@ pub async fn list_events(
                 "tail: {n} is out of range, use 1 to {MAX_PAGE}"
             )));
         }
-        return Ok(Json(newest(store, &wanted, n).await?));
+        let events = newest(store, &wanted, n).await?;
+        return Ok(Page {
+            items: events,
+            next: None,
+            uri,
+        });
     }
     if wanted.kind.is_none() {
-        return Ok(Json(
-            store
-                .list_events(&wanted.store_filter(query.after, limit))
-                .await?,
-        ));
+        let events = store
+            .list_events(&wanted.store_filter(after, limit))
+            .await?;
+        return Ok(Page::new(events, limit, uri, |e| e.id.to_string()));
     }
     // The store filters by machine and MAC but not by kind: page through and keep matches.
     let mut found = Vec::new();
-    let mut after = query.after;
+    let mut scanned_to = after;
     let mut scanned = 0;
+    let mut more = false;
     loop {
         let page = store
-            .list_events(&wanted.store_filter(after, MAX_PAGE))
+            .list_events(&wanted.store_filter(scanned_to, MAX_PAGE))
             .await?;
         let full = page.len() >= MAX_PAGE as usize;
         scanned += page.len();
-        after = page.last().map(|e| e.id).or(after);
-        found.extend(page.into_iter().filter(|e| wanted.matches(e)));
-        if found.len() >= limit as usize || !full || scanned >= MAX_KIND_SCAN {
+        for e in page {
+            scanned_to = Some(e.id);
+            if wanted.matches(&e) {
+                found.push(e);
+                if found.len() >= limit as usize {
+                    break;
+                }
+            }
+        }
+        if found.len() >= limit as usize {
+            more = true;
+            break;
+        }
+        if !full {
+            break;
+        }
+        if scanned >= MAX_KIND_SCAN {
+            more = true;
             break;
         }
     }
-    found.truncate(limit as usize);
-    Ok(Json(found))
+    // The next page starts after the last event looked at, matching or not.
+    let next = if more {
+        scanned_to.map(|id| id.to_string())
+    } else {
+        None
+    };
+    Ok(Page {
+        items: found,
+        next,
+        uri,
+    })
 }
 
 /// Whether any event has an id greater than `after`.

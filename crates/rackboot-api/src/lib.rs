@@ -33,6 +33,7 @@ pub mod metrics_catalog;
 pub mod openapi;
 mod openapi_machine;
 pub mod ops;
+pub mod paging;
 pub mod power;
 pub mod profiles;
 pub mod selectors;

@@ -6,17 +6,18 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use chrono::Utc;
 use rackboot_core::{Arch, BootIntent, Event, MacAddr, Machine, ProvisionState};
 use rackboot_fleet::{Actor, Fleet};
 use rackboot_store::EventFilter;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::paging::{Page, PageQuery};
 
 /// Body of `POST /api/v1/machines`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -111,35 +112,43 @@ pub(crate) fn api_actor() -> Actor {
     Actor::api(None)
 }
 
-/// All machines, by name.
-#[utoipa::path(get, path = "/api/v1/machines", tag = "machines",
-    responses((status = 200, description = "Every machine, sorted by name", body = Vec<Machine>)))]
-pub async fn list_machines(State(state): State<ApiState>) -> ApiResult<Json<Vec<Machine>>> {
-    let mut machines = state.fleet.store().list_machines().await?;
-    machines.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(machines))
+/// Machines by name, a page at a time (see [`crate::paging`]).
+#[utoipa::path(get, path = "/api/v1/machines", tag = "machines", params(PageQuery),
+    responses(
+        (status = 200, description = "A page of machines, sorted by name (byte order). When more \
+            follow, `X-Next-Cursor` holds the cursor of the next page and `Link` its URL.",
+            body = Vec<Machine>,
+            headers(
+                ("X-Next-Cursor" = String, description = "Pass as `cursor` for the next page"),
+                ("Link" = String, description = "The next page: `<URL>; rel=\"next\"`"),
+            )),
+        (status = 400, description = "Bad `limit`", body = ErrorBody),
+    ))]
+pub async fn list_machines(
+    State(state): State<ApiState>,
+    uri: Uri,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<Page<Machine>> {
+    let limit = query.limit()?;
+    let machines = state
+        .fleet
+        .store()
+        .list_machines_page(query.cursor.as_deref(), limit)
+        .await?;
+    Ok(Page::new(machines, limit, uri, |m| m.name.clone()))
 }
 
-/// Enrolls a machine.
-#[utoipa::path(post, path = "/api/v1/machines", tag = "machines", request_body = NewMachine,
-    responses(
-        (status = 201, description = "Enrolled", body = Machine),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
-        (status = 409, description = "Name or a MAC already in use", body = ErrorBody),
-    ))]
-pub async fn create_machine(
-    State(state): State<ApiState>,
-    ApiJson(new): ApiJson<NewMachine>,
-) -> ApiResult<(StatusCode, Json<Machine>)> {
+/// A machine from its enrolment request: checked, BMC password sealed.
+fn machine_from_request(state: &ApiState, new: NewMachine) -> ApiResult<Machine> {
     check_macs(&new.macs)?;
     let intent = new.intent.unwrap_or(BootIntent::Profile { name: None });
     check_intent_shape("intent", &intent)?;
     let bmc = match &new.bmc {
-        Some(input) => Some(crate::power::seal(&state, "bmc", input)?),
+        Some(input) => Some(crate::power::seal(state, "bmc", input)?),
         None => None,
     };
     let now = Utc::now();
-    let machine = Machine {
+    Ok(Machine {
         id: uuid::Uuid::new_v4(),
         name: new.name,
         macs: new.macs,
@@ -156,9 +165,117 @@ pub async fn create_machine(
         facts_at: None,
         created_at: now,
         updated_at: now,
-    };
+    })
+}
+
+/// Enrolls a machine.
+#[utoipa::path(post, path = "/api/v1/machines", tag = "machines", request_body = NewMachine,
+    responses(
+        (status = 201, description = "Enrolled", body = Machine),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 409, description = "Name or a MAC already in use", body = ErrorBody),
+    ))]
+pub async fn create_machine(
+    State(state): State<ApiState>,
+    ApiJson(new): ApiJson<NewMachine>,
+) -> ApiResult<(StatusCode, Json<Machine>)> {
+    let machine = machine_from_request(&state, new)?;
     let machine = state.fleet.create_machine(machine, &api_actor()).await?;
     Ok((StatusCode::CREATED, Json(machine)))
+}
+
+/// Most machines in one bulk enrolment request.
+pub const MAX_BULK: usize = 5000;
+
+/// Body of `POST /api/v1/machines:bulk`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkMachines {
+    /// 1 to 5,000 machines, each as for `POST /api/v1/machines`.
+    pub machines: Vec<NewMachine>,
+}
+
+/// One row's outcome in a bulk enrolment.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkRow {
+    /// Position of the row in the request, from 0.
+    pub index: usize,
+    pub name: String,
+    /// The new machine's id, when it was enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Option<uuid::Uuid>,
+    /// Why it was not, naming the field or what it collided with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Response of `POST /api/v1/machines:bulk`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkResult {
+    pub created: usize,
+    pub failed: usize,
+    /// Every row, in request order.
+    pub results: Vec<BulkRow>,
+}
+
+/// Enrolls many machines in one transaction (bulk import).
+///
+/// Each row is checked and stored on its own: a bad field or a taken name
+/// or MAC fails that row (its `error` says why), the others are enrolled.
+/// One `machine_changed` event (action `imported`) names the machines.
+#[utoipa::path(post, path = "/api/v1/machines:bulk", tag = "machines", request_body = BulkMachines,
+    responses(
+        (status = 200, description = "Every row's outcome", body = BulkResult),
+        (status = 400, description = "Malformed JSON, or no or too many rows", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
+    ))]
+pub async fn bulk_create_machines(
+    State(state): State<ApiState>,
+    ApiJson(bulk): ApiJson<BulkMachines>,
+) -> ApiResult<Json<BulkResult>> {
+    let n = bulk.machines.len();
+    if n == 0 || n > MAX_BULK {
+        return Err(ApiError::BadRequest(format!(
+            "machines: {n} rows; send 1 to {MAX_BULK} per request"
+        )));
+    }
+    let mut rows: Vec<BulkRow> = Vec::with_capacity(n);
+    let mut checked = Vec::with_capacity(n);
+    for (index, new) in bulk.machines.into_iter().enumerate() {
+        let name = new.name.clone();
+        let error = match machine_from_request(&state, new) {
+            Ok(m) => {
+                checked.push(m);
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        rows.push(BulkRow {
+            index,
+            name,
+            id: None,
+            error,
+        });
+    }
+    let mut outcomes = state
+        .fleet
+        .create_machines(checked, &api_actor())
+        .await?
+        .into_iter();
+    for row in rows.iter_mut().filter(|r| r.error.is_none()) {
+        match outcomes.next() {
+            Some(Ok(m)) => row.id = Some(m.id),
+            Some(Err(e)) => row.error = Some(e.to_string()),
+            None => row.error = Some("not stored".into()),
+        }
+    }
+    let created = rows.iter().filter(|r| r.id.is_some()).count();
+    Ok(Json(BulkResult {
+        created,
+        failed: n - created,
+        results: rows,
+    }))
 }
 
 /// One machine.

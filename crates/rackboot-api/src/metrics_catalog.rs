@@ -257,9 +257,21 @@ pub const METRICS: &[MetricInfo] = &[
         NONE,
     ),
     m(
+        "rackboot_discovery_dropped_total",
+        Counter,
+        "Unknown MACs not recorded because discovery was over its bound ([discovery] per_minute); each MAC counted once a minute.",
+        NONE,
+    ),
+    m(
         "rackboot_events_lost_total",
         Counter,
         "Event batches that could not be stored.",
+        NONE,
+    ),
+    m(
+        "rackboot_events_pruned_total",
+        Counter,
+        "Events deleted by the retention policy ([events] retention).",
         NONE,
     ),
     m(

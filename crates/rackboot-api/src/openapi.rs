@@ -49,6 +49,7 @@ struct ApiDoc;
 pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(machines::list_machines, machines::create_machine))
+        .routes(routes!(machines::bulk_create_machines))
         .routes(routes!(
             machines::get_machine,
             machines::patch_machine,

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{Uri, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use rackboot_core::{Lease, LeaseState};
@@ -12,6 +12,8 @@ use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::ApiQuery;
+use crate::paging::{Page, PageQuery};
 
 /// One service of the rackboot process and whether it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -105,13 +107,33 @@ pub async fn status(State(state): State<ApiState>) -> ApiResult<Json<Status>> {
     }))
 }
 
-/// DHCP leases, by address.
-#[utoipa::path(get, path = "/api/v1/leases", tag = "ops",
-    responses((status = 200, body = Vec<Lease>)))]
-pub async fn list_leases(State(state): State<ApiState>) -> ApiResult<Json<Vec<Lease>>> {
-    let mut leases = state.fleet.store().list_leases().await?;
-    leases.sort_by_key(|l| l.ip);
-    Ok(Json(leases))
+/// DHCP leases by address, a page at a time (see `GET /api/v1/machines`).
+#[utoipa::path(get, path = "/api/v1/leases", tag = "ops", params(PageQuery),
+    responses(
+        (status = 200, description = "A page of leases in address order. When more follow, \
+            `X-Next-Cursor` holds the cursor of the next page and `Link` its URL.",
+            body = Vec<Lease>,
+            headers(
+                ("X-Next-Cursor" = String, description = "Pass as `cursor` for the next page"),
+                ("Link" = String, description = "The next page: `<URL>; rel=\"next\"`"),
+            )),
+        (status = 400, description = "Bad `limit` or `cursor`", body = ErrorBody),
+    ))]
+pub async fn list_leases(
+    State(state): State<ApiState>,
+    uri: Uri,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<Page<Lease>> {
+    let limit = query.limit()?;
+    let after =
+        match &query.cursor {
+            Some(c) => Some(c.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                ApiError::BadRequest(format!("cursor: {c:?} is not an IPv4 address"))
+            })?),
+            None => None,
+        };
+    let leases = state.fleet.store().list_leases_page(after, limit).await?;
+    Ok(Page::new(leases, limit, uri, |l| l.ip.to_string()))
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use rackboot_core::{Workflow, WorkflowState};
 use rackboot_engine::definitions::DefinitionInfo;
 use rackboot_engine::{Engine, EngineError, StartRequest, Started, WorkflowView};
@@ -19,6 +19,7 @@ use crate::ApiState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::machines::{api_actor, find_machine};
+use crate::paging::Page;
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
@@ -86,9 +87,11 @@ pub async fn start_workflows(
     }
     let machines = if body.machines.is_empty() {
         let snapshot = state.fleet.snapshot();
+        // By name, so a batch starts in a predictable order.
         let chosen: Vec<String> = snapshot
             .machines
-            .iter()
+            .by_name()
+            .into_iter()
             .filter(|m| body.all || body.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v)))
             .map(|m| m.name.clone())
             .collect();
@@ -128,20 +131,48 @@ pub struct WorkflowQuery {
     pub machine: Option<String>,
     /// Only workflows in this state: queued, running, succeeded, failed, aborted.
     pub state: Option<String>,
-    /// At most this many (default 100), newest first.
+    /// At most this many (1 to 10,000; default 100), newest first.
     pub limit: Option<u32>,
+    /// Where to continue: the `X-Next-Cursor` header of the previous page.
+    pub cursor: Option<String>,
 }
 
-/// Workflows, newest first; active ones with their live progress and queue place.
+/// A workflow page cursor: the last workflow's creation time (Unix
+/// milliseconds) and id, as `MILLIS.UUID`.
+fn workflow_cursor(wf: &WorkflowView) -> String {
+    format!(
+        "{}.{}",
+        wf.workflow.created_at.timestamp_millis(),
+        wf.workflow.id
+    )
+}
+
+fn parse_workflow_cursor(c: &str) -> ApiResult<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> {
+    let bad = || ApiError::BadRequest(format!("cursor: {c:?} is not a workflow cursor"));
+    let (ms, id) = c.split_once('.').ok_or_else(bad)?;
+    let ms: i64 = ms.parse().map_err(|_| bad())?;
+    let at = chrono::DateTime::from_timestamp_millis(ms).ok_or_else(bad)?;
+    Ok((at, id.parse().map_err(|_| bad())?))
+}
+
+/// Workflows, newest first, a page at a time; active ones with their live
+/// progress and queue place.
 #[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", params(WorkflowQuery),
     responses(
-        (status = 200, body = Vec<WorkflowView>),
+        (status = 200, description = "A page of workflows, newest first. When more follow, \
+            `X-Next-Cursor` holds the cursor of the next page and `Link` its URL.",
+            body = Vec<WorkflowView>,
+            headers(
+                ("X-Next-Cursor" = String, description = "Pass as `cursor` for the next page"),
+                ("Link" = String, description = "The next page: `<URL>; rel=\"next\"`"),
+            )),
         (status = 400, description = "Bad query parameter", body = ErrorBody),
     ))]
 pub async fn list_workflows(
     State(state): State<ApiState>,
+    uri: Uri,
     ApiQuery(query): ApiQuery<WorkflowQuery>,
-) -> ApiResult<Json<Vec<WorkflowView>>> {
+) -> ApiResult<Page<WorkflowView>> {
     let machine = match &query.machine {
         Some(r) => Some(find_machine(&state.fleet, r).await?.id),
         None => None,
@@ -154,19 +185,29 @@ pub async fn list_workflows(
         })?],
         None => Vec::new(),
     };
+    let limit = crate::paging::page_size(query.limit, 100, crate::paging::MAX_PAGE)?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(parse_workflow_cursor)
+        .transpose()?;
     let stored = state
         .fleet
-        .list_workflows(&WorkflowFilter {
-            machine,
-            states,
-            limit: query.limit.unwrap_or(100).min(10_000),
-        })
+        .store()
+        .list_workflows_before(
+            &WorkflowFilter {
+                machine,
+                states,
+                limit,
+            },
+            before,
+        )
         .await?;
     let mut out = Vec::with_capacity(stored.len());
     for wf in stored {
         out.push(view_of(&state, wf).await);
     }
-    Ok(Json(out))
+    Ok(Page::new(out, limit, uri, workflow_cursor))
 }
 
 /// The engine's live view of an active workflow, else the stored one.

@@ -318,7 +318,9 @@ async fn set_boot_intent() {
         assert_eq!(status, StatusCode::OK, "{intent}: {body}");
         assert_eq!(body["intent"], intent);
         assert_eq!(h.get("/api/v1/machines/node-1").await.1["intent"], intent);
-        let cached = h.state.fleet.snapshot().machines[0].intent.clone();
+        let cached = h.state.fleet.snapshot().machines.by_name()[0]
+            .intent
+            .clone();
         assert_eq!(
             serde_json::to_value(cached).unwrap(),
             intent,
@@ -1044,6 +1046,7 @@ fn openapi_documents_every_operation() {
             "post /api/v1/machines/{ref}/install",
             "post /api/v1/machines/{ref}/install-menu",
             "post /api/v1/machines/{ref}/power",
+            "post /api/v1/machines:bulk",
             "post /api/v1/webhooks/{name}/test",
             "post /api/v1/workflows",
             "post /api/v1/workflows/{id}/abort",

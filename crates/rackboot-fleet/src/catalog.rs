@@ -1,5 +1,6 @@
 //! Profiles, selectors and the OS catalog: what machines can boot. Each write
-//! reloads the snapshot and records a `profile_changed` event.
+//! re-reads profiles and selectors into the snapshot (not the machines) and
+//! records a `profile_changed` event.
 
 use chrono::Utc;
 use rackboot_core::{BootIntent, EventKind, NewEvent, Profile, Selector};
@@ -24,7 +25,7 @@ impl Fleet {
         profile.updated_at = now;
         store.put_profile(&profile).await?;
         let stored = store.get_profile(&profile.name).await?;
-        self.inventory().reload().await?;
+        self.inventory().reload_catalog().await?;
         let action = if existing.is_some() {
             "replaced"
         } else {
@@ -71,7 +72,7 @@ impl Fleet {
             )));
         }
         store.delete_profile(name).await?;
-        self.inventory().reload().await?;
+        self.inventory().reload_catalog().await?;
         self.profile_event(
             &format!("profile {name:?}"),
             "deleted",
@@ -99,7 +100,7 @@ impl Fleet {
         }
         let existed = self.find_selector(&selector.name).await?.is_some();
         store.put_selector(&selector).await?;
-        self.inventory().reload().await?;
+        self.inventory().reload_catalog().await?;
         self.profile_event(
             &format!("selector {:?}", selector.name),
             if existed { "replaced" } else { "created" },
@@ -123,7 +124,7 @@ impl Fleet {
             return Err(FleetError::NotFound(format!("selector {name:?} not found")));
         };
         self.store().delete_selector(name).await?;
-        self.inventory().reload().await?;
+        self.inventory().reload_catalog().await?;
         self.profile_event(
             &format!("selector {name:?}"),
             "deleted",
@@ -133,9 +134,10 @@ impl Fleet {
         Ok(())
     }
 
-    /// Re-reads the OS catalog directory (after an import or a delete).
+    /// Re-reads the OS catalog directory (after an import or a delete); the
+    /// machines are not re-read.
     pub async fn reload_os_catalog(&self) -> Result<()> {
-        Ok(self.inventory().reload().await?)
+        Ok(self.inventory().reload_os().await?)
     }
 
     // There is no selector event kind: a selector decides which profile

@@ -22,14 +22,17 @@ mod installs;
 pub mod inventory;
 mod lifecycle;
 mod machines;
+pub mod retention;
+mod sharded;
 pub mod webhooks;
 mod workflows;
 
 pub use agents::{AgentAuthError, IssuedToken, token_sha256};
 pub use installs::InstallCompletion;
-pub use inventory::{Inventory, Snapshot};
+pub use inventory::{Inventory, Machines, Snapshot};
 pub use lifecycle::transition;
-pub use machines::{DiscoveryOutcome, check_intent};
+pub use machines::{DiscoveryLimit, DiscoveryOutcome, check_intent};
+pub use sharded::ShardedMap;
 pub use webhooks::SavedWebhook;
 
 /// Who asked for a change: recorded in events (`data.who`) and transitions.
@@ -107,6 +110,8 @@ pub struct Fleet {
     agents: agents::Sessions,
     /// Bumped by every webhook write (see [`Fleet::webhooks_generation`]).
     webhooks_generation: std::sync::atomic::AtomicU64,
+    /// The bound on machines recorded by discovery.
+    discovery: machines::DiscoveryGate,
 }
 
 impl Fleet {
@@ -123,6 +128,7 @@ impl Fleet {
             events,
             agents,
             webhooks_generation: Default::default(),
+            discovery: Default::default(),
         }))
     }
 

@@ -28,10 +28,12 @@ mod leases6;
 mod postgres;
 mod postgres_installs;
 mod postgres_lifecycle;
+mod postgres_scale;
 mod postgres_webhooks;
 mod sqlite;
 mod sqlite_installs;
 mod sqlite_lifecycle;
+mod sqlite_scale;
 mod sqlite_webhooks;
 
 pub use leases6::Lease6;
@@ -152,6 +154,47 @@ pub trait Store: Send + Sync + 'static {
     async fn find_machine_by_name(&self, name: &str) -> Result<Option<Machine>>;
     async fn find_machine_by_mac(&self, mac: MacAddr) -> Result<Option<Machine>>;
     async fn list_machines(&self) -> Result<Vec<Machine>>;
+    /// The machines with these ids that exist, in no particular order (one
+    /// read for a batch; the snapshot re-reads what a write changed).
+    async fn get_machines(&self, ids: &[MachineId]) -> Result<Vec<Machine>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.get_machine(*id).await {
+                Ok(m) => out.push(m),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+    /// One page of machines by name: those named after `after` (all when
+    /// `None`), at most `limit` (0: 1000).
+    async fn list_machines_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Machine>> {
+        let limit = limit_or_default(limit) as usize;
+        Ok(self
+            .list_machines()
+            .await?
+            .into_iter()
+            .filter(|m| after.is_none_or(|a| m.name.as_str() > a))
+            .take(limit)
+            .collect())
+    }
+    /// Enrols many machines in one transaction (bulk import). Each machine
+    /// gets its own outcome, in order: a name or MAC already taken (by a
+    /// stored machine or an earlier one in the batch) is that row's
+    /// Conflict, and the others are still written. `Err` only when the
+    /// transaction itself failed (nothing written).
+    async fn create_machines(&self, machines: &[Machine]) -> Result<Vec<Result<()>>> {
+        let mut out = Vec::with_capacity(machines.len());
+        for m in machines {
+            out.push(match self.create_machine(m).await {
+                Ok(()) => Ok(()),
+                Err(e @ (StoreError::Conflict(_) | StoreError::NotFound { .. })) => Err(e),
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
 
     // Profiles, keyed by name, listed by name. `put_profile` inserts or replaces,
     // keeping the stored `created_at` of an existing profile. Deletes of missing
@@ -173,6 +216,18 @@ pub trait Store: Send + Sync + 'static {
     async fn put_leases(&self, leases: &[Lease]) -> Result<()>;
     async fn delete_lease(&self, ip: Ipv4Addr) -> Result<()>;
     async fn list_leases(&self) -> Result<Vec<Lease>>;
+    /// One page of leases in address order: those after `after`, at most
+    /// `limit` (0: 1000).
+    async fn list_leases_page(&self, after: Option<Ipv4Addr>, limit: u32) -> Result<Vec<Lease>> {
+        let limit = limit_or_default(limit) as usize;
+        Ok(self
+            .list_leases()
+            .await?
+            .into_iter()
+            .filter(|l| after.is_none_or(|a| l.ip > a))
+            .take(limit)
+            .collect())
+    }
 
     // DHCPv6 leases, keyed by address, with the same contract as `put_leases`
     // (one transaction, durable on return, last lease per address wins). Listed
@@ -195,6 +250,22 @@ pub trait Store: Send + Sync + 'static {
     // Events: appended in one transaction, returned with their ids in order.
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>>;
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+    /// Deletes the oldest events: every event recorded before `older_than`,
+    /// and all but the newest `keep_newest`; at most `max_rows` in this call
+    /// (one short transaction), so a caller prunes a large backlog in steps.
+    /// Returns how many it deleted.
+    async fn prune_events(
+        &self,
+        older_than: Option<DateTime<Utc>>,
+        keep_newest: Option<u64>,
+        max_rows: u32,
+    ) -> Result<u64> {
+        let _ = (older_than, keep_newest, max_rows);
+        Err(StoreError::Unsupported {
+            what: "event pruning",
+            backend: self.backend(),
+        })
+    }
 
     // Install templates (user overrides of the built-in unattended files), keyed
     // by name, listed by name; put inserts or replaces keeping `created_at`.
@@ -239,6 +310,19 @@ pub trait Store: Send + Sync + 'static {
             .await?
             .into_iter()
             .filter(|i| i.state == InstallState::Pending)
+            .collect())
+    }
+    /// The pending installs of these machines.
+    async fn list_pending_installs_of(
+        &self,
+        machines: &[MachineId],
+    ) -> Result<Vec<InstallRequest>> {
+        let wanted: std::collections::HashSet<&MachineId> = machines.iter().collect();
+        Ok(self
+            .list_pending_installs()
+            .await?
+            .into_iter()
+            .filter(|i| wanted.contains(&i.machine))
             .collect())
     }
     /// An installer callback, in one transaction: checks the token (a wrong
@@ -303,6 +387,21 @@ pub trait Store: Send + Sync + 'static {
     async fn get_workflow(&self, id: WorkflowId) -> Result<Workflow>;
     /// Newest first.
     async fn list_workflows(&self, filter: &WorkflowFilter) -> Result<Vec<Workflow>>;
+    /// [`Store::list_workflows`] continued: only workflows older than
+    /// `before` (created_at, then id, as listed) when given.
+    async fn list_workflows_before(
+        &self,
+        filter: &WorkflowFilter,
+        before: Option<(DateTime<Utc>, WorkflowId)>,
+    ) -> Result<Vec<Workflow>> {
+        match before {
+            None => self.list_workflows(filter).await,
+            Some(_) => Err(StoreError::Unsupported {
+                what: "workflow paging",
+                backend: self.backend(),
+            }),
+        }
+    }
 
     // ---------- agent sessions (one per machine) ----------
 

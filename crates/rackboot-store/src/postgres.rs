@@ -35,7 +35,7 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
+pub(crate) const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
      m.state, m.state_reason, m.state_changed_at, m.maintenance, m.facts, m.facts_at, \
      ARRAY(SELECT mm.mac FROM machine_macs mm WHERE mm.machine_id = m.id ORDER BY mm.ordinal) AS macs";
 
@@ -100,6 +100,15 @@ impl PgStore {
 
     async fn try_create_machine(&self, m: &Machine) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        Self::insert_machine(&mut tx, m).await?;
+        tx.commit().await
+    }
+
+    /// The machine's row and its MACs, inside the caller's transaction.
+    pub(crate) async fn insert_machine(
+        tx: &mut sqlx::PgConnection,
+        m: &Machine,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at, \
              state, state_reason, state_changed_at, maintenance, facts, facts_at) \
@@ -123,8 +132,7 @@ impl PgStore {
         .bind(m.facts_at.map(truncate_ms))
         .execute(&mut *tx)
         .await?;
-        Self::insert_macs(&mut tx, m.id, &m.macs).await?;
-        tx.commit().await
+        Self::insert_macs(tx, m.id, &m.macs).await
     }
 
     /// `Ok(false)` when no machine has this id.
@@ -166,7 +174,7 @@ impl PgStore {
     }
 
     /// Names what a machine write collided with, after the failed transaction rolled back.
-    async fn describe_conflict(
+    pub(crate) async fn describe_conflict(
         &self,
         m: &Machine,
         creating: bool,
@@ -231,7 +239,7 @@ impl PgStore {
         ))
     }
 
-    fn machine_from_row(row: &PgRow) -> Result<Machine> {
+    pub(crate) fn machine_from_row(row: &PgRow) -> Result<Machine> {
         let get = |e| backend("decoding a machine row")(e);
         let t = "machines";
         let sealed_password: Option<String> = row.try_get("bmc_password").map_err(get)?;
@@ -301,7 +309,7 @@ impl PgStore {
         })
     }
 
-    fn lease_from_row(row: &PgRow) -> Result<Lease> {
+    pub(crate) fn lease_from_row(row: &PgRow) -> Result<Lease> {
         let get = |e| backend("decoding a lease row")(e);
         let t = "leases";
         Ok(Lease {
@@ -436,6 +444,47 @@ impl Store for PgStore {
             .iter()
             .map(Self::machine_from_row)
             .collect()
+    }
+
+    async fn get_machines(&self, ids: &[MachineId]) -> Result<Vec<Machine>> {
+        self.get_machines_impl(ids).await
+    }
+
+    async fn list_machines_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Machine>> {
+        self.list_machines_page_impl(after, limit).await
+    }
+
+    async fn create_machines(&self, machines: &[Machine]) -> Result<Vec<Result<()>>> {
+        self.create_machines_impl(machines).await
+    }
+
+    async fn list_leases_page(&self, after: Option<Ipv4Addr>, limit: u32) -> Result<Vec<Lease>> {
+        self.list_leases_page_impl(after, limit).await
+    }
+
+    async fn prune_events(
+        &self,
+        older_than: Option<DateTime<Utc>>,
+        keep_newest: Option<u64>,
+        max_rows: u32,
+    ) -> Result<u64> {
+        self.prune_events_impl(older_than, keep_newest, max_rows)
+            .await
+    }
+
+    async fn list_pending_installs_of(
+        &self,
+        machines: &[MachineId],
+    ) -> Result<Vec<InstallRequest>> {
+        self.list_pending_installs_of_impl(machines).await
+    }
+
+    async fn list_workflows_before(
+        &self,
+        filter: &WorkflowFilter,
+        before: Option<(DateTime<Utc>, WorkflowId)>,
+    ) -> Result<Vec<Workflow>> {
+        self.list_workflows_before_impl(filter, before).await
     }
 
     async fn put_profile(&self, p: &Profile) -> Result<()> {

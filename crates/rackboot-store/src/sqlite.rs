@@ -81,7 +81,7 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
+pub(crate) const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
      m.state, m.state_reason, m.state_changed_at, m.maintenance, m.facts, m.facts_at, \
      (SELECT group_concat(mm.mac, ',' ORDER BY mm.ordinal) FROM machine_macs mm WHERE mm.machine_id = m.id) AS macs";
 
@@ -285,6 +285,10 @@ impl SqliteStore {
         })
     }
 
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     pub(crate) fn reader(&self) -> &SqlitePool {
         &self.reader
     }
@@ -314,6 +318,15 @@ impl SqliteStore {
 
     async fn try_create_machine(&self, m: &Machine) -> Result<(), sqlx::Error> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Self::insert_machine(&mut tx, m).await?;
+        tx.commit().await
+    }
+
+    /// The machine's row and its MACs, inside the caller's transaction.
+    pub(crate) async fn insert_machine(
+        tx: &mut sqlx::SqliteConnection,
+        m: &Machine,
+    ) -> Result<(), sqlx::Error> {
         let id = m.id.to_string();
         sqlx::query(
             "INSERT INTO machines (id, name, uuid, arch, labels, intent, bmc, bmc_password, created_at, updated_at, \
@@ -338,8 +351,7 @@ impl SqliteStore {
         .bind(m.facts_at.map(codec::millis))
         .execute(&mut *tx)
         .await?;
-        Self::insert_macs(&mut tx, &id, &m.macs).await?;
-        tx.commit().await
+        Self::insert_macs(tx, &id, &m.macs).await
     }
 
     /// `Ok(false)` when no machine has this id.
@@ -383,7 +395,7 @@ impl SqliteStore {
 
     /// Names what a machine write collided with. Runs after the failed transaction
     /// is gone (the in-memory store has a single connection).
-    async fn describe_conflict(
+    pub(crate) async fn describe_conflict(
         &self,
         m: &Machine,
         creating: bool,
@@ -535,7 +547,7 @@ impl SqliteStore {
         })
     }
 
-    fn lease_from_row(row: &SqliteRow) -> Result<Lease> {
+    pub(crate) fn lease_from_row(row: &SqliteRow) -> Result<Lease> {
         let get = |e| backend("decoding a lease row")(e);
         let t = "leases";
         Ok(Lease {
@@ -676,6 +688,47 @@ impl Store for SqliteStore {
             .iter()
             .map(Self::machine_from_row)
             .collect()
+    }
+
+    async fn get_machines(&self, ids: &[MachineId]) -> Result<Vec<Machine>> {
+        self.get_machines_impl(ids).await
+    }
+
+    async fn list_machines_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Machine>> {
+        self.list_machines_page_impl(after, limit).await
+    }
+
+    async fn create_machines(&self, machines: &[Machine]) -> Result<Vec<Result<()>>> {
+        self.create_machines_impl(machines).await
+    }
+
+    async fn list_leases_page(&self, after: Option<Ipv4Addr>, limit: u32) -> Result<Vec<Lease>> {
+        self.list_leases_page_impl(after, limit).await
+    }
+
+    async fn prune_events(
+        &self,
+        older_than: Option<DateTime<Utc>>,
+        keep_newest: Option<u64>,
+        max_rows: u32,
+    ) -> Result<u64> {
+        self.prune_events_impl(older_than, keep_newest, max_rows)
+            .await
+    }
+
+    async fn list_pending_installs_of(
+        &self,
+        machines: &[MachineId],
+    ) -> Result<Vec<InstallRequest>> {
+        self.list_pending_installs_of_impl(machines).await
+    }
+
+    async fn list_workflows_before(
+        &self,
+        filter: &WorkflowFilter,
+        before: Option<(DateTime<Utc>, WorkflowId)>,
+    ) -> Result<Vec<Workflow>> {
+        self.list_workflows_before_impl(filter, before).await
     }
 
     async fn put_profile(&self, p: &Profile) -> Result<()> {

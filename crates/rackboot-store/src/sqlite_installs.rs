@@ -274,7 +274,7 @@ fn template_from_row(row: &SqliteRow) -> Result<InstallTemplate> {
     })
 }
 
-fn install_from_row(row: &SqliteRow) -> Result<InstallRequest> {
+pub(crate) fn install_from_row(row: &SqliteRow) -> Result<InstallRequest> {
     let get = |e| backend("decoding an install row")(e);
     let t = "installs";
     let state: String = row.try_get("state").map_err(get)?;

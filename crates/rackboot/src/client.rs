@@ -65,20 +65,67 @@ impl Api {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        Ok(self.send_with_headers(req).await?.0)
+    }
+
+    /// [`Api::send`], with the response's headers.
+    async fn send_with_headers<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(T, reqwest::header::HeaderMap)> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
             .with_context(|| format!("cannot reach rackboot at {}", self.base))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let body = resp.bytes().await.context("reading API response")?;
         if !status.is_success() {
             bail!("{status}: {}", api_message(&String::from_utf8_lossy(&body)));
         }
         if body.is_empty() {
-            return serde_json::from_value(Value::Null).context("empty API response");
+            let value = serde_json::from_value(Value::Null).context("empty API response")?;
+            return Ok((value, headers));
         }
-        serde_json::from_slice(&body).context("decoding API response")
+        let value = serde_json::from_slice(&body).context("decoding API response")?;
+        Ok((value, headers))
+    }
+
+    /// One page of a paged list and the cursor of the next (`None`: the last).
+    pub async fn get_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<T>, Option<String>)> {
+        let path = match cursor {
+            Some(c) => with_query(path, &format!("cursor={}", query_value(c))),
+            None => path.to_string(),
+        };
+        let (items, headers) = self
+            .send_with_headers(self.http.get(self.url(&path)))
+            .await?;
+        let next = headers
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((items, next))
+    }
+
+    /// Every item of a paged list (following `X-Next-Cursor`), at most `max`.
+    pub async fn get_all<T: DeserializeOwned>(&self, path: &str, max: usize) -> Result<Vec<T>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, next) = self.get_page::<T>(path, cursor.as_deref()).await?;
+            all.extend(page);
+            match next {
+                Some(c) if all.len() < max && Some(&c) != cursor.as_ref() => cursor = Some(c),
+                _ => break,
+            }
+        }
+        all.truncate(max);
+        Ok(all)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -147,6 +194,12 @@ pub fn api_message(body: &str) -> String {
     msg
 }
 
+/// `path` with `param` (`key=value`) added to its query.
+pub fn with_query(path: &str, param: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{param}")
+}
+
 /// Path segment escaping for names and MACs (':' is fine in a path; '/' and '%' are not).
 pub fn seg(s: &str) -> String {
     s.replace('%', "%25")
@@ -186,6 +239,25 @@ pub enum MachineCmd {
         /// Accept the BMC's self-signed TLS certificate.
         #[arg(long)]
         bmc_insecure: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Enroll many machines from a CSV or JSON file (`-`: standard input),
+    /// one request and one store transaction per chunk; rows that fail are
+    /// listed (and the command exits 1). CSV: a header row, then `name`,
+    /// `macs` (`;`-separated) and optionally `uuid`, `arch`, `labels`
+    /// (`k=v;k=v`), `profile`, `bmc`, `bmc_insecure`. JSON: an array of
+    /// objects as for `POST /api/v1/machines`. BMC passwords: in the URL or
+    /// RACKBOOT_BMC_PASSWORD.
+    Import {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+        /// csv or json. [default: by the file's extension]
+        #[arg(long, value_parser = ["csv", "json"])]
+        format: Option<String>,
+        /// Machines per request (1-5000).
+        #[arg(long, default_value_t = 1000)]
+        chunk: usize,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -455,12 +527,18 @@ pub async fn machine(cmd: MachineCmd) -> Result<()> {
     match cmd {
         MachineCmd::List(client) => {
             let api = Api::new(&client)?;
-            let machines: Vec<Machine> = api.get("/machines").await?;
+            let machines: Vec<Machine> = api.get_all("/machines", usize::MAX).await?;
             match client.output {
                 Format::Json => print_json(&machines),
                 Format::Text => machine_table(&machines),
             }
         }
+        MachineCmd::Import {
+            file,
+            format,
+            chunk,
+            client,
+        } => crate::import_cli::run(file, format, chunk, client).await?,
         MachineCmd::Show { machine, client } => {
             let api = Api::new(&client)?;
             let m: Machine = api.get(&format!("/machines/{}", seg(&machine))).await?;
@@ -927,7 +1005,7 @@ pub enum LeaseCmd {
 
 pub async fn lease(cmd: LeaseCmd) -> Result<()> {
     let LeaseCmd::List(client) = cmd;
-    let leases: Vec<Lease> = Api::new(&client)?.get("/leases").await?;
+    let leases: Vec<Lease> = Api::new(&client)?.get_all("/leases", usize::MAX).await?;
     match client.output {
         Format::Json => print_json(&leases),
         Format::Text => {
@@ -962,7 +1040,7 @@ pub struct EventsArgs {
     /// Instead of the newest: events after this id, oldest first (page with --limit).
     #[arg(long, value_name = "ID")]
     pub after: Option<i64>,
-    /// With --after: at most this many events (1-1000).
+    /// With --after: at most this many events (pages of up to 1000 are followed).
     #[arg(long, default_value_t = 100, requires = "after")]
     pub limit: u32,
     /// Only this MAC's events.
@@ -996,7 +1074,7 @@ fn print_event(e: &Event, format: Format) {
 }
 
 /// Query text escaping for values (MACs, names, kinds).
-fn query_value(s: &str) -> String {
+pub(crate) fn query_value(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
@@ -1020,17 +1098,22 @@ pub async fn events(args: EventsArgs) -> Result<()> {
         filters.push(format!("kind={}", query_value(k)));
     }
     let mut query = filters.clone();
-    match args.after {
+    let backlog: Vec<Event> = match args.after {
         Some(after) => {
+            if args.limit == 0 {
+                bail!("--limit must be at least 1");
+            }
             query.push(format!("after={after}"));
-            query.push(format!("limit={}", args.limit));
+            query.push(format!("limit={}", args.limit.min(1000)));
+            api.get_all(&format!("/events?{}", query.join("&")), args.limit as usize)
+                .await?
         }
         None => {
             let tail = args.tail.unwrap_or(if args.follow { 10 } else { 20 });
             query.push(format!("tail={tail}"));
+            api.get(&format!("/events?{}", query.join("&"))).await?
         }
-    }
-    let backlog: Vec<Event> = api.get(&format!("/events?{}", query.join("&"))).await?;
+    };
     if !args.follow {
         match args.client.output {
             Format::Json => print_json(&backlog),

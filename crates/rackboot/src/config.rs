@@ -69,6 +69,12 @@ pub struct Config {
     /// Alerts: how events reach webhooks.
     #[serde(default)]
     pub alerts: AlertSettings,
+    /// The bound on recording unknown machines that network-boot.
+    #[serde(default)]
+    pub discovery: DiscoverySettings,
+    /// How long the event log keeps events.
+    #[serde(default)]
+    pub events: EventSettings,
     #[serde(default)]
     pub log: Log,
     /// Which defaults the operator overrode (from the file or flags): those
@@ -242,6 +248,82 @@ fn default_alert_timeout_secs() -> u64 {
 
 fn default_alert_concurrency() -> usize {
     8
+}
+
+/// `[discovery]`: a network-booting host needs no credentials, so the
+/// machines discovery records are bounded. Over the bound an unknown MAC is
+/// not recorded (it still gets the discovery boot), is counted in
+/// `rackboot_discovery_dropped_total`, and the first refusal of an overload
+/// records one event.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySettings {
+    /// Unknown machines recorded per minute at most (a burst of this many,
+    /// then refilled evenly); 0: no bound.
+    #[serde(default = "default_discovery_per_minute")]
+    pub per_minute: u32,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        DiscoverySettings {
+            per_minute: default_discovery_per_minute(),
+        }
+    }
+}
+
+fn default_discovery_per_minute() -> u32 {
+    rackboot_fleet::DiscoveryLimit::default().per_minute
+}
+
+/// `[events]`: the event log's retention. A background task deletes events
+/// older than `retention_days` and beyond the newest `max_events`, every
+/// `prune_interval_secs` (`rackboot_events_pruned_total` counts them).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Days an event is kept; 0 keeps events however old.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Events kept at most (the newest); 0: no bound.
+    #[serde(default = "default_max_events")]
+    pub max_events: u64,
+    /// Seconds between two pruning passes.
+    #[serde(default = "default_prune_interval")]
+    pub prune_interval_secs: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            retention_days: default_retention_days(),
+            max_events: default_max_events(),
+            prune_interval_secs: default_prune_interval(),
+        }
+    }
+}
+
+impl EventSettings {
+    pub fn to_retention(&self) -> rackboot_fleet::retention::EventRetention {
+        rackboot_fleet::retention::EventRetention {
+            max_age: (self.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400)),
+            max_events: (self.max_events > 0).then_some(self.max_events),
+            interval: Duration::from_secs(self.prune_interval_secs.max(1)),
+        }
+    }
+}
+
+fn default_retention_days() -> u32 {
+    90
+}
+
+fn default_max_events() -> u64 {
+    10_000_000
+}
+
+fn default_prune_interval() -> u64 {
+    300
 }
 
 /// The key file under the state directory.

@@ -539,27 +539,37 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<()> {
             client,
         } => {
             let api = Api::new(&client)?;
-            let mut q = vec![format!("limit={limit}")];
+            let mut q = vec![format!("limit={}", limit.clamp(1, 1000))];
             if let Some(m) = machine {
                 q.push(format!("machine={}", seg(&m)));
             }
             if let Some(s) = state {
                 q.push(format!("state={s}"));
             }
-            let list: Vec<Value> = api.get(&format!("/workflows?{}", q.join("&"))).await?;
+            let list: Vec<Value> = api
+                .get_all(&format!("/workflows?{}", q.join("&")), limit as usize)
+                .await?;
             if client.output == Format::Json {
                 print_json(&list);
                 return Ok(());
             }
-            let machines: Vec<Value> = api.get("/machines").await.unwrap_or_default();
-            let name_of = |id: &str| {
-                machines
-                    .iter()
-                    .find(|m| m["id"] == id)
-                    .and_then(|m| m["name"].as_str())
-                    .unwrap_or(id)
-                    .to_string()
-            };
+            // Names of the machines listed (not of the whole fleet).
+            let mut names: std::collections::BTreeMap<String, String> = Default::default();
+            for w in &list {
+                let Some(id) = w["machine"].as_str() else {
+                    continue;
+                };
+                if !names.contains_key(id) {
+                    let m: Option<Value> = api.get(&format!("/machines/{}", seg(id))).await.ok();
+                    let name = m
+                        .as_ref()
+                        .and_then(|m| m["name"].as_str())
+                        .unwrap_or(id)
+                        .to_string();
+                    names.insert(id.to_string(), name);
+                }
+            }
+            let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
             let mut t = Table::new(["ID", "MACHINE", "WORKFLOW", "STATE", "CREATED", "NOW"]);
             for w in &list {
                 t.row([

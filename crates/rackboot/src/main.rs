@@ -12,6 +12,7 @@ mod adhoc;
 mod client;
 mod config;
 mod deploy_cli;
+mod import_cli;
 mod install_cli;
 mod install_wiring;
 mod lab;

@@ -66,7 +66,7 @@ async fn resolve(api: &Api, names: &[String], targets: &Targets) -> Result<Vec<S
         return Ok(names.to_vec());
     }
     let wanted: BTreeMap<String, String> = parse_labels(&targets.labels)?;
-    let machines: Vec<Machine> = api.get("/machines").await?;
+    let machines: Vec<Machine> = api.get_all("/machines", usize::MAX).await?;
     let chosen: Vec<String> = machines
         .into_iter()
         .filter(|m| m.bmc.is_some())

@@ -318,6 +318,18 @@ impl Server {
             rackboot_fleet::Fleet::load(store.clone(), Some(os_dir.clone()), events.clone())
                 .await?;
         let inventory = fleet.inventory().clone();
+        fleet.set_discovery_limit(rackboot_fleet::DiscoveryLimit {
+            per_minute: config.discovery.per_minute,
+        });
+        {
+            // Outside `tasks`: no sockets, ends with the shutdown token.
+            let (store, stop) = (store.clone(), shutdown.clone());
+            tokio::spawn(rackboot_fleet::retention::run_event_pruning(
+                store,
+                config.events.to_retention(),
+                async move { stop.cancelled().await },
+            ));
+        }
 
         // Bind everything before starting anything, so a port in use fails the
         // start instead of leaving half a server running.
