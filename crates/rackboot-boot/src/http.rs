@@ -352,6 +352,11 @@ pub(crate) async fn serve_tree(
     };
     let status = resp.status();
     if status == StatusCode::NOT_FOUND {
+        if prefix == "/os" {
+            // An installer asked its OS tree (its mirror) for a file it does
+            // not have: the install stops there, so say which.
+            tracing::warn!(path = %path, client = ?client_ip, "not in the OS catalog: {prefix}/{path}");
+        }
         return text(
             StatusCode::NOT_FOUND,
             format!("no file {path:?} under {prefix}\n"),
