@@ -21,7 +21,7 @@ use crate::error::ErrorBody;
     ),
     paths(
         boot_ipxe, boot_grub, boot_pxelinux, boot_loader, asset, ramdisk, image_file, os_file,
-        install_file, install_started, install_done,
+        install_file, install_started, install_installed, install_done,
         agent_hello, agent_heartbeat, agent_progress, agent_result, agent_log, deploy_booted,
     ),
     components(schemas(Hello, HelloReply, Heartbeat, HeartbeatReply, Progress, StepReport)),
@@ -133,8 +133,24 @@ fn install_file() {}
     ))]
 fn install_started() {}
 
-/// The installer's completion callback: the machine is set to boot its disk.
-/// Idempotent. GET or POST.
+/// The installer finished (its last step, before it reboots): the install
+/// becomes `installed`, the machine is set to boot its disk (and its BMC, if
+/// it has one, to disk boot). Idempotent. GET or POST.
+#[utoipa::path(get, path = "/install/{id}/installed/{token}", tag = "boot",
+    params(
+        ("id" = String, Path, description = "Install id"),
+        ("token" = String, Path, description = "The install's callback token"),
+    ),
+    responses(
+        (status = 200, description = "Installed (or already installed or completed)", content_type = "text/plain", body = String),
+        (status = 404, description = "No such install, or a wrong token", content_type = "text/plain", body = String),
+        (status = 409, description = "The install was cancelled", content_type = "text/plain", body = String),
+    ))]
+fn install_installed() {}
+
+/// The completion callback: the installed system's first-boot report (or,
+/// for a template without one, the installer's last step, which also sets
+/// the machine to boot its disk). Idempotent. GET or POST.
 #[utoipa::path(get, path = "/install/{id}/done/{token}", tag = "boot",
     params(
         ("id" = String, Path, description = "Install id"),

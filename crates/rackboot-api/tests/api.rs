@@ -1030,6 +1030,7 @@ fn openapi_documents_every_operation() {
             "get /deploy/{workflow}/booted/{token}",
             "get /images/{path}",
             "get /install/{id}/done/{token}",
+            "get /install/{id}/installed/{token}",
             "get /install/{id}/started/{token}",
             "get /install/{id}/{file}",
             "get /metrics",
