@@ -87,8 +87,12 @@ pub struct LoaderFiles {
     /// firmware's SNP): measured under OVMF, `ipxe.efi`'s `exit` never returns to
     /// the firmware, so local-disk boots hang, while `snponly.efi` returns.
     pub uefi_x64_ipxe: String,
-    /// iPXE for UEFI arm64; arm64 clients get no boot file when absent.
+    /// iPXE for UEFI arm64; arm64 clients get `uefi_arm64_grub` when absent.
     pub uefi_arm64: Option<String>,
+    /// GRUB for UEFI arm64 (Debian's signed network GRUB, grubnetaa64.efi.signed
+    /// from grub-efi-arm64-signed), then a generated grub.cfg: arm64 machines'
+    /// default loader (Debian has no iPXE for arm64).
+    pub uefi_arm64_grub: String,
     /// pxelinux for BIOS machines whose profile asks for `loader = "pxelinux"`.
     pub pxelinux: String,
     /// GRUB for UEFI x86-64 machines whose profile asks for `loader = "grub"`;
@@ -151,6 +155,7 @@ impl Default for LoaderFiles {
             bios_ipxe: "undionly.kpxe".into(),
             uefi_x64_ipxe: "snponly.efi".into(),
             uefi_arm64: None,
+            uefi_arm64_grub: "grubaa64.efi".into(),
             pxelinux: "pxelinux.0".into(),
             uefi_x64_grub: None,
             uefi_x64_shim: "shimx64.efi".into(),
@@ -189,6 +194,7 @@ impl BootConfig {
             ("bios_ipxe", Some(&l.bios_ipxe)),
             ("uefi_x64_ipxe", Some(&l.uefi_x64_ipxe)),
             ("uefi_arm64", l.uefi_arm64.as_ref()),
+            ("uefi_arm64_grub", Some(&l.uefi_arm64_grub)),
             ("pxelinux", Some(&l.pxelinux)),
             ("uefi_x64_grub", l.uefi_x64_grub.as_ref()),
             ("uefi_x64_shim", Some(&l.uefi_x64_shim)),

@@ -354,6 +354,10 @@ fn template_vars_with_labels(
     m.insert("arch", Value::from(machine.arch.map(|a| a.as_str())));
     let mut vars = BTreeMap::new();
     vars.insert("machine", Value::from(m));
+    // The machine's CPU as distributions name it, for per-architecture kernels
+    // (`kernel = "debian/{{ arch }}/linux"`); a machine whose firmware was never
+    // seen is taken for amd64.
+    vars.insert("arch", Value::from(cpu_arch(machine.arch)));
     vars.insert("mac", Value::from(mac.to_string()));
     vars.insert("server", Value::from(urls.server.clone()));
     vars.insert("base_url", Value::from(urls.base_url.clone()));
@@ -398,19 +402,43 @@ fn is_url(r: &str) -> bool {
     r.contains("://")
 }
 
-/// Kernel and initrds of a kernel profile, checked.
-fn kernel_refs(profile: &Profile) -> Result<(&str, &[String]), String> {
+/// Debian's name for the CPU of firmware `arch` (`amd64`, `arm64`, `i386`);
+/// amd64 when unknown.
+pub fn cpu_arch(arch: Option<rackboot_core::Arch>) -> &'static str {
+    use rackboot_core::Arch;
+    match arch {
+        Some(Arch::UefiArm64) => "arm64",
+        Some(Arch::UefiIa32) => "i386",
+        Some(Arch::Bios | Arch::UefiX64 | Arch::Other(_)) | None => "amd64",
+    }
+}
+
+/// Kernel and initrds of a kernel profile, checked. Templates in them are
+/// rendered like the command line, so one profile names per-architecture
+/// kernels and initrds (`{{ arch }}/vmlinuz`).
+fn kernel_refs(profile: &Profile, vars: &Value) -> Result<(String, Vec<String>), String> {
     let kernel = profile.kernel.as_deref().ok_or_else(|| {
         format!(
             "profile \"{}\" has no kernel (it is an iPXE script profile)",
             profile.name
         )
     })?;
-    check_ref(profile, "kernel", kernel)?;
-    for i in &profile.initrds {
-        check_ref(profile, "initrd", i)?;
-    }
-    Ok((kernel, &profile.initrds))
+    let rendered = |field: &str, r: &str| -> Result<String, String> {
+        let r = if r.contains("{{") || r.contains("{%") {
+            render_template(profile, field, r, vars)?.trim().to_string()
+        } else {
+            r.to_string()
+        };
+        check_ref(profile, field, &r)?;
+        Ok(r)
+    };
+    let kernel = rendered("kernel", kernel)?;
+    let initrds = profile
+        .initrds
+        .iter()
+        .map(|i| rendered("initrd", i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((kernel, initrds))
 }
 
 /// Labels that answer every key, so validation accepts `machine.labels.rack`
@@ -437,7 +465,7 @@ pub fn validate_profile_templates(p: &Profile) -> Result<(), String> {
         render_template(p, "ipxe_script", script, &vars)?;
     }
     if p.kernel.is_some() {
-        kernel_refs(p)?;
+        kernel_refs(p, &vars)?;
     }
     Ok(())
 }
@@ -485,9 +513,9 @@ fn ipxe_profile_body(profile: &Profile, vars: &Value, urls: &ServerUrls) -> Resu
         }
         return Ok(body);
     }
-    let (kernel, initrds) = kernel_refs(profile)?;
+    let (kernel, initrds) = kernel_refs(profile, vars)?;
     let args = cmdline(profile, vars)?;
-    let mut line = format!("kernel {}", ipxe_asset(kernel, urls));
+    let mut line = format!("kernel {}", ipxe_asset(&kernel, urls));
     for i in 0..initrds.len() {
         write!(line, " initrd=initrd{i}").unwrap();
     }
@@ -758,9 +786,9 @@ fn pxelinux_profile_body(
             profile.name
         ));
     }
-    let (kernel, initrds) = kernel_refs(profile)?;
+    let (kernel, initrds) = kernel_refs(profile, vars)?;
     let args = cmdline(profile, vars)?;
-    let mut out = format!("  KERNEL {}\n", pxelinux_asset(kernel, urls));
+    let mut out = format!("  KERNEL {}\n", pxelinux_asset(&kernel, urls));
     if !initrds.is_empty() {
         let list: Vec<String> = initrds.iter().map(|i| pxelinux_asset(i, urls)).collect();
         writeln!(out, "  INITRD {}", list.join(",")).unwrap();
@@ -947,9 +975,9 @@ fn grub_profile_body(
             profile.name
         ));
     }
-    let (kernel, initrds) = kernel_refs(profile)?;
+    let (kernel, initrds) = kernel_refs(profile, vars)?;
     let args = cmdline(profile, vars)?;
-    let mut out = format!("{indent}linux {}", grub_asset(profile, kernel, urls)?);
+    let mut out = format!("{indent}linux {}", grub_asset(profile, &kernel, urls)?);
     if !args.is_empty() {
         write!(out, " {}", grub_args(&args)).unwrap();
     }

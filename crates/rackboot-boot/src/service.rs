@@ -230,6 +230,8 @@ impl BootService {
                 m.labels
                     .get(SECURE_BOOT_LABEL)
                     .is_some_and(|v| v.trim() == "true")
+                    // arm64 machines boot GRUB unless an arm64 iPXE is configured.
+                    || (m.arch == Some(Arch::UefiArm64) && self.config.loaders.uefi_arm64.is_none())
             })
     }
 
@@ -440,7 +442,12 @@ impl BootService {
                 None => return GeneratedFile::NotFound,
             },
         };
-        let r = self.resolve(&snapshot, mac, None, Some(Arch::UefiX64), true);
+        // GRUB runs on x86-64 and arm64: a machine seen before says which.
+        let arch = snapshot
+            .machine_by_mac(mac)
+            .and_then(|m| m.arch)
+            .unwrap_or(Arch::UefiX64);
+        let r = self.resolve(&snapshot, mac, None, Some(arch), true);
         self.tftp_render("grub", r, client, render_grub)
     }
 }
@@ -509,7 +516,10 @@ impl BootResponder for BootService {
                 .as_deref()
                 .unwrap_or(loaders.uefi_x64_ipxe.as_str()),
             (Arch::UefiX64, _) => loaders.uefi_x64_ipxe.as_str(),
-            (Arch::UefiArm64, _) => loaders.uefi_arm64.as_deref()?,
+            (Arch::UefiArm64, _) => loaders
+                .uefi_arm64
+                .as_deref()
+                .unwrap_or(loaders.uefi_arm64_grub.as_str()),
             (Arch::UefiIa32 | Arch::Other(_), _) => return None,
         };
         counter!("rackboot_boot_dhcp_answers_total", "file" => file.to_string()).increment(1);

@@ -123,7 +123,7 @@ async fn boot_file_table() {
         ("uefi grub-profile",        true,  M_GRUB,     UefiX64,   false, false, tftp("grubx64.efi")),
         ("uefi grub, no grub conf",  false, M_GRUB,     UefiX64,   false, false, tftp("snponly.efi")),
         ("arm64",                    true,  M_IPXE,     UefiArm64, false, false, tftp("arm64/ipxe.efi")),
-        ("arm64 unconfigured",       false, M_IPXE,     UefiArm64, false, false, None),
+        ("arm64 without iPXE: GRUB", false, M_IPXE,     UefiArm64, false, false, tftp("grubaa64.efi")),
         ("ia32 has no loader",       true,  M_IPXE,     UefiIa32,  false, false, None),
         ("other arch",               true,  M_IPXE,     Other(99), false, false, None),
         ("http boot x64",            true,  M_IPXE,     UefiX64,   false, true,  http("snponly.efi")),
@@ -502,5 +502,41 @@ async fn secure_boot_machines_get_shim() {
     assert_eq!(
         none.service.generate("grub/grub.cfg", lo),
         GeneratedFile::NotGenerated
+    );
+}
+
+/// arm64 machines get Debian's arm64 network GRUB, whose generated config
+/// loads the kernel a per-architecture profile names (`{{ arch }}`).
+#[tokio::test]
+async fn arm64_machines_get_grub_and_their_architectures_kernel() {
+    const M_ARM: &str = "52:54:00:00:00:07";
+    let s = store();
+    let mut m = machine(
+        "arm",
+        M_ARM,
+        BootIntent::Profile {
+            name: Some("p-any".into()),
+        },
+    );
+    m.id = uuid::Uuid::from_u128(20);
+    m.arch = Some(Arch::UefiArm64);
+    s.machines.lock().unwrap().push(m);
+    let mut any = kernel_profile("p-any", LoaderKind::Ipxe);
+    any.kernel = Some("{{ arch }}/vmlinuz".into());
+    any.initrds = vec!["{{ arch }}/initrd.img".into()];
+    s.profiles.lock().unwrap().push(any);
+    let f = fixture(s, BootConfig::default()).await;
+    assert_eq!(
+        f.service
+            .dhcp_boot(mac(M_ARM), &client(Arch::UefiArm64, false, false), SERVER),
+        tftp("grubaa64.efi")
+    );
+    let lo = Ipv4Addr::LOCALHOST;
+    assert!(content(f.service.generate("grub/grub.cfg", lo)).contains("configfile"));
+    let cfg = content(f.service.generate(&format!("grub/grub.cfg-01-{M_ARM}"), lo));
+    assert!(
+        cfg.contains("linux (tftp)/assets/arm64/vmlinuz")
+            && cfg.contains("initrd (tftp)/assets/arm64/initrd.img"),
+        "{cfg}"
     );
 }

@@ -117,7 +117,7 @@ impl VmChassis {
                 "netns".to_string(),
                 "exec".to_string(),
                 self.netns.clone(),
-                "qemu-system-x86_64".to_string(),
+                m.firmware.emulator().to_string(),
             ];
             head.append(&mut parts.head);
             parts.head = head;

@@ -34,6 +34,18 @@ pub const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 /// Variables with Microsoft's keys (KEK, and the Windows and UEFI CA 2011 in db)
 /// enrolled and Secure Boot enforced, as on a server from the factory.
 pub const OVMF_VARS_MS_KEYS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// AAVMF (UEFI for QEMU's arm64 `virt` board, package qemu-efi-aarch64) and its variables.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+/// Where scripts/install-deps unpacks the arm64 packages the lab needs on an amd64 host
+/// (Debian's arm64 kernel, busybox-static and signed network GRUB, from `apt-get
+/// download PKG:arm64`): they are not installable beside their amd64 twins.
+pub const ARM64_ROOT: &str = "/opt/rackboot-arm64";
+/// Debian's signed network GRUB for arm64 (grub-efi-arm64-signed), under [`ARM64_ROOT`].
+pub const ARM64_NETWORK_GRUB: &str = "usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed";
+/// busybox-static for arm64, under [`ARM64_ROOT`].
+pub const ARM64_BUSYBOX: &str = "bin/busybox";
+
 /// Combined legacy+EFI iPXE ROM QEMU uses by default for virtio-net-pci.
 pub const VIRTIO_NIC_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 /// iPXE for BIOS PXE chainloading (uses the firmware's UNDI driver).

@@ -171,17 +171,47 @@ fn marker_entries(busybox: Vec<u8>) -> Vec<CpioEntry> {
 /// Builds the marker initramfs (gzip-compressed newc cpio) at `out` from /bin/busybox
 /// (Debian's busybox-static).
 pub fn build_marker_initramfs(out: &Path) -> Result<()> {
-    let busybox = std::fs::read(BUSYBOX).map_err(io_err(format!(
-        "read {BUSYBOX} (apt-get install busybox-static)"
+    build_marker_initramfs_with(out, Path::new(BUSYBOX))
+}
+
+/// As [`build_marker_initramfs`] around another busybox-static binary (another
+/// architecture's, e.g. arm64's under [`crate::firmware::ARM64_ROOT`]).
+pub fn build_marker_initramfs_with(out: &Path, busybox_path: &Path) -> Result<()> {
+    let shown = busybox_path.display();
+    let busybox = std::fs::read(busybox_path).map_err(io_err(format!(
+        "read {shown} (busybox-static of the machine's architecture)"
     )))?;
     if !busybox.starts_with(b"\x7fELF") {
-        return Err(LabError::Config(format!("{BUSYBOX} is not an ELF binary")));
+        return Err(LabError::Config(format!("{shown} is not an ELF binary")));
     }
     let file = std::fs::File::create(out).map_err(io_err(format!("create {}", out.display())))?;
     let mut gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
     write_newc(&mut gz, &marker_entries(busybox))
         .and_then(|()| gz.finish()?.flush())
         .map_err(io_err(format!("write {}", out.display())))
+}
+
+/// Debian's arm64 kernel (linux-image-*-arm64, an EFI-stub `Image`) unpacked under
+/// [`crate::firmware::ARM64_ROOT`] by scripts/install-deps.
+pub fn arm64_kernel() -> Result<PathBuf> {
+    let boot = Path::new(crate::firmware::ARM64_ROOT).join("boot");
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir(&boot)
+        .map_err(io_err(format!(
+            "list {} (scripts/install-deps)",
+            boot.display()
+        )))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    kernels.sort_by_key(|k| version_key(k));
+    kernels
+        .pop()
+        .ok_or_else(|| LabError::Config(format!("no vmlinuz-* in {}", boot.display())))
 }
 
 /// The host's newest stock kernel (/boot/vmlinuz-*, Debian's linux-image-amd64): it has the 8250

@@ -142,6 +142,16 @@ impl MachineSpec {
         spec
     }
 
+    /// An arm64 machine: AAVMF on qemu-system-aarch64's `virt` board (TCG), its
+    /// own PXE client (no NIC ROM), 512 MiB.
+    pub fn uefi_arm64() -> MachineSpec {
+        MachineSpec {
+            firmware: Firmware::uefi_arm64(),
+            nic_rom: NicRom::None,
+            ..MachineSpec::bios()
+        }
+    }
+
     /// OVMF whose first network boot option is PXE over IPv6: IPv4 PXE is
     /// switched off in the firmware (as a server's setup screen can), so it
     /// does not wait out DHCPv4 on an IPv6-only network.

@@ -65,8 +65,8 @@ use std::time::Duration;
 pub use bmc::{BMC_PASSWORD, BMC_USER, BmcKind, IPMI_BASE_PORT, IpmiSim, IpmiSimConfig, ipmi_url};
 pub use chassis::VmChassis;
 pub use initramfs::{
-    CpioEntry, MARKER, MARKER_KERNEL_CMDLINE, build_marker_initramfs, host_kernel,
-    marker_init_script, write_newc,
+    CpioEntry, MARKER, MARKER_KERNEL_CMDLINE, arm64_kernel, build_marker_initramfs,
+    build_marker_initramfs_with, host_kernel, marker_init_script, write_newc,
 };
 pub use lab::{
     DEFAULT_BRIDGE_ADDR, DEFAULT_BRIDGE_ADDR6, DEFAULT_PREFIX_LEN, DEFAULT_PREFIX_LEN6, Lab,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::firmware::{OVMF_CODE, OVMF_VARS};
+use crate::firmware::{AAVMF_CODE, AAVMF_VARS, OVMF_CODE, OVMF_VARS};
 use crate::netns::Netns;
 use crate::process::{LabProcess, read_from, strip_ansi, wait_for_pattern};
 use crate::{LabError, Result, io_err};
@@ -16,12 +16,40 @@ pub enum Firmware {
     Bios,
     /// OVMF from pflash, with a private copy of the variable store.
     Uefi(UefiFirmware),
+    /// An arm64 machine: AAVMF (UEFI for QEMU's `virt` board) from pflash, with a
+    /// private copy of the variable store, under qemu-system-aarch64 (TCG, Cortex-A57).
+    /// Its serial console is the board's PL011 (`console=ttyAMA0`).
+    UefiArm64(UefiFirmware),
 }
 
 impl Firmware {
     /// OVMF from Debian's `ovmf` package.
     pub fn uefi() -> Firmware {
         Firmware::Uefi(UefiFirmware::default())
+    }
+
+    /// AAVMF from Debian's `qemu-efi-aarch64` package.
+    pub fn uefi_arm64() -> Firmware {
+        Firmware::UefiArm64(UefiFirmware {
+            code: PathBuf::from(AAVMF_CODE),
+            vars_template: PathBuf::from(AAVMF_VARS),
+        })
+    }
+
+    /// The UEFI firmware files, for either architecture.
+    pub fn uefi_files(&self) -> Option<&UefiFirmware> {
+        match self {
+            Firmware::Bios => None,
+            Firmware::Uefi(u) | Firmware::UefiArm64(u) => Some(u),
+        }
+    }
+
+    /// The QEMU program that runs this machine.
+    pub fn emulator(&self) -> &'static str {
+        match self {
+            Firmware::UefiArm64(_) => "qemu-system-aarch64",
+            Firmware::Bios | Firmware::Uefi(_) => "qemu-system-x86_64",
+        }
     }
 }
 
@@ -259,37 +287,41 @@ pub fn qemu_args_with_disks(config: &MachineConfig, disks: &[usize]) -> Result<V
 /// The parts of `config`'s QEMU command line (see [`QemuArgParts`]).
 pub fn qemu_arg_parts(config: &MachineConfig) -> QemuArgParts {
     let (net_index, disk_index) = boot_indexes(config);
-    let mut args: Vec<String> = [
-        "-name",
-        &config.name,
-        "-accel",
-        "tcg",
-        "-m",
-        &config.memory_mib.to_string(),
-        "-smp",
-        "1",
-        "-nographic",
-        "-nodefaults",
-        "-monitor",
-        "none",
-        "-chardev",
-        &format!(
-            "file,id=serial0,path={},append=on",
-            qemu_escape(&config.serial_log())
-        ),
-        "-serial",
-        "chardev:serial0",
-        "-smbios",
-        &format!(
-            "type=1,manufacturer=rackboot-lab,product=lab-vm,serial={}",
-            config.dmi_serial().replace(',', ",,")
-        ),
-        "-netdev",
-        &format!("tap,id=net0,ifname={},script=no,downscript=no", config.tap),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let board: &[&str] = match config.firmware {
+        Firmware::UefiArm64(_) => &["-machine", "virt", "-cpu", "cortex-a57"],
+        Firmware::Bios | Firmware::Uefi(_) => &[],
+    };
+    let mut args: Vec<String> = ["-name", &config.name]
+        .iter()
+        .chain(board)
+        .chain(&[
+            "-accel",
+            "tcg",
+            "-m",
+            &config.memory_mib.to_string(),
+            "-smp",
+            "1",
+            "-nographic",
+            "-nodefaults",
+            "-monitor",
+            "none",
+            "-chardev",
+            &format!(
+                "file,id=serial0,path={},append=on",
+                qemu_escape(&config.serial_log())
+            ),
+            "-serial",
+            "chardev:serial0",
+            "-smbios",
+            &format!(
+                "type=1,manufacturer=rackboot-lab,product=lab-vm,serial={}",
+                config.dmi_serial().replace(',', ",,")
+            ),
+            "-netdev",
+            &format!("tap,id=net0,ifname={},script=no,downscript=no", config.tap),
+        ])
+        .map(|s| s.to_string())
+        .collect();
 
     let mut nic = format!(
         "virtio-net-pci,netdev=net0,mac={},bootindex={net_index}",
@@ -320,7 +352,7 @@ pub fn qemu_arg_parts(config: &MachineConfig) -> QemuArgParts {
         })
         .collect();
     let mut tail = Vec::new();
-    if let Firmware::Uefi(uefi) = &config.firmware {
+    if let Some(uefi) = config.firmware.uefi_files() {
         tail.extend([
             "-drive".to_string(),
             format!(
@@ -359,7 +391,7 @@ pub(crate) fn prepare_machine_files(config: &MachineConfig) -> Result<()> {
                 .map_err(io_err(format!("size {}", disk.display())))?;
         }
     }
-    if let Firmware::Uefi(uefi) = &config.firmware {
+    if let Some(uefi) = config.firmware.uefi_files() {
         let vars = config.vars_path();
         if !vars.exists() {
             std::fs::copy(&uefi.vars_template, &vars).map_err(io_err(format!(
@@ -473,7 +505,7 @@ impl QemuMachine {
         let args = qemu_args_with_disks(&self.config, &disks)?;
         let serial = self.config.serial_log();
         self.boot_offset = std::fs::metadata(&serial).map_or(0, |m| m.len());
-        let mut cmd = netns.command("qemu-system-x86_64");
+        let mut cmd = netns.command(self.config.firmware.emulator());
         cmd.args(args);
         self.process = None; // reap the previous run, if any
         let process = netns.spawn(
@@ -596,6 +628,24 @@ mod tests {
         ));
         assert!(args.contains("-drive if=pflash,format=raw,unit=1,file=/lab/m1.vars.fd"));
         assert!(args.ends_with("-no-reboot"));
+    }
+
+    #[test]
+    fn arm64_machine_runs_aavmf_on_the_virt_board() {
+        let mut c = config();
+        c.firmware = Firmware::uefi_arm64();
+        c.nic_rom = NicRom::None;
+        assert_eq!(c.firmware.emulator(), "qemu-system-aarch64");
+        assert_eq!(Firmware::uefi().emulator(), "qemu-system-x86_64");
+        let args = joined(&c);
+        assert!(
+            args.starts_with("-name m1 -machine virt -cpu cortex-a57 -accel tcg "),
+            "{args}"
+        );
+        assert!(args.contains(
+            "-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd"
+        ));
+        assert!(args.contains("-drive if=pflash,format=raw,unit=1,file=/lab/m1.vars.fd"));
     }
 
     /// (boot order, disks attached) → (NIC bootindex, [(disk, bootindex)]) in command-line order.

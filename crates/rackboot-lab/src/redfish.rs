@@ -156,6 +156,12 @@ pub fn domain_xml(m: &MachineConfig, uuid: &str, disks: &[usize]) -> String {
             path(uefi.code.clone()),
             path(m.vars_path())
         ),
+        Firmware::UefiArm64(uefi) => format!(
+            "    <type arch='aarch64' machine='virt'>hvm</type>\n    \
+             <loader readonly='yes' type='pflash'>{}</loader>\n    <nvram>{}</nvram>\n",
+            path(uefi.code.clone()),
+            path(m.vars_path())
+        ),
     };
     let rom = match &m.nic_rom {
         NicRom::Default => String::new(),
@@ -374,7 +380,7 @@ impl RedfishService {
             for i in 0..m.disks_mib.len() {
                 owned(&m.disk_path(i))?;
             }
-            if matches!(m.firmware, Firmware::Uefi(_)) {
+            if m.firmware.uefi_files().is_some() {
                 owned(&m.vars_path())?;
             }
         }

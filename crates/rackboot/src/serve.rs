@@ -699,6 +699,11 @@ pub const DEBIAN_LOADERS: &[(&str, &str)] = &[
         "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
     ),
     ("shimx64.efi", "/usr/lib/shim/shimx64.efi.signed"),
+    // arm64 machines (grub-efi-arm64-signed on an arm64 host).
+    (
+        "grubaa64.efi",
+        "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
+    ),
 ];
 
 /// The TFTP config the server runs with: the operator's, plus Debian's loaders

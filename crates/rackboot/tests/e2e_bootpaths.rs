@@ -6,7 +6,9 @@
 //! - a UEFI machine that boots by UEFI HTTP boot only (the TFTP server sees
 //!   nothing from it);
 //! - Secure Boot enforced with Microsoft's keys: shim → Debian's signed network
-//!   GRUB → its generated config → the signed Debian kernel.
+//!   GRUB → its generated config → the signed Debian kernel;
+//! - an arm64 machine (AAVMF, TCG): Debian's signed arm64 network GRUB → its
+//!   generated config → the arm64 kernel a per-architecture profile names.
 //!
 //! Needs root and the packages scripts/install-deps installs.
 
@@ -196,4 +198,235 @@ async fn secure_boot_machine_boots_shim_grub_and_a_signed_kernel() {
         !timeline.contains("snponly.efi"),
         "a Secure Boot machine must never be handed iPXE:\n{timeline}"
     );
+}
+
+#[tokio::test]
+async fn arm64_machine_boots_grub_and_its_own_kernel() {
+    let _vms = VMS.lock().await;
+    // Debian's signed arm64 network GRUB, in a TFTP root of its own (on an
+    // arm64 host rackboot maps it from grub-efi-arm64-signed by itself).
+    let arm64_root = std::path::Path::new(rackboot_lab::firmware::ARM64_ROOT);
+    let tftp_root = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        arm64_root.join(rackboot_lab::firmware::ARM64_NETWORK_GRUB),
+        tftp_root.path().join("grubaa64.efi"),
+    )
+    .expect("scripts/install-deps unpacks grub-efi-arm64-signed");
+    let mut rack = Rack::start(
+        vec![MachineSpec::uefi_arm64().with_no_reboot()],
+        &[
+            "--dhcp-range",
+            "10.77.0.100-10.77.0.150",
+            "--tftp-root",
+            tftp_root.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    // One profile for both architectures: `{{ arch }}` picks the kernel and
+    // initrd (Debian's arm64 kernel and an arm64 busybox for this machine).
+    let assets = rack.dir().join("assets");
+    for arch in ["amd64", "arm64"] {
+        std::fs::create_dir_all(assets.join(arch)).unwrap();
+    }
+    std::fs::copy(assets.join("vmlinuz"), assets.join("amd64/vmlinuz")).unwrap();
+    std::fs::copy(
+        assets.join("marker.cpio.gz"),
+        assets.join("amd64/marker.cpio.gz"),
+    )
+    .unwrap();
+    std::fs::copy(
+        rackboot_lab::arm64_kernel().expect("scripts/install-deps unpacks the arm64 kernel"),
+        assets.join("arm64/vmlinuz"),
+    )
+    .unwrap();
+    rackboot_lab::build_marker_initramfs_with(
+        &assets.join("arm64/marker.cpio.gz"),
+        &arm64_root.join(rackboot_lab::firmware::ARM64_BUSYBOX),
+    )
+    .unwrap();
+    rack.cli(&[
+        "profile",
+        "add",
+        "any-arch",
+        "--kernel",
+        "{{ arch }}/vmlinuz",
+        "--initrd",
+        "{{ arch }}/marker.cpio.gz",
+        "--cmdline",
+        "console=ttyAMA0 panic=-1 rackboot.machine={{ machine.name }} rackboot.arch={{ arch }}",
+    ]);
+    rack.enroll(0, &["profile", "--profile", "any-arch"]);
+    // Enrolled as an arm64 machine (discovery would record it from its first request).
+    let token = std::fs::read_to_string(rack.state_dir.join("admin-token")).unwrap();
+    let patched = rack
+        .lab
+        .netns()
+        .command("curl")
+        .args(["-sf", "-o", "/dev/null", "-X", "PATCH"])
+        .args(["-H", "content-type: application/json"])
+        .arg("-H")
+        .arg(format!("authorization: Bearer {}", token.trim()))
+        .args(["-d", r#"{"arch":"uefi_arm64"}"#])
+        .arg(format!("{}/api/v1/machines/m1", rack.api))
+        .status()
+        .unwrap();
+    assert!(patched.success(), "PATCH arch");
+    let started = Instant::now();
+    let line = rack.boot_and_wait(0, MARKER).await;
+    eprintln!("arm64 UEFI: power-on to marker {:?}", started.elapsed());
+    assert!(
+        line.contains("rackboot.machine=m1") && line.contains("rackboot.arch=arm64"),
+        "{line}"
+    );
+    let timeline = rack.timeline(0);
+    eprintln!("{timeline}");
+    for file in [
+        "grubaa64.efi",
+        "grub.cfg-01-52:54:00:00:00:01",
+        "arm64/vmlinuz",
+    ] {
+        assert!(
+            lines_of(&timeline, "tftp_sent")
+                .iter()
+                .any(|l| l.contains(file)),
+            "{file} over TFTP:\n{timeline}"
+        );
+    }
+}
+
+/// One boot path of the benchmark.
+struct BenchPath {
+    name: &'static str,
+    machine: fn() -> MachineSpec,
+    serve_args: &'static [&'static str],
+    network: fn(LabConfig) -> LabConfig,
+    loader: &'static str,
+}
+
+/// Power-on to kernel for each boot path, side by side with IPv4 PXE → iPXE on
+/// the same OVMF machine (512 MiB, one TCG vCPU, the host's Debian kernel and
+/// the marker initramfs): `BOOTPATHS_ROUNDS` boots per path (default 3), paths
+/// interleaved round by round, each boot in a fresh lab. Writes a Markdown
+/// section to `BOOTPATHS_OUT` (bench/bootpaths.sh splices it into
+/// docs/benchmarks.md). Ignored by default: about 3 minutes per round.
+#[tokio::test]
+#[ignore]
+async fn bootpaths_benchmark() {
+    let _vms = VMS.lock().await;
+    let rounds: usize = std::env::var("BOOTPATHS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let v4: &[&str] = &["--dhcp-range", "10.77.0.100-10.77.0.150"];
+    let same = |c: LabConfig| c;
+    let paths = [
+        BenchPath {
+            name: "IPv4 UEFI PXE → snponly.efi (TFTP) → iPXE → HTTP",
+            machine: MachineSpec::uefi,
+            serve_args: v4,
+            network: same,
+            loader: "ipxe",
+        },
+        BenchPath {
+            name: "IPv6-only UEFI PXE → snponly.efi (TFTP/IPv6) → iPXE DHCPv6 → HTTP/IPv6",
+            machine: MachineSpec::uefi_ipv6_pxe,
+            serve_args: &["--dhcp6-range", "2001:db8:77::100-2001:db8:77::1ff"],
+            network: LabConfig::ipv6_only,
+            loader: "ipxe",
+        },
+        BenchPath {
+            name: "UEFI HTTP boot → snponly.efi (HTTP) → iPXE → HTTP",
+            machine: MachineSpec::uefi_http_boot,
+            serve_args: v4,
+            network: same,
+            loader: "ipxe",
+        },
+        BenchPath {
+            name: "Secure Boot: UEFI PXE → shim → GRUB → kernel (all TFTP)",
+            machine: MachineSpec::uefi_secure_boot,
+            serve_args: v4,
+            network: same,
+            loader: "shim",
+        },
+    ];
+    // (to "Linux version", to the marker) per path, per round.
+    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); paths.len()];
+    for round in 0..rounds {
+        for (i, path) in paths.iter().enumerate() {
+            let mut rack =
+                Rack::start_lab(vec![(path.machine)()], None, path.serve_args, path.network).await;
+            // Not quiet, so the kernel's first line marks its start on every path.
+            let cmdline = CMDLINE.replace(" quiet", "");
+            rack.cli(&[
+                "profile",
+                "add",
+                "bench",
+                "--kernel",
+                "vmlinuz",
+                "--initrd",
+                "marker.cpio.gz",
+                "--cmdline",
+                &cmdline,
+                "--loader",
+                path.loader,
+            ]);
+            rack.enroll(0, &["profile", "--profile", "bench"]);
+            let started = Instant::now();
+            rack.lab.start_machine(0).unwrap();
+            let m = rack.lab.machine(0);
+            m.wait_for_serial("Linux version", common::BOOT_TIMEOUT)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.name, rack.server_log()));
+            let kernel = started.elapsed().as_secs_f64();
+            m.wait_for_serial(MARKER, common::BOOT_TIMEOUT)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.name, rack.server_log()));
+            let marker = started.elapsed().as_secs_f64();
+            eprintln!(
+                "round {}: {}: kernel {kernel:.1} s, marker {marker:.1} s",
+                round + 1,
+                path.name
+            );
+            results[i].push((kernel, marker));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut md =
+        String::from("<!-- bench/bootpaths.sh: begin -->\n## Boot paths: power-on to kernel\n\n");
+    md.push_str(&format!(
+        "`bench/bootpaths.sh` (the ignored test `bootpaths_benchmark` in \
+         crates/rackboot/tests/e2e_bootpaths.rs): one OVMF machine (512 MiB, 1 vCPU, \
+         QEMU TCG: no KVM here) boots the host's signed Debian kernel and the marker \
+         initramfs through `rackboot serve` alone, in a fresh lab per boot; {rounds} \
+         boots per path, paths interleaved round by round; medians, (min-max). \
+         \"Kernel\" is power-on to the kernel's first line (`Linux version`), \"init\" \
+         to the marker its initramfs prints. The Secure Boot machine is a q35 with SMM \
+         (OVMF's Secure Boot build requires it) and Microsoft's keys, enforcing.\n\n\
+         | path | power-on → kernel (s) | power-on → init (s) |\n|---|---|---|\n"
+    ));
+    for (path, r) in paths.iter().zip(&results) {
+        let k: Vec<f64> = r.iter().map(|x| x.0).collect();
+        let m: Vec<f64> = r.iter().map(|x| x.1).collect();
+        let range = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::MAX, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            format!("({lo:.1}-{hi:.1})")
+        };
+        md.push_str(&format!(
+            "| {} | {:.1} {} | {:.1} {} |\n",
+            path.name,
+            median(k.clone()),
+            range(&k),
+            median(m.clone()),
+            range(&m)
+        ));
+    }
+    md.push_str("<!-- bench/bootpaths.sh: end -->\n");
+    eprintln!("{md}");
+    if let Ok(out) = std::env::var("BOOTPATHS_OUT") {
+        std::fs::write(out, md).unwrap();
+    }
 }
