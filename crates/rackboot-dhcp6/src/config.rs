@@ -50,6 +50,13 @@ pub struct RaConfig {
     /// beside their DHCPv6 one. Default false (stateful only).
     #[serde(default)]
     pub autonomous: bool,
+    /// Router lifetime of the advertisements: above 0, hosts take rackboot
+    /// for the link's default router. rackboot forwards nothing, so off-link
+    /// traffic goes nowhere, but UEFI PXE over IPv6 (EDK2's PxeBc) waits 10 s
+    /// for a default router before it fetches its loader; 0 (the default)
+    /// announces no router.
+    #[serde(default)]
+    pub router_lifetime_secs: u16,
 }
 
 impl Default for RaConfig {
@@ -58,6 +65,7 @@ impl Default for RaConfig {
             enabled: true,
             interval_secs: default_ra_interval(),
             autonomous: false,
+            router_lifetime_secs: 0,
         }
     }
 }
@@ -390,7 +398,7 @@ mod tests {
         let cfg = parse(
             r#"
             rapid_commit = false
-            router_advertisements = { interval_secs = 30, autonomous = true }
+            router_advertisements = { interval_secs = 30, autonomous = true, router_lifetime_secs = 1800 }
             [[subnets]]
             name = "prov6"
             prefix = "2001:db8:77::/64"
@@ -404,8 +412,11 @@ mod tests {
             ]
             "#,
         );
+        assert_eq!(cfg.router_advertisements.router_lifetime_secs, 1800);
         let s = &cfg.compile().unwrap()[0];
         assert_eq!(s.pool_size(), 256 + 65536);
+        let ra = crate::ra::advertisement(s, true, 1800, None);
+        assert_eq!(ra.router_lifetime_secs, 1800);
         assert_eq!(s.nth(0), Some("2001:db8:77::100".parse().unwrap()));
         assert_eq!(s.nth(256), Some("2001:db8:77::1:0".parse().unwrap()));
         assert_eq!(s.nth(256 + 65536), None);

@@ -1,6 +1,7 @@
 //! Router advertisements from rackboot on a provisioning link without a router:
 //! M and O set (addresses and other configuration come from DHCPv6), router
-//! lifetime 0 (rackboot forwards nothing, so it is nobody's default router), and
+//! lifetime 0 (rackboot forwards nothing, so it is nobody's default router;
+//! `router_lifetime_secs` changes that for UEFI PXE's sake), and
 //! the local prefix as on-link (DHCPv6 addresses are bare /128s; the L flag tells
 //! hosts the rest of the prefix is on the link), without the A flag unless the
 //! config asks for SLAAC too. Sent every `interval_secs` and at once on a
@@ -29,13 +30,14 @@ const QUIET_AFTER_OTHER_ROUTER: Duration = Duration::from_secs(1800);
 pub fn advertisement(
     prefix: &crate::config::Subnet6,
     autonomous: bool,
+    router_lifetime_secs: u16,
     mac: Option<rackboot_core::MacAddr>,
 ) -> RouterAdvertisement {
     RouterAdvertisement {
         hop_limit: 64,
         managed: true,
         other: true,
-        router_lifetime_secs: 0,
+        router_lifetime_secs,
         prefixes: vec![PrefixInfo {
             prefix: prefix.prefix,
             length: prefix.prefix_len,

@@ -128,6 +128,7 @@ async fn serve(
                 let ra = crate::ra::advertisement(
                     engine.subnet(local),
                     ra_config.autonomous,
+                    ra_config.router_lifetime_secs,
                     sockets.mac,
                 );
                 let interval = Duration::from_secs(u64::from(ra_config.interval_secs));

@@ -299,6 +299,8 @@ struct BenchPath {
     name: &'static str,
     machine: fn() -> MachineSpec,
     serve_args: &'static [&'static str],
+    /// A config file passed with `--config`, when the path needs one.
+    config: Option<&'static str>,
     network: fn(LabConfig) -> LabConfig,
     loader: &'static str,
 }
@@ -324,6 +326,7 @@ async fn bootpaths_benchmark() {
             name: "IPv4 UEFI PXE → snponly.efi (TFTP) → iPXE → HTTP",
             machine: MachineSpec::uefi,
             serve_args: v4,
+            config: None,
             network: same,
             loader: "ipxe",
         },
@@ -331,6 +334,21 @@ async fn bootpaths_benchmark() {
             name: "IPv6-only UEFI PXE → snponly.efi (TFTP/IPv6) → iPXE DHCPv6 → HTTP/IPv6",
             machine: MachineSpec::uefi_ipv6_pxe,
             serve_args: &["--dhcp6-range", "2001:db8:77::100-2001:db8:77::1ff"],
+            config: None,
+            network: LabConfig::ipv6_only,
+            loader: "ipxe",
+        },
+        BenchPath {
+            name: "the same, rackboot advertised as default router (router_lifetime_secs = 1800)",
+            machine: MachineSpec::uefi_ipv6_pxe,
+            serve_args: &[],
+            config: Some(
+                "[dhcp6]\n\
+                 router_advertisements = { router_lifetime_secs = 1800 }\n\
+                 [[dhcp6.subnets]]\n\
+                 prefix = \"2001:db8:77::/64\"\n\
+                 ranges = [\"2001:db8:77::100-2001:db8:77::1ff\"]\n",
+            ),
             network: LabConfig::ipv6_only,
             loader: "ipxe",
         },
@@ -338,6 +356,7 @@ async fn bootpaths_benchmark() {
             name: "UEFI HTTP boot → snponly.efi (HTTP) → iPXE → HTTP",
             machine: MachineSpec::uefi_http_boot,
             serve_args: v4,
+            config: None,
             network: same,
             loader: "ipxe",
         },
@@ -345,6 +364,7 @@ async fn bootpaths_benchmark() {
             name: "Secure Boot: UEFI PXE → shim → GRUB → kernel (all TFTP)",
             machine: MachineSpec::uefi_secure_boot,
             serve_args: v4,
+            config: None,
             network: same,
             loader: "shim",
         },
@@ -353,8 +373,15 @@ async fn bootpaths_benchmark() {
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); paths.len()];
     for round in 0..rounds {
         for (i, path) in paths.iter().enumerate() {
+            let config_dir = tempfile::tempdir().unwrap();
+            let config_file = config_dir.path().join("rackboot.toml");
+            let mut serve_args: Vec<&str> = path.serve_args.to_vec();
+            if let Some(text) = path.config {
+                std::fs::write(&config_file, text).unwrap();
+                serve_args.extend(["--config", config_file.to_str().unwrap()]);
+            }
             let mut rack =
-                Rack::start_lab(vec![(path.machine)()], None, path.serve_args, path.network).await;
+                Rack::start_lab(vec![(path.machine)()], None, &serve_args, path.network).await;
             // Not quiet, so the kernel's first line marks its start on every path.
             let cmdline = CMDLINE.replace(" quiet", "");
             rack.cli(&[
