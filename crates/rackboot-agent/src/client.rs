@@ -1,5 +1,9 @@
 //! The agent endpoints of the server ([`rackboot_agent_proto::paths`]), typed.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use rackboot_agent_proto::{
     ErrorBody, Heartbeat, HeartbeatReply, Hello, HelloReply, Progress, StepReport, paths,
 };
@@ -47,6 +51,10 @@ pub struct Client {
     base: Url,
     token: String,
     pub timeouts: Timeouts,
+    /// When set (simulation: `--request-log FILE`), one line per request:
+    /// `PATH STATUS MICROSECONDS` (status 0: no answer). Fleet benchmarks
+    /// read the agents' view of the server's latency from it.
+    pub request_log: Option<Arc<Mutex<std::fs::File>>>,
 }
 
 impl Client {
@@ -58,6 +66,7 @@ impl Client {
                 connect: std::time::Duration::from_secs(10),
                 io: std::time::Duration::from_secs(30),
             },
+            request_log: None,
         })
     }
 
@@ -73,19 +82,19 @@ impl Client {
     }
 
     fn post_bytes(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-        let url = self.base.with_path(path);
-        let auth = format!("Bearer {}", self.token);
-        let resp = http::send(
-            "POST",
-            &url,
-            &[("Authorization", &auth), ("Accept", "application/json")],
-            Some((content_type, body)),
-            self.timeouts,
-        )?;
-        let status = resp.status;
-        let ok = resp.is_success();
-        let body = resp.read_body(1 << 20)?;
-        if !ok {
+        let started = Instant::now();
+        let result = self.post_bytes_untimed(path, content_type, body);
+        if let Some(log) = &self.request_log {
+            let status = match &result {
+                Ok((status, _)) => *status,
+                Err(_) => 0,
+            };
+            let line = format!("{path} {status} {}\n", started.elapsed().as_micros());
+            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = file.write_all(line.as_bytes());
+        }
+        let (status, body) = result?;
+        if !(200..300).contains(&status) {
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| {
@@ -99,6 +108,27 @@ impl Client {
             });
         }
         Ok(body)
+    }
+
+    /// One POST: the status and body, whatever the status.
+    fn post_bytes_untimed(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), HttpError> {
+        let url = self.base.with_path(path);
+        let auth = format!("Bearer {}", self.token);
+        let resp = http::send(
+            "POST",
+            &url,
+            &[("Authorization", &auth), ("Accept", "application/json")],
+            Some((content_type, body)),
+            self.timeouts,
+        )?;
+        let status = resp.status;
+        let body = resp.read_body(1 << 20)?;
+        Ok((status, body))
     }
 
     fn post<T: Serialize, R: DeserializeOwned>(&self, path: &str, body: &T) -> Result<R, ApiError> {

@@ -6,11 +6,15 @@
 //! rackboot-agent                                   # on a machine
 //! rackboot-agent --url U --token T                 # tests
 //! rackboot-agent --simulate DIR --url U --token T --mac M [--serial S]
+//!                [--disk-mibps N] [--request-log FILE]
 //! ```
+//! `--request-log` appends one line per request to the server (`PATH STATUS
+//! MICROSECONDS`): how fleet benchmarks see the server's latency from the agents.
 //! A simulated agent exits with status 10 after an accepted reboot and 11
 //! after an accepted power-off.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rackboot_agent::agent::{Agent, Exit};
@@ -21,7 +25,7 @@ use rackboot_agent::steps::power;
 use rackboot_agent_proto::BootArgs;
 
 const USAGE: &str = "usage: rackboot-agent [--url URL --token TOKEN] \
-                     [--simulate DIR --mac MAC [--serial SERIAL] [--disk-mibps N]]";
+                     [--simulate DIR --mac MAC [--serial SERIAL] [--disk-mibps N] [--request-log FILE]]";
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Flags {
@@ -32,6 +36,8 @@ struct Flags {
     serial: Option<String>,
     /// Simulated disk speed, MiB/s.
     disk_mibps: Option<u64>,
+    /// Simulation: where to log each request's latency.
+    request_log: Option<PathBuf>,
 }
 
 fn parse_flags(args: &[String]) -> Result<Flags, String> {
@@ -61,6 +67,7 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
                         .map_err(|_| format!("--disk-mibps {v:?}: a number"))?,
                 )
             }
+            "--request-log" => f.request_log = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -72,6 +79,9 @@ fn parse_flags(args: &[String]) -> Result<Flags, String> {
     }
     if f.disk_mibps.is_some() && f.simulate.is_none() {
         return Err("--disk-mibps is for --simulate".into());
+    }
+    if f.request_log.is_some() && f.simulate.is_none() {
+        return Err("--request-log is for --simulate".into());
     }
     if f.url.is_some() != f.token.is_some() {
         return Err("--url and --token go together".into());
@@ -112,13 +122,26 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let client = match Client::new(&boot_args.url, &boot_args.token) {
+    let mut client = match Client::new(&boot_args.url, &boot_args.token) {
         Ok(c) => c,
         Err(e) => {
             alog!("{e}");
             std::process::exit(2);
         }
     };
+    if let Some(path) = &flags.request_log {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => client.request_log = Some(Arc::new(Mutex::new(file))),
+            Err(e) => {
+                alog!("--request-log {}: {e}", path.display());
+                std::process::exit(2);
+            }
+        }
+    }
     let env = match flags.simulate {
         Some(dir) => Env::simulated(SimConfig {
             dir,
@@ -170,6 +193,7 @@ mod tests {
             ("--url", "needs a value"),
             ("--simulate /x --url u --token t", "needs --mac"),
             ("--url http://a", "go together"),
+            ("--url u --token t --request-log /tmp/r", "for --simulate"),
             ("--frobnicate", "unknown argument"),
         ] {
             assert!(parse_flags(&args(bad)).unwrap_err().contains(want), "{bad}");

@@ -6,4 +6,16 @@
 //! CPU per 40 MiB than a fast server does (measured: 0.17 s vs 0.15 s), which
 //! caps any windowed figure taken with it.
 
+//!
+//! `fleet` is the pure half of `fleet-sim` (N simulated machines deploying
+//! against one `rackboot serve`): boot script and seed parsing, latency
+//! percentiles, and the audit that counts lost steps.
+
+//!
+//! `inband` is the pure half of `deploy-bench` (image write against `dd`,
+//! RAM-disk boot and deploy times under QEMU): the RAM-disk add-on that
+//! times `wget | dd`, its console line, the bench's workflow definition.
+
+pub mod fleet;
+pub mod inband;
 pub mod tftp_get;
