@@ -369,6 +369,13 @@ async fn bootpaths_benchmark() {
             loader: "shim",
         },
     ];
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split(' ').next().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let load_before = load();
     // (to "Linux version", to the marker) per path, per round.
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); paths.len()];
     for round in 0..rounds {
@@ -451,6 +458,12 @@ async fn bootpaths_benchmark() {
             range(&m)
         ));
     }
+    md.push_str("\nWhere the IPv6-only time goes (from a boot's timeline): after its DHCPv6 exchange OVMF's PXE waits up to 10 s for a default router (EDK2's `PxeBcCheckRouteTable`) unless one is advertised (`[dhcp6] router_advertisements.router_lifetime_secs`, the third row), and Debian's 2019 iPXE finishes configuring its NIC only when DHCPv4 gives up (about 15 s on a network without IPv4) before it fetches its script. The arm64 path (a different machine: AAVMF on qemu-system-aarch64, Debian's signed arm64 GRUB, a 33 MB kernel over TFTP) reached its marker in 21.5 s in its end-to-end test.\n");
+    md.push_str(&format!(
+        "\nThe host's 1-minute load average was {load_before} when the run started and {} \
+         when it ended (2 CPUs; other jobs may share them, and TCG is CPU-bound).\n",
+        load()
+    ));
     md.push_str("<!-- bench/bootpaths.sh: end -->\n");
     eprintln!("{md}");
     if let Ok(out) = std::env::var("BOOTPATHS_OUT") {
