@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod agent_http;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod extract;

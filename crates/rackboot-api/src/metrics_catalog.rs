@@ -137,6 +137,24 @@ pub const METRICS: &[MetricInfo] = &[
         LATER,
     ),
     m(
+        "rackboot_cluster_members",
+        Gauge,
+        "Live servers in this server's cluster, itself included (0 while it cannot record its heartbeat).",
+        NONE,
+    ),
+    m(
+        "rackboot_cluster_resyncs_total",
+        Counter,
+        "Full re-reads of the inventory after a gap in the change feed or on the resync timer (several servers on one store).",
+        NONE,
+    ),
+    m(
+        "rackboot_cluster_workflows_taken_over_total",
+        Counter,
+        "Workflows this server claimed because their machine's owner died or another server accepted them.",
+        NONE,
+    ),
+    m(
         "rackboot_dhcp6_dropped_total",
         Counter,
         "DHCPv6 packets dropped (malformed, for another server, unanswerable), by reason.",
@@ -182,6 +200,12 @@ pub const METRICS: &[MetricInfo] = &[
         "rackboot_dhcp6_send_errors_total",
         Counter,
         "Errors sending DHCPv6 replies.",
+        NONE,
+    ),
+    m(
+        "rackboot_dhcp_claims_lost_total",
+        Counter,
+        "Offers and acknowledgements not sent because another server's client holds the address (several servers on one store): the server offered another address or refused the request.",
         NONE,
     ),
     m(

@@ -11,8 +11,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::{
-    ApiState, events, images, install_menu, installs, lifecycle, machines, ops, power, profiles,
-    selectors, webhooks, workflows,
+    ApiState, cluster, events, images, install_menu, installs, lifecycle, machines, ops, power,
+    profiles, selectors, webhooks, workflows,
 };
 
 const BEARER: &str = "bearer";
@@ -116,6 +116,7 @@ pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(webhooks::test_webhook))
         .routes(routes!(ops::status))
         .routes(routes!(ops::list_leases))
+        .routes(routes!(cluster::cluster_status))
 }
 
 /// Routes open to anyone: metrics scrapers and API tooling.

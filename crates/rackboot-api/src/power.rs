@@ -250,20 +250,50 @@ pub async fn boot_device(
 }
 
 /// The machines the power-state sync polls: every machine with a BMC, from
-/// the inventory snapshot, except those in maintenance. A BMC whose password does not unseal is skipped
-/// with a warning (it would fail every round).
+/// the inventory snapshot, except those in maintenance and, in a cluster,
+/// those another live server owns. A BMC whose password does not unseal is
+/// skipped with a warning (it would fail every round).
 pub struct InventoryPowerSource {
     pub inventory: Arc<rackboot_fleet::Inventory>,
     pub key: Arc<SecretKey>,
+    /// The cluster this server belongs to: it polls only its own machines.
+    pub cluster: Option<Arc<rackboot_fleet::Cluster>>,
+    /// The membership generation the last listing was made for.
+    served: std::sync::atomic::AtomicU64,
+}
+
+impl InventoryPowerSource {
+    pub fn new(
+        inventory: Arc<rackboot_fleet::Inventory>,
+        key: Arc<SecretKey>,
+        cluster: Option<Arc<rackboot_fleet::Cluster>>,
+    ) -> InventoryPowerSource {
+        InventoryPowerSource {
+            inventory,
+            key,
+            cluster,
+            served: Default::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl PowerSyncSource for InventoryPowerSource {
     async fn machines(&self) -> Result<Vec<(rackboot_core::MachineId, BmcTarget)>, String> {
         let snapshot = self.inventory.snapshot();
+        let view = self.cluster.as_ref().map(|c| c.view());
+        if let Some(v) = &view {
+            self.served
+                .store(v.generation, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut out = Vec::new();
         // Machines in maintenance are left alone: operators may be working on the BMC.
-        for m in snapshot.machines.iter().filter(|m| m.maintenance.is_none()) {
+        for m in snapshot
+            .machines
+            .iter()
+            .filter(|m| m.maintenance.is_none())
+            .filter(|m| view.as_ref().is_none_or(|v| v.owns(m.id)))
+        {
             if let Some(bmc) = &m.bmc {
                 match target_from_bmc(bmc, &self.key) {
                     Ok(t) => out.push((m.id, t)),
@@ -272,5 +302,23 @@ impl PowerSyncSource for InventoryPowerSource {
             }
         }
         Ok(out)
+    }
+
+    async fn changed(&self) {
+        match &self.cluster {
+            // The membership changed: machines moved to or from this server.
+            Some(c) => {
+                let mut rx = c.subscribe();
+                // Also a change during the last round, after its listing.
+                let served = self.served.load(std::sync::atomic::Ordering::Relaxed);
+                if rx.borrow().generation != served {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
 }

@@ -994,6 +994,7 @@ fn openapi_documents_every_operation() {
             "delete /api/v1/webhooks/{name}",
             "delete /api/v1/workflow-definitions/{name}",
             "get /api/openapi.json",
+            "get /api/v1/cluster",
             "get /api/v1/events",
             "get /api/v1/events/stream",
             "get /api/v1/images",

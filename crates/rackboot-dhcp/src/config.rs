@@ -43,6 +43,14 @@ pub struct DhcpConfig {
     /// for an IPv6 router on every boot. Unicast to those clients only. Default true.
     #[serde(default = "default_true")]
     pub answer_ipxe_router_solicitations: bool,
+    /// Several servers allocate from these pools through one store (set by
+    /// the binary for PostgreSQL, not read from the file): each OFFER is
+    /// claimed in the store before it is sent, and each lease is written
+    /// only if no other client holds its address (`Store::claim_leases`).
+    /// A lost claim makes the server offer another address (DISCOVER) or
+    /// refuse (REQUEST), so no address is ever given to two clients.
+    #[serde(skip)]
+    pub shared_store: bool,
 }
 
 impl Default for DhcpConfig {
@@ -56,6 +64,7 @@ impl Default for DhcpConfig {
             decline_hold_secs: default_decline_hold(),
             commit_window_ms: default_commit_window(),
             answer_ipxe_router_solicitations: true,
+            shared_store: false,
         }
     }
 }

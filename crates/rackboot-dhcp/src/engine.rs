@@ -128,8 +128,11 @@ pub struct LeaseEngine {
     clients: HashMap<(usize, ClientKey), Ipv4Addr>,
     reservations_by_mac: HashMap<MacAddr, (usize, Reservation)>,
     reserved_ips: HashMap<Ipv4Addr, MacAddr>,
-    /// Per subnet: index into the pool of the next never-used address to try.
+    /// Per subnet: how many never-used addresses were tried so far.
     fresh_cursor: Vec<u64>,
+    /// Per subnet: the pool index fresh addresses are tried from (then on,
+    /// wrapping). 0 for one server; servers sharing a pool start apart.
+    fresh_start: Vec<u64>,
 }
 
 const MIN_LEASE_SECS: u32 = 60;
@@ -146,6 +149,7 @@ impl LeaseEngine {
         }
         LeaseEngine {
             fresh_cursor: vec![0; subnets.len()],
+            fresh_start: vec![0; subnets.len()],
             subnets,
             timings,
             server_ip,
@@ -166,6 +170,22 @@ impl LeaseEngine {
 
     pub fn reservation(&self, mac: MacAddr) -> Option<&Reservation> {
         self.reservations_by_mac.get(&mac).map(|(_, r)| r)
+    }
+
+    /// Starts each pool's never-used addresses at a point chosen by `seed`
+    /// (the servers sharing a pool pass different seeds), so servers handing
+    /// out fresh addresses at once rarely pick the same one. Whatever they
+    /// pick, the store decides who gets an address (`Store::claim_leases`).
+    pub fn spread_fresh_addresses(&mut self, seed: u64) {
+        for (i, s) in self.subnets.iter().enumerate() {
+            let size = s.pool_size();
+            if size > 0 {
+                let mixed = seed
+                    .wrapping_add(i as u64)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                self.fresh_start[i] = (mixed ^ (mixed >> 29)) % size;
+            }
+        }
     }
 
     /// Loads leases from the store at start. Leases outside every configured
@@ -190,6 +210,71 @@ impl LeaseEngine {
             self.leases.insert(lease.ip, Entry { lease, key, subnet });
         }
         skipped
+    }
+
+    /// Learns a lease another server sharing the store wrote (the store holds
+    /// it, so its address is that client's now). Unlike [`LeaseEngine::load`],
+    /// the client's address here changes only to a binding at least as
+    /// recent as the one this server knows: another server's offer, arriving
+    /// after this server bound the client, does not move it (the servers
+    /// would otherwise keep offering each other's addresses).
+    pub fn learn(&mut self, lease: Lease, now: DateTime<Utc>) {
+        let Some(subnet) = self.subnets.iter().position(|s| s.contains(lease.ip)) else {
+            return;
+        };
+        let key = match (&lease.client_id, lease.mac) {
+            (_, None) => None,
+            (Some(hex), Some(mac)) => Some(ClientKey::new(decode_hex(hex).as_deref(), mac)),
+            (None, Some(mac)) => Some(ClientKey::Mac(mac)),
+        };
+        if let Some(k) = &key
+            && matches!(lease.state, LeaseState::Bound | LeaseState::Offered)
+            && lease.expires_at > now
+        {
+            let current = self
+                .clients
+                .get(&(subnet, k.clone()))
+                .copied()
+                .filter(|&ip| ip != lease.ip)
+                .and_then(|ip| self.leases.get(&ip).map(|e| (ip, e.clone())))
+                .filter(|(_, e)| e.key.as_ref() == Some(k) && e.lease.expires_at > now);
+            // Another server's offer moves a client this server knows
+            // nothing current of; a binding moves it from an offer (the
+            // client took the other one) or from an older binding. An offer
+            // never replaces this server's own offer: the client may still
+            // take it, and must then get it.
+            let moves = match &current {
+                None => true,
+                Some((_, e)) => match (e.lease.state, lease.state) {
+                    (_, LeaseState::Offered) => false,
+                    (LeaseState::Bound, LeaseState::Bound) => {
+                        lease.updated_at >= e.lease.updated_at
+                    }
+                    _ => true,
+                },
+            };
+            if moves {
+                // An offer of ours the client will not take now.
+                if let Some((old, e)) = current
+                    && e.lease.state == LeaseState::Offered
+                    && let Some(entry) = self.leases.get_mut(&old)
+                {
+                    entry.lease.state = LeaseState::Expired;
+                    entry.lease.expires_at = now;
+                }
+                self.clients.insert((subnet, k.clone()), lease.ip);
+            }
+        }
+        // Whoever held this address before no longer does.
+        if let Some(prev) = self.leases.get(&lease.ip)
+            && let Some(pk) = &prev.key
+            && key.as_ref() != Some(pk)
+            && self.clients.get(&(prev.subnet, pk.clone())) == Some(&lease.ip)
+        {
+            let pk = pk.clone();
+            self.clients.remove(&(prev.subnet, pk));
+        }
+        self.leases.insert(lease.ip, Entry { lease, key, subnet });
     }
 
     /// The subnet a request belongs to: the relay's (giaddr), else the one holding
@@ -294,7 +379,10 @@ impl LeaseEngine {
         let s = &self.subnets[subnet];
         let size = s.pool_size();
         while self.fresh_cursor[subnet] < size {
-            let ip = nth_in_pool(s, self.fresh_cursor[subnet]);
+            let ip = nth_in_pool(
+                s,
+                (self.fresh_start[subnet] + self.fresh_cursor[subnet]) % size,
+            );
             self.fresh_cursor[subnet] += 1;
             if !self.leases.contains_key(&ip) && !self.reserved_ips.contains_key(&ip) {
                 return Some(ip);
@@ -1118,6 +1206,124 @@ mod tests {
         let next = offered(&e.handle(&discover(1), now));
         assert_ne!(next, ip);
         assert!(e.still_offered(&discover(1), next, now));
+    }
+
+    #[test]
+    fn spread_fresh_addresses_start_apart_and_cover_the_pool() {
+        let mut a = engine();
+        let mut b = engine();
+        a.spread_fresh_addresses(1);
+        b.spread_fresh_addresses(2);
+        let first = |e: &mut LeaseEngine| offered(&e.handle(&discover(1), t0()));
+        let (ia, ib) = (first(&mut a), first(&mut b));
+        assert_ne!(ia, ib, "two servers' first fresh addresses");
+        // Every pool address is still handed out once before any repeats.
+        let size = a.subnet(0).pool_size();
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(ia);
+        for n in 2..=size {
+            let ip = offered(&a.handle(&discover(n as u8), t0()));
+            assert!(seen.insert(ip), "{ip} twice");
+        }
+        assert_eq!(seen.len() as u64, size);
+    }
+
+    #[test]
+    fn a_binding_learnt_from_another_server_is_offered_again() {
+        let mut e = engine();
+        let mine = offered(&e.handle(&discover(1), t0()));
+        // Another server bound client 1 to another address meanwhile.
+        let theirs = if mine == Ipv4Addr::new(10, 77, 0, 103) {
+            Ipv4Addr::new(10, 77, 0, 102)
+        } else {
+            Ipv4Addr::new(10, 77, 0, 103)
+        };
+        e.load(vec![Lease {
+            ip: theirs,
+            mac: Some(mac(1)),
+            client_id: None,
+            hostname: None,
+            state: LeaseState::Bound,
+            expires_at: t0() + Duration::seconds(3600),
+            subnet: "local".into(),
+            updated_at: t0(),
+        }]);
+        assert_eq!(offered(&e.handle(&discover(1), t0())), theirs);
+        // And an address another server's client holds is not offered.
+        e.load(vec![Lease {
+            ip: mine,
+            mac: Some(mac(9)),
+            client_id: None,
+            hostname: None,
+            state: LeaseState::Offered,
+            expires_at: t0() + Duration::seconds(60),
+            subnet: "local".into(),
+            updated_at: t0(),
+        }]);
+        assert_ne!(offered(&e.handle(&discover(2), t0())), mine);
+    }
+
+    #[test]
+    fn another_servers_offer_does_not_replace_this_servers_offer() {
+        let mut e = engine();
+        let here = offered(&e.handle(&discover(1), t0()));
+        let there = if here.octets()[3] == 103 {
+            [10, 77, 0, 102]
+        } else {
+            [10, 77, 0, 103]
+        };
+        e.learn(
+            Lease {
+                ip: Ipv4Addr::from(there),
+                mac: Some(mac(1)),
+                client_id: None,
+                hostname: None,
+                state: LeaseState::Offered,
+                expires_at: t0() + Duration::seconds(60),
+                subnet: "local".into(),
+                updated_at: t0(),
+            },
+            t0(),
+        );
+        // The client takes this server's offer: it gets it.
+        let ack = e.handle(&select(1, here.octets(), SERVER), t0());
+        assert_eq!(acked(&ack).ip, here);
+    }
+
+    #[test]
+    fn another_servers_late_offer_does_not_move_a_bound_client() {
+        let mut e = engine();
+        let lease = |ip: [u8; 4], state: LeaseState, secs: i64| Lease {
+            ip: Ipv4Addr::from(ip),
+            mac: Some(mac(1)),
+            client_id: None,
+            hostname: None,
+            state,
+            expires_at: t0() + Duration::seconds(secs),
+            subnet: "local".into(),
+            updated_at: t0(),
+        };
+        // Client 1 took this server's offer and is bound here...
+        let here = offered(&e.handle(&discover(1), t0()));
+        let ack = e.handle(&select(1, here.octets(), SERVER), t0());
+        assert_eq!(acked(&ack).ip, here);
+        // ...when the other server's offer to it (made at the same time)
+        // arrives: the client stays where it is bound.
+        let there = if here.octets()[3] == 103 {
+            [10, 77, 0, 102]
+        } else {
+            [10, 77, 0, 103]
+        };
+        e.learn(lease(there, LeaseState::Offered, 60), t0());
+        assert_eq!(offered(&e.handle(&discover(1), t0())), here);
+        // A later binding elsewhere moves it.
+        let mut bound = lease(there, LeaseState::Bound, 3600);
+        bound.updated_at = t0() + Duration::seconds(1);
+        e.learn(bound, t0() + Duration::seconds(1));
+        assert_eq!(
+            offered(&e.handle(&discover(1), t0() + Duration::seconds(1))),
+            Ipv4Addr::from(there)
+        );
     }
 
     #[test]

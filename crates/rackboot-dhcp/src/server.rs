@@ -75,7 +75,30 @@ impl DeferredEvents {
 struct Pending {
     lease: Lease,
     reply: Option<Outgoing>,
+    /// With a shared store: the request to answer again when another server's
+    /// client holds the address (the claim was lost).
+    retry: Option<Retry>,
 }
+
+/// A request whose lease is claimed in a shared store.
+struct Retry {
+    req: Request,
+    client: Option<PxeClient>,
+    /// Offers made for this request so far.
+    attempts: u32,
+}
+
+/// A claim the store refused: the lease, the request, and what holds the
+/// address now.
+struct Lost {
+    lease: Lease,
+    winner: Option<Lease>,
+    retry: Retry,
+}
+
+/// Offers made for one DISCOVER before giving up when other servers keep
+/// winning the addresses (the client retransmits).
+const MAX_CLAIM_ATTEMPTS: u32 = 4;
 
 struct Outgoing {
     reply: Reply,
@@ -166,12 +189,38 @@ async fn serve(
             let total = leases.len();
             let skipped = engine.load(leases);
             tracing::info!(loaded = total - skipped, skipped, "DHCP leases loaded");
+            if config.shared_store {
+                // Servers sharing the pools start their fresh addresses apart.
+                engine.spread_fresh_addresses(rand::random());
+            }
             Some(engine)
         }
         DhcpMode::Proxy => None,
     };
 
+    let shared = config.shared_store && config.mode == DhcpMode::Full;
+    // Other servers' leases, as they write them: this server then neither
+    // offers their clients' addresses nor gives their clients a second one.
+    let (foreign_tx, mut foreign_rx) = mpsc::unbounded_channel();
+    if shared {
+        match store.lease_feed().await {
+            Ok(Some(feed)) => {
+                tracing::info!("following the leases of the other servers sharing the store");
+                tokio::spawn(follow_leases(
+                    feed,
+                    store.clone(),
+                    bound.clone(),
+                    foreign_tx,
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot follow the other servers' leases"),
+        }
+    } else {
+        drop(foreign_tx);
+    }
     let (commit_tx, commit_rx) = mpsc::channel(COMMIT_QUEUE);
+    let (lost_tx, mut lost_rx) = mpsc::unbounded_channel();
     let deferred = DeferredEvents::default();
     let commit = tokio::spawn(commit_loop(
         commit_rx,
@@ -181,6 +230,7 @@ async fn serve(
         events.clone(),
         deferred.clone(),
         Duration::from_millis(u64::from(config.commit_window_ms)),
+        shared.then_some(lost_tx),
     ));
 
     let (verdict_tx, mut verdict_rx) = mpsc::unbounded_channel();
@@ -212,6 +262,7 @@ async fn serve(
     });
 
     let mut server = Server {
+        shared,
         engine,
         ipxe_sightings,
         pool_low_percent: config.pool_low_percent,
@@ -274,6 +325,18 @@ async fn serve(
             Some(v) = verdict_rx.recv() => {
                 server.on_probe(v);
                 server.send_outbox().await;
+            },
+            Some(lost) = lost_rx.recv() => {
+                server.on_lost(lost);
+                server.send_outbox().await;
+            },
+            Some(leases) = foreign_rx.recv() => {
+                if let Some(engine) = server.engine.as_mut() {
+                    let now = Utc::now();
+                    for lease in leases {
+                        engine.learn(lease, now);
+                    }
+                }
             },
             _ = tick.tick() => server.pool_check(),
         }
@@ -374,6 +437,8 @@ struct ProbeState {
 }
 
 struct Server {
+    /// Leases are claimed in a store other servers share (see [`Retry`]).
+    shared: bool,
     engine: Option<LeaseEngine>,
     /// iPXE clients seen, for the router solicitation responder (when it runs).
     ipxe_sightings: Option<crate::ipxe_ra::IpxeSightings>,
@@ -506,7 +571,7 @@ impl Server {
                         return;
                     }
                 }
-                self.send_offer(&req, client.as_ref(), ip, subnet, lease_secs);
+                self.send_offer(&req, client.as_ref(), ip, subnet, lease_secs, 1);
             }
             Outcome::Ack {
                 lease,
@@ -528,6 +593,7 @@ impl Server {
                 .mac(req.mac)
                 .data(json!({
                     "ip": lease.ip.to_string(),
+                    "server": self.server_ip.to_string(),
                     "subnet": lease.subnet,
                     "lease_secs": lease_secs,
                     "hostname": lease.hostname,
@@ -535,6 +601,11 @@ impl Server {
                     "pxe": client.as_ref().map(pxe_json),
                 }));
                 let to = self.destination(&req, MessageType::Ack, lease.ip);
+                let retry = self.shared.then(|| Retry {
+                    req: req.clone(),
+                    client: client.clone(),
+                    attempts: 1,
+                });
                 match wire::encode(&msg) {
                     Ok(bytes) => self.queue_commit(Pending {
                         lease,
@@ -546,6 +617,7 @@ impl Server {
                             },
                             event,
                         }),
+                        retry,
                     }),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot encode ACK");
@@ -598,7 +670,11 @@ impl Server {
                         .mac(req.mac)
                         .data(json!({ "ip": lease.ip.to_string(), "subnet": lease.subnet })),
                 );
-                self.queue_commit(Pending { lease, reply: None });
+                self.queue_commit(Pending {
+                    lease,
+                    reply: None,
+                    retry: None,
+                });
             }
             Outcome::Ignore(why) => {
                 if why == Ignore::PoolExhausted {
@@ -609,6 +685,8 @@ impl Server {
         }
     }
 
+    /// Sends an OFFER of `ip`; with a shared store, once the store granted
+    /// the address (`attempts`: offers made for this request so far).
     fn send_offer(
         &mut self,
         req: &Request,
@@ -616,6 +694,7 @@ impl Server {
         ip: Ipv4Addr,
         subnet: usize,
         lease_secs: u32,
+        attempts: u32,
     ) {
         let msg = self.build(
             req,
@@ -626,21 +705,112 @@ impl Server {
             Some(lease_secs),
         );
         let to = self.destination(req, MessageType::Offer, ip);
-        self.send(&msg, to, "offer");
         let subnet_name = self.engine.as_ref().map(|e| e.subnet(subnet).name.clone());
-        self.emit(
-            NewEvent::new(
-                EventKind::LeaseOffered,
-                format!("offered {ip} to {}", req.mac),
-            )
-            .mac(req.mac)
-            .data(json!({
-                "ip": ip.to_string(),
-                "subnet": subnet_name,
-                "relay": req.is_relayed().then(|| req.giaddr().to_string()),
-                "pxe": client.map(pxe_json),
-            })),
-        );
+        let event = NewEvent::new(
+            EventKind::LeaseOffered,
+            format!("offered {ip} to {}", req.mac),
+        )
+        .mac(req.mac)
+        .data(json!({
+            "ip": ip.to_string(),
+            "server": self.server_ip.to_string(),
+            "subnet": subnet_name,
+            "relay": req.is_relayed().then(|| req.giaddr().to_string()),
+            "pxe": client.map(pxe_json),
+        }));
+        let held = self.engine.as_ref().and_then(|e| e.lease(ip)).cloned();
+        if self.shared
+            && let Some(lease) = held
+        {
+            // Claimed first: another server may be offering the same address.
+            match wire::encode(&msg) {
+                Ok(bytes) => self.queue_commit(Pending {
+                    lease,
+                    reply: Some(Outgoing {
+                        reply: Reply {
+                            bytes,
+                            to,
+                            kind: "offer",
+                        },
+                        event,
+                    }),
+                    retry: Some(Retry {
+                        req: req.clone(),
+                        client: client.cloned(),
+                        attempts,
+                    }),
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot encode OFFER");
+                    drop_packet("encode_error");
+                }
+            }
+            return;
+        }
+        self.send(&msg, to, "offer");
+        self.emit(event);
+    }
+
+    /// Another server's client holds the address a claim was for: learn
+    /// that, then offer another address (DISCOVER) or refuse (REQUEST).
+    fn on_lost(&mut self, lost: Lost) {
+        counter!("rackboot_dhcp_claims_lost_total").increment(1);
+        let Lost {
+            lease,
+            winner,
+            retry,
+        } = lost;
+        let now = Utc::now();
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        if let Some(w) = winner {
+            engine.load(vec![w]);
+        }
+        let req = retry.req;
+        match req.kind {
+            MessageType::Discover => {
+                if retry.attempts >= MAX_CLAIM_ATTEMPTS {
+                    drop_packet("claims_lost");
+                    return;
+                }
+                match engine.handle(&req, now) {
+                    Outcome::Offer {
+                        ip,
+                        subnet,
+                        lease_secs,
+                        ..
+                    } => self.send_offer(
+                        &req,
+                        retry.client.as_ref(),
+                        ip,
+                        subnet,
+                        lease_secs,
+                        retry.attempts + 1,
+                    ),
+                    Outcome::Ignore(why) => drop_packet(why.reason()),
+                    other => tracing::debug!(?other, "unexpected outcome re-offering"),
+                }
+            }
+            _ => {
+                let why = "address is held by another client";
+                let msg = wire::nak(&req, self.server_ip, why);
+                let to = self.destination(&req, MessageType::Nak, Ipv4Addr::UNSPECIFIED);
+                self.send(&msg, to, "nak");
+                self.emit(
+                    NewEvent::new(
+                        EventKind::LeaseNak,
+                        format!("refused {} to {}: {why}", lease.ip, req.mac),
+                    )
+                    .mac(req.mac)
+                    .data(json!({
+                        "requested_ip": lease.ip.to_string(),
+                        "ciaddr": req.ciaddr().to_string(),
+                        "reason": why,
+                    })),
+                );
+            }
+        }
     }
 
     fn on_probe(&mut self, v: ProbeVerdict) {
@@ -654,7 +824,7 @@ impl Server {
             if engine.still_offered(&state.req, v.ip, now) {
                 let subnet = engine.select_subnet(&state.req).unwrap_or(0);
                 let lease_secs = engine.lease_secs(&state.req, subnet);
-                self.send_offer(&state.req, client.as_ref(), v.ip, subnet, lease_secs);
+                self.send_offer(&state.req, client.as_ref(), v.ip, subnet, lease_secs, 1);
             }
             return;
         }
@@ -668,7 +838,11 @@ impl Server {
                 )
                 .data(json!({ "ip": v.ip.to_string(), "subnet": lease.subnet, "conflict": true })),
             );
-            self.queue_commit(Pending { lease, reply: None });
+            self.queue_commit(Pending {
+                lease,
+                reply: None,
+                retry: None,
+            });
         }
         if state.attempts >= MAX_PROBE_ATTEMPTS {
             drop_packet("probe_conflicts");
@@ -697,7 +871,7 @@ impl Server {
                         return;
                     }
                 }
-                self.send_offer(&state.req, client.as_ref(), ip, subnet, lease_secs);
+                self.send_offer(&state.req, client.as_ref(), ip, subnet, lease_secs, 1);
             }
             Outcome::Ignore(why) => drop_packet(why.reason()),
             other => tracing::debug!(?other, "unexpected outcome re-handling a DISCOVER"),
@@ -986,9 +1160,54 @@ async fn send_acks(
     }
 }
 
+/// Follows the leases other servers write (their offers too) and hands them
+/// to the loop in batches; after a gap in the feed, every stored lease.
+async fn follow_leases(
+    mut feed: rackboot_store::ChangeFeed,
+    store: Arc<dyn Store>,
+    bound: BoundLeases,
+    to_loop: mpsc::UnboundedSender<Vec<Lease>>,
+) {
+    while let Some(first) = feed.next().await {
+        let mut batch = Vec::new();
+        let mut resync = false;
+        let mut next = Some(first);
+        while let Some(change) = next.take() {
+            match change {
+                rackboot_store::Change::Lease(l) => batch.push(l),
+                rackboot_store::Change::Resync => resync = true,
+                _ => {}
+            }
+            if batch.len() < MAX_BATCH {
+                next = feed.try_next();
+            }
+        }
+        if resync {
+            match store.list_leases().await {
+                Ok(all) => batch = all,
+                Err(e) => tracing::warn!(error = %e, "re-reading the leases"),
+            }
+        }
+        for l in &batch {
+            match (l.state, l.mac) {
+                (LeaseState::Bound, Some(mac)) => bound.set(mac, l.ip),
+                (LeaseState::Released | LeaseState::Expired | LeaseState::Declined, Some(mac)) => {
+                    bound.remove(mac, l.ip)
+                }
+                _ => {}
+            }
+        }
+        tracing::debug!(leases = batch.len(), resync, "leases from other servers");
+        if to_loop.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
 /// Group commit: take everything queued, write it in one transaction, then hand the
 /// ACKs of that batch to [`send_acks`]. While a write is in flight the next batch
 /// accumulates.
+#[allow(clippy::too_many_arguments)]
 async fn commit_loop(
     mut rx: mpsc::Receiver<Pending>,
     store: Arc<dyn Store>,
@@ -997,20 +1216,25 @@ async fn commit_loop(
     events: EventHub,
     deferred: DeferredEvents,
     window: Duration,
+    lost: Option<mpsc::UnboundedSender<Lost>>,
 ) {
     let (acks, acks_rx) = mpsc::unbounded_channel();
     let sender = tokio::spawn(send_acks(acks_rx, sock, events, deferred));
-    commit_batches(&mut rx, store, &bound, acks, window).await;
+    commit_batches(&mut rx, store, &bound, acks, window, lost).await;
     // The channel to the sender is closed: it sends what is left, then ends.
     let _ = sender.await;
 }
 
+/// Writes batches. With `lost` (a shared store), leases are claimed: those
+/// another client holds are not written, their replies not sent, and their
+/// requests go back to the loop through `lost`.
 async fn commit_batches(
     rx: &mut mpsc::Receiver<Pending>,
     store: Arc<dyn Store>,
     bound: &BoundLeases,
     acks: mpsc::UnboundedSender<Vec<Outgoing>>,
     window: Duration,
+    lost: Option<mpsc::UnboundedSender<Lost>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -1030,9 +1254,14 @@ async fn commit_batches(
         // One row per address: the last write of an address in the batch wins.
         let mut leases: Vec<Lease> = Vec::with_capacity(batch.len());
         let mut replies: Vec<Outgoing> = Vec::with_capacity(batch.len());
+        let mut claims: Vec<(Lease, Option<Outgoing>, Retry)> = Vec::new();
         let mut index: HashMap<Ipv4Addr, usize> = HashMap::with_capacity(batch.len());
         for p in batch.drain(..) {
-            replies.extend(p.reply);
+            match p.retry {
+                // Answered only once the claim is known to have held.
+                Some(retry) if lost.is_some() => claims.push((p.lease.clone(), p.reply, retry)),
+                _ => replies.extend(p.reply),
+            }
             match index.get(&p.lease.ip) {
                 Some(&i) => leases[i] = p.lease,
                 None => {
@@ -1042,7 +1271,31 @@ async fn commit_batches(
             }
         }
         let started = std::time::Instant::now();
-        let result = store.put_leases(&leases).await;
+        let result = match &lost {
+            None => store.put_leases(&leases).await,
+            Some(lost_tx) => match store.claim_leases(&leases).await {
+                Ok(winners) => {
+                    let held: HashMap<Ipv4Addr, Lease> =
+                        winners.into_iter().map(|l| (l.ip, l)).collect();
+                    // The bound map learns only what was written.
+                    leases.retain(|l| !held.contains_key(&l.ip));
+                    for (lease, reply, retry) in claims.drain(..) {
+                        if held.contains_key(&lease.ip) {
+                            let winner = held.get(&lease.ip).cloned();
+                            let _ = lost_tx.send(Lost {
+                                lease,
+                                winner,
+                                retry,
+                            });
+                        } else {
+                            replies.extend(reply);
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        };
         histogram!("rackboot_dhcp_lease_write_seconds").record(started.elapsed().as_secs_f64());
         histogram!("rackboot_dhcp_lease_batch_size").record(leases.len() as f64);
         match result {
@@ -1065,7 +1318,7 @@ async fn commit_batches(
             Err(e) => {
                 // No ACK for a lease that is not durable; clients retry.
                 counter!("rackboot_dhcp_lease_write_errors_total").increment(1);
-                drop_packet_n("lease_write_failed", replies.len());
+                drop_packet_n("lease_write_failed", replies.len() + claims.len());
                 tracing::error!(error = %e, leases = leases.len(), "writing leases failed; ACKs withheld");
             }
         }

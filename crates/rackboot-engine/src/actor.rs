@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::definitions::Definitions;
 use crate::queue::{Admission, Slot, admit};
+
+mod ownership;
 use crate::server_steps::{self, Done, Failure, Job, Outcome};
 use crate::{
     AgentReject, EngineConfig, EngineError, LiveProgress, Msg, PowerDeps, QueueInfo, StartRequest,
@@ -70,6 +72,8 @@ pub(crate) struct Actor {
     key: Arc<SecretKey>,
     config: EngineConfig,
     tx: mpsc::Sender<Msg>,
+    /// Which workflows this server runs, in a cluster (see `ownership`).
+    own: ownership::Ownership,
     defs: Definitions,
     active: HashMap<WorkflowId, Active>,
     by_machine: HashMap<MachineId, WorkflowId>,
@@ -107,6 +111,7 @@ impl Actor {
             key,
             config,
             tx,
+            own: ownership::Ownership::default(),
             defs,
             active: HashMap::new(),
             by_machine: HashMap::new(),
@@ -122,6 +127,8 @@ impl Actor {
                 limit: u32::MAX,
             })
             .await?;
+        // In a cluster, only those of this server's machines (claimed).
+        let stored = actor.owned(stored).await;
         let resumed = stored.len();
         for wf in stored {
             actor.resume(wf).await;
@@ -217,6 +224,7 @@ impl Actor {
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
+        let mut ownership_events = self.ownership_events();
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.schedule().await;
@@ -228,7 +236,12 @@ impl Actor {
                     None => break,
                 },
                 _ = tick.tick() => self.on_tick().await,
+                event = ownership::next_event(&mut ownership_events) => {
+                    self.on_ownership(event).await
+                }
             }
+            // Workflows whose writes another server's claim refused.
+            self.drop_fenced();
         }
         for a in self.active.values() {
             for t in a.tasks.values() {
@@ -418,6 +431,10 @@ impl Actor {
             ),
             json!({"workflow": wf.id, "name": wf.name, "who": by.as_str(), "image": request.image}),
         );
+        // Stored: the server that owns the machine runs it.
+        if self.hand_over(&wf, &machine).await {
+            return Ok(wf);
+        }
         self.by_machine.insert(machine.id, wf.id);
         self.active.insert(
             wf.id,
@@ -1038,6 +1055,10 @@ impl Actor {
         attempt: uuid::Uuid,
         machine: Machine,
     ) {
+        // Its last write was refused: another server runs it.
+        if self.fenced(id) {
+            return;
+        }
         let a = self.active.get_mut(&id).unwrap();
         let step = a.wf.steps[idx].name.clone();
         let job = Job {
@@ -1706,6 +1727,9 @@ impl Actor {
         };
         a.wf.updated_at = Utc::now();
         if let Err(e) = self.fleet.put_workflow(&a.wf).await {
+            if self.note_write_error(id, &e) {
+                return;
+            }
             // Kept in memory; the next change writes it again.
             tracing::error!(workflow = %id, "storing the workflow: {e}");
         }

@@ -94,6 +94,29 @@ impl Sessions {
         }
     }
 
+    /// The machine's session as the store has it now (another server
+    /// minted or revoked it).
+    pub(crate) fn refresh(&self, machine: MachineId, session: Option<AgentSession>) {
+        match session {
+            Some(s) => self.insert(s),
+            None => {
+                self.remove(machine);
+            }
+        }
+    }
+
+    /// Every session as the store has it (a resync).
+    pub(crate) fn replace_all(&self, sessions: Vec<AgentSession>) {
+        let mut by_hash = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
+        let mut by_machine = self.by_machine.write().unwrap_or_else(|e| e.into_inner());
+        by_hash.clear();
+        by_machine.clear();
+        for s in sessions {
+            by_machine.insert(s.machine, s.token_sha256.clone());
+            by_hash.insert(s.token_sha256.clone(), s);
+        }
+    }
+
     fn get(&self, hash: &str) -> Option<AgentSession> {
         self.by_hash
             .read()

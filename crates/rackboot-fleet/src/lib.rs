@@ -13,11 +13,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rackboot_core::{EventHub, Machine, NewEvent};
+use rackboot_core::{EventHub, Machine, MachineId, NewEvent};
 use rackboot_store::{Store, StoreError};
 
 mod agents;
 mod catalog;
+mod changes;
+pub mod cluster;
 mod installs;
 pub mod inventory;
 mod lifecycle;
@@ -28,6 +30,7 @@ pub mod webhooks;
 mod workflows;
 
 pub use agents::{AgentAuthError, IssuedToken, token_sha256};
+pub use cluster::{Cluster, ClusterConfig};
 pub use installs::InstallCompletion;
 pub use inventory::{Inventory, Machines, Snapshot};
 pub use lifecycle::transition;
@@ -112,6 +115,10 @@ pub struct Fleet {
     webhooks_generation: std::sync::atomic::AtomicU64,
     /// The bound on machines recorded by discovery.
     discovery: machines::DiscoveryGate,
+    /// This server's cluster membership, when several servers share the store.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// Other servers' writes that adapters follow (workflows, members, resyncs).
+    changes: tokio::sync::broadcast::Sender<rackboot_store::Change>,
 }
 
 impl Fleet {
@@ -129,7 +136,31 @@ impl Fleet {
             agents,
             webhooks_generation: Default::default(),
             discovery: Default::default(),
+            cluster: std::sync::OnceLock::new(),
+            changes: tokio::sync::broadcast::channel(4096).0,
         }))
+    }
+
+    /// Joins this server to a cluster (once, before the services start).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// This server's cluster membership, when several servers share the store.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Whether this server owns `machine` (its BMC polling, its workflows):
+    /// always, without a cluster.
+    pub fn owns(&self, machine: MachineId) -> bool {
+        self.cluster().is_none_or(|c| c.owns(machine))
+    }
+
+    /// Workflow and membership changes other servers made, and resyncs (see
+    /// [`Fleet::follow_changes`]).
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<rackboot_store::Change> {
+        self.changes.subscribe()
     }
 
     pub fn inventory(&self) -> &Arc<Inventory> {

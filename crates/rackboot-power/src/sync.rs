@@ -22,6 +22,13 @@ pub trait PowerSyncSource: Send + Sync {
     /// Every machine with a BMC, with its target (credentials decrypted).
     /// An error skips this round (logged); the next round asks again.
     async fn machines(&self) -> Result<Vec<(MachineId, BmcTarget)>, String>;
+
+    /// Resolves when the set of machines may have changed in a way that
+    /// should not wait for the next round (a server of the cluster died and
+    /// this one took its machines over). The default never resolves.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// The last thing learnt about one machine's power.
@@ -151,6 +158,9 @@ pub async fn run_power_sync(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+            // A round now (machines taken over are read within seconds, not
+            // after the interval); the next round follows the interval again.
+            () = source.changed() => ticker.reset(),
         }
         let machines = match source.machines().await {
             Ok(m) => m,

@@ -26,6 +26,7 @@ use rackboot_core::{
 mod codec;
 mod leases6;
 mod postgres;
+mod postgres_cluster;
 mod postgres_installs;
 mod postgres_lifecycle;
 mod postgres_scale;
@@ -64,6 +65,11 @@ pub enum StoreError {
     },
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// A write refused because another server runs what it would change (a
+    /// workflow claimed by another cluster member): the writer must stop
+    /// acting on it.
+    #[error("{0}")]
+    Fenced(String),
     /// [`open`] failed. `url` never contains a password.
     #[error("cannot open store {url}: {what}: {source}")]
     Open {
@@ -75,6 +81,64 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A write another process made to a store several servers share, from
+/// [`Store::change_feed`]: the snapshot re-reads what it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The machine's row or its pending installs changed (or it was deleted).
+    Machine(MachineId),
+    /// Profiles or selectors changed.
+    Catalog,
+    /// The machine's agent session changed.
+    AgentSession(MachineId),
+    Workflow {
+        id: WorkflowId,
+        machine: MachineId,
+    },
+    /// A server joined or left the cluster.
+    Members,
+    /// Another server wrote this DHCP lease (an offer, a binding, a release).
+    Lease(Lease),
+    /// Changes may have been missed (the feed's connection was lost and is
+    /// back): re-read everything.
+    Resync,
+}
+
+/// Changes made by other processes, in the order the database sent them.
+pub struct ChangeFeed {
+    rx: tokio::sync::mpsc::Receiver<Change>,
+}
+
+impl ChangeFeed {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Change>) -> ChangeFeed {
+        ChangeFeed { rx }
+    }
+
+    /// The next change; `None` when the feed stopped.
+    pub async fn next(&mut self) -> Option<Change> {
+        self.rx.recv().await
+    }
+
+    /// A change already waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<Change> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// One live incarnation of a server in a cluster sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// This incarnation: a server that lapsed comes back under a new id.
+    pub id: uuid::Uuid,
+    /// For people: the host name, or what the config says.
+    pub name: String,
+    /// Where its API and agent endpoints are reached.
+    pub api_url: String,
+    pub started_at: DateTime<Utc>,
+    /// The database's time of its last heartbeat (set by the store).
+    pub heartbeat_at: DateTime<Utc>,
+}
 
 /// Which events to list. All fields narrow the result; `after_id` pages forward.
 #[derive(Debug, Clone, Default)]
@@ -412,6 +476,97 @@ pub trait Store: Send + Sync + 'static {
     async fn list_agent_sessions(&self) -> Result<Vec<AgentSession>>;
     /// NotFound if the machine has none.
     async fn delete_agent_session(&self, machine: MachineId) -> Result<()>;
+    /// The machine's session, if it has one.
+    async fn get_agent_session(&self, machine: MachineId) -> Result<Option<AgentSession>> {
+        Ok(self
+            .list_agent_sessions()
+            .await?
+            .into_iter()
+            .find(|s| s.machine == machine))
+    }
+
+    // ---------- several servers on one store (PostgreSQL) ----------
+    // SQLite has one server per file (the state directory's lock): the
+    // defaults say there is nothing to share.
+
+    /// The changes other processes make from now on; `None` when the store
+    /// has no other writers.
+    async fn change_feed(&self) -> Result<Option<ChangeFeed>> {
+        Ok(None)
+    }
+    /// The DHCP leases other processes write from now on (as
+    /// `Change::Lease`, and `Change::Resync` after a gap); `None` when the
+    /// store has no other writers.
+    async fn lease_feed(&self) -> Result<Option<ChangeFeed>> {
+        Ok(None)
+    }
+    /// Records `me` as alive now (the database's clock), and returns every
+    /// member whose heartbeat is younger than `dead_after` (`me` included),
+    /// by id. Rows dead for long are deleted.
+    async fn member_heartbeat(
+        &self,
+        me: &Member,
+        dead_after: std::time::Duration,
+    ) -> Result<Vec<Member>> {
+        let _ = (me, dead_after);
+        Err(StoreError::Unsupported {
+            what: "cluster membership",
+            backend: self.backend(),
+        })
+    }
+    /// Removes a member (a server shutting down), so its share moves at once.
+    async fn member_leave(&self, id: uuid::Uuid) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
+    /// From now on, workflow writes are `owner`'s: a workflow another member
+    /// claimed is refused (`Fenced`), one nobody claimed becomes `owner`'s.
+    /// `None`: writes are not fenced (one server).
+    fn set_workflow_owner(&self, owner: Option<uuid::Uuid>) {
+        let _ = owner;
+    }
+    /// Claims an active workflow for `owner` when nobody live runs it
+    /// (unclaimed, or claimed by a member not in `live`); true when `owner`
+    /// runs it now.
+    async fn claim_workflow(
+        &self,
+        id: WorkflowId,
+        owner: uuid::Uuid,
+        live: &[uuid::Uuid],
+    ) -> Result<bool> {
+        let _ = (id, owner, live);
+        Ok(true)
+    }
+    /// Gives up `owner`'s claim on a workflow (it was accepted by a server
+    /// that does not own the machine): the owner claims it.
+    async fn release_workflow(&self, id: WorkflowId, owner: uuid::Uuid) -> Result<()> {
+        let _ = (id, owner);
+        Ok(())
+    }
+    /// Queued and running workflows: id, machine and the member running it.
+    async fn active_workflow_owners(
+        &self,
+    ) -> Result<Vec<(WorkflowId, MachineId, Option<uuid::Uuid>)>> {
+        Ok(self
+            .list_workflows(&WorkflowFilter {
+                machine: None,
+                states: vec![WorkflowState::Queued, WorkflowState::Running],
+                limit: u32::MAX,
+            })
+            .await?
+            .into_iter()
+            .map(|w| (w.id, w.machine, None))
+            .collect())
+    }
+    /// Writes leases like [`Store::put_leases`], except an address another
+    /// client holds (its lease not expired, or declined and still held):
+    /// that lease is left as it is and returned. Several servers allocating
+    /// from one pool use it, so an address is never given to two clients.
+    /// The default (one server) writes everything.
+    async fn claim_leases(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
+        self.put_leases(leases).await?;
+        Ok(Vec::new())
+    }
 
     // ---------- webhooks and their outbox ----------
 

@@ -33,6 +33,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
     pool: PgPool,
+    /// This process's `application_name`: the change feed skips the
+    /// notifications of its own writes by it.
+    origin: String,
+    /// The cluster incarnation workflow writes are fenced to (see
+    /// [`Store::set_workflow_owner`]).
+    workflow_owner: std::sync::RwLock<Option<uuid::Uuid>>,
 }
 
 pub(crate) const MACHINE_COLUMNS: &str = "m.id, m.name, m.uuid, m.arch, m.labels, m.intent, m.bmc, m.bmc_password, m.created_at, m.updated_at, \
@@ -44,6 +50,24 @@ impl PgStore {
         &self.pool
     }
 
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub(crate) fn fence(&self) -> Option<uuid::Uuid> {
+        *self
+            .workflow_owner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_fence(&self, owner: Option<uuid::Uuid>) {
+        *self
+            .workflow_owner
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = owner;
+    }
+
     /// Connects to an existing database and migrates it.
     pub async fn open(url: &str) -> Result<PgStore> {
         let open_err = |what: &'static str| {
@@ -53,9 +77,11 @@ impl PgStore {
                 source: e,
             }
         };
+        let origin = format!("rackboot/{}", uuid::Uuid::new_v4().simple());
         let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e: sqlx::Error| open_err("parsing URL")(e.into()))?;
+            .parse::<PgConnectOptions>()
+            .map_err(|e: sqlx::Error| open_err("parsing URL")(e.into()))?
+            .application_name(&origin);
         // One direct attempt first: the pool retries refused connections until
         // its acquire timeout, which would turn a typo into a 10 s hang.
         sqlx::PgConnection::connect_with(&options)
@@ -75,7 +101,11 @@ impl PgStore {
             .await
             .map_err(|e| open_err("running migrations")(e.into()))?;
         tracing::debug!(url = %redact_url(url), "opened PostgreSQL store");
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            origin,
+            workflow_owner: std::sync::RwLock::new(None),
+        })
     }
 
     async fn insert_macs(
@@ -882,6 +912,57 @@ impl Store for PgStore {
 
     async fn delete_agent_session(&self, machine: MachineId) -> Result<()> {
         self.delete_agent_session_impl(machine).await
+    }
+
+    async fn get_agent_session(&self, machine: MachineId) -> Result<Option<AgentSession>> {
+        self.get_agent_session_impl(machine).await
+    }
+
+    async fn change_feed(&self) -> Result<Option<crate::ChangeFeed>> {
+        self.change_feed_impl().await.map(Some)
+    }
+
+    async fn lease_feed(&self) -> Result<Option<crate::ChangeFeed>> {
+        self.lease_feed_impl().await.map(Some)
+    }
+
+    async fn member_heartbeat(
+        &self,
+        me: &crate::Member,
+        dead_after: Duration,
+    ) -> Result<Vec<crate::Member>> {
+        self.member_heartbeat_impl(me, dead_after).await
+    }
+
+    async fn member_leave(&self, id: uuid::Uuid) -> Result<()> {
+        self.member_leave_impl(id).await
+    }
+
+    fn set_workflow_owner(&self, owner: Option<uuid::Uuid>) {
+        self.set_fence(owner);
+    }
+
+    async fn claim_workflow(
+        &self,
+        id: WorkflowId,
+        owner: uuid::Uuid,
+        live: &[uuid::Uuid],
+    ) -> Result<bool> {
+        self.claim_workflow_impl(id, owner, live).await
+    }
+
+    async fn release_workflow(&self, id: WorkflowId, owner: uuid::Uuid) -> Result<()> {
+        self.release_workflow_impl(id, owner).await
+    }
+
+    async fn active_workflow_owners(
+        &self,
+    ) -> Result<Vec<(WorkflowId, MachineId, Option<uuid::Uuid>)>> {
+        self.active_workflow_owners_impl().await
+    }
+
+    async fn claim_leases(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
+        self.claim_leases_impl(leases).await
     }
 
     async fn put_webhook(&self, webhook: &Webhook) -> Result<()> {

@@ -57,7 +57,7 @@ impl PgStore {
         let t = &change.transition;
         insert_transition(&mut tx, t, t.from, t.to, ctx).await?;
         if let Some(workflow) = &change.workflow {
-            upsert_workflow(&mut tx, workflow, ctx).await?;
+            upsert_workflow(&mut tx, workflow, self.fence(), ctx).await?;
         }
         tx.commit().await.map_err(backend(ctx))
     }
@@ -136,7 +136,7 @@ impl PgStore {
             .await
             .map_err(backend("writing a workflow"))?;
         // One statement: atomic without a transaction.
-        upsert_workflow(&mut conn, workflow, "writing a workflow").await
+        upsert_workflow(&mut conn, workflow, self.fence(), "writing a workflow").await
     }
 
     pub(crate) async fn get_workflow_impl(&self, id: WorkflowId) -> Result<Workflow> {
@@ -234,6 +234,21 @@ impl PgStore {
             .collect()
     }
 
+    pub(crate) async fn get_agent_session_impl(
+        &self,
+        machine: MachineId,
+    ) -> Result<Option<AgentSession>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE machine_id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(machine)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(backend("reading an agent session"))?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
     pub(crate) async fn delete_agent_session_impl(&self, machine: MachineId) -> Result<()> {
         let deleted = sqlx::query("DELETE FROM agent_sessions WHERE machine_id = $1")
             .bind(machine)
@@ -303,15 +318,24 @@ async fn insert_transition(
 }
 
 /// Inserts or replaces a workflow: the whole body (timestamps truncated to
-/// milliseconds, like every column) and the columns queries use.
-async fn upsert_workflow(tx: &mut PgConnection, w: &Workflow, ctx: &'static str) -> Result<()> {
+/// milliseconds, like every column) and the columns queries use. With an
+/// `owner` (a cluster member's incarnation) the write is fenced: a workflow
+/// another member claimed is refused (`Fenced`), an unclaimed one becomes
+/// `owner`'s.
+async fn upsert_workflow(
+    tx: &mut PgConnection,
+    w: &Workflow,
+    owner: Option<uuid::Uuid>,
+    ctx: &'static str,
+) -> Result<()> {
     let w = stored_workflow(w);
-    sqlx::query(
-        "INSERT INTO workflows (id, machine_id, name, state, created_at, updated_at, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+    let written = sqlx::query(
+        "INSERT INTO workflows (id, machine_id, name, state, created_at, updated_at, body, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (id) DO UPDATE SET machine_id = excluded.machine_id, name = excluded.name, \
          state = excluded.state, created_at = excluded.created_at, updated_at = excluded.updated_at, \
-         body = excluded.body",
+         body = excluded.body, owner = COALESCE(excluded.owner, workflows.owner) \
+         WHERE $8::uuid IS NULL OR workflows.owner IS NULL OR workflows.owner = $8",
     )
     .bind(w.id)
     .bind(w.machine)
@@ -320,9 +344,16 @@ async fn upsert_workflow(tx: &mut PgConnection, w: &Workflow, ctx: &'static str)
     .bind(w.created_at)
     .bind(w.updated_at)
     .bind(codec::json_text(&w))
+    .bind(owner)
     .execute(&mut *tx)
     .await
     .map_err(machine_write_error(ctx, w.machine))?;
+    if written.rows_affected() == 0 {
+        return Err(StoreError::Fenced(format!(
+            "workflow {} is run by another server",
+            w.id
+        )));
+    }
     Ok(())
 }
 

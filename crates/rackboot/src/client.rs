@@ -1284,6 +1284,66 @@ pub async fn timeline(args: TimelineArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// Also show which server owns this machine (id, name or MAC).
+    #[arg(long)]
+    pub machine: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub async fn cluster(args: ClusterArgs) -> Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = match &args.machine {
+        Some(m) => format!("/cluster?machine={}", query_value(m)),
+        None => "/cluster".to_string(),
+    };
+    let status: Value = api.get(&path).await?;
+    if args.client.output == Format::Json {
+        print_json(&status);
+        return Ok(());
+    }
+    if status["clustered"] != true {
+        outln!("this server is alone on its store (SQLite, or [cluster] enabled = false)");
+        return Ok(());
+    }
+    if status["healthy"] != true {
+        outln!("this server cannot record its heartbeat: it owns no machine now");
+    }
+    let owner = status["owner"].as_str();
+    let mut t = Table::new(["", "NAME", "ID", "API", "LAST HEARTBEAT"]);
+    for m in status["members"].as_array().into_iter().flatten() {
+        let mark = match (m["this_server"] == true, owner == m["id"].as_str()) {
+            (true, true) => "*+",
+            (true, false) => "*",
+            (false, true) => "+",
+            (false, false) => "",
+        };
+        t.row([
+            mark.to_string(),
+            m["name"].as_str().unwrap_or("?").to_string(),
+            m["id"].as_str().unwrap_or("?").to_string(),
+            m["api_url"].as_str().unwrap_or("").to_string(),
+            m["heartbeat_at"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(23)
+                .collect(),
+        ]);
+    }
+    t.print();
+    outln!("* this server");
+    if let Some(machine) = &args.machine {
+        match owner {
+            Some(_) => outln!("+ owns {machine}"),
+            None => outln!("no live server owns {machine}"),
+        }
+    }
+    Ok(())
+}
+
 pub async fn status(client: ClientArgs) -> Result<()> {
     let status: Value = Api::new(&client)?.get("/status").await?;
     match client.output {

@@ -75,6 +75,9 @@ pub struct Config {
     /// How long the event log keeps events.
     #[serde(default)]
     pub events: EventSettings,
+    /// Several servers on one PostgreSQL store.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     #[serde(default)]
     pub log: Log,
     /// Which defaults the operator overrode (from the file or flags): those
@@ -323,6 +326,84 @@ fn default_max_events() -> u64 {
 }
 
 fn default_prune_interval() -> u64 {
+    300
+}
+
+/// `[cluster]`: several servers on one PostgreSQL store (`store =
+/// "postgres://..."`; SQLite has one server per file). Each server sees the
+/// others' writes within a second (the database's change notifications),
+/// and each machine's BMC polling and workflows belong to one live server,
+/// chosen by hashing the machine's id over the live servers; a server whose
+/// heartbeat stops for `dead_after_ms` loses its machines to the others.
+/// DHCP servers sharing pools claim every address in the database before
+/// offering it. Every server needs the same secret key (RACKBOOT_SECRET_KEY
+/// or the same STATE_DIR/secret.key): BMC passwords are sealed with it.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Join the cluster when the store is PostgreSQL.
+    #[serde(default = "default_cluster_enabled")]
+    pub enabled: bool,
+    /// This server's name in `rackboot cluster` and the logs. Default: the
+    /// host name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where the other servers reach this one's API. Default: the boot URL.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Milliseconds between two heartbeats.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A server whose last heartbeat is older than this many milliseconds
+    /// is dead; the others take its machines over.
+    #[serde(default = "default_dead_after_ms")]
+    pub dead_after_ms: u64,
+    /// Seconds between two full re-reads of the inventory (a safety net
+    /// behind the change notifications).
+    #[serde(default = "default_resync_secs")]
+    pub resync_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("empty [cluster] is valid")
+    }
+}
+
+impl ClusterSettings {
+    /// The fleet's cluster config; the name defaults to the host name.
+    pub fn to_config(&self, default_api_url: &str) -> rackboot_fleet::ClusterConfig {
+        let heartbeat = Duration::from_millis(self.heartbeat_ms.max(100));
+        rackboot_fleet::ClusterConfig {
+            name: self.name.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "rackboot".into())
+            }),
+            api_url: self
+                .api_url
+                .clone()
+                .unwrap_or_else(|| default_api_url.to_string()),
+            heartbeat,
+            // At least two heartbeats, so one slow beat is not a death.
+            dead_after: Duration::from_millis(self.dead_after_ms).max(heartbeat * 2),
+        }
+    }
+}
+
+fn default_cluster_enabled() -> bool {
+    true
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+
+fn default_dead_after_ms() -> u64 {
+    5000
+}
+
+fn default_resync_secs() -> u64 {
     300
 }
 

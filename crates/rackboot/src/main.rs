@@ -65,6 +65,9 @@ enum Command {
     Timeline(client::TimelineArgs),
     /// Server status: version, store, services, counts.
     Status(client::ClientArgs),
+    /// The servers sharing this server's PostgreSQL store: live members,
+    /// this one marked, and (`--machine`) which one owns a machine.
+    Cluster(client::ClusterArgs),
     /// The OS catalog of installation media (ISOs or trees).
     #[command(subcommand)]
     Os(install_cli::OsCmd),
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
             Command::Events(args) => client::events(args).await,
             Command::Timeline(args) => client::timeline(args).await,
             Command::Status(args) => client::status(args).await,
+            Command::Cluster(args) => client::cluster(args).await,
             Command::Lab(cmd) => lab::run(cmd).await,
             Command::Os(cmd) => install_cli::os(cmd).await,
             Command::Install(args) => install_cli::install(args).await,

@@ -444,12 +444,46 @@ impl Server {
             states: rackboot_power::PowerStateMap::new(),
         };
         boot.set_power_controller(power_api.controller.clone());
+        // The base URL machines (and their agents) reach boot HTTP at.
+        let boot_base_url = match (&boot_config.public_url, server_ip, server_ip6) {
+            (Some(url), _, _) => url.trim_end_matches('/').to_string(),
+            (None, Some(ip), _) => format!("http://{ip}:{}", boot_config.http_port),
+            // An IPv6-only network.
+            (None, None, Some(ip6)) => format!("http://[{ip6}]:{}", boot_config.http_port),
+            (None, None, None) => format!("http://127.0.0.1:{}", boot_config.http_port),
+        };
+
+        // Several servers on one PostgreSQL store: follow the others' writes,
+        // and join the cluster that splits machines between the live servers.
+        let shared_store = store.backend() == "postgres";
+        if shared_store {
+            let (fleet, stop) = (fleet.clone(), shutdown.clone());
+            tokio::spawn(fleet.follow_changes(
+                Duration::from_secs(config.cluster.resync_secs.max(1)),
+                async move { stop.cancelled().await },
+            ));
+        }
+        if shared_store && config.cluster.enabled {
+            let cluster = rackboot_fleet::Cluster::new(
+                store.clone(),
+                config.cluster.to_config(&boot_base_url),
+            );
+            // The first heartbeat before the services start, so this server
+            // owns its machines from its first request.
+            if let Err(e) = cluster.heartbeat().await {
+                tracing::warn!(error = %e, "first cluster heartbeat failed; retrying in the background");
+            }
+            fleet.set_cluster(cluster.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(cluster.run(async move { stop.cancelled().await }));
+        }
         if config.power.sync_interval_secs > 0 {
             // Outside `tasks`: it has no sockets and ends with the shutdown token.
-            let source = Arc::new(rackboot_api::power::InventoryPowerSource {
-                inventory: inventory.clone(),
-                key: power_api.key.clone(),
-            });
+            let source = Arc::new(rackboot_api::power::InventoryPowerSource::new(
+                inventory.clone(),
+                power_api.key.clone(),
+                fleet.cluster().cloned(),
+            ));
             tokio::spawn(rackboot_power::run_power_sync(
                 power_api.controller.clone(),
                 source,
@@ -460,14 +494,6 @@ impl Server {
             ));
         }
 
-        // The base URL machines (and their agents) reach boot HTTP at.
-        let boot_base_url = match (&boot_config.public_url, server_ip, server_ip6) {
-            (Some(url), _, _) => url.trim_end_matches('/').to_string(),
-            (None, Some(ip), _) => format!("http://{ip}:{}", boot_config.http_port),
-            // An IPv6-only network.
-            (None, None, Some(ip6)) => format!("http://[{ip6}]:{}", boot_config.http_port),
-            (None, None, None) => format!("http://127.0.0.1:{}", boot_config.http_port),
-        };
         let images_dir = boot_config.images_dir.clone();
         let engine_config = rackboot_engine::EngineConfig {
             max_running: config.engine.max_running.max(1),
@@ -606,7 +632,9 @@ impl Server {
             services.push("dhcp6");
         }
 
-        if let (Some(sockets), Some(dhcp)) = (dhcp_sockets, config.dhcp.clone()) {
+        if let (Some(sockets), Some(mut dhcp)) = (dhcp_sockets, config.dhcp.clone()) {
+            // Servers sharing pools claim each address in the store.
+            dhcp.shared_store = shared_store;
             let (store, hub, responder, bound, stop) = (
                 store.clone(),
                 events.clone(),

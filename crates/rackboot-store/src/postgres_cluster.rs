@@ -1,0 +1,352 @@
+//! PostgreSQL: what several servers on one database need. The change feed
+//! (LISTEN on the channel the triggers of migration 0007 NOTIFY), cluster
+//! membership by heartbeat rows, workflow claims, and conditional lease
+//! writes so two servers never give one address to two clients.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rackboot_core::{Lease, MachineId, WorkflowId};
+use sqlx::Row;
+use sqlx::postgres::PgListener;
+
+use crate::postgres::PgStore;
+use crate::{Change, ChangeFeed, Member, Result, backend, dedup_leases, truncate_ms};
+
+/// The channel the triggers notify of rows the snapshots depend on.
+const CHANNEL: &str = "rackboot_changes";
+/// The channel of DHCP lease writes.
+const LEASE_CHANNEL: &str = "rackboot_leases";
+/// Changes buffered for a slow reader before the feed waits on it.
+const FEED_BUFFER: usize = 65_536;
+/// A member's row is deleted once it has been dead this many times longer
+/// than the dead-after interval (it is ignored from the first).
+const FORGET_AFTER_DEAD: u32 = 60;
+
+/// One notification's payload, as the triggers build it.
+#[derive(Debug, serde::Deserialize)]
+struct Payload {
+    t: String,
+    #[serde(default)]
+    id: Option<uuid::Uuid>,
+    #[serde(default)]
+    machine: Option<uuid::Uuid>,
+    #[serde(default)]
+    src: Option<String>,
+    #[serde(default)]
+    lease: Option<Lease>,
+}
+
+/// The change a payload names; `None` for this process's own writes and for
+/// payloads it does not know (a newer server's).
+pub(crate) fn change_of(payload: &str, own_origin: &str) -> Option<Change> {
+    let p: Payload = serde_json::from_str(payload).ok()?;
+    if p.src.as_deref() == Some(own_origin) {
+        return None;
+    }
+    match (p.t.as_str(), p.id, p.machine) {
+        ("machine", Some(id), _) => Some(Change::Machine(id)),
+        ("agent_session", Some(id), _) => Some(Change::AgentSession(id)),
+        ("workflow", Some(id), Some(machine)) => Some(Change::Workflow { id, machine }),
+        ("catalog", _, _) => Some(Change::Catalog),
+        ("members", _, _) => Some(Change::Members),
+        ("lease", _, _) => p.lease.map(Change::Lease),
+        _ => None,
+    }
+}
+
+fn member_from_row(row: &sqlx::postgres::PgRow) -> Result<Member> {
+    let get = |e| backend("decoding a cluster member row")(e);
+    Ok(Member {
+        id: row.try_get("id").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        api_url: row.try_get("api_url").map_err(get)?,
+        started_at: row.try_get("started_at").map_err(get)?,
+        heartbeat_at: row.try_get("heartbeat_at").map_err(get)?,
+    })
+}
+
+impl PgStore {
+    pub(crate) async fn change_feed_impl(&self) -> Result<ChangeFeed> {
+        self.feed(CHANNEL).await
+    }
+
+    pub(crate) async fn lease_feed_impl(&self) -> Result<ChangeFeed> {
+        self.feed(LEASE_CHANNEL).await
+    }
+
+    async fn feed(&self, channel: &str) -> Result<ChangeFeed> {
+        let ctx = "listening for changes";
+        let mut listener = PgListener::connect_with(self.pool())
+            .await
+            .map_err(backend(ctx))?;
+        listener.listen(channel).await.map_err(backend(ctx))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(FEED_BUFFER);
+        let origin = self.origin().to_string();
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    () = tx.closed() => return,
+                    r = listener.try_recv() => r,
+                };
+                let change = match received {
+                    Ok(Some(n)) => match change_of(n.payload(), &origin) {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                    // The connection was lost and is back: what was sent in
+                    // between is gone.
+                    Ok(None) => Change::Resync,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed: lost the database; retrying");
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        Change::Resync
+                    }
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ChangeFeed::new(rx))
+    }
+
+    pub(crate) async fn member_heartbeat_impl(
+        &self,
+        me: &Member,
+        dead_after: Duration,
+    ) -> Result<Vec<Member>> {
+        let ctx = "recording a cluster heartbeat";
+        let dead_secs = dead_after.as_secs_f64();
+        sqlx::query(
+            "INSERT INTO cluster_members (id, name, api_url, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, now()) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, api_url = excluded.api_url, \
+             heartbeat_at = now()",
+        )
+        .bind(me.id)
+        .bind(&me.name)
+        .bind(&me.api_url)
+        .bind(truncate_ms(me.started_at))
+        .execute(self.pool())
+        .await
+        .map_err(backend(ctx))?;
+        // Long-dead rows go (a DELETE that finds none notifies nothing: the
+        // trigger is per row).
+        sqlx::query(
+            "DELETE FROM cluster_members WHERE heartbeat_at < now() - make_interval(secs => $1)",
+        )
+        .bind(dead_secs * f64::from(FORGET_AFTER_DEAD))
+        .execute(self.pool())
+        .await
+        .map_err(backend(ctx))?;
+        sqlx::query(
+            "SELECT id, name, api_url, started_at, heartbeat_at FROM cluster_members \
+             WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
+        )
+        .bind(dead_secs)
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend(ctx))?
+        .iter()
+        .map(member_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn member_leave_impl(&self, id: uuid::Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM cluster_members WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(backend("leaving the cluster"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn claim_workflow_impl(
+        &self,
+        id: WorkflowId,
+        owner: uuid::Uuid,
+        live: &[uuid::Uuid],
+    ) -> Result<bool> {
+        let claimed = sqlx::query(
+            "UPDATE workflows SET owner = $2 WHERE id = $1 AND state IN ('queued', 'running') \
+             AND (owner IS NULL OR owner = $2 OR NOT (owner = ANY($3)))",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(live)
+        .execute(self.pool())
+        .await
+        .map_err(backend("claiming a workflow"))?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    pub(crate) async fn release_workflow_impl(
+        &self,
+        id: WorkflowId,
+        owner: uuid::Uuid,
+    ) -> Result<()> {
+        sqlx::query("UPDATE workflows SET owner = NULL WHERE id = $1 AND owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(self.pool())
+            .await
+            .map_err(backend("releasing a workflow"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn active_workflow_owners_impl(
+        &self,
+    ) -> Result<Vec<(WorkflowId, MachineId, Option<uuid::Uuid>)>> {
+        sqlx::query(
+            "SELECT id, machine_id, owner FROM workflows WHERE state IN ('queued', 'running') \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend("listing active workflows"))?
+        .iter()
+        .map(|row| {
+            let get = |e| backend("decoding a workflow row")(e);
+            Ok((
+                row.try_get("id").map_err(get)?,
+                row.try_get("machine_id").map_err(get)?,
+                row.try_get("owner").map_err(get)?,
+            ))
+        })
+        .collect()
+    }
+
+    pub(crate) async fn claim_leases_impl(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases = dedup_leases(leases);
+        let n = leases.len();
+        let mut ip = Vec::with_capacity(n);
+        let mut mac = Vec::with_capacity(n);
+        let mut client_id = Vec::with_capacity(n);
+        let mut hostname = Vec::with_capacity(n);
+        let mut state = Vec::with_capacity(n);
+        let mut expires_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+        let mut subnet = Vec::with_capacity(n);
+        let mut updated_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+        for l in &leases {
+            ip.push(l.ip.to_string());
+            mac.push(l.mac.map(|m| m.to_string()));
+            client_id.push(l.client_id.clone());
+            hostname.push(l.hostname.clone());
+            state.push(l.state.as_str());
+            expires_at.push(truncate_ms(l.expires_at));
+            subnet.push(l.subnet.clone());
+            updated_at.push(truncate_ms(l.updated_at));
+        }
+        // A row is overwritten only when its address is free (expired,
+        // released) or held by the same client; a decline (which grants
+        // nothing, and blocks the address for everyone) always is. One
+        // statement: atomic, and the row lock orders concurrent servers.
+        let written: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+             SELECT ip::inet, mac, client_id, hostname, state, expires_at, subnet, updated_at \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::timestamptz[], $7::text[], $8::timestamptz[]) \
+                  AS t(ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+             ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
+             hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
+             subnet = excluded.subnet, updated_at = excluded.updated_at \
+             WHERE excluded.state = 'declined' \
+                OR leases.expires_at <= now() \
+                OR leases.state IN ('released', 'expired') \
+                OR (leases.state <> 'declined' AND leases.mac IS NOT DISTINCT FROM excluded.mac \
+                    AND leases.client_id IS NOT DISTINCT FROM excluded.client_id) \
+             RETURNING host(ip)",
+        )
+        .bind(ip)
+        .bind(mac)
+        .bind(client_id)
+        .bind(hostname)
+        .bind(state)
+        .bind(expires_at)
+        .bind(subnet)
+        .bind(updated_at)
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend("claiming leases"))?;
+        if written.len() == n {
+            return Ok(Vec::new());
+        }
+        let written: std::collections::HashSet<String> = written.into_iter().collect();
+        let refused: Vec<String> = leases
+            .iter()
+            .map(|l| l.ip.to_string())
+            .filter(|ip| !written.contains(ip))
+            .collect();
+        // What holds the refused addresses now: the engine learns them.
+        sqlx::query(
+            "SELECT host(l.ip) AS ip, l.mac, l.client_id, l.hostname, l.state, l.expires_at, \
+             l.subnet, l.updated_at FROM leases l WHERE l.ip = ANY($1::inet[]) ORDER BY l.ip",
+        )
+        .bind(refused)
+        .fetch_all(self.pool())
+        .await
+        .map_err(backend("reading refused leases"))?
+        .iter()
+        .map(Self::lease_from_row)
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_their_change_and_own_writes_are_skipped() {
+        let id = uuid::Uuid::new_v4();
+        let m = uuid::Uuid::new_v4();
+        for (payload, want) in [
+            (
+                format!(r#"{{"t": "machine", "id": "{id}", "src": "rackboot/b"}}"#),
+                Some(Change::Machine(id)),
+            ),
+            (
+                format!(r#"{{"t": "machine", "id": "{id}", "src": "rackboot/a"}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"t": "agent_session", "id": "{id}", "src": null}}"#),
+                Some(Change::AgentSession(id)),
+            ),
+            (
+                format!(r#"{{"t": "workflow", "id": "{id}", "machine": "{m}", "src": "x"}}"#),
+                Some(Change::Workflow { id, machine: m }),
+            ),
+            (r#"{"t": "catalog", "src": "x"}"#.to_string(), Some(Change::Catalog)),
+            (r#"{"t": "members", "src": "x"}"#.to_string(), Some(Change::Members)),
+            (
+                r#"{"t": "lease", "src": "x", "lease": {"ip": "10.0.0.7", "mac": "52:54:00:00:00:07",
+                    "client_id": null, "hostname": null, "state": "offered",
+                    "expires_at": "2026-12-07T13:14:15.123+00:00", "subnet": "lab",
+                    "updated_at": "2026-12-07T13:13:15.123+00:00"}}"#
+                    .to_string(),
+                Some(Change::Lease(Lease {
+                    ip: "10.0.0.7".parse().unwrap(),
+                    mac: Some("52:54:00:00:00:07".parse().unwrap()),
+                    client_id: None,
+                    hostname: None,
+                    state: rackboot_core::LeaseState::Offered,
+                    expires_at: "2026-12-07T13:14:15.123Z".parse().unwrap(),
+                    subnet: "lab".into(),
+                    updated_at: "2026-12-07T13:13:15.123Z".parse().unwrap(),
+                })),
+            ),
+            (r#"{"t": "toaster", "src": "x"}"#.to_string(), None),
+            ("not json".to_string(), None),
+        ] {
+            assert_eq!(change_of(&payload, "rackboot/a"), want, "{payload}");
+        }
+    }
+}
