@@ -238,8 +238,10 @@ deploy_median=$(median <<<"$deploy_vals")
 
 verdict() { [ "$1" = 1 ] && echo "**met**" || echo "**not met**"; }
 T_WRITE="n/a"; T_RAMDISK="n/a"; T_HELLO="n/a"; T_FLEET="n/a"
-WRITE_TABLE="$(write_rows bench-testos "test OS padded with zeros ($(kv "$Q" image_testos_bytes_nonzero_approx) MiB of data)")
-$(write_rows bench-random "random bytes (incompressible)")"
+# Not in $( ): write_rows adds to RATIOS, which a subshell would lose.
+write_rows bench-testos "test OS padded with zeros ($(kv "$Q" image_testos_bytes_nonzero_approx) MiB of data)" >"$WORK/write-rows"
+write_rows bench-random "random bytes (incompressible)" >>"$WORK/write-rows"
+WRITE_TABLE="$(cat "$WORK/write-rows")"
 if [ -n "$(tr -d '\n' <<<"$RATIOS")" ]; then
     worst=$(grep . <<<"$RATIOS" | sort -g | head -1)
     med_all=$(median <<<"$RATIOS")

@@ -9,7 +9,12 @@
 //!   HTTP Range request at the next frame instead of starting over;
 //! - memory stays bounded: the agent holds one compressed and one raw frame.
 //!
-//! `sha256` is of the raw bytes, the disk as written.
+//! `sha256` is of the raw bytes, the disk as written. `frame_sha256` (images
+//! imported since it was added) lists the SHA-256 of each compressed frame, so
+//! the agent verifies what it downloads frame by frame, at the cost of the
+//! bytes it downloads (a run of zeros is a few bytes) instead of hashing every
+//! raw byte; the manifest itself is then bound to the deploy by its own
+//! SHA-256 ([`crate::WriteImageAction::manifest_sha256`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +38,15 @@ pub struct ImageManifest {
     /// Byte offset of each frame in the compressed file, then the file's size:
     /// frame `i` is `frame_offsets[i]..frame_offsets[i + 1]`.
     pub frame_offsets: Vec<u64>,
+    /// Lower-case hex SHA-256 of each compressed frame, in order; empty for
+    /// images imported before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_sha256: Vec<String>,
+}
+
+/// True for 64 hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +94,7 @@ impl ImageManifest {
                 self.frame_raw_size
             ));
         }
-        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_sha256_hex(&self.sha256) {
             return err("sha256 is not 64 hex digits".into());
         }
         let want_frames = self.raw_size.div_ceil(self.frame_raw_size);
@@ -98,6 +112,18 @@ impl ImageManifest {
         if self.frame_offsets.windows(2).any(|w| w[1] <= w[0]) {
             return err("frame offsets must increase".into());
         }
+        if !self.frame_sha256.is_empty() {
+            if self.frame_sha256.len() != self.frames() {
+                return err(format!(
+                    "{} frame checksums listed for {} frames",
+                    self.frame_sha256.len(),
+                    self.frames()
+                ));
+            }
+            if let Some(i) = self.frame_sha256.iter().position(|h| !is_sha256_hex(h)) {
+                return err(format!("frame_sha256[{i}] is not 64 hex digits"));
+            }
+        }
         Ok(())
     }
 }
@@ -113,6 +139,7 @@ mod tests {
             sha256: "0".repeat(64),
             frame_raw_size: FRAME_RAW_SIZE,
             frame_offsets: offsets,
+            frame_sha256: Vec::new(),
         }
     }
 
@@ -137,6 +164,20 @@ mod tests {
             (
                 manifest(FRAME_RAW_SIZE * 2, vec![0, 100, 100]),
                 "must increase",
+            ),
+            (
+                ImageManifest {
+                    frame_sha256: vec!["a".repeat(64)],
+                    ..manifest(FRAME_RAW_SIZE * 2, vec![0, 100, 130])
+                },
+                "1 frame checksums listed for 2 frames",
+            ),
+            (
+                ImageManifest {
+                    frame_sha256: vec!["a".repeat(64), "g".repeat(64)],
+                    ..manifest(FRAME_RAW_SIZE * 2, vec![0, 100, 130])
+                },
+                "frame_sha256[1] is not 64 hex",
             ),
             (
                 ImageManifest {

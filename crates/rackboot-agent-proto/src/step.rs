@@ -163,6 +163,11 @@ pub struct WriteImageAction {
     /// Expected manifest values; a different manifest at the URL is refused.
     pub raw_size: u64,
     pub sha256: String,
+    /// SHA-256 of the manifest file itself, when the catalog recorded it:
+    /// the agent then trusts the manifest's per-frame checksums and verifies
+    /// each frame as it arrives instead of hashing the whole raw image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
     pub target: DiskTarget,
     /// The device already reads zeros everywhere (just fully erased): runs of
     /// zeros in the image are skipped instead of being zeroed on the device.

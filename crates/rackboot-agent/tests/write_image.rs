@@ -52,6 +52,7 @@ fn action(server: &TestServer, m: &ImageManifest, disk_size: u64) -> WriteImageA
         data_url: server.url("/images/test/disk.zst"),
         raw_size: m.raw_size,
         sha256: m.sha256.clone(),
+        manifest_sha256: None,
         target: DiskTarget {
             path: "/dev/vda".into(),
             size_bytes: Some(disk_size),
@@ -168,6 +169,94 @@ fn a_corrupted_frame_is_a_transient_checksum_mismatch() {
         assert!(e.transient);
     }
     data.truncate(0);
+}
+
+#[test]
+fn well_formed_frames_of_other_bytes_fail_the_whole_image_checksum() {
+    // Every frame decompresses, but one holds other bytes than the image
+    // the manifest hashes: only the SHA-256 over all frames (on the hashing
+    // thread, in frame order, through recycled buffers) can tell.
+    let raw = sample_raw();
+    let (manifest, _) = build_image(&raw);
+    let mut other = raw.clone();
+    other[(5 * MIB + 17) as usize] ^= 0x80;
+    let (other_manifest, other_data) = build_image(&other);
+    assert_eq!(
+        other_manifest.frame_offsets.len(),
+        manifest.frame_offsets.len()
+    );
+    let mut served = manifest.clone();
+    served.frame_offsets = other_manifest.frame_offsets.clone();
+    let s = setup(8 * MIB);
+    let server = image_server(&served, other_data, |_, r| r);
+    let e = image::run(&s.ctx, &action(&server, &served, 8 * MIB)).unwrap_err();
+    assert_eq!(e.code, "checksum_mismatch", "{e}");
+    assert!(e.transient);
+    assert!(e.message.contains(&manifest.sha256), "{e}");
+}
+
+/// The action of a deploy whose catalog recorded the manifest's digest:
+/// frames are checked one by one.
+fn per_frame_action(server: &TestServer, m: &ImageManifest, disk_size: u64) -> WriteImageAction {
+    let json = serde_json::to_vec(&serde_json::to_value(m).unwrap()).unwrap();
+    WriteImageAction {
+        manifest_sha256: Some(common::sha256_hex(&json)),
+        ..action(server, m, disk_size)
+    }
+}
+
+#[test]
+fn per_frame_checks_write_the_image_and_refetch_a_damaged_frame() {
+    let raw = sample_raw();
+    let (manifest, data) = build_image(&raw);
+    // The first response has a flipped byte in frame 2: it decompresses or
+    // not, but its SHA-256 is wrong, so it is fetched again from there.
+    let r2 = manifest.compressed_range(2);
+    let flip = ((r2.start + r2.end) / 2) as usize;
+    let s = setup(8 * MIB);
+    let server = image_server(&manifest, data.clone(), move |n, mut r| {
+        if n == 0 {
+            r.body[flip] ^= 0x10;
+        }
+        r
+    });
+    let out = image::run(&s.ctx, &per_frame_action(&server, &manifest, 8 * MIB)).unwrap();
+    assert_eq!(out.sha256, manifest.sha256);
+    assert_eq!(&std::fs::read(&s.disk).unwrap()[..raw.len()], &raw[..]);
+    let ranges: Vec<Option<String>> = server
+        .requests_to("/images/test/disk.zst")
+        .iter()
+        .map(|r| r.header("range").map(str::to_string))
+        .collect();
+    assert_eq!(ranges, vec![None, Some(format!("bytes={}-", r2.start))]);
+}
+
+#[test]
+fn per_frame_checks_give_up_on_a_frame_that_stays_damaged() {
+    let raw = sample_raw();
+    let (manifest, mut data) = build_image(&raw);
+    let r4 = manifest.compressed_range(4);
+    data[((r4.start + r4.end) / 2) as usize] ^= 0x01;
+    let s = setup(8 * MIB);
+    let server = image_server(&manifest, data, |_, r| r);
+    let e = image::run(&s.ctx, &per_frame_action(&server, &manifest, 8 * MIB)).unwrap_err();
+    assert_eq!(e.code, "checksum_mismatch", "{e}");
+    assert!(e.transient);
+    assert!(e.message.contains("frame 4"), "{e}");
+}
+
+#[test]
+fn a_manifest_that_is_not_the_deploys_is_refused() {
+    let raw = sample_raw();
+    let (manifest, data) = build_image(&raw);
+    let s = setup(8 * MIB);
+    let server = image_server(&manifest, data, |_, r| r);
+    let mut a = per_frame_action(&server, &manifest, 8 * MIB);
+    a.manifest_sha256 = Some("ab".repeat(32));
+    let e = image::run(&s.ctx, &a).unwrap_err();
+    assert!(e.message.contains("the deploy expects"), "{e}");
+    // Nothing was written.
+    assert!(std::fs::read(&s.disk).unwrap().iter().all(|&b| b == 0x5a));
 }
 
 #[test]

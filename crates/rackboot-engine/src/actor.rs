@@ -2,7 +2,7 @@
 //! and tick to them, and writes every change through the fleet before acting
 //! on it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,6 +83,19 @@ pub(crate) struct Actor {
     hello_at: HashMap<MachineId, DateTime<Utc>>,
     /// Attempts an agent must stop, by machine (delivered with its next heartbeat).
     cancel: HashMap<MachineId, Vec<uuid::Uuid>>,
+    /// Workflows changed (saved) since the last scheduling pass: a pass
+    /// after a message advances only these; the tick's pass advances all.
+    changed: HashSet<WorkflowId>,
+}
+
+/// Which running workflows a scheduling pass advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every one: the tick (backoffs due, deadlines, maintenance, deleted
+    /// machines) and the start.
+    All,
+    /// Those changed since the last pass: after a message.
+    Changed,
 }
 
 fn engine() -> Who {
@@ -118,6 +131,7 @@ impl Actor {
             seen: HashMap::new(),
             hello_at: HashMap::new(),
             cancel: HashMap::new(),
+            changed: HashSet::new(),
         };
         let stored = actor
             .fleet
@@ -227,7 +241,7 @@ impl Actor {
         let mut ownership_events = self.ownership_events();
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.schedule().await;
+        self.schedule(Pass::All).await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -251,6 +265,23 @@ impl Actor {
     }
 
     async fn handle(&mut self, msg: Msg) {
+        // Only messages that can make a step ready or a workflow startable
+        // are followed by a scheduling pass, and it looks only at the
+        // workflows they changed (the tick's pass each second looks at all):
+        // with a thousand agents heartbeating and operators polling, a pass
+        // over every active workflow after every message made the actor the
+        // bottleneck (1,000 simulated deploys: 153 s, agents waiting 9 s per
+        // request).
+        let reschedule = !matches!(
+            msg,
+            Msg::View(..)
+                | Msg::Views(..)
+                | Msg::Heartbeat(..)
+                | Msg::Progress(..)
+                | Msg::Definitions(..)
+                | Msg::PutDefinition(..)
+                | Msg::DeleteDefinition(..)
+        );
         match msg {
             Msg::Start(req, reply) => {
                 let r = self.start(req).await;
@@ -302,7 +333,9 @@ impl Actor {
                 let _ = reply.send(self.delete_definition(&name));
             }
         }
-        self.schedule().await;
+        if reschedule {
+            self.schedule(Pass::Changed).await;
+        }
     }
 
     // ------------------------------------------------------------------
@@ -362,6 +395,7 @@ impl Actor {
             })?;
             request.image_raw_size = Some(record.raw_size);
             request.image_sha256 = Some(record.sha256.clone());
+            request.image_manifest_sha256 = record.manifest_sha256.clone();
             request = with_image_defaults(request, record.os_family.as_deref(), record.cloud_init);
         }
         request.check_for(def).map_err(EngineError::Invalid)?;
@@ -722,12 +756,47 @@ impl Actor {
             )
             .await;
         }
-        self.schedule().await;
+        self.schedule(Pass::All).await;
     }
 
-    /// Starts what may start: queued workflows that have a slot, then every
-    /// ready step of every running workflow.
-    async fn schedule(&mut self) {
+    /// Starts what may start: queued workflows that have a slot, then the
+    /// ready steps of running workflows (all of them, or those changed since
+    /// the last pass).
+    async fn schedule(&mut self, pass: Pass) {
+        self.admit_queued().await;
+        let running: Vec<WorkflowId> = match pass {
+            Pass::All => {
+                self.changed.clear();
+                self.active
+                    .iter()
+                    .filter(|(_, a)| a.wf.state == WorkflowState::Running)
+                    .map(|(id, _)| *id)
+                    .collect()
+            }
+            Pass::Changed => std::mem::take(&mut self.changed)
+                .into_iter()
+                .filter(|id| {
+                    self.active
+                        .get(id)
+                        .is_some_and(|a| a.wf.state == WorkflowState::Running)
+                })
+                .collect(),
+        };
+        for id in running {
+            self.advance(id).await;
+        }
+    }
+
+    /// Starts the queued workflows that have a slot; the others note why not.
+    async fn admit_queued(&mut self) {
+        let mut queued: Vec<&Active> = self
+            .active
+            .values()
+            .filter(|a| a.wf.state == WorkflowState::Queued)
+            .collect();
+        if queued.is_empty() {
+            return;
+        }
         let snapshot = self.fleet.snapshot();
         let empty = BTreeMap::new();
         let labels_of = |m: MachineId| {
@@ -736,11 +805,6 @@ impl Actor {
                 .map(|m| &m.labels)
                 .unwrap_or(&empty)
         };
-        let mut queued: Vec<&Active> = self
-            .active
-            .values()
-            .filter(|a| a.wf.state == WorkflowState::Queued)
-            .collect();
         queued.sort_by_key(|a| a.wf.created_at);
         let running: Vec<Slot> = self
             .active
@@ -777,15 +841,6 @@ impl Actor {
                 }
             }
         }
-        let running: Vec<WorkflowId> = self
-            .active
-            .iter()
-            .filter(|(_, a)| a.wf.state == WorkflowState::Running)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in running {
-            self.advance(id).await;
-        }
     }
 
     async fn begin(&mut self, id: WorkflowId) {
@@ -809,6 +864,9 @@ impl Actor {
 
     /// Moves a running workflow on: due retries, ready steps, completion.
     async fn advance(&mut self, id: WorkflowId) {
+        if !self.may_advance(id) {
+            return;
+        }
         let Some(machine) = self.machine_of(id) else {
             self.finish(id, Finish::Failed("its machine was deleted".into()))
                 .await;
@@ -867,6 +925,23 @@ impl Actor {
             }
             self.start_attempt(id, idx, &machine).await;
         }
+    }
+
+    /// Whether [`Actor::advance`] has anything to do for the workflow: a
+    /// retry due, a failed step, every step done, a step ready, or its
+    /// machine gone. Cheap (no clone of the machine), because `schedule`
+    /// asks it for every running workflow.
+    fn may_advance(&self, id: WorkflowId) -> bool {
+        let Some(a) = self.active.get(&id) else {
+            return false;
+        };
+        let now = Utc::now();
+        a.wf.steps.iter().any(|s| {
+            s.state == StepState::Failed
+                || (s.state == StepState::Backoff && s.retry_at.is_none_or(|t| t <= now))
+        }) || a.wf.all_done()
+            || !a.wf.ready_steps().is_empty()
+            || self.fleet.snapshot().machine_by_id(a.wf.machine).is_none()
     }
 
     fn route(&self, kind: StepKind, machine: &Machine) -> Route {
@@ -1191,6 +1266,8 @@ impl Actor {
 
     /// Marks a step skipped (the caller saves).
     fn skip_now(&mut self, id: WorkflowId, idx: usize, reason: String) {
+        // The next step may be ready now.
+        self.changed.insert(id);
         let machine = self.machine_of(id);
         let a = self.active.get_mut(&id).unwrap();
         let s = &mut a.wf.steps[idx];
@@ -1315,12 +1392,18 @@ impl Actor {
         a.wf.finished_at = Some(now);
         a.wf.updated_at = now;
         a.wf.error = error.clone();
+        // Steps still running or waiting to retry end with the workflow (a
+        // failed workflow's parallel branch too: its task was aborted above),
+        // so no record of an ended workflow shows a step still running.
         for s in &mut a.wf.steps {
             if matches!(s.state, StepState::Running | StepState::Backoff)
-                && state == WorkflowState::Aborted
+                && state != WorkflowState::Succeeded
             {
                 s.state = StepState::Failed;
-                s.error = error.clone();
+                s.error = match (&how, &error) {
+                    (Finish::Failed(e), _) => Some(format!("stopped: {e}")),
+                    (_, e) => e.clone(),
+                };
                 s.finished_at = Some(now);
                 s.deadline = None;
                 s.waiting_for = None;
@@ -1726,6 +1809,7 @@ impl Actor {
             return;
         };
         a.wf.updated_at = Utc::now();
+        self.changed.insert(id);
         if let Err(e) = self.fleet.put_workflow(&a.wf).await {
             if self.note_write_error(id, &e) {
                 return;

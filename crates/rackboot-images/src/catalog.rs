@@ -9,12 +9,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use rackboot_agent_proto::ImageManifest;
+use sha2::{Digest, Sha256};
 
 use crate::detect::{Detected, HEAD_LEN, detect};
 use crate::frame::{CheckError, StreamError, check_frames, frame_stream, read_full};
 use crate::{
     DISK_FILE, ImageError, ImageRecord, ImportOptions, ImportPhase, ImportProgress, MANIFEST_FILE,
-    RECORD_FILE, SourceFormat, Verified, qcow2, validate_name,
+    RECORD_FILE, SourceFormat, Verified, hex, qcow2, validate_name,
 };
 
 /// Markers of hidden work directories: `.<name><marker><random>`.
@@ -251,6 +252,7 @@ pub fn import(
         raw_size: manifest.raw_size,
         compressed_size: manifest.compressed_size(),
         sha256: manifest.sha256.clone(),
+        manifest_sha256: Some(hex(&Sha256::digest(&manifest_json))),
         imported_at: Utc::now(),
         import_millis: started.elapsed().as_millis() as u64,
     };
@@ -490,6 +492,16 @@ pub fn verify_with_progress(
         return Err(failed(format!(
             "{RECORD_FILE} and {MANIFEST_FILE} disagree on sizes or SHA-256"
         )));
+    }
+    if let Some(want) = &record.manifest_sha256 {
+        let path = manifest_path(dir, name)?;
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let got = hex(&Sha256::digest(&bytes));
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(failed(format!(
+                "{MANIFEST_FILE}'s SHA-256 is {got}, {RECORD_FILE} says {want}"
+            )));
+        }
     }
     let path = disk_path(dir, name)?;
     let disk = File::open(&path).map_err(io_err(&path))?;

@@ -51,6 +51,7 @@ pub(crate) fn frame_stream(
     let mut frame = Vec::with_capacity(zstd_safe::compress_bound(raw.len()));
     let mut hasher = Sha256::new();
     let mut offsets = vec![0u64];
+    let mut frame_sha256 = Vec::new();
     let mut raw_size = 0u64;
     let mut next_report = PROGRESS_EVERY;
     loop {
@@ -65,6 +66,7 @@ pub(crate) fn frame_stream(
             .map_err(StreamError::Write)?;
         out.write_all(&frame).map_err(StreamError::Write)?;
         offsets.push(offsets.last().unwrap() + frame.len() as u64);
+        frame_sha256.push(hex(&Sha256::digest(&frame)));
         raw_size += n as u64;
         if raw_size >= next_report {
             progress(raw_size);
@@ -81,6 +83,7 @@ pub(crate) fn frame_stream(
         sha256: hex(&hasher.finalize()),
         frame_raw_size: FRAME_RAW_SIZE,
         frame_offsets: offsets,
+        frame_sha256,
     })
 }
 
@@ -131,6 +134,15 @@ pub(crate) fn check_frames(
         }
         frame.resize(len as usize, 0);
         disk.read_exact(&mut frame).map_err(CheckError::Read)?;
+        if let Some(want) = manifest.frame_sha256.get(i) {
+            let got = hex(&Sha256::digest(&frame));
+            if !got.eq_ignore_ascii_case(want) {
+                return bad(format!(
+                    "frame {i} at offset {}: its SHA-256 is {got}, the manifest says {want}",
+                    range.start
+                ));
+            }
+        }
         match zstd_safe::find_frame_compressed_size(&frame) {
             Ok(n) if n == frame.len() => {}
             Ok(n) => {
@@ -310,6 +322,17 @@ mod tests {
             check(&m, &flipped)
         );
 
+        // The frame digests catch the flip before decompression; without
+        // them zstd's own checksum or the raw SHA-256 does.
+        assert!(check(&m, &flipped).contains("its SHA-256 is"));
+        let mut no_digests = m.clone();
+        no_digests.frame_sha256.clear();
+        assert!(check(&no_digests, &flipped).contains("frame 1"));
+        let mut wrong_frame_sha = m.clone();
+        wrong_frame_sha.frame_sha256[2] = "b".repeat(64);
+        let s = check(&wrong_frame_sha, &out);
+        assert!(s.contains("frame 2") && s.contains("its SHA-256 is"), "{s}");
+
         let mut wrong_sha = m.clone();
         wrong_sha.sha256 = "a".repeat(64);
         assert!(check(&wrong_sha, &out).contains("SHA-256"));
@@ -321,6 +344,7 @@ mod tests {
         let merge_first_two = |m: &ImageManifest| ImageManifest {
             raw_size: FRAME_RAW_SIZE,
             frame_offsets: vec![0, m.frame_offsets[2]],
+            frame_sha256: Vec::new(),
             ..m.clone()
         };
         let s = check(&merge_first_two(&m), &out[..m.frame_offsets[2] as usize]);

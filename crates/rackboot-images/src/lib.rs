@@ -95,6 +95,11 @@ pub struct ImageRecord {
     pub compressed_size: u64,
     /// Lower-case hex SHA-256 of the raw bytes.
     pub sha256: String,
+    /// Lower-case hex SHA-256 of `manifest.json` as written (absent for
+    /// images imported before it was recorded): deploys hand it to the agent,
+    /// which then verifies the image frame by frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
     pub imported_at: DateTime<Utc>,
     /// How long the import took.
     pub import_millis: u64,
@@ -309,6 +314,7 @@ mod tests {
             raw_size: 2 << 30,
             compressed_size: 123,
             sha256: "0".repeat(64),
+            manifest_sha256: None,
             imported_at: DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z")
                 .unwrap()
                 .with_timezone(&Utc),

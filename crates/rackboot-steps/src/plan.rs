@@ -233,6 +233,7 @@ fn write_image(cx: &PlanContext) -> Result<Planned, String> {
         data_url: format!("{}/images/{image}/disk.zst", cx.base_url),
         raw_size,
         sha256,
+        manifest_sha256: r.image_manifest_sha256.clone(),
         target,
         device_reads_zeros,
     })))

@@ -25,6 +25,9 @@ pub struct WorkflowRequest {
     pub image_raw_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_sha256: Option<String>,
+    /// The SHA-256 of the image's manifest, from the catalog when it has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_manifest_sha256: Option<String>,
     /// Disks are erased first: `none`, `metadata` (default) or `full`.
     #[serde(default)]
     pub erase: ErasePolicy,

@@ -1,8 +1,9 @@
 //! `write_image`: stream a framed zstd image (see
 //! [`rackboot_agent_proto::image`]) onto a disk, frame by frame, in bounded
-//! memory: one compressed and one raw frame buffer.
+//! memory: one compressed frame buffer and [`HASH_DEPTH`] + 1 raw ones.
 
 use std::io::Read;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rackboot_agent_proto::{ImageManifest, ImageWritten, WriteImageAction, error_codes};
@@ -16,6 +17,103 @@ use crate::http::{self, HttpError, Response, Url};
 
 /// Granularity of zero detection.
 pub const BLOCK: usize = 64 * 1024;
+
+/// Raw frames queued for the hashing thread at most.
+pub const HASH_DEPTH: usize = 2;
+
+/// SHA-256 of the raw frames on a thread of its own, so hashing (the step's
+/// heaviest CPU work: it sees every byte, zeros included) runs beside the
+/// download, decompression and writes of the next frames instead of after
+/// them. Frames go in by value and their buffers come back for reuse, so at
+/// most [`HASH_DEPTH`] + 1 raw frames exist.
+struct FrameHasher {
+    frames: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
+    spare: mpsc::Receiver<Vec<u8>>,
+    /// A buffer handed back without hashing.
+    unused: Option<Vec<u8>>,
+    allocated: usize,
+    frame_size: usize,
+    thread: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+impl FrameHasher {
+    fn new(frame_size: usize) -> std::io::Result<FrameHasher> {
+        let (frames, queued) = mpsc::sync_channel::<(Vec<u8>, usize)>(HASH_DEPTH);
+        let (give_back, spare) = mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("image-hash".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                for (buf, len) in queued {
+                    hasher.update(&buf[..len]);
+                    // The writer may be gone (an error ended the step).
+                    let _ = give_back.send(buf);
+                }
+                hasher
+            })?;
+        Ok(FrameHasher {
+            frames: Some(frames),
+            spare,
+            unused: None,
+            allocated: 0,
+            frame_size,
+            thread: Some(thread),
+        })
+    }
+
+    /// An empty frame buffer: a new one while fewer than the bound exist,
+    /// else the next one the hashing thread is done with.
+    fn buffer(&mut self) -> Vec<u8> {
+        if let Some(buf) = self.unused.take() {
+            return buf;
+        }
+        if let Ok(buf) = self.spare.try_recv() {
+            return buf;
+        }
+        if self.allocated <= HASH_DEPTH {
+            self.allocated += 1;
+            return vec![0u8; self.frame_size];
+        }
+        // The thread holds every buffer and gives each back after hashing
+        // it; it only stops when `frames` is dropped, which `finish` does.
+        self.spare
+            .recv()
+            .unwrap_or_else(|_| vec![0u8; self.frame_size])
+    }
+
+    /// Returns an unhashed buffer for reuse (frames checked another way).
+    fn give_back(&mut self, buf: Vec<u8>) {
+        self.unused = Some(buf);
+    }
+
+    /// Queues `buf[..len]`, the next raw bytes in image order.
+    fn hash(&mut self, buf: Vec<u8>, len: usize) {
+        if let Some(frames) = &self.frames {
+            // Fails only if the thread panicked; `finish` reports that.
+            let _ = frames.send((buf, len));
+        }
+    }
+
+    /// The lower-case hex digest of everything queued.
+    fn finish(mut self) -> Result<String, StepError> {
+        self.frames = None;
+        let hasher = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .ok_or_else(|| StepError::new(error_codes::IO, "the hashing thread died", false))?;
+        Ok(hex(&hasher.finalize()))
+    }
+}
+
+impl Drop for FrameHasher {
+    fn drop(&mut self) {
+        self.frames = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 fn download_error(message: String, transient: bool) -> StepError {
     StepError::new(error_codes::DOWNLOAD, message, transient)
@@ -70,6 +168,14 @@ pub fn fetch_manifest(
                 continue;
             }
         };
+        if let Some(want) = &action.manifest_sha256 {
+            let got = hex(&Sha256::digest(&body));
+            if !got.eq_ignore_ascii_case(want) {
+                // Damaged on the way, or replaced since the deploy began.
+                last = format!("manifest {url}: its SHA-256 is {got}, the deploy expects {want}");
+                continue;
+            }
+        }
         let manifest: ImageManifest = serde_json::from_slice(&body)
             .map_err(|e| download_error(format!("manifest {url}: {e}"), false))?;
         manifest
@@ -191,10 +297,15 @@ pub fn run(ctx: &StepContext, action: &WriteImageAction) -> Result<ImageWritten,
         ));
     }
     let mut compressed = vec![0u8; max_compressed as usize];
-    let mut raw = vec![0u8; manifest.frame_raw_size as usize];
     let mut decompressor = zstd::bulk::Decompressor::new()
         .map_err(|e| StepError::new(error_codes::IO, format!("zstd: {e}"), false))?;
-    let mut hasher = Sha256::new();
+    // A manifest bound to the deploy by its own SHA-256 lists each frame's:
+    // each frame is checked as it arrives (and fetched again if damaged), at
+    // the cost of the bytes downloaded. Otherwise every raw byte is hashed.
+    let per_frame = action.manifest_sha256.is_some() && !manifest.frame_sha256.is_empty();
+    let mut hasher = FrameHasher::new(manifest.frame_raw_size as usize)
+        .map_err(|e| StepError::new(error_codes::IO, format!("hashing thread: {e}"), false))?;
+    let mut bad_frames = 0u32;
     let mut writer = BlockWriter {
         dev: &dev,
         skip_zeros: action.device_reads_zeros,
@@ -250,8 +361,32 @@ pub fn run(ctx: &StepContext, action: &WriteImageAction) -> Result<ImageWritten,
             }
             continue;
         }
+        if per_frame {
+            let got = hex(&Sha256::digest(&compressed[..len]));
+            if !got.eq_ignore_ascii_case(&manifest.frame_sha256[frame]) {
+                if bad_frames >= ctx.tuning.max_resumes {
+                    return Err(StepError::new(
+                        error_codes::CHECKSUM_MISMATCH,
+                        format!(
+                            "{data_url}: frame {frame} hashes to {got}, the manifest says {} (after {bad_frames} downloads again)",
+                            manifest.frame_sha256[frame]
+                        ),
+                        true,
+                    ));
+                }
+                bad_frames += 1;
+                failures += 1;
+                alog!(
+                    "frame {frame} of {} arrived damaged; fetching it again",
+                    action.image
+                );
+                stream = None;
+                continue;
+            }
+        }
         let want = manifest.raw_range(frame);
         let want_len = (want.end - want.start) as usize;
+        let mut raw = hasher.buffer();
         let n = decompressor
             .decompress_to_buffer(&compressed[..len], &mut raw[..])
             .map_err(|e| {
@@ -268,10 +403,14 @@ pub fn run(ctx: &StepContext, action: &WriteImageAction) -> Result<ImageWritten,
                 true,
             ));
         }
-        hasher.update(&raw[..n]);
         writer
             .write(&raw[..n], want.start)
             .map_err(|e| StepError::io(format!("writing {}", action.target.path), e))?;
+        if per_frame {
+            hasher.give_back(raw);
+        } else {
+            hasher.hash(raw, n);
+        }
         ctx.progress.set_done(want.end);
         frame += 1;
     }
@@ -280,11 +419,14 @@ pub fn run(ctx: &StepContext, action: &WriteImageAction) -> Result<ImageWritten,
         .map_err(|e| StepError::io(format!("zeroing on {}", action.target.path), e))?;
     dev.sync()
         .map_err(|e| StepError::io(format!("fsync {}", action.target.path), e))?;
-    let sha256: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    // With per-frame checks every frame matched a manifest whose own digest
+    // the deploy fixed, and that manifest names the raw SHA-256.
+    let whole = hasher.finish()?;
+    let sha256 = if per_frame {
+        manifest.sha256.to_ascii_lowercase()
+    } else {
+        whole
+    };
     if !sha256.eq_ignore_ascii_case(&manifest.sha256) {
         return Err(StepError::new(
             error_codes::CHECKSUM_MISMATCH,
@@ -316,6 +458,10 @@ pub fn run(ctx: &StepContext, action: &WriteImageAction) -> Result<ImageWritten,
         out.millis
     );
     Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn backoff(ctx: &StepContext, failures: u32) -> Duration {

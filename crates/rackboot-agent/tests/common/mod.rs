@@ -225,8 +225,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn build_image(raw: &[u8]) -> (ImageManifest, Vec<u8>) {
     let mut data = Vec::new();
     let mut offsets = vec![0u64];
+    let mut frame_sha256 = Vec::new();
     for frame in raw.chunks(FRAME_RAW_SIZE as usize) {
-        data.extend(zstd::bulk::compress(frame, 3).unwrap());
+        let compressed = zstd::bulk::compress(frame, 3).unwrap();
+        frame_sha256.push(sha256_hex(&compressed));
+        data.extend(compressed);
         offsets.push(data.len() as u64);
     }
     let manifest = ImageManifest {
@@ -235,6 +238,7 @@ pub fn build_image(raw: &[u8]) -> (ImageManifest, Vec<u8>) {
         sha256: sha256_hex(raw),
         frame_raw_size: FRAME_RAW_SIZE,
         frame_offsets: offsets,
+        frame_sha256,
     };
     manifest.validate().unwrap();
     (manifest, data)

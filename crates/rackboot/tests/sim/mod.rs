@@ -426,3 +426,27 @@ pub fn wait_workflow_end(server: &Server, machine: &str, timeout: Duration) -> V
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The fleet simulator of crate rackboot-bench (`fleet-sim`), built (or
+/// brought up to date) once per test process, like [`agent_binary`].
+pub fn fleet_sim_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "rackboot-bench", "--bin", "fleet-sim"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "building fleet-sim");
+            Path::new(rackboot()).with_file_name("fleet-sim")
+        })
+        .clone()
+}
+
+/// The `key=value` lines a bench program printed.
+pub fn key_values(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
