@@ -29,6 +29,7 @@ pub mod images;
 pub mod install_menu;
 pub mod installs;
 pub mod lifecycle;
+pub mod limits;
 pub mod machines;
 pub mod metrics_catalog;
 pub mod openapi;
@@ -83,6 +84,8 @@ pub struct ApiState {
     /// profile naming a file that is not there is refused unless forced.
     /// Not checked when `None`.
     pub asset_dir: Option<std::path::PathBuf>,
+    /// Request timeouts and body limits ([`limits::route_limits`]).
+    pub limits: limits::ApiLimits,
 }
 
 impl ApiState {
@@ -103,6 +106,7 @@ impl ApiState {
             engine: None,
             images_dir: None,
             asset_dir: None,
+            limits: limits::ApiLimits::default(),
         }
     }
 }
@@ -116,6 +120,12 @@ pub fn router(state: ApiState) -> Router {
         auth::require_token,
     ))
     .merge(open)
+    // Per-route limits replace axum's one 2 MB body limit for every route.
+    .route_layer(middleware::from_fn_with_state(
+        state.limits,
+        limits::enforce,
+    ))
+    .layer(axum::extract::DefaultBodyLimit::disable())
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(middleware::from_fn(count_requests))
@@ -153,7 +163,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
 }
 
 async fn count_requests(req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let response = next.run(req).await;
     metrics::counter!(
         "rackboot_api_requests_total",
@@ -162,4 +172,19 @@ async fn count_requests(req: Request, next: Next) -> Response {
     )
     .increment(1);
     response
+}
+
+/// The method as a metric label: HTTP allows any token as a method, so
+/// others are counted together rather than each making a series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

@@ -79,6 +79,16 @@ pub const METRICS: &[MetricInfo] = &[
         NONE,
     ),
     m(
+        "rackboot_api_requests_limited_total",
+        Counter,
+        "API requests refused by a limit: body_too_large (413), body_timeout (408), timeout (503, the work was stopped).",
+        &[
+            &[("reason", "body_too_large")],
+            &[("reason", "body_timeout")],
+            &[("reason", "timeout")],
+        ],
+    ),
+    m(
         "rackboot_api_requests_total",
         Counter,
         "HTTP requests answered, by method and status.",

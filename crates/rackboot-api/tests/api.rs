@@ -936,7 +936,7 @@ async fn oversized_body_is_413() {
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(
-        error_of(&got).starts_with("cannot read request body"),
+        error_of(&got).starts_with("request body too large: POST /api/v1/machines accepts at most"),
         "{got}"
     );
 }
