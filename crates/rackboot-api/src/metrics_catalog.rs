@@ -107,6 +107,12 @@ pub const METRICS: &[MetricInfo] = &[
         NONE,
     ),
     m(
+        "rackboot_boot_http_refused_total",
+        Counter,
+        "Boot HTTP requests for a FIFO, socket or device in a served tree (/assets, /os, /images, /ramdisk, loaders): refused with 403, never opened for reading.",
+        &[&[("reason", "not_regular")]],
+    ),
+    m(
         "rackboot_boot_assets_served_total",
         Counter,
         "Asset requests served under /assets/.",
@@ -413,8 +419,12 @@ pub const METRICS: &[MetricInfo] = &[
     m(
         "rackboot_tftp_requests_rejected_total",
         Counter,
-        "TFTP requests refused, by reason.",
-        &[&[("reason", "not_found")], &[("reason", "write_request")]],
+        "TFTP requests refused, by reason (not_regular: a FIFO, socket or device in a served tree).",
+        &[
+            &[("reason", "not_found")],
+            &[("reason", "write_request")],
+            &[("reason", "not_regular")],
+        ],
     ),
     m(
         "rackboot_tftp_retransmits_total",

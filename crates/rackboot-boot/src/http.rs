@@ -21,6 +21,7 @@ use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
 
 use crate::config::is_safe_url_text;
+use crate::regular_files::RegularFiles;
 use crate::render::{BootPlan, ServerUrls, render_grub, render_ipxe, render_pxelinux};
 use crate::service::BootService;
 
@@ -343,13 +344,24 @@ pub(crate) async fn serve_tree(
         .map(|c| c.0.ip().to_string());
     // No index.html and no trailing-slash redirect: the redirect would point outside
     // /assets (ServeDir sees the rewritten path), and directories are not assets.
-    let serve_dir = ServeDir::new(root)
+    let files = RegularFiles::default();
+    let serve_dir = ServeDir::with_backend(root, files.clone())
         .append_index_html_on_directories(false)
         .redirect_to_trailing_slash(false);
     let resp = match serve_dir.oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     };
+    if files.refused() {
+        // A FIFO, socket or device in a served tree: never read (a FIFO
+        // would hold this worker until a writer came).
+        counter!("rackboot_boot_http_refused_total", "reason" => "not_regular").increment(1);
+        tracing::warn!(path = %path, client = ?client_ip, "refused {prefix}/{path}: not a regular file");
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("{path:?} under {prefix} is not a regular file\n"),
+        );
+    }
     let status = resp.status();
     if status == StatusCode::NOT_FOUND {
         if prefix == "/os" {

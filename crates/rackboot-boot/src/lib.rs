@@ -10,6 +10,7 @@ pub mod http;
 pub mod install;
 mod install_http;
 pub mod pe;
+mod regular_files;
 pub mod render;
 pub mod service;
 

@@ -422,9 +422,15 @@ async fn serve_read(slot: Slot, local_ip: IpAddr, peer: SocketAddr, request: Req
                         OpenError::AccessViolation(_) => {
                             (ErrorCode::AccessViolation, "access_violation")
                         }
+                        OpenError::NotRegular => (ErrorCode::AccessViolation, "not_regular"),
                         OpenError::Io { .. } => (ErrorCode::NotDefined, "io"),
                     };
-                    tracing::info!(%peer, %file, error = %e, "TFTP request refused");
+                    if matches!(e, OpenError::NotRegular) {
+                        // Someone put a FIFO, socket or device in a served tree.
+                        tracing::warn!(%peer, %file, "TFTP request refused: not a regular file");
+                    } else {
+                        tracing::info!(%peer, %file, error = %e, "TFTP request refused");
+                    }
                     reject(&shared, &file, client, reason, &e.to_string());
                     let message = match &e {
                         OpenError::Io { .. } => "cannot read file".to_string(),

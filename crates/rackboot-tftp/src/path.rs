@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::TftpError;
@@ -15,6 +16,10 @@ pub enum OpenError {
     NotFound,
     #[error("access violation: {0}")]
     AccessViolation(&'static str),
+    /// A FIFO, socket or device in a served tree: never opened for reading,
+    /// so it cannot hold a transfer (a FIFO's open blocks until a writer comes).
+    #[error("access violation: not a regular file")]
+    NotRegular,
     #[error("cannot open {path}: {source}")]
     Io {
         path: PathBuf,
@@ -149,8 +154,30 @@ fn open_confined(dir: &Path, rel: &str) -> Result<(File, u64), OpenError> {
     open_regular(&canon, Some(dir))
 }
 
+fn check_regular(meta: &std::fs::Metadata) -> Result<(), OpenError> {
+    if meta.is_dir() {
+        Err(OpenError::AccessViolation("not a regular file"))
+    } else if !meta.is_file() {
+        Err(OpenError::NotRegular)
+    } else {
+        Ok(())
+    }
+}
+
 fn open_regular(path: &Path, confine_to: Option<&Path>) -> Result<(File, u64), OpenError> {
-    let file = match File::open(path) {
+    // A first look by path keeps devices from being opened at all (opening a
+    // tape or a terminal has effects); the check that counts is on the
+    // opened descriptor below, so a file swapped in between is caught too.
+    if let Ok(meta) = std::fs::metadata(path) {
+        check_regular(&meta)?;
+    }
+    // O_NONBLOCK: opening a FIFO for reading does not wait for a writer.
+    // O_NOCTTY: a terminal never becomes the process's controlling terminal.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -180,9 +207,19 @@ fn open_regular(path: &Path, confine_to: Option<&Path>) -> Result<(File, u64), O
         path: path.to_path_buf(),
         source,
     })?;
-    if !meta.is_file() {
-        return Err(OpenError::AccessViolation("not a regular file"));
-    }
+    check_regular(&meta)?;
+    // Reads of a regular file never block on O_NONBLOCK; clear it anyway so
+    // the descriptor behaves like any other file.
+    let flags =
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| OpenError::Io {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| OpenError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
     Ok((file, meta.len()))
 }
 
@@ -247,5 +284,32 @@ mod tests {
             Err(OpenError::AccessViolation(_))
         ));
         assert!(matches!(r.open("syslinux"), Err(OpenError::NotFound)));
+        // A FIFO (no writer: a blocking open would wait forever), a socket,
+        // a symlink to a device: refused without blocking.
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRUSR).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap();
+        std::os::unix::fs::symlink("/dev/null", mount.join("null")).unwrap();
+        let fifo_files = [("/fifo.bin".to_string(), root.join("fifo"))].into();
+        let r = Resolver::new(Some(&root), &fifo_files, &dirs).unwrap();
+        assert!(matches!(r.open("fifo"), Err(OpenError::NotRegular)));
+        assert!(matches!(r.open("fifo.bin"), Err(OpenError::NotRegular)));
+        assert!(matches!(r.open("socket"), Err(OpenError::NotRegular)));
+        // /dev/null is outside the mount: confinement says so first.
+        assert!(r.open("syslinux/null").is_err());
+    }
+
+    #[test]
+    fn open_regular_refuses_fifos_and_devices_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR).unwrap();
+        assert!(matches!(
+            open_regular(&fifo, None),
+            Err(OpenError::NotRegular)
+        ));
+        assert!(matches!(
+            open_regular(Path::new("/dev/null"), None),
+            Err(OpenError::NotRegular)
+        ));
     }
 }

@@ -8,6 +8,9 @@ use rackboot_wire::tftp::Mode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_gets_identical_bytes() {
+    if !rackboot_testenv::programs(&["atftp", "curl", "busybox", "tftp"]) {
+        return;
+    }
     let mut server = start(|_, _| {}).await;
     let sizes: &[(&str, usize)] = &[
         ("empty", 0),
@@ -66,6 +69,9 @@ async fn every_client_gets_identical_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netascii_with_tftp_hpa() {
+    if !rackboot_testenv::programs(&["atftp", "curl", "busybox", "tftp"]) {
+        return;
+    }
     let server = start(|_, _| {}).await;
     let text = b"line one\nline two\r\nbare cr\r end\n".repeat(100);
     server.write("readme.txt", &text);
@@ -112,6 +118,9 @@ async fn netascii_with_tftp_hpa() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traversal_attempts_get_errors_and_no_bytes() {
+    if !rackboot_testenv::programs(&["atftp", "curl", "busybox", "tftp"]) {
+        return;
+    }
     let server = start(|_, _| {}).await;
     server.write("ok.txt", b"fine");
     std::fs::write(server.dir.path().join("secret"), b"secret").unwrap();
@@ -147,6 +156,9 @@ async fn traversal_attempts_get_errors_and_no_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_files_and_mounts() {
+    if !rackboot_testenv::programs(&["atftp", "curl", "busybox", "tftp"]) {
+        return;
+    }
     let server = start(|config, dir| {
         std::fs::write(dir.join("undionly.kpxe"), b"loader").unwrap();
         std::fs::create_dir(dir.join("modules")).unwrap();
@@ -187,6 +199,9 @@ async fn generated_files_and_mounts() {
 /// 40 MiB at 512-byte blocks is 81921 blocks: the block number wraps past 65535.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_number_rollover_with_atftp_and_curl() {
+    if !rackboot_testenv::programs(&["atftp", "curl", "busybox", "tftp"]) {
+        return;
+    }
     let server = start(|_, _| {}).await;
     let path = server.root.join("big.img");
     let f = std::fs::File::create(&path).unwrap();
@@ -270,5 +285,76 @@ async fn ipv6_listener_serves_files_and_generated_content() {
     let event = server.next_event().await;
     assert_eq!(event.data["client_ip"], "::1", "{event:?}");
     assert_eq!(event.data["server_ip"], "::1", "{event:?}");
+    server.stop().await;
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(
+        path,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// A FIFO, a socket or a device in a served tree (the root, a mounted
+/// directory, a mapped file) is refused at once with an access violation
+/// and an event: none is opened for reading (a FIFO's plain open waits for
+/// a writer, which held a transfer task forever), and a regular file beside
+/// them is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifos_sockets_and_devices_in_served_trees_are_refused_at_once() {
+    if !rackboot_testenv::programs(&["atftp", "curl", "busybox", "tftp"]) {
+        return;
+    }
+    let mut server = start(|config, dir| {
+        let mount = dir.join("mount");
+        std::fs::create_dir(&mount).unwrap();
+        mkfifo(&mount.join("fifo"));
+        config.dirs.insert("syslinux".into(), mount.clone());
+        config
+            .files
+            .insert("mapped-fifo".into(), mount.join("fifo"));
+        config.files.insert("null.bin".into(), "/dev/null".into());
+    })
+    .await;
+    mkfifo(&server.root.join("fifo"));
+    let _socket = std::os::unix::net::UnixListener::bind(server.root.join("socket")).unwrap();
+    server.write("kernel", &random_bytes(5000, 7));
+    let out_dir = tempfile::tempdir().unwrap();
+    for client in [Client::Curl, Client::TftpHpa] {
+        for file in ["fifo", "syslinux/fifo", "mapped-fifo", "null.bin", "socket"] {
+            let out = out_dir
+                .path()
+                .join(format!("{client:?}-{}", file.replace('/', "-")));
+            let args = client_args(client, server.port, file, &out);
+            // Refused in one round trip; a blocked open would leave the
+            // client retrying until its own timeout.
+            let (ok, stderr) =
+                tokio::time::timeout(std::time::Duration::from_secs(30), run_client(&args))
+                    .await
+                    .unwrap_or_else(|_| panic!("{client:?} {file}: no answer within 30 s"));
+            if client == Client::Curl {
+                assert!(!ok, "{client:?} {file}: {stderr}");
+            }
+            assert!(
+                std::fs::read(&out).map_or(true, |b| b.is_empty()),
+                "{client:?} {file}: bytes were sent"
+            );
+            let e = server.next_event().await;
+            assert_eq!(e.kind, EventKind::TftpFailed, "{client:?} {file}: {e:?}");
+            assert_eq!(e.data["file"], file);
+            assert!(
+                e.data["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("not a regular file")),
+                "{client:?} {file}: {e:?}"
+            );
+        }
+        let out = out_dir.path().join(format!("{client:?}-kernel"));
+        let (ok, stderr) = run_client(&client_args(client, server.port, "kernel", &out)).await;
+        assert!(ok, "{client:?} kernel: {stderr}");
+        assert_eq!(std::fs::read(&out).unwrap(), random_bytes(5000, 7));
+        assert_eq!(server.next_event().await.kind, EventKind::TftpSent);
+    }
     server.stop().await;
 }

@@ -327,9 +327,11 @@ async fn hundred_concurrent_transfers() {
 /// Shutdown stops running transfers and run() returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_transfers() {
+    // A transfer that ran to its own timeout would take 30 s: shutdown must
+    // end it long before (the bound is generous for a loaded machine).
     let server = start(|c, _| {
-        c.timeout_ms = 2000;
-        c.max_timeout_ms = 2000;
+        c.timeout_ms = 30_000;
+        c.max_timeout_ms = 30_000;
     })
     .await;
     server.write("f", &random_bytes(10_000, 1));
@@ -344,5 +346,9 @@ async fn shutdown_ends_transfers() {
     let (pkt, _) = recv(&sock, Duration::from_secs(2)).await.unwrap();
     assert!(matches!(Packet::parse(&pkt).unwrap(), Packet::Error { .. }));
     server.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -53,6 +53,9 @@ impl TftpContent for DiskOnly {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atftp_over_veth_between_namespaces() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let pid = std::process::id();
     let (a, b) = (format!("rbt-tfa-{pid}"), format!("rbt-tfb-{pid}"));
     ip(&["netns", "add", &a]);
