@@ -11,7 +11,9 @@
 //! `rackboot_tftp_transfers_completed_total`,
 //! `rackboot_tftp_transfers_failed_total{reason}`,
 //! `rackboot_tftp_transfers_aborted_total` (client ERROR or closed port after the
-//! OACK: a PXE/UEFI tsize probe; not a failure, no event), `rackboot_tftp_requests_rejected_total{reason}`,
+//! OACK: a PXE/UEFI tsize probe; not a failure, no event), `rackboot_tftp_requests_rejected_total{reason}`
+//! (`probe_miss`: a loader asked for an optional file that is absent, see
+//! [`known_probe`]; not a failure, no event),
 //! `rackboot_tftp_bytes_sent_total`, `rackboot_tftp_retransmits_total`,
 //! `rackboot_tftp_dropped_total{reason}`, gauge `rackboot_tftp_active_transfers`,
 //! histogram `rackboot_tftp_transfer_duration_seconds`.
@@ -19,6 +21,7 @@
 mod config;
 mod net;
 mod path;
+mod probe;
 mod stream;
 mod transfer;
 
@@ -37,6 +40,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::TftpConfig;
 pub use path::{OpenError, normalize};
+pub use probe::known_probe;
 
 use path::Resolver;
 use stream::{Source, Stream};
@@ -416,6 +420,14 @@ async fn serve_read(slot: Slot, local_ip: IpAddr, peer: SocketAddr, request: Req
             };
             match opened {
                 Ok(Ok((f, len))) => (Source::File(f), len, false),
+                Ok(Err(OpenError::NotFound)) if probe::known_probe(&path).is_some() => {
+                    // A loader looking for an optional file: counted apart, no event.
+                    metrics::counter!("rackboot_tftp_requests_rejected_total", "reason" => "probe_miss")
+                        .increment(1);
+                    tracing::debug!(%peer, %file, loader = probe::known_probe(&path), "TFTP probe miss");
+                    send_error(&socket, ErrorCode::FileNotFound, "file not found").await;
+                    return;
+                }
                 Ok(Err(e)) => {
                     let (code, reason) = match &e {
                         OpenError::NotFound => (ErrorCode::FileNotFound, "not_found"),

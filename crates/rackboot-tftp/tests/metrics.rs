@@ -42,7 +42,7 @@ async fn malformed_packets_are_counted() {
     let snapshotter = recorder.snapshotter();
     recorder.install().unwrap();
 
-    let server = start(|_, _| {}).await;
+    let mut server = start(|_, _| {}).await;
     server.write("f", &random_bytes(3000, 5));
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let garbage: &[&[u8]] = &[
@@ -69,7 +69,21 @@ async fn malformed_packets_are_counted() {
     );
     let r = raw_get(server.port, "nope", Mode::Octet, &[]).await;
     assert_eq!(r.error.map(|e| e.0), Some(1));
+    // Loaders' probes for optional files: file not found too, counted apart.
+    for probe in ["revocations_sbat.efi", "grub/x86_64-efi/command.lst"] {
+        let r = raw_get(server.port, probe, Mode::Octet, &[]).await;
+        assert_eq!(r.error.map(|e| e.0), Some(1), "{probe}");
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Only the real miss is an event.
+    let mut failed = Vec::new();
+    while let Ok(e) = server.events.try_recv() {
+        if e.kind == rackboot_core::EventKind::TftpFailed {
+            failed.push(e.message);
+        }
+    }
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("nope"), "{failed:?}");
 
     let c = counters(&snapshotter);
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
@@ -93,11 +107,15 @@ async fn malformed_packets_are_counted() {
         get("rackboot_tftp_dropped_total{reason=unexpected_opcode}"),
         2
     );
-    assert_eq!(get("rackboot_tftp_transfers_started_total"), 3);
+    assert_eq!(get("rackboot_tftp_transfers_started_total"), 5);
     assert_eq!(get("rackboot_tftp_transfers_completed_total"), 2);
     assert_eq!(
         get("rackboot_tftp_requests_rejected_total{reason=not_found}"),
         1
+    );
+    assert_eq!(
+        get("rackboot_tftp_requests_rejected_total{reason=probe_miss}"),
+        2
     );
     assert!(get("rackboot_tftp_bytes_sent_total") >= 6000);
     assert_eq!(get("rackboot_tftp_active_transfers"), 0);
