@@ -1,6 +1,7 @@
 //! What the RAM-disk's kernel command line tells the agent.
 //!
 //! `rackboot.url=http://10.77.0.1:8080 rackboot.token=<hex> [rackboot.debug=1]`
+//! (on IPv6: `rackboot.url=http://[2001:db8::1]:8080 ... rackboot.ip6=ADDR/64`)
 //! The server writes these into the boot script of a machine that has work
 //! for an agent; the agent reads `/proc/cmdline`.
 
@@ -10,6 +11,11 @@ use std::fmt;
 pub const URL_KEY: &str = "rackboot.url";
 pub const TOKEN_KEY: &str = "rackboot.token";
 pub const DEBUG_KEY: &str = "rackboot.debug";
+/// `rackboot.ip6=ADDR/LEN`: on an IPv6 network, the address the RAM-disk's
+/// /init puts on the boot NIC (the one its token is bound to: the address
+/// the machine's loader leased). Read by /init, not by the agent; absent on
+/// IPv4, where /init asks DHCP.
+pub const IP6_KEY: &str = "rackboot.ip6";
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct BootArgs {
@@ -115,6 +121,12 @@ mod tests {
         assert_eq!(args.token, "0123456789abcdef0123");
         assert!(!args.debug);
         assert_eq!(BootArgs::from_cmdline(&args.to_cmdline()).unwrap(), args);
+        // IPv6: a bracketed server address; rackboot.ip6= is /init's.
+        let args = BootArgs::from_cmdline(
+            "console=ttyS0 rackboot.url=http://[2001:db8:77::1]:8080              rackboot.token=0123456789abcdef0123 rackboot.ip6=2001:db8:77::100/64",
+        )
+        .unwrap();
+        assert_eq!(args.url, "http://[2001:db8:77::1]:8080");
     }
 
     #[test]

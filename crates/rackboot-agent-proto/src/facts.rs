@@ -141,6 +141,18 @@ pub struct BootFacts {
     pub secure_boot: Option<bool>,
 }
 
+impl BootFacts {
+    /// `uefi, secure boot on` / `off` / `unknown`, or `bios`: for people.
+    pub fn summary(&self) -> &'static str {
+        match (self.mode, self.secure_boot) {
+            (BootMode::Bios, _) => "bios",
+            (BootMode::Uefi, Some(true)) => "uefi, secure boot on",
+            (BootMode::Uefi, Some(false)) => "uefi, secure boot off",
+            (BootMode::Uefi, None) => "uefi, secure boot unknown",
+        }
+    }
+}
+
 impl Facts {
     /// Memory in whole GiB, rounded to the nearest (firmware reserves a little,
     /// so a 64 GiB machine reports a bit less than 64 GiB).
@@ -162,5 +174,12 @@ mod tests {
         assert_eq!(f.disks[0].name, "vda");
         assert_eq!(f.memory_gib(), 63);
         assert_eq!(f.boot.mode, BootMode::Bios);
+        // An agent from before secure_boot was reported: unknown, not off.
+        let f: Facts = serde_json::from_str(r#"{"boot": {"mode": "uefi"}}"#).unwrap();
+        assert_eq!(f.boot.secure_boot, None);
+        assert_eq!(f.boot.summary(), "uefi, secure boot unknown");
+        let f: Facts =
+            serde_json::from_str(r#"{"boot": {"mode": "uefi", "secure_boot": true}}"#).unwrap();
+        assert_eq!(f.boot.summary(), "uefi, secure boot on");
     }
 }

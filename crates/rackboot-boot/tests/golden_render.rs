@@ -382,3 +382,50 @@ fn errors_never_leave_half_a_script() {
     assert!(script.contains("rack"), "names the problem: {script}");
     assert!(script.ends_with("exit 1\n"), "{script}");
 }
+
+/// The agent's boot, its token issued, in iPXE and GRUB (which load the
+/// RAM-disk over HTTP and TFTP); pxelinux issues no token and says so, and
+/// a plan without a token is an error in every format.
+#[test]
+fn golden_agent_boot() {
+    use rackboot_boot::{AgentBoot, AgentPlan};
+    let machine = machine(
+        "node1",
+        "52:54:00:12:34:56",
+        BootIntent::Agent {
+            workflow: Some(uuid::Uuid::from_u128(0x4444)),
+        },
+    );
+    let mac = machine.macs[0];
+    let urls = ServerUrls::new("http://10.77.0.1:8080", "assets");
+    let plan = BootPlan::Agent(AgentPlan {
+        workflow: Some(uuid::Uuid::from_u128(0x4444)),
+        boot: Some(AgentBoot {
+            kernel_url: "http://10.77.0.1:8080/ramdisk/vmlinuz".into(),
+            initrd_url: "http://10.77.0.1:8080/ramdisk/initramfs.img".into(),
+            cmdline: "console=ttyS0 rackboot.url=http://10.77.0.1:8080 rackboot.token=0123456789abcdef0123456789abcdef BOOTIF=01-52-54-00-12-34-56".into(),
+        }),
+    });
+    check("agent.ipxe", &render_ipxe(&machine, mac, &plan, &urls));
+    check("agent.grub", &render_grub(&machine, mac, &plan, &urls));
+    check("agent.pxelinux", &render_pxelinux(&machine, mac, &plan, &urls));
+    let unminted = plan_for(&machine, &snapshot(), None);
+    for text in [
+        render_ipxe(&machine, mac, &unminted, &urls),
+        render_grub(&machine, mac, &unminted, &urls),
+    ] {
+        assert!(text.contains("cannot boot"), "{text}");
+        assert!(!text.contains("rackboot.token"), "{text}");
+    }
+    // A RAM-disk URL GRUB cannot fetch over TFTP is refused, not half rendered.
+    let elsewhere = BootPlan::Agent(AgentPlan {
+        workflow: None,
+        boot: Some(AgentBoot {
+            kernel_url: "http://mirror.example/vmlinuz".into(),
+            initrd_url: "http://10.77.0.1:8080/ramdisk/initramfs.img".into(),
+            cmdline: "rackboot.token=0123456789abcdef".into(),
+        }),
+    });
+    let text = render_grub(&machine, mac, &elsewhere, &urls);
+    assert!(text.contains("cannot boot") && !text.contains("linux "), "{text}");
+}

@@ -184,6 +184,63 @@ network_up() {
 	return 1
 }
 
+# The address in rackboot.ip6= on kernel command line $1 (ADDR/LEN, the last one), if any:
+# rackboot puts it there on an IPv6 network (the address the machine's loader leased by
+# DHCPv6, to which the agent's token is bound).
+cmdline_ip6() {
+	local word addr=
+	set -f
+	for word in $1; do
+		case "$word" in
+		rackboot.ip6=*:*/*) addr=${word#rackboot.ip6=} ;;
+		esac
+	done
+	set +f
+	echo "$addr"
+}
+
+# IPv6: puts address $1 on the NIC whose MAC BOOTIF= names, else on the first NIC with
+# carrier (no DHCPv6 client here: the address is given). DAD is off on that NIC: the
+# address is this machine's lease, and a tentative address could not be used for seconds.
+# The prefix route comes with the address. Fails after $2 seconds without a NIC.
+network_up6() {
+	local addr=$1 want nic n deadline now last_coldplug=0
+	want=$(bootif_mac "$(cat /proc/cmdline)")
+	rm -rf "$RUN/net"
+	deadline=$(($(date +%s) + $2))
+	while now=$(date +%s) && [ "$now" -lt "$deadline" ]; do
+		nic=
+		[ -n "$want" ] && nic=$(nic_with_mac "$want")
+		if [ -z "$nic" ]; then
+			for n in $(ethernet_nics); do
+				ip link set "$n" up 2>/dev/null
+				if [ "$(cat "/sys/class/net/$n/carrier" 2>/dev/null)" = 1 ]; then
+					nic=$n
+					break
+				fi
+			done
+		fi
+		if [ -z "$nic" ] && [ $((now - last_coldplug)) -ge 5 ]; then
+			coldplug
+			last_coldplug=$now
+		fi
+		if [ -n "$nic" ]; then
+			echo 0 > "/proc/sys/net/ipv6/conf/$nic/accept_dad" 2>/dev/null
+			ip link set "$nic" up
+			ip -6 addr del "$addr" dev "$nic" 2>/dev/null
+			if ip -6 addr add "$addr" dev "$nic"; then
+				mkdir -p "$RUN/net"
+				echo "$nic" > "$RUN/net/iface"
+				echo "$nic $addr" > "$RUN/net/up"
+				log "network up on $nic ${addr%/*}"
+				return 0
+			fi
+		fi
+		sleep 0.2
+	done
+	return 1
+}
+
 # Keeps the agent running: when it exits or crashes, log how and start it again.
 run_agent() {
 	local run=0 status
@@ -209,16 +266,30 @@ main() {
 	mount -t devpts devpts /dev/pts
 	mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 	mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+	# UEFI machines: the agent reads Secure Boot's state from the EFI variables.
+	if [ -d /sys/firmware/efi/efivars ]; then
+		modprobe -q efivarfs
+		mount -t efivarfs -o ro,nosuid,nodev,noexec efivarfs /sys/firmware/efi/efivars ||
+			log "cannot mount efivarfs: Secure Boot's state will be unknown"
+	fi
 	mkdir -p "$RUN"
 	ip link set lo up
 	log "starting (kernel $(uname -r))"
 	coldplug
 	# RAID and filesystem modules take seconds to load and the network does not need them.
 	{ modprobe -q -a $EXPLICIT_MODULES; touch "$RUN/modules-loaded"; } &
-	until network_up "$DHCP_TIMEOUT"; do
-		log "no DHCP lease within $DHCP_TIMEOUT s; loading drivers again and retrying"
-		coldplug
-	done
+	ip6=$(cmdline_ip6 "$(cat /proc/cmdline)")
+	if [ -n "$ip6" ]; then
+		until network_up6 "$ip6" "$DHCP_TIMEOUT"; do
+			log "no NIC for $ip6 within $DHCP_TIMEOUT s; loading drivers again and retrying"
+			coldplug
+		done
+	else
+		until network_up "$DHCP_TIMEOUT"; do
+			log "no DHCP lease within $DHCP_TIMEOUT s; loading drivers again and retrying"
+			coldplug
+		done
+	fi
 	run_agent
 }
 
@@ -307,6 +378,8 @@ mod tests {
             "mount -t devtmpfs devtmpfs /dev",
             "tmpfs /run",
             "tmpfs /tmp",
+            "modprobe -q efivarfs",
+            "mount -t efivarfs -o ro,nosuid,nodev,noexec efivarfs /sys/firmware/efi/efivars",
             "log \"starting (kernel $(uname -r))\"",
             "find /sys/devices -name modalias",
             "[ -n \"$aliases\" ] && modprobe -q -a $aliases",
@@ -399,6 +472,40 @@ mod tests {
                 ),
                 "{cmdline}"
             );
+        }
+    }
+
+    #[test]
+    fn ipv6_address_is_parsed_from_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("init");
+        std::fs::write(&init, INIT_SCRIPT).unwrap();
+        let cases = [
+            (
+                "console=ttyS0 rackboot.url=http://[2001:db8:77::1]:8080 rackboot.ip6=2001:db8:77::100/64 BOOTIF=01-52-54-00-00-00-01",
+                "2001:db8:77::100/64",
+            ),
+            (
+                "rackboot.ip6=fd00::1/64 rackboot.ip6=fd00::2/64",
+                "fd00::2/64",
+            ),
+            ("rackboot.url=http://10.77.0.1:8080 quiet", ""),
+            ("rackboot.ip6=10.0.0.1/24", ""),
+            ("rackboot.ip6=* x", ""),
+        ];
+        for (cmdline, expected) in cases {
+            let out = busybox_sh(&format!(
+                ". {}; echo \"[$(cmdline_ip6 '{cmdline}')]\"",
+                init.display()
+            ));
+            assert_eq!(out, format!("[{expected}]\n"), "{cmdline}");
+        }
+        for needed in [
+            "network_up6 \"$ip6\" \"$DHCP_TIMEOUT\"",
+            "accept_dad",
+            "ip -6 addr add \"$addr\" dev \"$nic\"",
+        ] {
+            assert!(INIT_SCRIPT.contains(needed), "/init lacks {needed:?}");
         }
     }
 

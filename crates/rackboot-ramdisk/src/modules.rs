@@ -76,6 +76,10 @@ pub const MODULE_RULES: &[ModuleRule] = &[
     rule("fs/nls/nls_ascii", "FAT character set"),
     rule("fs/nls/nls_utf8", "FAT character set"),
     rule("fs/nls/nls_iso8859-1", "FAT character set"),
+    rule(
+        "fs/efivarfs/efivarfs",
+        "EFI variables, where the agent reads whether Secure Boot is on",
+    ),
     // Checksums filesystems and RAID look up by name at run time.
     rule(
         "crypto/crc32c_generic",

@@ -92,7 +92,7 @@ pub fn api(rack: &Rack, path: &str) -> Value {
         .command("curl")
         .args(["-sS", "--max-time", "10", "-H"])
         .arg(format!("Authorization: Bearer {}", token.trim()))
-        .arg(format!("{}/api/v1{path}", super::API))
+        .arg(format!("{}/api/v1{path}", rack.api))
         .output()
         .expect("run curl");
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
