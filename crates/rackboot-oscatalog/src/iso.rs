@@ -42,9 +42,47 @@ pub(crate) struct IsoEntry {
     pub(crate) extents: Vec<(u64, u64)>,
 }
 
+/// Where an image's bytes are: a file (read by offset) or memory.
+#[derive(Debug)]
+pub(crate) enum Backing {
+    File(File),
+    Memory(Vec<u8>),
+}
+
+impl Backing {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            Backing::File(f) => f.read_at(buf, offset),
+            Backing::Memory(bytes) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let n = buf.len().min(bytes.len() - start);
+                buf[..n].copy_from_slice(&bytes[start..start + n]);
+                Ok(n)
+            }
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Backing::File(f) => f.read_exact_at(buf, offset),
+            Backing::Memory(_) => {
+                if self.read_at(buf, offset)? < buf.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "read past the end of the image",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// An opened ISO 9660 image.
 pub struct IsoImage {
-    file: File,
+    file: Backing,
     /// Directory path → its entries, sorted by name.
     dirs: HashMap<String, Vec<IsoEntry>>,
     names: Names,
@@ -117,6 +155,19 @@ impl IsoImage {
         IsoImage::open_with(path, false)
     }
 
+    /// Reads an image held in memory, exactly as [`IsoImage::open`] reads
+    /// a file (the fuzzer and tests use it).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<IsoImage, MediaError> {
+        let size = bytes.len() as u64;
+        IsoImage::read(Backing::Memory(bytes), size, false)
+    }
+
+    /// As [`IsoImage::open_udf`], from memory.
+    pub fn from_bytes_udf(bytes: Vec<u8>) -> Result<IsoImage, MediaError> {
+        let size = bytes.len() as u64;
+        IsoImage::read(Backing::Memory(bytes), size, true)?.only_udf()
+    }
+
     fn open_with(path: &Path, prefer_udf: bool) -> Result<IsoImage, MediaError> {
         let file = File::open(path).map_err(|source| MediaError::Io {
             path: path.display().to_string(),
@@ -130,6 +181,10 @@ impl IsoImage {
                 path: path.display().to_string(),
                 source,
             })?;
+        IsoImage::read(Backing::File(file), size, prefer_udf)
+    }
+
+    fn read(file: Backing, size: u64, prefer_udf: bool) -> Result<IsoImage, MediaError> {
         let mut image = IsoImage {
             file,
             dirs: HashMap::new(),
@@ -221,11 +276,14 @@ impl IsoImage {
 
     /// Reads the image's UDF tree even when its ISO 9660 tree is complete.
     pub fn open_udf(path: &Path) -> Result<IsoImage, MediaError> {
-        let image = IsoImage::open_with(path, true)?;
-        if image.names != Names::Udf {
+        IsoImage::open_with(path, true)?.only_udf()
+    }
+
+    fn only_udf(self) -> Result<IsoImage, MediaError> {
+        if self.names != Names::Udf {
             return Err(MediaError::NotIso("no UDF volume".into()));
         }
-        Ok(image)
+        Ok(self)
     }
 
     /// True when the image also carries a UDF volume (Windows media).
@@ -322,7 +380,7 @@ fn iso9660_tree(
 
 #[derive(Clone, Copy)]
 pub(crate) struct Reader<'a> {
-    file: &'a File,
+    file: &'a Backing,
     size: u64,
 }
 
@@ -736,7 +794,7 @@ fn dir_entry(name: String) -> IsoEntry {
 
 /// Streams a file's extents from the image by offset.
 struct ExtentReader<'a> {
-    file: &'a File,
+    file: &'a Backing,
     extents: Vec<(u64, u64)>,
     size: u64,
     pos: u64,
