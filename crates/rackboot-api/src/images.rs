@@ -16,6 +16,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 
@@ -107,6 +108,7 @@ pub struct ImportBody {
     ))]
 pub async fn import_image(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> ApiResult<(StatusCode, Json<ImageRecord>)> {
     let dir = images_dir(&state)?;
@@ -162,7 +164,7 @@ pub async fn import_image(
                 record.compressed_size >> 20
             ),
         )
-        .data(json!({"image": record.name, "sha256": record.sha256, "raw_size": record.raw_size, "who": "api"})),
+        .data(json!({"image": record.name, "sha256": record.sha256, "raw_size": record.raw_size, "who": caller.actor().as_str()})),
     );
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -243,6 +245,7 @@ async fn refuse_if_in_use(state: &ApiState, name: &str) -> ApiResult<()> {
     ))]
 pub async fn delete_image(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let dir = images_dir(&state)?;
@@ -255,9 +258,9 @@ pub async fn delete_image(
     state.fleet.emit(
         NewEvent::new(
             EventKind::ImageDeleted,
-            format!("image {name} deleted by api"),
+            format!("image {name} deleted by {}", caller.actor()),
         )
-        .data(json!({"image": name, "who": "api"})),
+        .data(json!({"image": name, "who": caller.actor().as_str()})),
     );
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,10 +18,11 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::installs::{InstallSpec, emit_install_requested, prepare_install};
-use crate::machines::{api_actor, find_machine};
+use crate::machines::find_machine;
 
 /// The longest a menu may wait before booting its default.
 const MAX_MENU_TIMEOUT_SECS: u32 = rackboot_core::Menu::MAX_TIMEOUT_SECS;
@@ -101,6 +102,7 @@ pub struct InstallMenuCreated {
     ))]
 pub async fn request_install_menu(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
     ApiJson(body): ApiJson<InstallMenuBody>,
 ) -> ApiResult<(StatusCode, Json<InstallMenuCreated>)> {
@@ -186,11 +188,11 @@ pub async fn request_install_menu(
             &installs,
             &intent,
             "install_menu_set",
-            &api_actor(),
+            &caller.actor(),
         )
         .await?;
     for (install, release, label) in &offered {
-        emit_install_requested(&state, &machine, install, release, Some(label));
+        emit_install_requested(&state, &machine, install, release, Some(label), &caller);
     }
     let mut stored = Vec::with_capacity(installs.len());
     for i in &installs {

@@ -1,7 +1,7 @@
 //! Installer-based installs: request one for a machine, list requests, manage
 //! the user templates unattended files are rendered from, and see the OS
 //! catalog. The install file itself is served by boot HTTP
-//! (`/install/{id}/{file}`), rendered on request.
+//! (`/install/{id}/{secret}/{file}`, to the machine only), rendered on request.
 
 use axum::Json;
 use axum::extract::State;
@@ -22,9 +22,10 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::machines::{api_actor, find_machine};
+use crate::machines::find_machine;
 
 /// Body of `POST /api/v1/machines/{ref}/install`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -138,6 +139,7 @@ fn boot_urls(state: &ApiState) -> ServerUrls {
     ))]
 pub async fn request_install(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
     ApiJson(body): ApiJson<InstallBody>,
 ) -> ApiResult<(StatusCode, Json<InstallRequest>)> {
@@ -165,10 +167,10 @@ pub async fn request_install(
             std::slice::from_ref(&install),
             &intent,
             "install_requested",
-            &api_actor(),
+            &caller.actor(),
         )
         .await?;
-    emit_install_requested(&state, &machine, &install, &release, None);
+    emit_install_requested(&state, &machine, &install, &release, None, &caller);
     let stored = state.fleet.store().get_install(install.id).await?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
@@ -300,6 +302,7 @@ pub(crate) fn emit_install_requested(
     install: &InstallRequest,
     release: &rackboot_oscatalog::OsRelease,
     menu: Option<&str>,
+    by: &Caller,
 ) {
     let urls = boot_urls(state);
     let message = match menu {
@@ -320,6 +323,7 @@ pub(crate) fn emit_install_requested(
             "template": install.template,
             "file": InstallUrls::new(&urls, install, release.family).file,
             "menu": menu,
+            "who": by.actor().as_str(),
         }));
     if let Some(mac) = machine.macs.first() {
         event = event.mac(*mac);

@@ -3,7 +3,8 @@
 //!
 //! [`router`] builds the whole HTTP surface from an [`ApiState`]; [`run`] serves
 //! it on a listener until shutdown. `/api/v1/*` needs `Authorization: Bearer
-//! <token>`; `/api/openapi.json` and `/metrics` are open.
+//! <token>` of a token whose role allows the operation (see [`auth`]);
+//! `/api/openapi.json` and `/metrics` are open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub mod install_menu;
 pub mod installs;
 pub mod lifecycle;
 pub mod limits;
+pub mod machine_query;
 pub mod machines;
 pub mod metrics_catalog;
 pub mod openapi;
@@ -39,13 +41,15 @@ pub mod paging;
 pub mod power;
 pub mod profiles;
 pub mod selectors;
+pub mod tokens;
 pub mod webhooks;
 pub mod workflows;
 
-pub use auth::AuthConfig;
+pub use auth::{AuthConfig, Caller};
 pub use error::{ApiError, ErrorBody};
 pub use openapi::openapi;
 pub use ops::{ServiceInfo, StatusInfo};
+pub use rackboot_core::Role;
 
 /// Checks a profile's templates before it is stored (after `Profile::validate`);
 /// `Err` is shown to the operator as a 400, so it should name the field

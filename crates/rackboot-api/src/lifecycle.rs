@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
-use crate::machines::{api_actor, find_machine};
+use crate::machines::find_machine;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +34,7 @@ pub struct MaintenanceBody {
     ))]
 pub async fn set_maintenance(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
     ApiJson(body): ApiJson<MaintenanceBody>,
 ) -> ApiResult<Json<rackboot_core::Machine>> {
@@ -43,7 +45,7 @@ pub async fn set_maintenance(
     Ok(Json(
         state
             .fleet
-            .set_maintenance(&machine, Some(body.reason), &api_actor())
+            .set_maintenance(&machine, Some(body.reason), &caller.actor())
             .await?,
     ))
 }
@@ -57,13 +59,14 @@ pub async fn set_maintenance(
     ))]
 pub async fn clear_maintenance(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
 ) -> ApiResult<Json<rackboot_core::Machine>> {
     let machine = find_machine(&state.fleet, &reference).await?;
     Ok(Json(
         state
             .fleet
-            .set_maintenance(&machine, None, &api_actor())
+            .set_maintenance(&machine, None, &caller.actor())
             .await?,
     ))
 }

@@ -6,18 +6,20 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderName, StatusCode, Uri};
 use chrono::Utc;
 use rackboot_core::{Arch, BootIntent, Event, MacAddr, Machine, ProvisionState};
-use rackboot_fleet::{Actor, Fleet};
+use rackboot_fleet::Fleet;
 use rackboot_store::EventFilter;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::paging::{Page, PageQuery};
+use crate::machine_query::{MachineFilter, MachineListQuery, MachineSort, TOTAL_COUNT};
+use crate::paging::Page;
 
 /// Body of `POST /api/v1/machines`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -107,35 +109,63 @@ pub(crate) async fn find_machine(fleet: &Fleet, reference: &str) -> ApiResult<Ma
     Ok(fleet.find_machine(reference).await?)
 }
 
-/// The actor recorded for API requests.
-pub(crate) fn api_actor() -> Actor {
-    Actor::api(None)
-}
-
-/// Machines by name, a page at a time (see [`crate::paging`]).
-#[utoipa::path(get, path = "/api/v1/machines", tag = "machines", params(PageQuery),
+/// Machines, a page at a time (see [`crate::paging`]): by name, or filtered
+/// and sorted (see [`crate::machine_query`]).
+#[utoipa::path(get, path = "/api/v1/machines", tag = "machines", params(MachineListQuery),
     responses(
-        (status = 200, description = "A page of machines, sorted by name (byte order). When more \
-            follow, `X-Next-Cursor` holds the cursor of the next page and `Link` its URL.",
+        (status = 200, description = "A page of machines, sorted by name (byte order) unless \
+            `sort` says otherwise. When more follow, `X-Next-Cursor` holds the cursor of the \
+            next page and `Link` its URL. `X-Total-Count` counts the machines the filters \
+            keep, on every page.",
             body = Vec<Machine>,
             headers(
                 ("X-Next-Cursor" = String, description = "Pass as `cursor` for the next page"),
                 ("Link" = String, description = "The next page: `<URL>; rel=\"next\"`"),
+                ("X-Total-Count" = u64, description = "Machines the filters keep, on all pages"),
             )),
-        (status = 400, description = "Bad `limit`", body = ErrorBody),
+        (status = 400, description = "Bad `limit`, `cursor`, filter or `sort`; the message names it", body = ErrorBody),
     ))]
 pub async fn list_machines(
     State(state): State<ApiState>,
     uri: Uri,
-    ApiQuery(query): ApiQuery<PageQuery>,
-) -> ApiResult<Page<Machine>> {
-    let limit = query.limit()?;
-    let machines = state
-        .fleet
-        .store()
-        .list_machines_page(query.cursor.as_deref(), limit)
-        .await?;
-    Ok(Page::new(machines, limit, uri, |m| m.name.clone()))
+    ApiQuery(query): ApiQuery<MachineListQuery>,
+) -> ApiResult<([(HeaderName, String); 1], Page<Machine>)> {
+    let limit = crate::paging::page_size(
+        query.limit,
+        crate::paging::DEFAULT_PAGE,
+        crate::paging::MAX_PAGE,
+    )?;
+    let total_header = HeaderName::from_static(TOTAL_COUNT);
+    if query.is_plain() {
+        let machines = state
+            .fleet
+            .store()
+            .list_machines_page(query.cursor.as_deref(), limit)
+            .await?;
+        let total = state.fleet.snapshot().machines.len();
+        return Ok((
+            [(total_header, total.to_string())],
+            Page::new(machines, limit, uri, |m| m.name.clone()),
+        ));
+    }
+    let filter = MachineFilter::parse(&query)?;
+    let sort = MachineSort::parse(query.sort.as_deref())?;
+    let snapshot = state.fleet.snapshot();
+    let page = crate::machine_query::select(
+        snapshot.machines.iter().map(|m| m.as_ref()),
+        &filter,
+        sort,
+        query.cursor.as_deref(),
+        limit as usize,
+    )?;
+    Ok((
+        [(total_header, page.total.to_string())],
+        Page {
+            items: page.machines,
+            next: page.next,
+            uri,
+        },
+    ))
 }
 
 /// A machine from its enrolment request: checked, BMC password sealed.
@@ -177,10 +207,11 @@ fn machine_from_request(state: &ApiState, new: NewMachine) -> ApiResult<Machine>
     ))]
 pub async fn create_machine(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiJson(new): ApiJson<NewMachine>,
 ) -> ApiResult<(StatusCode, Json<Machine>)> {
     let machine = machine_from_request(&state, new)?;
-    let machine = state.fleet.create_machine(machine, &api_actor()).await?;
+    let machine = state.fleet.create_machine(machine, &caller.actor()).await?;
     Ok((StatusCode::CREATED, Json(machine)))
 }
 
@@ -232,6 +263,7 @@ pub struct BulkResult {
     ))]
 pub async fn bulk_create_machines(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiJson(bulk): ApiJson<BulkMachines>,
 ) -> ApiResult<Json<BulkResult>> {
     let n = bulk.machines.len();
@@ -260,7 +292,7 @@ pub async fn bulk_create_machines(
     }
     let mut outcomes = state
         .fleet
-        .create_machines(checked, &api_actor())
+        .create_machines(checked, &caller.actor())
         .await?
         .into_iter();
     for row in rows.iter_mut().filter(|r| r.error.is_none()) {
@@ -303,6 +335,7 @@ pub async fn get_machine(
     ))]
 pub async fn patch_machine(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
     ApiJson(patch): ApiJson<MachinePatch>,
 ) -> ApiResult<Json<Machine>> {
@@ -337,7 +370,7 @@ pub async fn patch_machine(
     // As in `set_boot`: a new intent withdraws pending installs.
     let machine = state
         .fleet
-        .update_machine(machine, intent_set, &api_actor())
+        .update_machine(machine, intent_set, &caller.actor())
         .await?;
     Ok(Json(machine))
 }
@@ -353,10 +386,14 @@ pub async fn patch_machine(
     ))]
 pub async fn delete_machine(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let machine = find_machine(&state.fleet, &reference).await?;
-    state.fleet.delete_machine(&machine, &api_actor()).await?;
+    state
+        .fleet
+        .delete_machine(&machine, &caller.actor())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -375,6 +412,7 @@ pub async fn delete_machine(
     ))]
 pub async fn set_boot(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
     ApiJson(intent): ApiJson<BootIntent>,
 ) -> ApiResult<Json<Machine>> {
@@ -384,7 +422,7 @@ pub async fn set_boot(
     // install menu): their files stop being served and their callbacks refused.
     let machine = state
         .fleet
-        .set_intent(&machine, intent, &api_actor())
+        .set_intent(&machine, intent, &caller.actor())
         .await?;
     Ok(Json(machine))
 }

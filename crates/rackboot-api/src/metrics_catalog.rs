@@ -79,6 +79,12 @@ pub const METRICS: &[MetricInfo] = &[
         NONE,
     ),
     m(
+        "rackboot_api_forbidden_total",
+        Counter,
+        "API requests refused because the token's role does not allow the operation.",
+        NONE,
+    ),
+    m(
         "rackboot_api_requests_limited_total",
         Counter,
         "API requests refused by a limit: body_too_large (413), body_timeout (408), timeout (503, the work was stopped).",
@@ -313,6 +319,12 @@ pub const METRICS: &[MetricInfo] = &[
         Counter,
         "Events deleted by the retention policy ([events] retention).",
         NONE,
+    ),
+    m(
+        "rackboot_install_access_refused_total",
+        Counter,
+        "Requests for an install's script, files or callbacks refused: asked (script, tftp_config, file, started, installed, done) and reason (wrong_address, no_lease, closed, expired, bad_secret, not_bound, no_peer).",
+        LATER,
     ),
     m(
         "rackboot_install_file_errors_total",

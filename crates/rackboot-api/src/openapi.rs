@@ -4,6 +4,8 @@
 
 use std::sync::LazyLock;
 
+use axum::http::Method;
+use rackboot_core::Role;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -11,8 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::{
-    ApiState, cluster, events, images, install_menu, installs, lifecycle, machines, ops, power,
-    profiles, selectors, webhooks, workflows,
+    ApiState, auth, cluster, events, images, install_menu, installs, lifecycle, machine_query,
+    machines, ops, power, profiles, selectors, tokens, webhooks, workflows,
 };
 
 const BEARER: &str = "bearer";
@@ -23,9 +25,11 @@ const BEARER: &str = "bearer";
         title = "rackboot API",
         version = "1",
         description = "Operator API of rackboot, a bare-metal provisioning server. Every `/api/v1` \
-            operation needs `Authorization: Bearer <token>`. Errors are `{\"error\": \"message\"}`: \
-            400 bad input (the message names the field), 401 missing or wrong token, 404 not found, \
-            409 conflict.",
+            operation needs `Authorization: Bearer <token>`, a token whose role (viewer, operator or \
+            admin; each includes the ones before it) is at least the operation's `x-rackboot-role`. \
+            Errors are `{\"error\": \"message\"}`: 400 bad input (the message names the field), \
+            401 missing or wrong token, 403 the token's role is not enough (the message names the \
+            role needed), 404 not found, 409 conflict.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -40,6 +44,7 @@ const BEARER: &str = "bearer";
         (name = "events", description = "Event log and live stream"),
         (name = "webhooks", description = "Alerts: events POSTed as signed JSON to webhooks, through a durable outbox"),
         (name = "ops", description = "Status, leases, metrics and this document"),
+        (name = "access", description = "API tokens and their roles"),
     ),
     components(schemas(crate::error::ErrorBody)),
 )]
@@ -50,6 +55,7 @@ pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(machines::list_machines, machines::create_machine))
         .routes(routes!(machines::bulk_create_machines))
+        .routes(routes!(machine_query::fleet_summary))
         .routes(routes!(
             machines::get_machine,
             machines::patch_machine,
@@ -117,6 +123,9 @@ pub(crate) fn v1_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(ops::status))
         .routes(routes!(ops::list_leases))
         .routes(routes!(cluster::cluster_status))
+        .routes(routes!(tokens::whoami))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
 }
 
 /// Routes open to anyone: metrics scrapers and API tooling.
@@ -126,34 +135,50 @@ pub(crate) fn open_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(ops::openapi_json))
 }
 
+/// The extension naming the role an operation needs (`viewer`, `operator`,
+/// `admin`), from [`auth::ROLES`], the table the router enforces.
+pub const ROLE_EXTENSION: &str = "x-rackboot-role";
+
 /// The whole document: token routes marked as needing the bearer scheme and
-/// answering 401 without it, then the open routes.
+/// a role (answering 401 without a token and 403 without the role), then
+/// the open routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = v1_routes().split_for_parts();
-    let unauthorized = ResponseBuilder::new()
-        .description("Missing or wrong bearer token")
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build();
-    for item in doc.paths.paths.values_mut() {
-        for op in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let unauthorized = error("Missing or wrong bearer token");
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::PATCH, &mut item.patch),
+            (Method::DELETE, &mut item.delete),
+        ] {
+            let Some(op) = op else { continue };
+            let role = auth::required_role(&method, path);
             op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
             op.responses
                 .responses
                 .insert("401".to_string(), unauthorized.clone().into());
+            if role != Role::Viewer {
+                let forbidden = error(&format!("The token's role is below {role}"));
+                op.responses
+                    .responses
+                    .insert("403".to_string(), forbidden.into());
+            }
+            op.extensions
+                .get_or_insert_with(Default::default)
+                .insert(ROLE_EXTENSION.to_string(), role.as_str().into());
         }
     }
     let (_, open) = open_routes().split_for_parts();
@@ -168,7 +193,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "One of the API tokens from the rackboot configuration",
+                        "An API token: one made with `rackboot token create`, or the server's \
+                         admin token (STATE_DIR/admin-token)",
                     ))
                     .build(),
             ),

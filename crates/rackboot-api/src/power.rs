@@ -11,13 +11,14 @@ use rackboot_core::{Bmc, Machine};
 use rackboot_power::secrets::SecretKey;
 use rackboot_power::{
     BmcTarget, BootDevice, BootMode, BootPersistence, PowerAction, PowerController, PowerErrorKind,
-    PowerFailure, PowerOutcome, PowerStateMap, PowerSyncSource, emit_request_event, seal_bmc,
+    PowerFailure, PowerOutcome, PowerStateMap, PowerSyncSource, request_event, seal_bmc,
     target_from_bmc,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::machines::find_machine;
@@ -100,6 +101,20 @@ fn bmc_error(machine: &Machine, kind: PowerErrorKind, what: &dyn std::fmt::Displ
     }
 }
 
+/// Records a power or boot-device request's outcome with who asked.
+fn emit_power_event(
+    state: &ApiState,
+    caller: &Caller,
+    machine: rackboot_core::MachineId,
+    result: &Result<PowerOutcome, PowerFailure>,
+) {
+    let mut event = request_event(machine, result);
+    if let Some(data) = event.data.as_object_mut() {
+        data.insert("who".into(), caller.actor().as_str().into());
+    }
+    state.fleet.emit(event);
+}
+
 /// Body of `POST /api/v1/machines/{ref}/power`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +189,7 @@ pub struct PowerStatus {
     ))]
 pub async fn power_action(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
     ApiJson(body): ApiJson<PowerBody>,
 ) -> ApiResult<Json<PowerResult>> {
@@ -181,7 +197,7 @@ pub async fn power_action(
     let machine = find_machine(&state.fleet, &reference).await?;
     let target = target(&power, &machine)?;
     let result = power.controller.power(&target, body.action).await;
-    emit_request_event(state.fleet.events(), machine.id, &result);
+    emit_power_event(&state, &caller, machine.id, &result);
     let outcome = result.map_err(|f| failure(&machine, f))?;
     if let Some(s) = outcome.final_state {
         power.states.record_state(machine.id, s);
@@ -229,6 +245,7 @@ pub async fn power_status(
     ))]
 pub async fn boot_device(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(reference): ApiPath<String>,
     ApiJson(body): ApiJson<BootDeviceBody>,
 ) -> ApiResult<Json<PowerResult>> {
@@ -244,7 +261,7 @@ pub async fn boot_device(
         .controller
         .set_boot_device(&target, body.device, persistence, body.mode)
         .await;
-    emit_request_event(state.fleet.events(), machine.id, &result);
+    emit_power_event(&state, &caller, machine.id, &result);
     let outcome = result.map_err(|f| failure(&machine, f))?;
     Ok(Json(PowerResult::new(machine.name, &outcome)))
 }

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
-use crate::machines::api_actor;
 
 /// Body of `PUT /api/v1/profiles/{name}`; the name comes from the path.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -132,6 +132,7 @@ async fn check_secure_boot_kernel(
     ))]
 pub async fn put_profile(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     crate::extract::ApiQuery(query): crate::extract::ApiQuery<PutProfileQuery>,
     ApiJson(input): ApiJson<ProfileInput>,
@@ -173,7 +174,7 @@ pub async fn put_profile(
     if let Some(dir) = &state.asset_dir {
         check_secure_boot_kernel(&profile, dir).await?;
     }
-    let (profile, created) = state.fleet.put_profile(profile, &api_actor()).await?;
+    let (profile, created) = state.fleet.put_profile(profile, &caller.actor()).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -192,8 +193,9 @@ pub async fn put_profile(
     ))]
 pub async fn delete_profile(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    state.fleet.delete_profile(&name, &api_actor()).await?;
+    state.fleet.delete_profile(&name, &caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

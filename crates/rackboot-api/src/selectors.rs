@@ -11,9 +11,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
-use crate::machines::api_actor;
 
 /// Body of `PUT /api/v1/selectors/{name}`; the name comes from the path.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -69,6 +69,7 @@ pub async fn get_selector(
     ))]
 pub async fn put_selector(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<SelectorInput>,
 ) -> ApiResult<(StatusCode, Json<Selector>)> {
@@ -86,7 +87,7 @@ pub async fn put_selector(
     };
     let created = state
         .fleet
-        .put_selector(selector.clone(), &api_actor())
+        .put_selector(selector.clone(), &caller.actor())
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -105,8 +106,9 @@ pub async fn put_selector(
     ))]
 pub async fn delete_selector(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    state.fleet.delete_selector(&name, &api_actor()).await?;
+    state.fleet.delete_selector(&name, &caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

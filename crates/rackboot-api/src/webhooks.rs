@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::machines::api_actor;
 
 /// Body of `PUT /api/v1/webhooks/{name}`; the name comes from the path.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -99,6 +99,7 @@ pub async fn get_webhook(
     ))]
 pub async fn put_webhook(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<WebhookInput>,
 ) -> ApiResult<(StatusCode, Json<WebhookSaved>)> {
@@ -112,7 +113,7 @@ pub async fn put_webhook(
             input.enabled,
             input.secret,
             key,
-            &api_actor(),
+            &caller.actor(),
         )
         .await?;
     let status = if saved.created {
@@ -138,9 +139,10 @@ pub async fn put_webhook(
     ))]
 pub async fn delete_webhook(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    state.fleet.delete_webhook(&name, &api_actor()).await?;
+    state.fleet.delete_webhook(&name, &caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,8 +175,9 @@ pub async fn list_deliveries(
     ))]
 pub async fn test_webhook(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<Delivery>)> {
-    let delivery = state.fleet.test_webhook(&name, &api_actor()).await?;
+    let delivery = state.fleet.test_webhook(&name, &caller.actor()).await?;
     Ok((StatusCode::ACCEPTED, Json(delivery)))
 }

@@ -16,9 +16,10 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::machines::{api_actor, find_machine};
+use crate::machines::find_machine;
 use crate::paging::Page;
 
 impl From<EngineError> for ApiError {
@@ -76,6 +77,7 @@ pub struct WorkflowsBody {
     ))]
 pub async fn start_workflows(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiJson(body): ApiJson<WorkflowsBody>,
 ) -> ApiResult<(StatusCode, Json<Vec<Started>>)> {
     let engine = engine(&state)?;
@@ -111,7 +113,7 @@ pub async fn start_workflows(
             workflow: body.workflow,
             request: body.request,
             parallel: body.parallel,
-            by: api_actor(),
+            by: caller.actor(),
         })
         .await?;
     if single && let Some(error) = &started[0].error {
@@ -262,10 +264,11 @@ pub async fn get_workflow(
     ))]
 pub async fn retry_workflow(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Workflow>> {
     let id = parse_id(&id)?;
-    Ok(Json(engine(&state)?.retry(id, api_actor()).await?))
+    Ok(Json(engine(&state)?.retry(id, caller.actor()).await?))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -287,12 +290,15 @@ pub struct AbortBody {
     ))]
 pub async fn abort_workflow(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AbortBody>,
 ) -> ApiResult<Json<Workflow>> {
     let id = parse_id(&id)?;
     Ok(Json(
-        engine(&state)?.abort(id, api_actor(), body.reason).await?,
+        engine(&state)?
+            .abort(id, caller.actor(), body.reason)
+            .await?,
     ))
 }
 

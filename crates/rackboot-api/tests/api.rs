@@ -188,7 +188,11 @@ async fn machine_crud_and_refs() {
         .collect();
     assert_eq!(
         changes,
-        [("api", "created"), ("api", "updated"), ("api", "deleted")]
+        [
+            ("api:config:1", "created"),
+            ("api:config:1", "updated"),
+            ("api:config:1", "deleted")
+        ]
     );
 }
 
@@ -418,13 +422,19 @@ async fn timeline_has_the_machines_events_only() {
     assert_eq!(
         summary,
         [
-            ("machine_changed", "machine \"node-1\" created by api"),
-            ("machine_changed", "machine \"node-1\" boot set by api"),
+            (
+                "machine_changed",
+                "machine \"node-1\" created by api:config:1"
+            ),
+            (
+                "machine_changed",
+                "machine \"node-1\" boot set by api:config:1"
+            ),
             ("lease_acked", "acked 10.0.0.5"),
         ]
     );
     assert_eq!(timeline[0]["machine"], node["id"]);
-    assert_eq!(timeline[0]["data"]["who"], "api");
+    assert_eq!(timeline[0]["data"]["who"], "api:config:1");
     assert_eq!(
         timeline[1]["data"]["intent"],
         json!({ "kind": "local_disk" })
@@ -607,15 +617,15 @@ async fn profiles_crud_validation_and_references() {
     let events = h.stored_events(1).await;
     let profile_events: Vec<String> = events
         .iter()
-        .filter(|e| e.kind == EventKind::ProfileChanged && e.data["who"] == "api")
+        .filter(|e| e.kind == EventKind::ProfileChanged && e.data["who"] == "api:config:1")
         .map(|e| e.message.clone())
         .collect();
     assert!(
-        profile_events.contains(&"profile \"debian-12\" created by api".to_string()),
+        profile_events.contains(&"profile \"debian-12\" created by api:config:1".to_string()),
         "{profile_events:?}"
     );
     assert!(
-        profile_events.contains(&"profile \"shell\" deleted by api".to_string()),
+        profile_events.contains(&"profile \"shell\" deleted by api:config:1".to_string()),
         "{profile_events:?}"
     );
 }
@@ -991,6 +1001,7 @@ fn openapi_documents_every_operation() {
             "delete /api/v1/profiles/{name}",
             "delete /api/v1/selectors/{name}",
             "delete /api/v1/templates/{name}",
+            "delete /api/v1/tokens/{name}",
             "delete /api/v1/webhooks/{name}",
             "delete /api/v1/workflow-definitions/{name}",
             "get /api/openapi.json",
@@ -1009,6 +1020,7 @@ fn openapi_documents_every_operation() {
             "get /api/v1/machines/{ref}/status",
             "get /api/v1/machines/{ref}/timeline",
             "get /api/v1/machines/{ref}/transitions",
+            "get /api/v1/machines:summary",
             "get /api/v1/os",
             "get /api/v1/profiles",
             "get /api/v1/profiles/{name}",
@@ -1017,9 +1029,11 @@ fn openapi_documents_every_operation() {
             "get /api/v1/status",
             "get /api/v1/templates",
             "get /api/v1/templates/{name}",
+            "get /api/v1/tokens",
             "get /api/v1/webhooks",
             "get /api/v1/webhooks/{name}",
             "get /api/v1/webhooks/{name}/deliveries",
+            "get /api/v1/whoami",
             "get /api/v1/workflow-definitions",
             "get /api/v1/workflows",
             "get /api/v1/workflows/{id}",
@@ -1033,7 +1047,7 @@ fn openapi_documents_every_operation() {
             "get /install/{id}/done/{token}",
             "get /install/{id}/installed/{token}",
             "get /install/{id}/started/{token}",
-            "get /install/{id}/{file}",
+            "get /install/{id}/{secret}/{file}",
             "get /metrics",
             "get /os/{path}",
             "get /ramdisk/{path}",
@@ -1049,6 +1063,7 @@ fn openapi_documents_every_operation() {
             "post /api/v1/machines/{ref}/install-menu",
             "post /api/v1/machines/{ref}/power",
             "post /api/v1/machines:bulk",
+            "post /api/v1/tokens",
             "post /api/v1/webhooks/{name}/test",
             "post /api/v1/workflows",
             "post /api/v1/workflows/{id}/abort",

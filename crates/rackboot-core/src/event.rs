@@ -63,10 +63,12 @@ pub enum EventKind {
     WebhookFailed,
     BmcUnreachable,
     BmcReachable,
+    /// An API token was created or revoked.
+    TokenChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 47] = [
+    pub const ALL: [EventKind; 48] = [
         EventKind::LeaseOffered,
         EventKind::LeaseAcked,
         EventKind::LeaseNak,
@@ -114,6 +116,7 @@ impl EventKind {
         EventKind::WebhookFailed,
         EventKind::BmcUnreachable,
         EventKind::BmcReachable,
+        EventKind::TokenChanged,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -165,6 +168,7 @@ impl EventKind {
             EventKind::WebhookFailed => "webhook_failed",
             EventKind::BmcUnreachable => "bmc_unreachable",
             EventKind::BmcReachable => "bmc_reachable",
+            EventKind::TokenChanged => "token_changed",
         }
     }
 

@@ -4,6 +4,7 @@
 //! boot intent, leases, events) and the small traits through which the network
 //! services ask the boot logic what to hand a client.
 
+pub mod access;
 pub mod agent;
 pub mod arch;
 pub mod boot;
@@ -20,6 +21,7 @@ pub mod selector;
 pub mod webhook;
 pub mod workflow;
 
+pub use access::{ApiToken, Role};
 pub use agent::AgentSession;
 pub use arch::{Arch, PxeClient};
 pub use boot::{BootResponder, Dhcp6Boot, DhcpBoot, GeneratedFile, TftpContent, ipv6_boot_url};

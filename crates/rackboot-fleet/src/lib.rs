@@ -1,5 +1,5 @@
 //! The fleet service layer. Every write to machines, profiles, selectors,
-//! installs, the lifecycle, workflows and agent sessions goes through
+//! installs, the lifecycle, workflows, agent sessions and API tokens goes through
 //! [`Fleet`], which in one place
 //! 1. checks the request (names, MACs, labels, intents, uniqueness),
 //! 2. writes the store (one transaction where several rows change together),
@@ -20,12 +20,14 @@ mod agents;
 mod catalog;
 mod changes;
 pub mod cluster;
+mod install_access;
 mod installs;
 pub mod inventory;
 mod lifecycle;
 mod machines;
 pub mod retention;
 mod sharded;
+mod tokens;
 pub mod webhooks;
 mod workflows;
 
@@ -36,6 +38,7 @@ pub use inventory::{Inventory, Machines, Snapshot};
 pub use lifecycle::transition;
 pub use machines::{DiscoveryLimit, DiscoveryOutcome, check_intent};
 pub use sharded::ShardedMap;
+pub use tokens::NewToken;
 pub use webhooks::SavedWebhook;
 
 /// Who asked for a change: recorded in events (`data.who`) and transitions.
@@ -119,6 +122,10 @@ pub struct Fleet {
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// Other servers' writes that adapters follow (workflows, members, resyncs).
     changes: tokio::sync::broadcast::Sender<rackboot_store::Change>,
+    /// Install access records read or written here (see [`Fleet::install_access`]).
+    install_access: install_access::AccessCache,
+    /// When each API token's last use was written.
+    token_uses: tokens::TokenUses,
 }
 
 impl Fleet {
@@ -130,6 +137,7 @@ impl Fleet {
     ) -> Result<Arc<Fleet>, StoreError> {
         let inventory = Inventory::load_with_os_catalog(store.clone(), os_dir).await?;
         let agents = agents::Sessions::load(store.as_ref()).await?;
+        let install_access = install_access::AccessCache::load(store.as_ref()).await?;
         Ok(Arc::new(Fleet {
             inventory,
             events,
@@ -138,6 +146,8 @@ impl Fleet {
             discovery: Default::default(),
             cluster: std::sync::OnceLock::new(),
             changes: tokio::sync::broadcast::channel(4096).0,
+            install_access,
+            token_uses: Default::default(),
         }))
     }
 

@@ -51,7 +51,10 @@ use serde::{Deserialize, Serialize};
 pub use controller::{PowerConfig, PowerController, PowerFailure, PowerOutcome, PowerRequest};
 pub use error::{PowerError, PowerErrorKind};
 pub use stored::{StoredBmcError, seal_bmc, target_from_bmc};
-pub use sync::{ObservedPower, PowerStateMap, PowerSyncSource, emit_request_event, run_power_sync};
+pub use sync::{
+    ObservedPower, PowerStateMap, PowerSyncSource, emit_request_event, request_event,
+    run_power_sync,
+};
 pub use url::{BmcScheme, BmcTarget, BmcUrl};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

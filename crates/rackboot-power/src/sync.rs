@@ -259,6 +259,12 @@ pub fn emit_request_event(
     machine: MachineId,
     result: &Result<PowerOutcome, PowerFailure>,
 ) {
+    events.emit(request_event(machine, result));
+}
+
+/// The event [`emit_request_event`] emits, for a caller that adds to it
+/// (who asked).
+pub fn request_event(machine: MachineId, result: &Result<PowerOutcome, PowerFailure>) -> NewEvent {
     let event = match result {
         Ok(outcome) => {
             let kind = match outcome.request {
@@ -279,7 +285,7 @@ pub fn emit_request_event(
             }),
         ),
     };
-    events.emit(event.machine(machine));
+    event.machine(machine)
 }
 
 #[cfg(test)]

@@ -18,25 +18,30 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rackboot_core::{
-    AgentSession, BootIntent, Delivery, Event, Facts, InstallRequest, InstallState,
+    AgentSession, ApiToken, BootIntent, Delivery, Event, Facts, InstallRequest, InstallState,
     InstallTemplate, Lease, MacAddr, Machine, MachineId, Maintenance, NewEvent, Profile,
     ProvisionState, Selector, StepRun, Transition, Webhook, Workflow, WorkflowId, WorkflowState,
 };
 
+mod api_tokens;
 mod codec;
+mod install_access;
 mod leases6;
 mod postgres;
 mod postgres_cluster;
+mod postgres_install_access;
 mod postgres_installs;
 mod postgres_lifecycle;
 mod postgres_scale;
 mod postgres_webhooks;
 mod sqlite;
+mod sqlite_install_access;
 mod sqlite_installs;
 mod sqlite_lifecycle;
 mod sqlite_scale;
 mod sqlite_webhooks;
 
+pub use install_access::{InstallAccess, InstallAccessAmend};
 pub use leases6::Lease6;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -485,6 +490,36 @@ pub trait Store: Send + Sync + 'static {
             .find(|s| s.machine == machine))
     }
 
+    // ---------- install access (migration 0008, see [`InstallAccess`]) ----------
+    // SQLite and PostgreSQL implement them; the defaults are for test doubles.
+
+    /// Records `access` unless the install has a record: the first binding
+    /// wins (across servers too). Returns the record in force. NotFound if
+    /// the install is gone.
+    async fn bind_install_access(&self, access: &InstallAccess) -> Result<InstallAccess> {
+        let _ = access;
+        Err(unsupported_install_access(self.backend()))
+    }
+    /// The install's record, if its script or files were fetched.
+    async fn get_install_access(&self, install: uuid::Uuid) -> Result<Option<InstallAccess>> {
+        let _ = install;
+        Err(unsupported_install_access(self.backend()))
+    }
+    /// Sets the given fields where the record has none yet; returns the
+    /// record (None when the install has none).
+    async fn amend_install_access(
+        &self,
+        install: uuid::Uuid,
+        amend: InstallAccessAmend,
+    ) -> Result<Option<InstallAccess>> {
+        let _ = (install, amend);
+        Err(unsupported_install_access(self.backend()))
+    }
+    /// The records of pending installs (what a starting server caches).
+    async fn list_install_access(&self) -> Result<Vec<InstallAccess>> {
+        Ok(Vec::new())
+    }
+
     // ---------- several servers on one store (PostgreSQL) ----------
     // SQLite has one server per file (the state directory's lock): the
     // defaults say there is nothing to share.
@@ -586,6 +621,50 @@ pub trait Store: Send + Sync + 'static {
     async fn update_delivery(&self, delivery: &Delivery) -> Result<()>;
     /// Newest first; one webhook's or all; at most `limit` (0: 1000).
     async fn list_deliveries(&self, webhook: Option<&str>, limit: u32) -> Result<Vec<Delivery>>;
+
+    // ---------- API tokens ----------
+    // Keyed by name, found by the token's SHA-256 (unique). SQLite and
+    // PostgreSQL implement them; the defaults are for test doubles.
+
+    /// Conflict when the name is taken (or, by a collision, the hash).
+    async fn create_api_token(&self, token: &ApiToken) -> Result<()> {
+        let _ = token;
+        Err(unsupported_tokens(self.backend()))
+    }
+    /// By name.
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>> {
+        Err(unsupported_tokens(self.backend()))
+    }
+    /// The token whose SHA-256 (lower-case hex) this is, if any.
+    async fn find_api_token(&self, sha256: &str) -> Result<Option<ApiToken>> {
+        let _ = sha256;
+        Err(unsupported_tokens(self.backend()))
+    }
+    /// Revokes (deletes) a token. NotFound if absent.
+    async fn delete_api_token(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Err(unsupported_tokens(self.backend()))
+    }
+    /// Sets a token's `last_used_at`; a missing name is not an error (it
+    /// was revoked meanwhile).
+    async fn touch_api_token(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        let _ = (name, at);
+        Err(unsupported_tokens(self.backend()))
+    }
+}
+
+fn unsupported_tokens(backend: &'static str) -> StoreError {
+    StoreError::Unsupported {
+        what: "API tokens",
+        backend,
+    }
+}
+
+fn unsupported_install_access(backend: &'static str) -> StoreError {
+    StoreError::Unsupported {
+        what: "install access records",
+        backend,
+    }
 }
 
 /// Token and state check of an install callback, shared by both backends:

@@ -1099,6 +1099,32 @@ impl Store for SqliteStore {
         self.delete_agent_session_impl(machine).await
     }
 
+    async fn bind_install_access(
+        &self,
+        access: &crate::InstallAccess,
+    ) -> Result<crate::InstallAccess> {
+        self.bind_install_access_impl(access).await
+    }
+
+    async fn get_install_access(
+        &self,
+        install: uuid::Uuid,
+    ) -> Result<Option<crate::InstallAccess>> {
+        self.get_install_access_impl(install).await
+    }
+
+    async fn amend_install_access(
+        &self,
+        install: uuid::Uuid,
+        amend: crate::InstallAccessAmend,
+    ) -> Result<Option<crate::InstallAccess>> {
+        self.amend_install_access_impl(install, amend).await
+    }
+
+    async fn list_install_access(&self) -> Result<Vec<crate::InstallAccess>> {
+        self.list_install_access_impl().await
+    }
+
     async fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
         self.put_webhook_impl(webhook).await
     }
@@ -1125,6 +1151,26 @@ impl Store for SqliteStore {
 
     async fn list_deliveries(&self, webhook: Option<&str>, limit: u32) -> Result<Vec<Delivery>> {
         self.list_deliveries_impl(webhook, limit).await
+    }
+
+    async fn create_api_token(&self, token: &rackboot_core::ApiToken) -> Result<()> {
+        self.create_api_token_impl(token).await
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<rackboot_core::ApiToken>> {
+        self.list_api_tokens_impl().await
+    }
+
+    async fn find_api_token(&self, sha256: &str) -> Result<Option<rackboot_core::ApiToken>> {
+        self.find_api_token_impl(sha256).await
+    }
+
+    async fn delete_api_token(&self, name: &str) -> Result<()> {
+        self.delete_api_token_impl(name).await
+    }
+
+    async fn touch_api_token(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        self.touch_api_token_impl(name, at).await
     }
 }
 

@@ -123,7 +123,7 @@ fn serve_help_shows_the_real_defaults() {
         format!("[default: {http}]"),
         "[default: STATE_DIR/assets]".to_string(),
         "[default: sqlite:STATE_DIR/rackboot.db]".to_string(),
-        "[default: port 69 on the --api-listen address]".to_string(),
+        "[default: port 69 on the boot HTTP address]".to_string(),
     ] {
         assert!(help.contains(&want), "serve --help lacks {want}:\n{help}");
     }

@@ -28,6 +28,16 @@ pub struct ClientArgs {
     /// State directory to read the admin token from when --token is not given.
     #[arg(long, env = "RACKBOOT_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR, global = true)]
     pub state_dir: PathBuf,
+    /// An https:// server's certificate SHA-256 fingerprint (as `openssl x509
+    /// -fingerprint -sha256` prints it), instead of the one pinned on first
+    /// use in ~/.config/rackboot/known_servers.
+    #[arg(
+        long,
+        env = "RACKBOOT_TLS_FINGERPRINT",
+        global = true,
+        value_name = "SHA256"
+    )]
+    pub tls_fingerprint: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Text, global = true)]
     pub output: Format,
@@ -37,6 +47,8 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// The certificate pin of an https:// server.
+    pin: Option<std::sync::Arc<crate::tls::Pinning>>,
 }
 
 impl Api {
@@ -53,11 +65,44 @@ impl Api {
                     .to_string()
             }
         };
+        let base = args.server.trim_end_matches('/').to_string();
+        let (http, pin) = if base.starts_with("https://") {
+            let pin = crate::tls::Pinning::for_server(&base, args.tls_fingerprint.as_deref())?;
+            let http = reqwest::Client::builder()
+                .tls_backend_preconfigured(pin.client_config()?)
+                .build()
+                .context("building the HTTPS client")?;
+            (http, Some(std::sync::Arc::new(pin)))
+        } else {
+            (reqwest::Client::new(), None)
+        };
         Ok(Api {
-            http: reqwest::Client::new(),
-            base: args.server.trim_end_matches('/').to_string(),
+            http,
+            base,
             token,
+            pin,
         })
+    }
+
+    /// Why a request could not be sent: a certificate other than the
+    /// pinned one says so and what to do; anything else, that the server
+    /// could not be reached.
+    pub fn connect_error(&self, e: reqwest::Error) -> anyhow::Error {
+        match self.pin.as_ref().and_then(|p| p.mismatch()) {
+            Some(why) => anyhow!(why),
+            None => {
+                anyhow::Error::new(e).context(format!("cannot reach rackboot at {}", self.base))
+            }
+        }
+    }
+
+    /// After a request got an answer: pins an https:// server's certificate
+    /// on first use.
+    pub fn answered(&self) -> Result<()> {
+        match &self.pin {
+            Some(pin) => pin.record_first_use(),
+            None => Ok(()),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -77,7 +122,8 @@ impl Api {
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach rackboot at {}", self.base))?;
+            .map_err(|e| self.connect_error(e))?;
+        self.answered()?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.context("reading API response")?;
@@ -142,6 +188,11 @@ impl Api {
 
     pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
         self.send(self.http.patch(self.url(path)).json(body)).await
+    }
+
+    /// DELETE, and what the server says it deleted.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.delete(self.url(path))).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
@@ -446,6 +497,7 @@ fn machine_detail(m: &Machine, status: &Value) {
         if let Some(serial) = &f.dmi.serial {
             outln!("serial:   {serial}");
         }
+        outln!("firmware: {}", f.boot.summary());
         for d in &f.disks {
             outln!(
                 "disk:     {} {:.1} GiB {}{}",
@@ -1199,12 +1251,11 @@ async fn stream_once(
     }
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => {
-            return StreamEnd::Failed(
-                anyhow::Error::new(e).context(format!("cannot reach rackboot at {base}")),
-            );
-        }
+        Err(e) => return StreamEnd::Failed(api.connect_error(e)),
     };
+    if let Err(e) = api.answered() {
+        return StreamEnd::Failed(e);
+    }
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();

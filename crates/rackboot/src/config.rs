@@ -47,6 +47,10 @@ pub struct Config {
     pub server_ip6: Option<Ipv6Addr>,
     #[serde(default)]
     pub listen: Listen,
+    /// The API's own listener and its TLS; absent, the API shares
+    /// `[listen] http` with the boot files.
+    #[serde(default)]
+    pub api: ApiSettings,
     /// DHCP service; absent means off.
     #[serde(default)]
     pub dhcp: Option<rackboot_dhcp::DhcpConfig>,
@@ -422,11 +426,160 @@ pub fn secret_key(state_dir: &Path) -> Result<rackboot_power::secrets::SecretKey
     SecretKey::load_or_create(&path).with_context(|| format!("secret key {}", path.display()))
 }
 
+/// `[api]`: where the REST API, its event stream, `/metrics` and the OpenAPI
+/// document listen, and with what TLS. Boot files and the agent's
+/// endpoints stay on `[listen] http`, plain HTTP, where machines reach them.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// The API's own listener: `127.0.0.1:8443`, or an address on the
+    /// management network. Absent: the API shares `[listen] http` with the
+    /// boot files, on the provisioning network, without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `off`, `self-signed` (a certificate made on first start in
+    /// STATE_DIR/api-tls and kept; clients pin its fingerprint on first use)
+    /// or `files` (`tls_cert` and `tls_key`). Needs `listen`.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM certificate chain (`tls = "files"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (`tls = "files"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// TLS of the API's own listener.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    #[default]
+    Off,
+    SelfSigned,
+    Files,
+}
+
+impl ApiSettings {
+    /// Refuses TLS settings that cannot work: TLS without its own listener
+    /// (boot files stay on plain HTTP), certificate files missing or given
+    /// without `tls = "files"`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let files = self.tls_cert.is_some() || self.tls_key.is_some();
+        match self.tls {
+            TlsMode::Off | TlsMode::SelfSigned if files => {
+                return Err(
+                    "api.tls_cert and api.tls_key are used only with tls = \"files\"".into(),
+                );
+            }
+            TlsMode::Files => {
+                for (key, path) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+                    let Some(path) = path else {
+                        return Err(format!("api.tls = \"files\" needs api.{key}"));
+                    };
+                    if !path.is_file() {
+                        return Err(format!("api.{key} {} is not a file", path.display()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if self.tls != TlsMode::Off && self.listen.is_none() {
+            return Err(
+                "api.tls needs the API on its own listener (api.listen, or --api-listen with \
+                 --http-listen): boot files stay on plain HTTP, which iPXE and firmware need"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why machines could not reach the boot files DHCP points them at, if they
+/// could not: boot HTTP (or TFTP) listening on an address other than the one
+/// DHCP hands out (`server_ip`), e.g. on loopback. `public_url` (a proxy in
+/// front) is the operator's to get right.
+pub fn boot_unreachable(
+    http: Toggle<SocketAddr>,
+    tftp: Toggle<SocketAddr>,
+    server_ip: Ipv4Addr,
+    public_url: Option<&str>,
+) -> Option<String> {
+    let reaches = |addr: SocketAddr| addr.ip().is_unspecified() || addr.ip() == server_ip;
+    let fix = "let it listen where machines reach it (0.0.0.0 or the server address), and give \
+               the API its own address with [api] listen (--api-listen with --http-listen)";
+    if public_url.is_none() {
+        match http {
+            Toggle::Off => {
+                return Some(format!(
+                    "DHCP sends machines to boot HTTP at {server_ip}, but boot HTTP is off \
+                     ([listen] http = \"off\"): they would stop after their lease. Turn it on; \
+                     to keep the API apart, give it its own address with [api] listen"
+                ));
+            }
+            Toggle::On(addr) if !reaches(addr) => {
+                return Some(format!(
+                    "DHCP tells machines to fetch their boot files from http://{server_ip}:{}, \
+                     but boot HTTP listens on {addr} only: every machine would stop after its \
+                     lease. Boot HTTP is [listen] http (--http-listen; --api-listen alone sets \
+                     it too): {fix}",
+                    addr.port()
+                ));
+            }
+            Toggle::On(_) => {}
+        }
+    }
+    if let Toggle::On(addr) = tftp
+        && !reaches(addr)
+    {
+        return Some(format!(
+            "DHCP sends machines to TFTP at {server_ip} for their loader, but TFTP listens on \
+             {addr} only: every machine would stop after its lease. Set [listen] tftp \
+             (--tftp-listen) to 0.0.0.0:69 or {server_ip}:69, or leave it to follow boot HTTP \
+             and {fix}"
+        ));
+    }
+    None
+}
+
+/// A warning when the API is reachable from the provisioning network
+/// without TLS: any machine that network-boots there can reach it.
+pub fn api_exposure_warning(
+    config: &Config,
+    server_ip: Option<Ipv4Addr>,
+    server_ip6: Option<Ipv6Addr>,
+) -> Option<String> {
+    if config.api.tls != TlsMode::Off {
+        return None;
+    }
+    // No provisioning network known: nothing to warn about.
+    if config.interface.is_none() && config.dhcp.is_none() {
+        return None;
+    }
+    let addr = match (config.api.listen, config.listen.http) {
+        (Some(addr), _) | (None, Toggle::On(addr)) => addr,
+        (None, Toggle::Off) => return None,
+    };
+    let exposed = addr.ip().is_unspecified()
+        || server_ip.is_some_and(|ip| addr.ip() == std::net::IpAddr::V4(ip))
+        || server_ip6.is_some_and(|ip| addr.ip() == std::net::IpAddr::V6(ip));
+    exposed.then(|| {
+        format!(
+            "the API ({addr}) is reachable from the provisioning network without TLS: machines \
+             that network-boot there can reach it and see its traffic in clear. Give it its own \
+             listener with TLS: [api] listen = \"ADDRESS:PORT\" (loopback or a management \
+             address) and tls = \"self-signed\""
+        )
+    })
+}
+
 /// Where each service listens. A service set to "off" is not started.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    /// Boot HTTP, REST API, event stream and /metrics share this listener.
+    /// Boot HTTP: scripts, kernels, install files, the agent's endpoints.
+    /// The REST API, event stream and /metrics share it unless `[api]
+    /// listen` gives them their own.
     #[serde(default = "default_http")]
     pub http: Toggle<SocketAddr>,
     #[serde(default = "default_tftp")]
@@ -782,6 +935,26 @@ pub fn preflight(mut config: Config) -> Result<Checked> {
             bail!("DHCPv6 needs a global IPv6 address on the interface (or server_ip6)");
         }
     }
+    config.api.validate().map_err(anyhow::Error::msg)?;
+    if let (Some(api), Toggle::On(http)) = (config.api.listen, config.listen.http)
+        && api.port() == http.port()
+        && (api.ip() == http.ip() || api.ip().is_unspecified() || http.ip().is_unspecified())
+    {
+        bail!(
+            "api.listen {api} overlaps [listen] http {http}: give the API another port, or \
+             leave api.listen out to share the boot listener"
+        );
+    }
+    if let (Some(_), Some(ip)) = (&config.dhcp, server_ip)
+        && let Some(why) = boot_unreachable(
+            config.listen.http,
+            config.listen.tftp,
+            ip,
+            config.boot.public_url.as_deref(),
+        )
+    {
+        bail!("{why}");
+    }
     config.resolve_ipv6_listeners(server_ip6);
     Ok(Checked {
         config,
@@ -804,6 +977,11 @@ pub struct CheckArgs {
 /// the effective config (defaults filled, flags applied) on standard output.
 pub fn check(args: &CheckArgs) -> Result<()> {
     let checked = preflight(crate::serve::effective_config(&args.serve)?)?;
+    if let Some(warning) =
+        api_exposure_warning(&checked.config, checked.server_ip, checked.server_ip6)
+    {
+        eprintln!("warning: {warning}");
+    }
     match args.output {
         crate::output::Format::Text => out!("{}", to_toml(&checked.config)?),
         crate::output::Format::Json => crate::output::print_json(&checked.config),
@@ -918,6 +1096,80 @@ mod tests {
         assert_eq!(c.dhcp6.unwrap().subnets.len(), 1);
         let err = Config::from_toml("[dhcp6]\nrapid = true\n").unwrap_err();
         assert!(format!("{err:#}").contains("rapid"), "{err:#}");
+    }
+
+    #[test]
+    fn boot_files_must_be_reachable_where_dhcp_points() {
+        let on = |s: &str| Toggle::On(s.parse::<SocketAddr>().unwrap());
+        let ip: Ipv4Addr = "10.77.0.1".parse().unwrap();
+        for (http, tftp, public_url, refused) in [
+            (on("0.0.0.0:8080"), on("0.0.0.0:69"), None, None),
+            (on("10.77.0.1:8080"), on("10.77.0.1:69"), None, None),
+            (on("[::]:8080"), Toggle::Off, None, None),
+            // The API's loopback address given as the only listener.
+            (
+                on("127.0.0.1:8080"),
+                on("0.0.0.0:69"),
+                None,
+                Some("boot HTTP listens on 127.0.0.1:8080 only"),
+            ),
+            (
+                on("10.9.9.9:8080"),
+                on("0.0.0.0:69"),
+                None,
+                Some("http://10.77.0.1:8080"),
+            ),
+            (Toggle::Off, Toggle::Off, None, Some("boot HTTP is off")),
+            // A proxy in front: the operator's to get right.
+            (
+                on("127.0.0.1:8080"),
+                Toggle::Off,
+                Some("http://boot.example"),
+                None,
+            ),
+            (
+                on("0.0.0.0:8080"),
+                on("127.0.0.1:69"),
+                None,
+                Some("TFTP listens on 127.0.0.1:69 only"),
+            ),
+        ] {
+            let got = boot_unreachable(http, tftp, ip, public_url);
+            match (refused, &got) {
+                (None, None) => {}
+                (Some(want), Some(why)) => assert!(why.contains(want), "{http:?}: {why}"),
+                _ => panic!("{http:?} {tftp:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn api_tls_settings() {
+        let parse = |text: &str| Config::from_toml(text).map(|c| c.api.validate());
+        assert_eq!(parse("").unwrap(), Ok(()));
+        assert_eq!(
+            parse("[api]\nlisten = \"127.0.0.1:8443\"\ntls = \"self-signed\"\n").unwrap(),
+            Ok(())
+        );
+        for (text, says) in [
+            ("[api]\ntls = \"self-signed\"\n", "own listener"),
+            (
+                "[api]\nlisten = \"127.0.0.1:8443\"\ntls = \"files\"\n",
+                "needs api.tls_cert",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:8443\"\ntls = \"files\"\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
+                "api.tls_cert /nonexistent/c.pem is not a file",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"/etc/hostname\"\n",
+                "only with tls = \"files\"",
+            ),
+        ] {
+            let err = parse(text).unwrap().unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        assert!(Config::from_toml("[api]\ntls = \"on\"\n").is_err());
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod lab;
 mod power_cli;
 mod serve;
 mod state;
+mod tls;
+mod token_cli;
 mod webhook_cli;
 
 use std::path::PathBuf;
@@ -33,8 +35,9 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Bare-metal provisioning: DHCP, TFTP, boot HTTP, API, in one binary",
     long_about = "Bare-metal provisioning: DHCP, TFTP, boot HTTP and a REST API in one binary \
         (`rackboot serve`), and the CLI that drives them. Client commands find the server at \
-        RACKBOOT_URL (default http://127.0.0.1:8080) and read the admin token from \
-        RACKBOOT_TOKEN or STATE_DIR/admin-token."
+        RACKBOOT_URL (default http://127.0.0.1:8080; an https:// server's certificate is pinned \
+        on first use in ~/.config/rackboot/known_servers) and use the token in RACKBOOT_TOKEN \
+        (`rackboot token create`), else the admin token in STATE_DIR/admin-token."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -106,6 +109,9 @@ enum Command {
     /// Webhooks that receive alerts (signed JSON).
     #[command(subcommand)]
     Webhook(webhook_cli::WebhookCmd),
+    /// API tokens with roles (viewer, operator, admin): create, list, revoke, whoami.
+    #[command(subcommand)]
+    Token(token_cli::TokenCmd),
     /// The virtual rack: QEMU machines on a private bridge in a network namespace.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -182,6 +188,7 @@ fn main() -> ExitCode {
             Command::Image(cmd) => deploy_cli::image(cmd).await,
             Command::Ramdisk(cmd) => deploy_cli::ramdisk(cmd).await,
             Command::Webhook(cmd) => webhook_cli::webhook(cmd).await,
+            Command::Token(cmd) => token_cli::token(cmd).await,
             Command::CheckConfig(args) => config::check(&args),
             Command::Completion { .. } | Command::Man { .. } => Ok(()),
         }

@@ -43,11 +43,17 @@ pub struct ServeArgs {
     /// Store URL: sqlite:PATH or postgres://USER@HOST/DB. [default: sqlite:STATE_DIR/rackboot.db]
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
-    /// Listen address of boot HTTP, the API, the event stream and /metrics.
-    /// [default: 0.0.0.0:8080]
+    /// Listen address of the API (REST, event stream, /metrics). Alone, boot
+    /// HTTP shares it (it sets [listen] http); with --http-listen or `[api]
+    /// listen` in the config, the API listens there by itself.
+    /// [default: 0.0.0.0:8080, shared with boot HTTP]
     #[arg(long, value_name = "ADDRESS:PORT")]
     pub api_listen: Option<SocketAddr>,
-    /// TFTP listen address, or "off". [default: port 69 on the --api-listen address]
+    /// Listen address of boot HTTP (scripts, kernels, install files, the
+    /// agent's endpoints): where machines fetch from. [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub http_listen: Option<SocketAddr>,
+    /// TFTP listen address, or "off". [default: port 69 on the boot HTTP address]
     #[arg(long, value_name = "ADDRESS:PORT|off")]
     pub tftp_listen: Option<String>,
     /// Directory served over TFTP besides the loader files. [default: none]
@@ -85,8 +91,17 @@ pub fn effective_config(args: &ServeArgs) -> Result<Config> {
     if let Some(s) = &args.store {
         config.store = Some(s.clone());
     }
+    if let Some(h) = args.http_listen {
+        config.listen.http = Toggle::On(h);
+    }
     if let Some(a) = args.api_listen {
-        config.listen.http = Toggle::On(a);
+        // The API's own listener when boot HTTP has its own address;
+        // otherwise the one listener both share.
+        if args.http_listen.is_some() || config.api.listen.is_some() {
+            config.api.listen = Some(a);
+        } else {
+            config.listen.http = Toggle::On(a);
+        }
     }
     if let Some(t) = &args.tftp_listen {
         config.explicit.tftp_listen = true;
@@ -198,6 +213,41 @@ pub fn spawn_signal_handler(shutdown: CancellationToken) {
     });
 }
 
+/// The API listener's TLS: none, the configured files, or the state
+/// directory's self-signed certificate (made on first start).
+fn load_api_tls(
+    config: &Config,
+    server_ip: Option<Ipv4Addr>,
+    server_ip6: Option<Ipv6Addr>,
+) -> Result<Option<crate::tls::ServerTls>> {
+    use crate::config::TlsMode;
+    let api = &config.api;
+    Ok(match (api.tls, &api.tls_cert, &api.tls_key) {
+        (TlsMode::Off, _, _) => None,
+        (TlsMode::Files, Some(cert), Some(key)) => Some(crate::tls::load_files(cert, key)?),
+        (TlsMode::Files, _, _) => bail!("api.tls = \"files\" needs api.tls_cert and api.tls_key"),
+        (TlsMode::SelfSigned, _, _) => {
+            // The names it may be reached by (the CLI pins the certificate;
+            // other clients may check a name).
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+                names.push(host.trim().to_string());
+            }
+            names.extend(server_ip.map(|ip| ip.to_string()));
+            names.extend(server_ip6.map(|ip| ip.to_string()));
+            names.extend(
+                api.listen
+                    .map(|a| a.ip())
+                    .filter(|ip| !ip.is_unspecified())
+                    .map(|ip| ip.to_string()),
+            );
+            names.retain(|n| !n.is_empty());
+            names.dedup();
+            Some(crate::tls::self_signed(&config.state_dir, &names)?)
+        }
+    })
+}
+
 /// Reads the admin token, creating it (mode 0600) on first start.
 pub fn ensure_admin_token(state_dir: &Path) -> Result<String> {
     use std::io::Write;
@@ -288,6 +338,14 @@ impl Server {
             server_ip6,
         } = checked;
         let admin_token = ensure_admin_token(&config.state_dir)?;
+        let api_tls = load_api_tls(&config, server_ip, server_ip6)?;
+        if let Some(tls) = &api_tls {
+            tracing::info!(
+                cert = %tls.cert_path.display(),
+                fingerprint = %tls.fingerprint,
+                "API TLS certificate (SHA-256); clients pin it on first use"
+            );
+        }
         let store = rackboot_store::open(&config.store_url()).await?;
 
         let (events, queue) = EventHub::new(65_536);
@@ -342,6 +400,16 @@ impl Server {
             Toggle::Off => None,
         };
         let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        // The API's own listener, when it has one.
+        let api_listener = match config.api.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the API on {addr}"))?,
+            ),
+            None => None,
+        };
+        let api_addr = api_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let tftp_socket = match config.listen.tftp {
             Toggle::On(addr) => Some(
                 tokio::net::UdpSocket::bind(addr)
@@ -405,6 +473,7 @@ impl Server {
 
         let mut addresses = Vec::new();
         addresses.extend(http_addr.map(|a| ("http", a)));
+        addresses.extend(api_addr.map(|a| ("api", a)));
         addresses.extend(tftp_addr.map(|a| ("tftp", a)));
         addresses.extend(http6_addr.map(|a| ("http6", a)));
         addresses.extend(tftp6_addr.map(|a| ("tftp6", a)));
@@ -539,41 +608,61 @@ impl Server {
         }
 
         let mut services = Vec::new();
+        let mut api_state = rackboot_api::ApiState::new(
+            fleet.clone(),
+            rackboot_api::AuthConfig::named([(ADMIN_TOKEN_FILE, admin_token.clone())]),
+        );
+        api_state.metrics = metrics.clone();
+        api_state.power = Some(power_api.clone());
+        api_state.secret_key = Some(secret_key.clone());
+        api_state.boot_base_url = boot_base_url.clone();
+        api_state.engine = Some(engine.clone());
+        api_state.images_dir = images_dir.clone();
+        api_state.asset_dir = Some(boot_config.asset_dir.clone());
+        api_state.shutdown = shutdown.clone();
+        api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
+        let mut service_list =
+            service_infos(&config, [http_addr, http6_addr], [tftp_addr, tftp6_addr]);
+        if let Some(addr) = api_addr {
+            service_list.push(rackboot_api::ServiceInfo {
+                name: "api".into(),
+                enabled: true,
+                detail: Some(match &api_tls {
+                    Some(tls) => format!("listening on {addr}, TLS (SHA-256 {})", tls.fingerprint),
+                    None => format!("listening on {addr}"),
+                }),
+            });
+        }
+        api_state.status = Arc::new(rackboot_api::StatusInfo {
+            services: service_list,
+            state_dir: Some(
+                std::fs::canonicalize(&config.state_dir)
+                    .unwrap_or_else(|_| config.state_dir.clone())
+                    .display()
+                    .to_string(),
+            ),
+            instance: Some(lock.instance.clone()),
+            ..rackboot_api::StatusInfo::default()
+        });
+        let agent = rackboot_api::agent_http::router(rackboot_api::agent_http::AgentHttp {
+            fleet: fleet.clone(),
+            engine: engine.clone(),
+            logs_dir: Some(config.state_dir.join(crate::config::AGENT_LOGS_DIR)),
+        });
+        // What machines fetch (and their agents call), on the provisioning network.
+        let boot_app = rackboot_boot::router(boot.clone()).merge(agent);
+        // What operators use: the API and, at / and /ui/*, the dashboard
+        // (embedded files; the API does the rest).
+        let api_app = rackboot_api::router(api_state).merge(rackboot_ui::router());
+        // With its own listener the API is not on the boot listener at all.
+        let http_app = if api_listener.is_some() {
+            boot_app
+        } else {
+            boot_app.merge(api_app.clone())
+        };
         if let Some(listener) = http_listener {
-            let mut api_state = rackboot_api::ApiState::new(
-                fleet.clone(),
-                rackboot_api::AuthConfig::new([admin_token.clone()]),
-            );
-            api_state.metrics = metrics.clone();
-            api_state.power = Some(power_api.clone());
-            api_state.secret_key = Some(secret_key.clone());
-            api_state.boot_base_url = boot_base_url.clone();
-            api_state.engine = Some(engine.clone());
-            api_state.images_dir = images_dir.clone();
-            api_state.asset_dir = Some(boot_config.asset_dir.clone());
-            api_state.shutdown = shutdown.clone();
-            api_state.validate_templates = Arc::new(rackboot_boot::validate_profile_templates);
-            api_state.status = Arc::new(rackboot_api::StatusInfo {
-                services: service_infos(&config, [http_addr, http6_addr], [tftp_addr, tftp6_addr]),
-                state_dir: Some(
-                    std::fs::canonicalize(&config.state_dir)
-                        .unwrap_or_else(|_| config.state_dir.clone())
-                        .display()
-                        .to_string(),
-                ),
-                instance: Some(lock.instance.clone()),
-                ..rackboot_api::StatusInfo::default()
-            });
-            let agent = rackboot_api::agent_http::router(rackboot_api::agent_http::AgentHttp {
-                fleet: fleet.clone(),
-                engine: engine.clone(),
-                logs_dir: Some(config.state_dir.join(crate::config::AGENT_LOGS_DIR)),
-            });
-            let app = rackboot_boot::router(boot.clone())
-                .merge(agent)
-                .merge(rackboot_api::router(api_state));
             if let Some(listener6) = http6_listener {
-                let (app, stop) = (app.clone(), shutdown.clone());
+                let (app, stop) = (http_app.clone(), shutdown.clone());
                 tasks.spawn(async move {
                     axum::serve(
                         listener6,
@@ -584,7 +673,7 @@ impl Server {
                     .context("HTTP server (IPv6)")
                 });
             }
-            let stop = shutdown.clone();
+            let (app, stop) = (http_app, shutdown.clone());
             tasks.spawn(async move {
                 axum::serve(
                     listener,
@@ -595,6 +684,34 @@ impl Server {
                 .context("HTTP server")
             });
             services.push("http");
+        }
+        if let Some(listener) = api_listener {
+            let stop = shutdown.clone();
+            match &api_tls {
+                Some(tls) => {
+                    let listener =
+                        crate::tls::TlsListener::new(listener, tls.config.clone(), stop.clone())
+                            .context("the API's TLS listener")?;
+                    tasks.spawn(async move {
+                        axum::serve(listener, api_app.into_make_service())
+                            .with_graceful_shutdown(async move { stop.cancelled().await })
+                            .await
+                            .context("API server (TLS)")
+                    });
+                }
+                None => {
+                    tasks.spawn(async move {
+                        axum::serve(listener, api_app.into_make_service())
+                            .with_graceful_shutdown(async move { stop.cancelled().await })
+                            .await
+                            .context("API server")
+                    });
+                }
+            }
+            services.push("api");
+        }
+        if let Some(warning) = crate::config::api_exposure_warning(&config, server_ip, server_ip6) {
+            tracing::warn!("{warning}");
         }
 
         let tftp_config = tftp_config_with_loaders(&config.tftp, &boot_config, &os_dir);
@@ -663,6 +780,7 @@ impl Server {
             .data(serde_json::json!({
                 "services": services,
                 "http": http_addr.map(|a| a.to_string()),
+                "api": api_addr.map(|a| a.to_string()),
                 "tftp": tftp_addr.map(|a| a.to_string()),
                 "http6": http6_addr.map(|a| a.to_string()),
                 "tftp6": tftp6_addr.map(|a| a.to_string()),
@@ -670,6 +788,7 @@ impl Server {
         );
         tracing::info!(
             http = %shown(http_addr),
+            api = %api_addr.map_or_else(|| "with http".to_string(), |a| a.to_string()),
             tftp = %shown(tftp_addr),
             http6 = %shown(http6_addr),
             tftp6 = %shown(tftp6_addr),
@@ -735,9 +854,9 @@ pub const DEBIAN_LOADERS: &[(&str, &str)] = &[
 ];
 
 /// The TFTP config the server runs with: the operator's, plus Debian's loaders
-/// under their usual names, the asset directory under its TFTP prefix and the
+/// under their usual names, the asset directory under its TFTP prefix, the
 /// OS catalog under `os/` (pxelinux and GRUB fetch kernels and installers over
-/// TFTP).
+/// TFTP) and the agent's RAM-disk under `ramdisk/`.
 fn tftp_config_with_loaders(
     tftp: &rackboot_tftp::TftpConfig,
     boot: &rackboot_boot::BootConfig,
@@ -760,6 +879,16 @@ fn tftp_config_with_loaders(
     tftp.dirs
         .entry(OS_TFTP_DIR.to_string())
         .or_insert_with(|| os_dir.to_path_buf());
+    // GRUB loads the agent's RAM-disk over TFTP (Secure Boot, arm64). The
+    // directory may be filled after the server starts (`rackboot ramdisk
+    // build`); TFTP needs it to exist now.
+    if let Some(ramdisk) = &boot.ramdisk_dir
+        && std::fs::create_dir_all(ramdisk).is_ok()
+    {
+        tftp.dirs
+            .entry(rackboot_boot::RAMDISK_TFTP_DIR.to_string())
+            .or_insert_with(|| ramdisk.clone());
+    }
     tftp
 }
 
