@@ -478,9 +478,18 @@ pub fn proxy_reply(
     m
 }
 
-/// Reads back what a reply says, for tests and tools.
+/// Reads back what a reply says, for tests and tools. Options go through the
+/// same checked decoding as requests: dhcproto's own decoder asserts on the
+/// length of some fixed-size options (a debug build panics on a bad one).
 pub fn decode_reply(bytes: &[u8]) -> Option<Message> {
-    let m = Message::decode(&mut Decoder::new(bytes)).ok()?;
+    if bytes.len() < HEADER_LEN + MAGIC.len()
+        || bytes[HEADER_LEN..HEADER_LEN + 4] != MAGIC
+        || bytes[0] != 2
+    {
+        return None;
+    }
+    let raw = scan_options(&bytes[HEADER_LEN + 4..]).ok()?;
+    let m = decode_message(&bytes[..HEADER_LEN + 4], &raw).ok()?;
     (m.opcode() == Opcode::BootReply).then_some(m)
 }
 
@@ -496,6 +505,40 @@ pub fn option_bytes(m: &Message, code: u8) -> Option<Vec<u8>> {
 /// Message type of a decoded message.
 pub fn message_type(m: &Message) -> Option<v4::MessageType> {
     m.opts().msg_type()
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Found by fuzz/ (target dhcp4): option 94 (client network interface)
+    /// with length 0 made dhcproto's decoder assert (debug builds) when the
+    /// packet went through `decode_reply`.
+    #[test]
+    fn option_94_of_the_wrong_length_is_refused_not_a_panic() {
+        let request = include_bytes!("../testdata/fuzz/dhcp4-option94-empty").to_vec();
+        assert!(decode_reply(&request).is_none(), "a request is not a reply");
+        // No message type: refused, not a panic.
+        let parsed = parse_request(&request);
+        assert!(parsed.is_err(), "{parsed:?}");
+        let mut reply = request.clone();
+        reply[0] = 2;
+        // As a reply it went to dhcproto's decoder whole, which asserted.
+        let _ = decode_reply(&reply);
+        // One instance of 0 bytes: malformed.
+        let mut alone = reply[..HEADER_LEN].to_vec();
+        alone.extend_from_slice(&MAGIC);
+        alone.extend_from_slice(&[94, 0, 255]);
+        assert!(decode_reply(&alone).is_none());
+        let mut as_request = alone.clone();
+        as_request[0] = 1;
+        as_request.splice(as_request.len() - 1..as_request.len() - 1, [53, 1, 1]);
+        let parsed = parse_request(&as_request);
+        assert!(
+            matches!(parsed, Err(Malformed::BadOptionValue { code: 94 })),
+            "{parsed:?}"
+        );
+    }
 }
 
 #[cfg(test)]

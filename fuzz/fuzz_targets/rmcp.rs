@@ -1,6 +1,6 @@
 #![no_main]
 //! Every RMCP/ASF/IPMI v1.5/RMCP+/RAKP/command decoder, integrity check and AES
-//! decryption in rackboot-ipmi on arbitrary bytes: none may panic.
+//! decryption in rackboot-ipmi on arbitrary bytes (a BMC's reply): none may panic.
 
 use libfuzzer_sys::fuzz_target;
 
