@@ -201,11 +201,27 @@ async fn ipxe_script(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let peer = req
-        .extensions()
+    agent_aware_script(&service, &mac, &headers, peer(&req), "ipxe", render_ipxe).await
+}
+
+/// The address a request came from (the server runs with connect info).
+pub(crate) fn peer(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let (mac, base) = match (parse_mac(&mac), base_url(&service, &headers)) {
+        .map(|c| c.0.ip())
+}
+
+/// A script or config that may boot the agent: its per-boot token is minted
+/// for the address that asks.
+async fn agent_aware_script(
+    service: &BootService,
+    mac: &str,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    format: &'static str,
+    render: Renderer,
+) -> Response {
+    let (mac, base) = match (parse_mac(mac), base_url(service, headers)) {
         (Ok(mac), Ok(base)) => (mac, base),
         (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
@@ -216,15 +232,18 @@ async fn ipxe_script(
             .prepare_agent_boot(&resolved.machine, mac, resolved.plan, peer, &base)
             .await;
     }
-    respond_script(&service, &base, mac, resolved, "ipxe", render_ipxe)
+    respond_script(service, &base, mac, resolved, format, render)
 }
 
+/// The GRUB config over HTTP (GRUB itself fetches it over TFTP, where
+/// [`BootService`] mints the agent's token the same way).
 async fn grub_config(
     State(service): State<Arc<BootService>>,
     Path(mac): Path<String>,
     headers: HeaderMap,
+    req: Request,
 ) -> Response {
-    script(&service, &headers, &mac, "grub", true, render_grub)
+    agent_aware_script(&service, &mac, &headers, peer(&req), "grub", render_grub).await
 }
 
 async fn pxelinux_config(

@@ -5,6 +5,7 @@
 //! [`BootConfig`], hands the service to DHCP (as `BootResponder`) and TFTP (as
 //! `TftpContent`), and serves [`http::router`] (or [`http::serve`]).
 
+mod agent_tftp;
 pub mod config;
 pub mod http;
 pub mod install;
@@ -20,4 +21,4 @@ pub use rackboot_fleet::{DiscoveryOutcome, Fleet, Inventory, Snapshot};
 pub use render::{
     AgentBoot, AgentPlan, BootPlan, InstallPlan, ServerUrls, validate_profile_templates,
 };
-pub use service::{BootService, RAMDISK_INITRD, RAMDISK_KERNEL, Resolved};
+pub use service::{BootService, RAMDISK_INITRD, RAMDISK_KERNEL, RAMDISK_TFTP_DIR, Resolved};

@@ -82,13 +82,13 @@ pub enum BootPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentPlan {
     pub workflow: Option<uuid::Uuid>,
-    /// Filled in by boot HTTP once the per-boot token is issued. Resolved
-    /// without one (a pxelinux or GRUB config, a preview), the plan renders
-    /// as an error: the agent boots through iPXE only.
+    /// Filled in once the per-boot token is issued: by boot HTTP for an
+    /// iPXE script, by TFTP for a GRUB config. Resolved without one (a
+    /// pxelinux config, a preview), the plan renders as an error.
     pub boot: Option<AgentBoot>,
 }
 
-/// What iPXE loads for the agent.
+/// What iPXE (or GRUB) loads for the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentBoot {
     pub kernel_url: String,
@@ -565,7 +565,7 @@ pub fn render_ipxe(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
 
 /// The agent's RAM-disk, with its per-boot token on the kernel command line.
 fn ipxe_agent(machine: &Machine, mac: MacAddr, plan: &AgentPlan) -> Result<String, String> {
-    let boot = plan.boot.as_ref().ok_or_else(agent_needs_ipxe)?;
+    let boot = plan.boot.as_ref().ok_or_else(agent_needs_token)?;
     let what = match plan.workflow {
         Some(id) => format!("boots the deploy agent (workflow {id})"),
         None => "boots the deploy agent".to_string(),
@@ -579,8 +579,8 @@ fn ipxe_agent(machine: &Machine, mac: MacAddr, plan: &AgentPlan) -> Result<Strin
     ))
 }
 
-fn agent_needs_ipxe() -> String {
-    "the deploy agent boots through iPXE (http://<server>/boot/ipxe/<mac>), which issues its per-boot token; not through this loader".to_string()
+fn agent_needs_token() -> String {
+    "the deploy agent boots through iPXE (http://<server>/boot/ipxe/<mac>) or GRUB (grub.cfg-01-<mac>), which issue its per-boot token; not through this loader".to_string()
 }
 
 /// A menu the operator wants shown by pxelinux, asked for by a BIOS machine
@@ -830,7 +830,7 @@ pub fn render_pxelinux(
         }
         BootPlan::Error { message } => Ok(pxelinux_error(machine, mac, message)),
         BootPlan::Menu(menu) => pxelinux_menu(machine, mac, menu, &vars, urls),
-        BootPlan::Agent(_) => Err(agent_needs_ipxe()),
+        BootPlan::Agent(_) => Err(agent_needs_token()),
         BootPlan::Install(plan) => pxelinux_install_body(machine, plan, urls).map(|body| {
             format!(
                 "{}PROMPT 0\nDEFAULT install\n\nLABEL install\n{body}",
@@ -1034,7 +1034,7 @@ pub fn render_grub(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
         )),
         BootPlan::Error { message } => Ok(grub_error(machine, mac, message)),
         BootPlan::Menu(menu) => grub_menu(machine, mac, menu, &vars, urls),
-        BootPlan::Agent(_) => Err(agent_needs_ipxe()),
+        BootPlan::Agent(plan) => grub_agent(machine, mac, plan, urls),
         BootPlan::Install(plan) => grub_install_body(machine, plan, urls, "").map(|body| {
             format!(
                 "{}echo {}\n{body}boot\n",
@@ -1048,6 +1048,39 @@ pub fn render_grub(machine: &Machine, mac: MacAddr, plan: &BootPlan, urls: &Serv
         }),
     };
     result.unwrap_or_else(|message| grub_error(machine, mac, &message))
+}
+
+/// The agent's RAM-disk, with its per-boot token on the kernel command
+/// line. GRUB loads it over TFTP (it cannot name the boot HTTP port), from
+/// the TFTP directory where the binary exposes `ramdisk_dir`.
+fn grub_agent(
+    machine: &Machine,
+    mac: MacAddr,
+    plan: &AgentPlan,
+    urls: &ServerUrls,
+) -> Result<String, String> {
+    let boot = plan.boot.as_ref().ok_or_else(agent_needs_token)?;
+    let what = match plan.workflow {
+        Some(id) => format!("boots the deploy agent (workflow {id})"),
+        None => "boots the deploy agent".to_string(),
+    };
+    Ok(format!(
+        "{}echo 'rackboot: booting the deploy agent'\nlinux {} {}\ninitrd {}\nboot\n",
+        grub_header(machine, mac, &what),
+        grub_ramdisk_path(&boot.kernel_url, urls)?,
+        grub_args(&boot.cmdline),
+        grub_ramdisk_path(&boot.initrd_url, urls)?,
+    ))
+}
+
+/// `(tftp)/ramdisk/<file>` for the RAM-disk URL `<base_url>/ramdisk/<file>`.
+fn grub_ramdisk_path(url: &str, urls: &ServerUrls) -> Result<String, String> {
+    let dir = crate::service::RAMDISK_TFTP_DIR;
+    url.strip_prefix(&format!("{}/ramdisk/", urls.base_url))
+        .map(|file| format!("(tftp)/{dir}/{file}"))
+        .ok_or_else(|| {
+            format!("the agent RAM-disk {url} is not under this server's /ramdisk/, so GRUB cannot fetch it over TFTP")
+        })
 }
 
 fn grub_menu(

@@ -27,6 +27,9 @@ use crate::{Inventory, Snapshot};
 /// File names of the agent's RAM-disk in `ramdisk_dir` (and under `/ramdisk/`).
 pub const RAMDISK_KERNEL: &str = "vmlinuz";
 pub const RAMDISK_INITRD: &str = "initramfs.img";
+/// The TFTP directory under which the binary exposes `ramdisk_dir`: GRUB
+/// loads the agent's RAM-disk from `(tftp)/ramdisk/...`.
+pub const RAMDISK_TFTP_DIR: &str = "ramdisk";
 
 fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
@@ -52,6 +55,15 @@ pub struct BootService {
     /// Sets a machine's BMC boot device to its disk when its installer
     /// finishes; given by the binary ([`BootService::set_power_controller`]).
     power: OnceLock<Arc<PowerController>>,
+    /// The runtime the service was built on (the store's): agent tokens for
+    /// GRUB configs, which TFTP generates synchronously, are minted there.
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
+    /// This service, for tasks spawned on `runtime`.
+    pub(crate) me: std::sync::Weak<BootService>,
+    /// Agent boots rendered into GRUB configs in the last few seconds, by
+    /// MAC (see [`crate::agent_tftp`]).
+    pub(crate) recent_agent_boots:
+        Mutex<std::collections::HashMap<MacAddr, crate::agent_tftp::RecentAgentBoot>>,
 }
 
 /// A machine looked up for booting and what it should boot.
@@ -79,13 +91,16 @@ impl BootService {
         leases: BoundLeases,
     ) -> Result<Arc<BootService>, BootConfigError> {
         config.validate()?;
-        Ok(Arc::new(BootService {
+        Ok(Arc::new_cyclic(|me| BootService {
             fleet,
             config,
             discovering: Arc::new(Mutex::new(HashSet::new())),
             secret_key,
             leases,
             power: OnceLock::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            me: me.clone(),
+            recent_agent_boots: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -312,6 +327,12 @@ impl BootService {
             cmdline.push(' ');
         }
         cmdline.push_str(&format!("{} BOOTIF=01-{}", args.to_cmdline(), mac.dashed()));
+        // IPv6: the RAM-disk has no DHCPv6 client, and a new client would
+        // lease another address than the one the token is bound to; it
+        // takes the address its loader leased (DHCPv6 pools are /64s).
+        if let std::net::IpAddr::V6(v6) = bound {
+            cmdline.push_str(&format!(" {}={v6}/64", rackboot_agent_proto::bootargs::IP6_KEY));
+        }
         BootPlan::Agent(AgentPlan {
             workflow,
             boot: Some(AgentBoot {
@@ -447,12 +468,21 @@ impl BootService {
             .machine_by_mac(mac)
             .and_then(|m| m.arch)
             .unwrap_or(Arch::UefiX64);
-        let r = self.resolve(&snapshot, mac, None, Some(arch), true);
+        let mut r = self.resolve(&snapshot, mac, None, Some(arch), true);
+        // The agent boots through GRUB too (Secure Boot, arm64): its token is
+        // minted here, as boot HTTP mints it for an iPXE script.
+        if matches!(r.plan, BootPlan::Agent(_))
+            && r.known
+            && let Some(urls) = self.tftp_server_urls(client)
+        {
+            r.plan =
+                self.prepare_agent_boot_blocking(&r.machine, mac, r.plan, client, &urls.base_url);
+        }
         self.tftp_render("grub", r, client, render_grub)
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
