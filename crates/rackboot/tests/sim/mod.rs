@@ -197,25 +197,51 @@ pub fn agent_token(server: &Server) -> String {
     }
 }
 
-pub fn start_agent(server: &Server, token: &str, dir: &Path) -> Child {
+/// A simulated agent's process, killed when dropped: a test that fails
+/// half-way must not leave its agent retrying against a server that is gone.
+pub struct AgentProcess(Child);
+
+impl std::ops::Deref for AgentProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AgentProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_agent(server: &Server, token: &str, dir: &Path) -> AgentProcess {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    Command::new(agent_binary())
-        .args(["--simulate"])
-        .arg(dir)
-        .args([
-            "--url",
-            &server.url,
-            "--token",
-            token,
-            "--mac",
-            MAC,
-            "--serial",
-            "SIM-0001",
-        ])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    AgentProcess(
+        Command::new(agent_binary())
+            .args(["--simulate"])
+            .arg(dir)
+            .args([
+                "--url",
+                &server.url,
+                "--token",
+                token,
+                "--mac",
+                MAC,
+                "--serial",
+                "SIM-0001",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -327,31 +353,33 @@ pub fn vars_file(server: &Server, host: &str) -> String {
 }
 
 /// Starts a simulated agent with a disk speed, as the RAM-disk's init would.
-pub fn start_paced_agent(server: &Server, token: &str, m: &SimMachine, mibps: u64) -> Child {
+pub fn start_paced_agent(server: &Server, token: &str, m: &SimMachine, mibps: u64) -> AgentProcess {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(m.dir.join("agent.log"))
         .unwrap();
-    Command::new(agent_binary())
-        .args(["--simulate"])
-        .arg(&m.dir)
-        .args([
-            "--url",
-            &server.url,
-            "--token",
-            token,
-            "--mac",
-            MAC,
-            "--serial",
-            "SIM-0001",
-            "--disk-mibps",
-            &mibps.to_string(),
-        ])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    AgentProcess(
+        Command::new(agent_binary())
+            .args(["--simulate"])
+            .arg(&m.dir)
+            .args([
+                "--url",
+                &server.url,
+                "--token",
+                token,
+                "--mac",
+                MAC,
+                "--serial",
+                "SIM-0001",
+                "--disk-mibps",
+                &mibps.to_string(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// The machine's newest workflow.
