@@ -16,11 +16,7 @@ use rackboot_agent_proto::{
 const MIB: u64 = 1 << 20;
 
 fn is_root() -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("SKIPPED: block device tests need root (loop devices, mounts)");
-    false
+    rackboot_testenv::privileged("root (loop devices, md arrays, mounts)")
 }
 
 /// Loads the module if needed; true when the kernel then has the feature.

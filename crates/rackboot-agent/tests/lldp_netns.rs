@@ -57,8 +57,7 @@ fn hex(s: &str) -> Vec<u8> {
 
 #[test]
 fn a_frame_sent_on_one_end_is_heard_on_the_other() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: the LLDP netns test needs root (network namespaces, AF_PACKET)");
+    if !rackboot_testenv::privileged("root (network namespaces, AF_PACKET)") {
         return;
     }
     let ns = Netns::new();

@@ -24,6 +24,9 @@ static QEMU: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bios_ipxe_boots_kernel_and_initrd_from_rendered_script() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let f = boot_lab_node(BootIntent::Profile {
         name: Some("lab".into()),
     })
@@ -35,6 +38,9 @@ async fn bios_ipxe_boots_kernel_and_initrd_from_rendered_script() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipxe_menu_boots_its_default_after_the_timeout() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let f = boot_lab_node(BootIntent::Menu(rackboot_core::Menu {
         entries: vec![rackboot_core::MenuEntry {
             profile: "lab".into(),
@@ -66,6 +72,9 @@ enum Firmware {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uefi_ipxe_boots_efi_stub_kernel_with_named_initrd() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let f = boot_lab_node_with(
         BootIntent::Profile {
             name: Some("lab".into()),

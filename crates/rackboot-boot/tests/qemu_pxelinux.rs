@@ -116,6 +116,9 @@ async fn boot_with_pxelinux(intent: BootIntent) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxelinux_boots_the_rendered_config_over_tftp() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _one_qemu = QEMU.lock().await;
     boot_with_pxelinux(BootIntent::Profile {
         name: Some("lab".into()),
@@ -125,6 +128,9 @@ async fn pxelinux_boots_the_rendered_config_over_tftp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxelinux_menu_boots_its_default_after_the_timeout() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _one_qemu = QEMU.lock().await;
     boot_with_pxelinux(BootIntent::Menu(rackboot_core::Menu {
         entries: vec![rackboot_core::MenuEntry {

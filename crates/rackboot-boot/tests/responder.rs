@@ -256,7 +256,16 @@ async fn two_servers_racing_on_one_store_record_once() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(shared.create_calls.load(Ordering::SeqCst), 2, "both tried");
     assert_eq!(shared.machines.lock().unwrap().len(), 4, "one was created");
-    let discovered = count_of(&events, EventKind::MachineDiscovered);
+    // Events reach the list through a task: wait for them (bounded), then
+    // check there is exactly one.
+    let mut discovered = 0;
+    for _ in 0..500 {
+        discovered = count_of(&events, EventKind::MachineDiscovered);
+        if discovered >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(discovered, 1);
     for s in &services {
         assert!(

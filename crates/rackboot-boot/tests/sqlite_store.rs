@@ -62,7 +62,16 @@ async fn two_servers_fifty_calls_one_machine() {
     assert_eq!(machines.len(), 1);
     assert_eq!(machines[0].uuid, Some(uuid::Uuid::from_u128(7)));
     assert_eq!(machines[0].arch, Some(Arch::Bios));
-    let discovered = count_of(&events, EventKind::MachineDiscovered);
+    // Events reach the list through a task: wait for them (bounded), then
+    // check there is exactly one.
+    let mut discovered = 0;
+    for _ in 0..500 {
+        discovered = count_of(&events, EventKind::MachineDiscovered);
+        if discovered >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(discovered, 1);
     for s in &servers {
         let snap = s.inventory().snapshot();

@@ -36,6 +36,9 @@ fn drain(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dhclient_gets_a_lease_and_renews_it() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = sqlite(&lab).await;
     let mut server = start(
@@ -101,6 +104,9 @@ async fn dhclient_gets_a_lease_and_renews_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn udhcpc_gets_a_lease() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = sqlite(&lab).await;
     let server = start(
@@ -190,6 +196,9 @@ fn dora(sock: &UdpSocket, n: u8) -> Ipv4Addr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nak_decline_relay_and_restart() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = sqlite(&lab).await;
     let mut server = start(
@@ -391,6 +400,9 @@ async fn nak_decline_relay_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ack_waits_for_the_lease_write() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = Arc::new(MemStore::default());
     let server = start(
@@ -444,6 +456,9 @@ async fn ack_waits_for_the_lease_write() {
 /// not reading: here, not yet started) is dropped unread; a fresh one is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_queued_too_long_are_shed() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let sockets = lab.server_sockets(false, false);
     let sock = lab.client_socket(68);
@@ -481,6 +496,9 @@ async fn requests_queued_too_long_are_shed() {
 /// `sendmmsg`): every client still gets its own OFFER, with its own address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_discovers_gets_an_offer_each() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     const BURST: u8 = 100;
     let lab = Lab::new();
     let sockets = lab.server_sockets(false, false);
@@ -549,6 +567,9 @@ fn load_capture(name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_dhcp_answers_pxe_clients_only() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = Arc::new(MemStore::default());
     let server = start(
@@ -614,6 +635,9 @@ async fn proxy_dhcp_answers_pxe_clients_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_mode_gives_pxe_clients_boot_info() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = Arc::new(MemStore::default());
     let server = start(lab.server_sockets(false, false), config(3600, ""), store);
@@ -647,6 +671,9 @@ async fn full_mode_gives_pxe_clients_boot_info() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn probe_skips_an_address_that_answers_ping() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = Arc::new(MemStore::default());
     // Someone squats on the first pool address.
@@ -689,6 +716,9 @@ async fn probe_skips_an_address_that_answers_ping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pool_low_event_when_free_addresses_fall_below_threshold() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let store = Arc::new(MemStore::default());
     // The local pool has 21 addresses; below 50% free after the 11th lease.
@@ -788,6 +818,9 @@ fn solicit(client: &socket2::Socket, ifindex: u32, mac: [u8; 6]) -> Option<Vec<u
 /// Its OFFER to iPXE also tells it not to wait for ProxyDHCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ipxe_router_solicitations_get_an_empty_advertisement() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     wait_link_local(&lab.server_ns, &lab.server_if);
     wait_link_local(&lab.client_ns, &lab.client_if);
@@ -866,6 +899,9 @@ async fn ipxe_router_solicitations_get_an_empty_advertisement() {
 /// (the API and the event stream serve events by id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offer_event_is_recorded_before_the_ack_event() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let lab = Lab::new();
     let mut server = start(
         lab.server_sockets(false, false),

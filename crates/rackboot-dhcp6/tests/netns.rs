@@ -334,6 +334,9 @@ fn in_pool(ip: &str) -> bool {
 /// same address, then Release; the lease is in the store at each step.
 #[tokio::test]
 async fn dhclient_binds_renews_and_releases() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let mut lab = Lab::new();
     lab.start_server(&config(""));
     let log = lab.dhclient("a.leases", 8, &[]);
@@ -381,6 +384,9 @@ async fn dhclient_binds_renews_and_releases() {
 /// forming a SLAAC address (A clear).
 #[tokio::test]
 async fn dhcpcd_follows_the_router_advertisement() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let mut lab = Lab::new();
     lab.start_server(&config("router_advertisements = { interval_secs = 4 }"));
     let conf = lab.path("dhcpcd.conf");
@@ -464,6 +470,9 @@ async fn dhcpcd_follows_the_router_advertisement() {
 /// the same address, and 40 other clients (perfdhcp) get others.
 #[tokio::test]
 async fn kill9_never_forgets_a_lease() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let mut lab = Lab::new();
     lab.start_server(&config(""));
     // DUID-LL: the same DUID from the MAC whatever the lease file says.
@@ -531,6 +540,9 @@ async fn kill9_never_forgets_a_lease() {
 /// Malformed packets are dropped and counted; the server goes on answering.
 #[tokio::test]
 async fn malformed_packets_are_dropped_and_counted() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
     let mut lab = Lab::new();
     lab.start_server(&config(""));
     let garbage = "import socket\ns=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\

@@ -71,8 +71,15 @@ async fn a_storm_of_discoveries_reads_only_its_machines() {
         loads_before,
         "a discovery re-read the whole inventory"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let discovered = count_of(&events, EventKind::MachineDiscovered);
+    // Events reach the list through a task: wait for them (bounded).
+    let mut discovered = 0;
+    for _ in 0..500 {
+        discovered = count_of(&events, EventKind::MachineDiscovered);
+        if discovered >= MACHINES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(discovered, MACHINES);
 }
 

@@ -71,6 +71,9 @@ fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Optio
 
 #[tokio::test]
 async fn ipmitool_powers_the_machine_through_its_bmc() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     require("ipmi_sim", "openipmi");
     require("ipmitool", "ipmitool");
     let dir = tempfile::tempdir().unwrap();
@@ -201,6 +204,9 @@ async fn ipmitool_powers_the_machine_through_its_bmc() {
 
 #[tokio::test]
 async fn dropping_a_bmc_lab_powers_its_machines_off() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     require("ipmi_sim", "openipmi");
     let dir = tempfile::tempdir().unwrap();
     let mut config = LabConfig::new(dir.path(), vec![MachineSpec::bios(), MachineSpec::uefi()]);

@@ -90,6 +90,9 @@ fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Optio
 
 #[tokio::test]
 async fn redfish_requests_power_the_machine_through_libvirt() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     if let Err(err) = rackboot_lab::redfish::sushy_emulator() {
         panic!("{err}");
     }
@@ -221,6 +224,9 @@ async fn redfish_requests_power_the_machine_through_libvirt() {
 /// the lab's own power switch goes through libvirt; dropping the lab stops everything.
 #[tokio::test]
 async fn uefi_machine_behind_redfish_boots_ovmf_and_dropping_the_lab_stops_it() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     if let Err(err) = rackboot_lab::redfish::sushy_emulator() {
         panic!("{err}");
     }

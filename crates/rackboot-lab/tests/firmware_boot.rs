@@ -21,6 +21,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
 #[tokio::test]
 async fn marker_initramfs_boots_the_host_kernel_directly() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let initrd = dir.path().join("marker.cpio.gz");
@@ -66,6 +69,9 @@ async fn marker_initramfs_boots_the_host_kernel_directly() {
 
 #[tokio::test]
 async fn bios_and_uefi_machines_netboot_the_marker_kernel() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let tftp = stage_tftp_root(&dir.path().join("tftp"), &marker_ipxe_script()).unwrap();
@@ -139,6 +145,9 @@ async fn bios_and_uefi_machines_netboot_the_marker_kernel() {
 
 #[tokio::test]
 async fn boot_local_disk_falls_through_to_the_blank_disk() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let tftp = stage_tftp_root(&dir.path().join("tftp"), LOCAL_BOOT_IPXE_SCRIPT).unwrap();

@@ -173,6 +173,9 @@ fn configured_marker() -> TestOsMarker {
 
 #[tokio::test]
 async fn test_os_boots_from_disk_with_its_hostname_and_address_and_answers_ping() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let image = configured_image(dir.path());
@@ -220,6 +223,9 @@ async fn test_os_boots_from_disk_with_its_hostname_and_address_and_answers_ping(
 /// the machine powered on by its BMC with only disk 2 attached.
 #[tokio::test]
 async fn two_disk_machine_boots_from_its_second_disk_alone_through_its_bmc() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let image = configured_image(dir.path());

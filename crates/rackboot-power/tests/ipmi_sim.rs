@@ -196,6 +196,9 @@ fn target_for(scheme: &str, port: u16, password: &str) -> BmcTarget {
 
 #[tokio::test]
 async fn power_actions_verified_against_ipmi_sim() {
+    if !rackboot_testenv::programs(&["ipmi_sim", "ipmitool"]) {
+        return;
+    }
     let sim = IpmiSim::start().await;
     for scheme in SCHEMES {
         std::fs::write(sim.power_file(), "0\n").unwrap();
@@ -252,6 +255,9 @@ async fn power_actions_verified_against_ipmi_sim() {
 
 #[tokio::test]
 async fn boot_device_set_and_read_back() {
+    if !rackboot_testenv::programs(&["ipmi_sim", "ipmitool"]) {
+        return;
+    }
     let sim = IpmiSim::start().await;
     let controller = PowerController::new(sim_config());
     for scheme in SCHEMES {
@@ -288,6 +294,9 @@ async fn boot_device_set_and_read_back() {
 
 #[tokio::test]
 async fn wrong_password_and_dead_port() {
+    if !rackboot_testenv::programs(&["ipmi_sim", "ipmitool"]) {
+        return;
+    }
     let sim = IpmiSim::start().await;
     for scheme in SCHEMES {
         let err = driver_for(&sim.target(scheme, "wrong-password"))

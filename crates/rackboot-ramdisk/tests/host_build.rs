@@ -102,6 +102,9 @@ fn member<'a>(members: &'a [CpioMember], path: &str) -> &'a CpioMember {
 
 #[test]
 fn real_build_on_this_host() {
+    if !rackboot_testenv::privileged("root: the host's kernel and modules, QEMU") {
+        return;
+    }
     let b = built();
     let m = &b.manifest;
 
@@ -418,6 +421,9 @@ fn in_pool(address: Ipv4Addr) -> bool {
 
 #[tokio::test]
 async fn boots_in_qemu_with_virtio_and_e1000_nics() {
+    if !rackboot_testenv::privileged("root: the host's kernel and modules, QEMU") {
+        return;
+    }
     let b = built();
     let dir = tempfile::tempdir().unwrap();
     let netns = Netns::create(&NetnsConfig::new(

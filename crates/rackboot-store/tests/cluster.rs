@@ -68,6 +68,9 @@ fn workflow(m: &Machine, state: WorkflowState) -> Workflow {
 
 #[tokio::test]
 async fn a_write_on_one_server_reaches_the_others_feed_only() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     let a = db.store.clone();
     let b = other_server(&db).await;
@@ -139,6 +142,9 @@ async fn a_write_on_one_server_reaches_the_others_feed_only() {
 
 #[tokio::test]
 async fn membership_by_heartbeat_and_departure() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     let a = db.store.clone();
     let b = other_server(&db).await;
@@ -186,6 +192,9 @@ async fn membership_by_heartbeat_and_departure() {
 
 #[tokio::test]
 async fn workflows_are_claimed_once_and_writes_are_fenced() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     let a = db.store.clone();
     let b = other_server(&db).await;
@@ -252,6 +261,9 @@ fn lease(last: u8, client: u32, state: LeaseState, secs: i64) -> Lease {
 
 #[tokio::test]
 async fn an_address_is_held_by_one_client_across_servers() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     let a = db.store.clone();
     let b = other_server(&db).await;
@@ -338,6 +350,9 @@ async fn an_address_is_held_by_one_client_across_servers() {
 /// was told which addresses it lost.
 #[tokio::test]
 async fn racing_servers_never_share_an_address() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     let a = db.store.clone();
     let b = other_server(&db).await;
@@ -382,6 +397,9 @@ async fn racing_servers_never_share_an_address() {
 /// DHCP servers follow each other's leases (offers too) on their own feed.
 #[tokio::test]
 async fn lease_writes_reach_the_other_servers_lease_feed() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     let a = db.store.clone();
     let b = other_server(&db).await;

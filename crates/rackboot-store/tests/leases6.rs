@@ -117,6 +117,9 @@ macro_rules! backend_suite {
 
             #[tokio::test]
             async fn upsert_and_list() {
+                if !common::backend_available(stringify!($backend)) {
+                    return;
+                }
                 let db = $open.await;
                 super::upsert_and_list(db.store.clone()).await;
                 db.finish().await;
@@ -124,6 +127,9 @@ macro_rules! backend_suite {
 
             #[tokio::test]
             async fn batch_of_1000() {
+                if !common::backend_available(stringify!($backend)) {
+                    return;
+                }
                 let db = $open.await;
                 super::batch_of_1000(db.store.clone()).await;
                 db.finish().await;
@@ -145,6 +151,9 @@ async fn sqlite_reopen_keeps_leases() {
 
 #[tokio::test]
 async fn postgres_reopen_keeps_leases() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     reopen_keeps_leases(&db).await;
     db.finish().await;

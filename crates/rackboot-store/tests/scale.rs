@@ -331,6 +331,10 @@ macro_rules! backend_suite {
         mod $backend {
             use super::*;
 
+            fn available() -> bool {
+                common::backend_available(stringify!($backend))
+            }
+
             backend_suite!(@tests $open;
                 many_machines_by_id_and_by_page,
                 bulk_enrolment_outcome_per_row,
@@ -346,6 +350,9 @@ macro_rules! backend_suite {
         $(
             #[tokio::test]
             async fn $name() {
+                if !available() {
+                    return;
+                }
                 let db = $open.await;
                 super::$name(db.store.clone()).await;
                 db.finish().await;

@@ -2171,6 +2171,10 @@ macro_rules! backend_suite {
                 $open.await
             }
 
+            fn available() -> bool {
+                common::backend_available(stringify!($backend))
+            }
+
             backend_suite!(@tests
                 machine_crud,
                 machine_name_conflict,
@@ -2206,6 +2210,9 @@ macro_rules! backend_suite {
         $(
             #[tokio::test]
             async fn $name() {
+                if !available() {
+                    return;
+                }
                 let db = db().await;
                 super::$name(db.store.clone()).await;
                 db.finish().await;
@@ -2227,6 +2234,9 @@ async fn sqlite_reopen_keeps_data() {
 
 #[tokio::test]
 async fn postgres_reopen_keeps_data() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     reopen_keeps_data(&db).await;
     db.finish().await;
@@ -2241,6 +2251,9 @@ async fn sqlite_workflow_corrupt_body() {
 
 #[tokio::test]
 async fn postgres_workflow_corrupt_body() {
+    if !common::backend_available("postgres") {
+        return;
+    }
     let db = TestDb::postgres().await;
     workflow_corrupt_body(&db).await;
     db.finish().await;

@@ -185,7 +185,12 @@ fn events_follow_resumes_across_a_restart_and_fails_loudly_when_the_server_stays
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("did not come back within 6 s"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(20));
+    // It waits 6 s for the server; the bound tells that from waiting forever.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A Debian installation tree as the catalog detects it.

@@ -241,6 +241,9 @@ fn mac(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_one_server_is_served_by_the_others() {
+    if !rackboot_testenv::privileged("root: network namespaces and a PostgreSQL server") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let nodes = three(dir.path()).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
@@ -357,6 +360,9 @@ async fn last_event_id(node: &Node) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_servers_bmcs_and_workflows_move_to_the_survivors() {
+    if !rackboot_testenv::privileged("root: network namespaces and a PostgreSQL server") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = three(dir.path()).await;
     let soak = r#"

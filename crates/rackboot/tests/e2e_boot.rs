@@ -15,6 +15,9 @@ use rackboot_lab::{MARKER, MachineSpec, firmware};
 
 #[tokio::test]
 async fn bios_machine_boots_linux_through_rackboot() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let mut rack = Rack::start(
         vec![MachineSpec::bios()],
@@ -53,6 +56,9 @@ async fn bios_machine_boots_linux_through_rackboot() {
 
 #[tokio::test]
 async fn uefi_machine_boots_linux_through_rackboot() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     // No NIC ROM: OVMF's own PXE client gets snponly.efi over TFTP, then iPXE gets its script.
     let mut rack = Rack::start(
@@ -82,6 +88,9 @@ async fn uefi_machine_boots_linux_through_rackboot() {
 
 #[tokio::test]
 async fn unknown_machine_is_discovered_and_boots_by_selector() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let mut rack = Rack::start(
         vec![MachineSpec::bios()],
@@ -117,6 +126,9 @@ async fn unknown_machine_is_discovered_and_boots_by_selector() {
 
 #[tokio::test]
 async fn local_boot_machine_exits_to_disk() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let mut rack = Rack::start(
         vec![MachineSpec::bios().with_disk(16)],
@@ -141,6 +153,9 @@ async fn local_boot_machine_exits_to_disk() {
 
 #[tokio::test]
 async fn proxy_dhcp_beside_dnsmasq_boots_linux() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let mut rack = Rack::start(vec![MachineSpec::bios()], &["--proxy-dhcp"]).await;
     // dnsmasq hands out addresses only, from a second namespace wired to the lab bridge.

@@ -26,6 +26,9 @@ fn lines_of<'a>(timeline: &'a str, kind: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn uefi_machine_boots_on_an_ipv6_only_network() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let mut rack = Rack::start_lab(
         vec![MachineSpec::uefi_ipv6_pxe()],
@@ -80,6 +83,9 @@ async fn uefi_machine_boots_on_an_ipv6_only_network() {
 
 #[tokio::test]
 async fn uefi_http_boot_machine_never_touches_tftp() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let mut rack = Rack::start(
         vec![MachineSpec::uefi_http_boot()],
@@ -122,6 +128,9 @@ async fn uefi_http_boot_machine_never_touches_tftp() {
 
 #[tokio::test]
 async fn secure_boot_machine_boots_shim_grub_and_a_signed_kernel() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let mut rack = Rack::start(
         vec![MachineSpec::uefi_secure_boot().with_no_reboot()],
@@ -202,6 +211,9 @@ async fn secure_boot_machine_boots_shim_grub_and_a_signed_kernel() {
 
 #[tokio::test]
 async fn arm64_machine_boots_grub_and_its_own_kernel() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     // Debian's signed arm64 network GRUB, in a TFTP root of its own (on an
     // arm64 host rackboot maps it from grub-efi-arm64-signed by itself).
@@ -314,6 +326,9 @@ struct BenchPath {
 #[tokio::test]
 #[ignore]
 async fn bootpaths_benchmark() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let rounds: usize = std::env::var("BOOTPATHS_ROUNDS")
         .ok()

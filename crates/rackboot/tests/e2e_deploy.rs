@@ -64,6 +64,9 @@ async fn wait_marker(rack: &Rack, from: u64) -> (String, String) {
 
 #[tokio::test]
 async fn deploy_boots_the_image_from_disk_and_undeploy_erases_it() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let rack = Rack::start_with_bmc(
         vec![MachineSpec::bios().with_memory(1024).with_disk(256)],
@@ -207,6 +210,9 @@ async fn boot_with_disks(rack: &Rack, name: &str, disks: Vec<usize>) -> (String,
 
 #[tokio::test]
 async fn raid1_deploy_boots_from_either_disk_alone() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let rack = Rack::start_with_bmc(
         vec![MachineSpec::bios().with_memory(1024).with_disks(2, 256)],

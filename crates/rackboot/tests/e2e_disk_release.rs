@@ -27,6 +27,9 @@ fn raw_disk(path: &std::path::Path, mib: u64) {
 
 #[test]
 fn the_early_command_frees_and_wipes_an_lvm_on_md_disk_in_use() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (
         dir.path().join("a.raw"),

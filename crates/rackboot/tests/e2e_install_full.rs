@@ -360,6 +360,9 @@ async fn rack_with_mirror(complete: bool, prepare: impl FnOnce(&[PathBuf])) -> (
 #[tokio::test]
 #[ignore = "long (the mirror is built, 300 MiB): scripts/test-long runs it"]
 async fn the_installer_takes_the_imported_mirror_as_its_mirror() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let (mut rack, id) = rack_with_mirror(false, |_| {}).await;
     let name = rack.lab.machine(0).name().to_string();
@@ -426,6 +429,9 @@ async fn the_installer_takes_the_imported_mirror_as_its_mirror() {
 #[tokio::test]
 #[ignore = "long (a whole install under TCG): scripts/test-long runs it"]
 async fn debian_12_installs_offline_from_the_local_mirror_and_boots_its_disk() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let (mut rack, id) = rack_with_mirror(true, |_| {}).await;
     let (installed, running) = install_and_check(&mut rack, &id).await;
@@ -439,6 +445,9 @@ async fn debian_12_installs_offline_from_the_local_mirror_and_boots_its_disk() {
 #[tokio::test]
 #[ignore = "long (a whole install under TCG): scripts/test-long runs it"]
 async fn an_old_lvm_on_md_layout_is_installed_over() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let (mut rack, id) = rack_with_mirror(true, |disks| {
         for d in disks {

@@ -17,6 +17,9 @@ fn pid_alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn ipmi_power_on_boots_linux_and_power_off_ends_the_vm() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
     let _vms = VMS.lock().await;
     let rack = Rack::start_with_bmc(
         vec![MachineSpec::bios()],

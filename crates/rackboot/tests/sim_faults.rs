@@ -255,6 +255,9 @@ fn header<'a>(headers: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn a_bmc_that_stops_answering_fails_the_deploy_clearly_and_alerts_a_webhook() {
+    if !rackboot_testenv::programs(&["ipmi_sim", "openssl"]) {
+        return;
+    }
     let server = Server::start("[alerts]\nbackoff_initial_ms = 100\n");
     fake_ramdisk(&server);
     import_incompressible(&server, "big", IMAGE_MIB);

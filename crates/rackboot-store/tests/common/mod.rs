@@ -101,6 +101,18 @@ pub fn with_database(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &url[..authority_start + path_start])
 }
 
+/// Whether tests on `backend` can run here: SQLite always; PostgreSQL with a
+/// server named by RACKBOOT_TEST_PG_URL, or one the tests start themselves
+/// (scripts/test-postgres: root, RACKBOOT_TEST_PRIV=1). Says why not.
+pub fn backend_available(backend: &str) -> bool {
+    if !backend.starts_with("postgres") || std::env::var_os("RACKBOOT_TEST_PG_URL").is_some() {
+        return true;
+    }
+    rackboot_testenv::privileged(
+        "a PostgreSQL server: set RACKBOOT_TEST_PG_URL=postgres://..., or run as root (scripts/test-postgres starts one)",
+    )
+}
+
 pub fn pg_base_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
