@@ -26,7 +26,8 @@ done
 SECTION="$(mktemp)"
 trap 'rm -f "$SECTION"' EXIT
 cd "$REPO"
-BOOTPATHS_ROUNDS="$ROUNDS" BOOTPATHS_OUT="$SECTION" \
+# RACKBOOT_TEST_PRIV=1: the test needs root and namespaces (crates/rackboot-testenv).
+RACKBOOT_TEST_PRIV=1 BOOTPATHS_ROUNDS="$ROUNDS" BOOTPATHS_OUT="$SECTION" \
     cargo test -p rackboot --test e2e_bootpaths -- --ignored --nocapture bootpaths_benchmark >&2
 [ -s "$SECTION" ] || { echo "bench/bootpaths.sh: the benchmark wrote no section" >&2; exit 1; }
 
