@@ -21,6 +21,7 @@ use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
 
 use crate::config::is_safe_url_text;
+use crate::file_serve::{self, Served};
 use crate::regular_files::RegularFiles;
 use crate::render::{BootPlan, ServerUrls, render_grub, render_ipxe, render_pxelinux};
 use crate::service::BootService;
@@ -364,14 +365,28 @@ pub(crate) async fn serve_tree(
     // No index.html and no trailing-slash redirect: the redirect would point outside
     // /assets (ServeDir sees the rewritten path), and directories are not assets.
     let files = RegularFiles::default();
-    let serve_dir = ServeDir::with_backend(root, files.clone())
-        .append_index_html_on_directories(false)
-        .redirect_to_trailing_slash(false);
-    let resp = match serve_dir.oneshot(req).await {
-        Ok(resp) => resp,
-        Err(never) => match never {},
+    let mut not_regular = false;
+    // A plain GET (firmware, iPXE, installers) takes the fast path: one
+    // blocking call per request instead of ServeDir's four or five.
+    let resp = if file_serve::plain_get(req.method(), req.headers()) {
+        match file_serve::serve(root, &path).await {
+            Served::Response(resp) => resp,
+            Served::NotFound => StatusCode::NOT_FOUND.into_response(),
+            Served::NotRegular => {
+                not_regular = true;
+                StatusCode::FORBIDDEN.into_response()
+            }
+        }
+    } else {
+        let serve_dir = ServeDir::with_backend(root, files.clone())
+            .append_index_html_on_directories(false)
+            .redirect_to_trailing_slash(false);
+        match serve_dir.oneshot(req).await {
+            Ok(resp) => resp.map(Body::new),
+            Err(never) => match never {},
+        }
     };
-    if files.refused() {
+    if not_regular || files.refused() {
         // A FIFO, socket or device in a served tree: never read (a FIFO
         // would hold this worker until a writer came).
         counter!("rackboot_boot_http_refused_total", "reason" => "not_regular").increment(1);

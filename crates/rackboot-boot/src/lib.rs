@@ -7,6 +7,7 @@
 
 mod agent_tftp;
 pub mod config;
+mod file_serve;
 pub mod http;
 pub mod install;
 mod install_http;
