@@ -16,6 +16,13 @@
 //! RAM-disk boot and deploy times under QEMU): the RAM-disk add-on that
 //! times `wget | dd`, its console line, the bench's workflow definition.
 
+//!
+//! `storm` is the pure half of `boot-storm` (N machines network-booting at
+//! once: DHCP as the PXE ROM, TFTP of iPXE, DHCP as iPXE, script, kernel and
+//! initrd over HTTP): the firmware's DHCP messages, the frames and netlink
+//! requests it needs, script parsing and the per-stage report.
+
 pub mod fleet;
 pub mod inband;
+pub mod storm;
 pub mod tftp_get;
