@@ -18,6 +18,7 @@ use rackboot_lab::MachineSpec;
 
 const NETBOOT_TREE: &str = "/usr/lib/debian-installer/images/12/amd64/text";
 const INSTALLER_TIMEOUT: Duration = Duration::from_secs(600);
+const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv1sCq0b4vYtq9pS8b1jFh1Kq6YwJ7cT4Jx0h2mZ0aB ops@rackboot-test";
 
 async fn wait_for_event(rack: &Rack, machine: &str, kind: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
@@ -72,6 +73,8 @@ async fn debian_installer_boots_under_secure_boot_and_reads_its_preseed() {
         &name,
         "--os",
         "debian-12-amd64",
+        "--set",
+        &format!("ssh_authorized_keys=[\"{SSH_KEY}\"]"),
         "--kernel-arg",
         "console=ttyS0,115200n8",
     ]);
@@ -90,7 +93,13 @@ async fn debian_installer_boots_under_secure_boot_and_reads_its_preseed() {
         .lines()
         .filter(|l| l.contains("tftp_sent"))
         .collect();
-    for file in ["shimx64.efi", "grubx64.efi", "grub.cfg-01-", "linux", "initrd.gz"] {
+    for file in [
+        "shimx64.efi",
+        "grubx64.efi",
+        "grub.cfg-01-",
+        "linux",
+        "initrd.gz",
+    ] {
         assert!(
             tftp.iter().any(|l| l.contains(file)),
             "{file} over TFTP:\n{timeline}"
