@@ -107,20 +107,27 @@ fn os_file() {}
 
 /// A pending install's unattended file (preseed, kickstart, autoinstall,
 /// AutoYaST, unattend.xml, ESXi ks) and companions such as `meta-data`,
-/// rendered on request.
-#[utoipa::path(get, path = "/install/{id}/{file}", tag = "boot",
+/// rendered on request. Served only under the install's secret (in the
+/// machine's boot script only), to the machine's address (rackboot's DHCP
+/// lease of it, else the first address that fetched its script), until its
+/// installer reports started or `boot.install_files_window_secs` after the
+/// first fetch. `/install/{id}/{file}` without the secret is 404.
+#[utoipa::path(get, path = "/install/{id}/{secret}/{file}", tag = "boot",
     params(
         ("id" = String, Path, description = "Install id"),
+        ("secret" = String, Path, description = "The install's files secret, from the machine's boot script"),
         ("file" = String, Path, description = "File name, e.g. preseed.cfg"),
     ),
     responses(
         (status = 200, description = "The rendered file", content_type = "text/plain", body = String),
-        (status = 404, description = "No such install or file", content_type = "text/plain", body = String),
-        (status = 410, description = "The install completed or was cancelled", content_type = "text/plain", body = String),
+        (status = 403, description = "Asked from another address than the machine's", content_type = "text/plain", body = String),
+        (status = 404, description = "No such install or file, or a wrong secret", content_type = "text/plain", body = String),
+        (status = 410, description = "The install completed or was cancelled, its installer reported started, or its window ended", content_type = "text/plain", body = String),
     ))]
 fn install_file() {}
 
-/// The installer read its file (recorded as an event). GET or POST.
+/// The installer read its file (recorded as an event; its files are no
+/// longer served). From the machine's address only. GET or POST.
 #[utoipa::path(get, path = "/install/{id}/started/{token}", tag = "boot",
     params(
         ("id" = String, Path, description = "Install id"),
@@ -128,14 +135,15 @@ fn install_file() {}
     ),
     responses(
         (status = 200, description = "Recorded", content_type = "text/plain", body = String),
-        (status = 403, description = "Wrong token", content_type = "text/plain", body = String),
+        (status = 403, description = "From another address than the machine's", content_type = "text/plain", body = String),
         (status = 404, description = "No such install", content_type = "text/plain", body = String),
     ))]
 fn install_started() {}
 
 /// The installer finished (its last step, before it reboots): the install
 /// becomes `installed`, the machine is set to boot its disk (and its BMC, if
-/// it has one, to disk boot). Idempotent. GET or POST.
+/// it has one, to disk boot). Idempotent; from the machine's address only.
+/// GET or POST.
 #[utoipa::path(get, path = "/install/{id}/installed/{token}", tag = "boot",
     params(
         ("id" = String, Path, description = "Install id"),
@@ -143,6 +151,7 @@ fn install_started() {}
     ),
     responses(
         (status = 200, description = "Installed (or already installed or completed)", content_type = "text/plain", body = String),
+        (status = 403, description = "From another address than the machine's", content_type = "text/plain", body = String),
         (status = 404, description = "No such install, or a wrong token", content_type = "text/plain", body = String),
         (status = 409, description = "The install was cancelled", content_type = "text/plain", body = String),
     ))]
@@ -150,7 +159,9 @@ fn install_installed() {}
 
 /// The completion callback: the installed system's first-boot report (or,
 /// for a template without one, the installer's last step, which also sets
-/// the machine to boot its disk). Idempotent. GET or POST.
+/// the machine to boot its disk). Idempotent. From the machine's address;
+/// the installed system's report also once from another address (a static
+/// one), which is then the only other address accepted. GET or POST.
 #[utoipa::path(get, path = "/install/{id}/done/{token}", tag = "boot",
     params(
         ("id" = String, Path, description = "Install id"),
@@ -158,7 +169,7 @@ fn install_installed() {}
     ),
     responses(
         (status = 200, description = "Completed (or already completed)", content_type = "text/plain", body = String),
-        (status = 403, description = "Wrong token", content_type = "text/plain", body = String),
+        (status = 403, description = "From an address the install does not accept", content_type = "text/plain", body = String),
         (status = 404, description = "No such install", content_type = "text/plain", body = String),
     ))]
 fn install_done() {}

@@ -100,10 +100,16 @@ async fn install_menu_arms_installs_behind_a_local_default() {
     assert_eq!(preview["loader"], "pxelinux");
     let config = preview["loader_config"].as_str().unwrap();
     let id = install["id"].as_str().unwrap();
-    assert!(
-        config.contains(&format!("/install/{id}/preseed.cfg")),
-        "{config}"
-    );
+    // Under the install's files secret (only in this machine's config).
+    let file = config
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("url="))
+        .unwrap_or_else(|| panic!("no url= in\n{config}"));
+    let secret = file
+        .strip_prefix(&format!("http://127.0.0.1:8080/install/{id}/"))
+        .and_then(|rest| rest.strip_suffix("/preseed.cfg"))
+        .unwrap_or_else(|| panic!("{file}"));
+    assert_eq!(secret.len(), 32, "{file}");
     assert!(config.contains("MENU LABEL Debian 12 (site)"), "{config}");
     assert!(
         config.contains("KERNEL /os/debian-12.5.0-amd64/install.amd/vmlinuz"),

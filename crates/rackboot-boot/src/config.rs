@@ -52,6 +52,11 @@ pub struct BootConfig {
     /// (`rackboot.url`, `rackboot.token`, `BOOTIF`). The last `console=` is
     /// where the agent's log goes.
     pub agent_kernel_args: String,
+    /// How long a pending install's boot script and files are served after
+    /// their first fetch, when its installer does not report `started`
+    /// sooner (which closes them at once; Windows Setup never reports it).
+    /// Afterwards they answer 410 until the install is requested again.
+    pub install_files_window_secs: u64,
     /// The subnets rackboot's own DHCP server leases from, with what it
     /// offers on each (router, DNS, NTP): installers are told what their
     /// network lacks. Filled by the binary from the `[dhcp]` section, never
@@ -141,10 +146,15 @@ impl Default for BootConfig {
             ramdisk_dir: None,
             images_dir: None,
             agent_kernel_args: DEFAULT_AGENT_KERNEL_ARGS.into(),
+            install_files_window_secs: DEFAULT_INSTALL_FILES_WINDOW_SECS,
             served_subnets: Vec::new(),
         }
     }
 }
+
+/// Half an hour: an installer reads its file within minutes of its boot
+/// script (its kernel and initrd load first), even on a slow emulated machine.
+pub const DEFAULT_INSTALL_FILES_WINDOW_SECS: u64 = 1800;
 
 /// Serial and screen consoles (a BMC's serial-over-LAN shows the serial one).
 pub const DEFAULT_AGENT_KERNEL_ARGS: &str = "console=tty0 console=ttyS0,115200n8";
@@ -183,6 +193,13 @@ impl BootConfig {
     /// Checks what serde cannot: URL shape, loader names that are safe in a
     /// URL and a TFTP path, profile names.
     pub fn validate(&self) -> Result<(), BootConfigError> {
+        if self.install_files_window_secs == 0 {
+            return Err(BootConfigError::Name {
+                field: "install_files_window_secs",
+                why: "must be at least 1 (installers fetch their files after their boot script)"
+                    .into(),
+            });
+        }
         if let Some(url) = &self.public_url {
             let host = url.strip_prefix("http://").unwrap_or("");
             if host.trim_end_matches('/').is_empty() || !is_safe_url_text(host) {

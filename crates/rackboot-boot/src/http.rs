@@ -37,9 +37,12 @@ use crate::service::BootService;
 ///   per-boot token is only in the boot script);
 /// - `GET|HEAD /images/{*path}`: the image catalog (manifests and frames), with Range;
 /// - `GET|HEAD /os/{*path}`: imported OS trees (the OS catalog), with Range;
-/// - `GET /install/{id}/{file}`: a pending install's rendered unattended file
-///   (and companions such as `meta-data`);
-/// - `GET|POST /install/{id}/started/{token}`: the installer read its file (event only);
+/// - `GET /install/{id}/{secret}/{file}`: a pending install's rendered
+///   unattended file (and companions such as `meta-data`), under the
+///   install's secret, to the machine's address, for a short window (see
+///   [`crate::access`]); `/install/{id}/{file}` is refused;
+/// - `GET|POST /install/{id}/started/{token}`: the installer read its file (its
+///   files close);
 /// - `GET|POST /install/{id}/installed/{token}`: the installer finished; the machine boots its
 ///   disk from now on (and its BMC, if it has one, is told so);
 /// - `GET|POST /install/{id}/done/{token}`: the completion callback (the installed system's
@@ -67,8 +70,12 @@ pub fn router(service: Arc<BootService>) -> Router {
             get(crate::install_http::done).post(crate::install_http::done),
         )
         .route(
-            "/install/{id}/{file}",
+            "/install/{id}/{secret}/{file}",
             get(crate::install_http::install_file),
+        )
+        .route(
+            "/install/{id}/{file}",
+            get(crate::install_http::install_file_without_secret),
         )
         .with_state(service)
 }
@@ -136,10 +143,11 @@ fn parse_mac(s: &str) -> Result<MacAddr, Refusal> {
 
 type Renderer = fn(&rackboot_core::Machine, MacAddr, &BootPlan, &ServerUrls) -> String;
 
-fn script(
+async fn script(
     service: &BootService,
     headers: &HeaderMap,
     mac: &str,
+    peer: Option<std::net::IpAddr>,
     format: &'static str,
     record: bool,
     render: Renderer,
@@ -150,7 +158,33 @@ fn script(
     };
     let snapshot = service.inventory().snapshot();
     let resolved = service.resolve(&snapshot, mac, None, None, record);
+    if let Err(r) = admit_script(service, &resolved, mac, peer).await {
+        return r.into_response();
+    }
     respond_script(service, &base, mac, resolved, format, render)
+}
+
+/// A script whose plan carries install URLs goes only to the machine's
+/// address, within its install's window (see [`crate::access`]).
+async fn admit_script(
+    service: &BootService,
+    resolved: &crate::service::Resolved,
+    mac: MacAddr,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), Refusal> {
+    let installs = resolved.plan.installs();
+    if installs.is_empty() {
+        return Ok(());
+    }
+    service
+        .admit_install_fetch(
+            crate::install_gate::Asked::Script,
+            &installs,
+            Some(&resolved.machine),
+            Some(mac),
+            peer,
+        )
+        .await
 }
 
 /// Renders `resolved` and records the `script_served` event.
@@ -228,6 +262,9 @@ async fn agent_aware_script(
     };
     let snapshot = service.inventory().snapshot();
     let mut resolved = service.resolve(&snapshot, mac, None, None, true);
+    if let Err(r) = admit_script(service, &resolved, mac, peer).await {
+        return r.into_response();
+    }
     if matches!(resolved.plan, BootPlan::Agent(_)) && resolved.known {
         resolved.plan = service
             .prepare_agent_boot(&resolved.machine, mac, resolved.plan, peer, &base)
@@ -251,8 +288,18 @@ async fn pxelinux_config(
     State(service): State<Arc<BootService>>,
     Path(mac): Path<String>,
     headers: HeaderMap,
+    req: Request,
 ) -> Response {
-    script(&service, &headers, &mac, "pxelinux", false, render_pxelinux)
+    script(
+        &service,
+        &headers,
+        &mac,
+        peer(&req),
+        "pxelinux",
+        false,
+        render_pxelinux,
+    )
+    .await
 }
 
 async fn loader(

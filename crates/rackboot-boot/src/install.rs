@@ -5,8 +5,10 @@
 //!
 //! URLs (all under the boot HTTP base URL):
 //! - `/os/<os-id>/...`: the imported OS tree (the install source);
-//! - `/install/<install-id>/<file>`: the rendered file and its companions
-//!   (`user-data` + `meta-data`, `boot.cfg`, `winpeshl.ini`...);
+//! - `/install/<install-id>/<secret>/<file>`: the rendered file and its
+//!   companions (`user-data` + `meta-data`, `boot.cfg`, `winpeshl.ini`...),
+//!   under the install's files secret (only in the machine's boot script),
+//!   to the machine's address only (see [`crate::access`]);
 //! - `/install/<install-id>/installed/<token>`: the installer finished (its
 //!   last step); the machine boots its disk from then on;
 //! - `/install/<install-id>/done/<token>`: the completion callback (the
@@ -116,9 +118,10 @@ impl InstallInput {
 pub struct InstallUrls {
     /// `<base>/os/<os-id>/`
     pub tree: String,
-    /// `<base>/install/<install-id>/`
+    /// `<base>/install/<install-id>/<files secret>/` (see
+    /// [`crate::access::files_secret`])
     pub dir: String,
-    /// `<base>/install/<install-id>/<file name of the family>`
+    /// `<base>/install/<install-id>/<files secret>/<file name of the family>`
     pub file: String,
     /// `<base>/install/<install-id>/done/<token>`
     pub callback: String,
@@ -132,13 +135,16 @@ pub struct InstallUrls {
 
 impl InstallUrls {
     pub fn new(urls: &ServerUrls, install: &InstallRequest, family: OsFamily) -> InstallUrls {
-        let dir = format!("{}/install/{}/", urls.base_url, install.id);
+        let base = format!("{}/install/{}/", urls.base_url, install.id);
+        // The files under the install's secret (only in this machine's boot
+        // script); the callbacks carry the token (only in the files).
+        let dir = format!("{base}{}/", crate::access::files_secret(install));
         InstallUrls {
             tree: format!("{}/os/{}/", urls.base_url, install.os),
             file: format!("{dir}{}", rackboot_install::file_name(family).0),
-            callback: format!("{dir}done/{}", install.token),
-            started: format!("{dir}started/{}", install.token),
-            installed: format!("{dir}installed/{}", install.token),
+            callback: format!("{base}done/{}", install.token),
+            started: format!("{base}started/{}", install.token),
+            installed: format!("{base}installed/{}", install.token),
             dir,
         }
     }
@@ -338,9 +344,12 @@ mod tests {
         let release = debian();
         let u = InstallUrls::new(&urls(), &install, release.family);
         assert_eq!(u.tree, "http://10.77.0.1:8080/os/debian-12-amd64/");
+        let secret = crate::access::files_secret(&install);
         assert_eq!(
             u.file,
-            "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/preseed.cfg"
+            format!(
+                "http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/{secret}/preseed.cfg"
+            )
         );
         assert_eq!(
             u.callback,
@@ -506,8 +515,11 @@ mod tests {
             entry.kernel_url,
             "http://10.77.0.1:8080/os/debian-12-amd64/debian-installer/amd64/linux"
         );
-        assert!(entry.args.iter().any(|a| a
-            == "url=http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/preseed.cfg"));
+        let secret = crate::access::files_secret(&install);
+        let url = format!(
+            "url=http://10.77.0.1:8080/install/00000000-0000-0000-0000-000000000007/{secret}/preseed.cfg"
+        );
+        assert!(entry.args.contains(&url), "{:?}", entry.args);
         assert_eq!(entry.args.last().unwrap(), "console=ttyS0,115200");
     }
 }

@@ -14,6 +14,7 @@ use rackboot_fleet::FleetError;
 use rackboot_store::StoreError;
 use serde_json::json;
 
+use crate::access::Callback;
 use crate::http::{Refusal, base_url, serve_tree, text};
 use crate::service::BootService;
 
@@ -37,12 +38,19 @@ fn parse_id(id: &str) -> Result<uuid::Uuid, Refusal> {
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("install id {id:?}: {e}\n")))
 }
 
-/// `GET /install/{id}/{file}`: the rendered file or one of its companions.
+/// `GET /install/{id}/{secret}/{file}`: the rendered file or one of its
+/// companions, to the machine's address only (see [`crate::access`]).
 pub(crate) async fn install_file(
     State(service): State<Arc<BootService>>,
-    Path((id, file)): Path<(String, String)>,
+    Path((id, secret, file)): Path<(String, String, String)>,
     headers: HeaderMap,
+    req: Request,
 ) -> Response {
+    // Refusals of the secret or the address are reported by the gate;
+    // what follows reports render errors.
+    if let Err(r) = admit_file(&service, &id, &secret, crate::http::peer(&req)).await {
+        return r.into_response();
+    }
     match render_install_file(&service, &id, &file, &headers).await {
         Ok(resp) => resp,
         Err(Refusal(status, message)) => {
@@ -51,6 +59,59 @@ pub(crate) async fn install_file(
             text(status, message)
         }
     }
+}
+
+/// `GET /install/{id}/{file}`: a file URL without the install's secret
+/// (guessed, or from before secrets): refused, logged and counted.
+pub(crate) async fn install_file_without_secret(
+    State(service): State<Arc<BootService>>,
+    Path((id, _file)): Path<(String, String)>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    service
+        .refused(
+            crate::install_gate::Asked::File,
+            &crate::access::AccessRefusal::BadSecret { install: id },
+        )
+        .into_response()
+}
+
+/// The secret and the address of a request for a pending install's file
+/// (an install that is not pending is left to the render, which says 410).
+async fn admit_file(
+    service: &BootService,
+    id: &str,
+    secret: &str,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), Refusal> {
+    let id = parse_id(id)?;
+    let snapshot = service.inventory().snapshot();
+    let Some(install) = snapshot.installs.get(&id) else {
+        return Ok(());
+    };
+    if !crate::access::files_secret_matches(install, secret) {
+        return Err(service.refused(
+            crate::install_gate::Asked::File,
+            &crate::access::AccessRefusal::BadSecret { install: id },
+        ));
+    }
+    let machine = snapshot
+        .machines
+        .iter()
+        .find(|m| m.id == install.machine)
+        .map(|m| m.as_ref());
+    service
+        .admit_install_fetch(
+            crate::install_gate::Asked::File,
+            &[install],
+            machine,
+            None,
+            peer,
+        )
+        .await
 }
 
 async fn render_install_file(
@@ -200,10 +261,12 @@ async fn esxi_boot_cfg(
 }
 
 /// `GET|POST /install/{id}/started/{token}`: the installer read its file and
-/// runs it (its first command calls this). Records an event; changes nothing.
+/// runs it (its first command calls this). From the machine's address only;
+/// records an event, and the install's files are no longer served.
 pub(crate) async fn started(
     State(service): State<Arc<BootService>>,
     Path((id, token)): Path<(String, String)>,
+    req: Request,
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
@@ -220,6 +283,14 @@ pub(crate) async fn started(
             format!("no pending install {id} with this token\n"),
         );
     };
+    // From the machine only; its files close now (it has read them).
+    let peer = crate::http::peer(&req);
+    if let Err(r) = service
+        .admit_install_callback(Callback::Started, install, peer)
+        .await
+    {
+        return r.into_response();
+    }
     let machine = snapshot
         .machines
         .iter()
@@ -248,11 +319,16 @@ pub(crate) async fn started(
 pub(crate) async fn installed(
     State(service): State<Arc<BootService>>,
     Path((id, token)): Path<(String, String)>,
+    req: Request,
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
+    let peer = crate::http::peer(&req);
+    if let Err(r) = admit_callback(&service, Callback::Installed, id, &token, peer).await {
+        return r.into_response();
+    }
     match service.fleet().finish_install(id, &token).await {
         Ok(done) => {
             if done.changed {
@@ -313,6 +389,36 @@ fn disk_boot_through_bmc(service: &Arc<BootService>, machine: rackboot_core::Mac
     });
 }
 
+/// Checks a callback's token (a wrong one is 404, as the store would say,
+/// so tokens cannot be probed) and then its caller's address (403).
+async fn admit_callback(
+    service: &BootService,
+    kind: Callback,
+    id: uuid::Uuid,
+    token: &str,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), Response> {
+    let install = match service.inventory().store().get_install(id).await {
+        Ok(install) if install.token_matches(token) => install,
+        Ok(_) | Err(StoreError::NotFound { .. }) => {
+            return Err(text(
+                StatusCode::NOT_FOUND,
+                format!("no install {id} with this token\n"),
+            ));
+        }
+        Err(e) => {
+            return Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("install {id}: {e}\n"),
+            ));
+        }
+    };
+    service
+        .admit_install_callback(kind, &install, peer)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
 fn callback_error(id: uuid::Uuid, e: FleetError) -> Response {
     match e {
         FleetError::NotFound(_) => text(
@@ -334,11 +440,16 @@ fn callback_error(id: uuid::Uuid, e: FleetError) -> Response {
 pub(crate) async fn done(
     State(service): State<Arc<BootService>>,
     Path((id, token)): Path<(String, String)>,
+    req: Request,
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
+    let peer = crate::http::peer(&req);
+    if let Err(r) = admit_callback(&service, Callback::Done, id, &token, peer).await {
+        return r.into_response();
+    }
     match service.fleet().complete_install(id, &token).await {
         Ok(done) => text(
             StatusCode::OK,

@@ -5,11 +5,13 @@
 //! [`BootConfig`], hands the service to DHCP (as `BootResponder`) and TFTP (as
 //! `TftpContent`), and serves [`http::router`] (or [`http::serve`]).
 
+pub mod access;
 mod agent_tftp;
 pub mod config;
 mod file_serve;
 pub mod http;
 pub mod install;
+mod install_gate;
 mod install_http;
 pub mod pe;
 mod regular_files;

@@ -149,6 +149,23 @@ impl BootPlan {
         }
     }
 
+    /// The pending installs whose file URLs (with their secrets) this plan
+    /// renders: its install, or a menu's install entries.
+    pub fn installs(&self) -> Vec<&rackboot_core::InstallRequest> {
+        match self {
+            BootPlan::Install(plan) => vec![&plan.install],
+            BootPlan::Menu(menu) => menu
+                .entries
+                .iter()
+                .filter_map(|(_, target)| match target {
+                    MenuTarget::Install(plan) => Some(&plan.install),
+                    MenuTarget::Profile(_) => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The first-stage loader this plan needs: the profile's, a menu's when all its
     /// entries agree, iPXE otherwise (iPXE can render every plan).
     pub fn loader(&self) -> LoaderKind {

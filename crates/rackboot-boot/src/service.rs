@@ -108,6 +108,11 @@ impl BootService {
         self.secret_key.as_deref()
     }
 
+    /// What rackboot's DHCP server leased to `mac`, if anything.
+    pub(crate) fn lease_of(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.leases.get(mac)
+    }
+
     /// The power controller through which a machine's BMC is switched to
     /// boot its disk when its installer finishes (the install callbacks
     /// work without one: the machine's intent alone makes its next network
@@ -303,15 +308,13 @@ impl BootService {
         let Some(peer) = peer else {
             return error("cannot tell which address asked for this script".into());
         };
-        let bound = match self.leases.get(mac) {
-            Some(leased) if std::net::IpAddr::V4(leased) != canonical_ip(peer) => {
+        let bound = match self.agent_token_address(machine, mac, workflow, peer) {
+            Ok(ip) => ip,
+            Err(message) => {
                 counter!("rackboot_agent_tokens_refused_total").increment(1);
-                return error(format!(
-                    "{peer} asked for {mac}'s agent boot, but {mac} holds the lease {leased}: no agent token issued"
-                ));
+                tracing::warn!(%mac, "{message}");
+                return error(message);
             }
-            Some(leased) => std::net::IpAddr::V4(leased),
-            None => canonical_ip(peer),
         };
         let issued = match self.fleet.issue_agent_token(machine, bound, workflow).await {
             Ok(t) => t,
@@ -331,7 +334,10 @@ impl BootService {
         // lease another address than the one the token is bound to; it
         // takes the address its loader leased (DHCPv6 pools are /64s).
         if let std::net::IpAddr::V6(v6) = bound {
-            cmdline.push_str(&format!(" {}={v6}/64", rackboot_agent_proto::bootargs::IP6_KEY));
+            cmdline.push_str(&format!(
+                " {}={v6}/64",
+                rackboot_agent_proto::bootargs::IP6_KEY
+            ));
         }
         BootPlan::Agent(AgentPlan {
             workflow,
@@ -341,6 +347,32 @@ impl BootService {
                 cmdline,
             }),
         })
+    }
+
+    /// The address `machine`'s agent token for this boot is bound to, for a
+    /// script asked for by `peer` (see [`crate::access::agent_token_address`]).
+    pub(crate) fn agent_token_address(
+        &self,
+        machine: &Machine,
+        mac: MacAddr,
+        workflow: Option<uuid::Uuid>,
+        peer: std::net::IpAddr,
+    ) -> Result<std::net::IpAddr, String> {
+        let current = self
+            .fleet
+            .agent_session(machine.id)
+            .filter(|s| s.workflow == workflow)
+            .map(|s| s.bound_ip);
+        crate::access::agent_token_address(
+            mac,
+            self.leases.get(mac),
+            current,
+            self.config
+                .served_subnets
+                .iter()
+                .any(|s| matches!(canonical_ip(peer), std::net::IpAddr::V4(v4) if s.contains(v4))),
+            peer,
+        )
     }
 
     /// The server URLs for a file fetched over TFTP by `client`: `public_url`, or the
@@ -401,12 +433,26 @@ impl BootService {
         render: fn(&Machine, MacAddr, &BootPlan, &ServerUrls) -> String,
     ) -> GeneratedFile {
         let mac = r.machine.macs[0];
-        let (plan, urls) = match self.tftp_server_urls(client) {
-            Some(mut urls) => {
+        // A config that carries install URLs goes only to the machine (see
+        // crate::access); anyone else is told why, and nothing more.
+        let installs = r.plan.installs();
+        let gated = if installs.is_empty() {
+            Ok(())
+        } else {
+            self.admit_install_fetch_now(&installs, &r.machine, mac, client)
+        };
+        let (plan, urls) = match (gated, self.tftp_server_urls(client)) {
+            (Err(refusal), urls) => (
+                BootPlan::Error {
+                    message: refusal.to_string(),
+                },
+                urls.unwrap_or_else(|| self.server_urls(&self.base_url(Ipv4Addr::UNSPECIFIED))),
+            ),
+            (Ok(()), Some(mut urls)) => {
                 urls.client_network = self.installer_network(mac);
                 (r.plan.clone(), urls)
             }
-            None => (
+            (Ok(()), None) => (
                 BootPlan::Error {
                     message: format!(
                         "rackboot cannot tell its own address towards {client}; set boot.public_url"

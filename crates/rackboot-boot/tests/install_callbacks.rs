@@ -26,13 +26,21 @@ use tower::ServiceExt;
 const MAC: &str = "52:54:00:12:34:70";
 const BMC: &str = "rb-boot-install-callbacks";
 
+/// The address rackboot leased to the machine: its callbacks come from there.
+const LEASED: &str = "10.77.0.107";
+
 async fn send(service: &Arc<BootService>, method: &str, uri: &str) -> (StatusCode, String) {
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(uri)
         .header(header::HOST, "10.77.0.1:8080")
         .body(Body::empty())
         .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+            LEASED.parse().unwrap(),
+            40_000,
+        )));
     let resp = router(service.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -60,7 +68,7 @@ async fn installed_then_done_with_the_bmc_switched_to_disk() {
     });
     let store = Arc::new(MemStore::default());
     *store.machines.lock().unwrap() = vec![m.clone()];
-    *store.installs.lock().unwrap() = vec![InstallRequest {
+    let install = InstallRequest {
         id: install_id,
         machine: m.id,
         os: "debian-12-amd64".into(),
@@ -70,15 +78,18 @@ async fn installed_then_done_with_the_bmc_switched_to_disk() {
         state: InstallState::Pending,
         requested_at: chrono::Utc::now(),
         completed_at: None,
-    }];
+    };
+    *store.installs.lock().unwrap() = vec![install.clone()];
     let (hub, queue) = EventHub::new(4096);
     let events = collect_events(queue);
     let fleet = Fleet::load(store.clone(), None, hub).await.unwrap();
+    let leases = BoundLeases::default();
+    leases.set(MAC.parse().unwrap(), LEASED.parse().unwrap());
     let service = BootService::with_parts(
         fleet,
         BootConfig::default(),
         Some(Arc::new(SecretKey::generate())),
-        BoundLeases::default(),
+        leases,
     )
     .unwrap();
     service.set_power_controller(Arc::new(PowerController::new(PowerConfig::default())));
@@ -97,7 +108,8 @@ async fn installed_then_done_with_the_bmc_switched_to_disk() {
         BootIntent::LocalDisk
     );
     // The installer's files are gone: it cannot run again by accident.
-    let (status, _) = send(&service, "GET", &format!("{base}/preseed.cfg")).await;
+    let secret = rackboot_boot::access::files_secret(&install);
+    let (status, _) = send(&service, "GET", &format!("{base}/{secret}/preseed.cfg")).await;
     assert_eq!(status, StatusCode::GONE);
     // The BMC boots the disk from now on (set in the background).
     let mut boot = None;

@@ -844,8 +844,22 @@ impl InstallVars {
                 ));
             }
             check_no_shell_breakers("install_source_url", &self.install_source_url)?;
-        } else {
-            check_http_url("install_source_url", &self.install_source_url)?;
+            if url.password().is_some() {
+                // The variables are stored and shown as they are: the share's
+                // password goes in windows_share_password, which is sealed.
+                return Err(invalid(
+                    "install_source_url",
+                    "must not carry a password: give windows.share_user and windows_share_password (stored sealed)",
+                ));
+            }
+        } else if check_http_url("install_source_url", &self.install_source_url)?
+            .password()
+            .is_some()
+        {
+            return Err(invalid(
+                "install_source_url",
+                "must not carry a password (install variables are stored and shown in clear)",
+            ));
         }
         if self.callback_url.is_empty() {
             return Err(missing("callback_url"));

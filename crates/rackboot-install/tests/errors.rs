@@ -101,6 +101,11 @@ fn invalid_values_are_named_and_never_reach_a_template() {
             "install_source_url",
             Box::new(|v| v.install_source_url = "not a url".into()),
         ),
+        // Variables are stored and shown in clear: no password in a URL.
+        (
+            "install_source_url",
+            Box::new(|v| v.install_source_url = "http://mirror:s3cret@10.1.0.1/rocky/".into()),
+        ),
         (
             "root_password_hash",
             Box::new(|v| v.root_password_hash = Some("plaintext".into())),
@@ -236,6 +241,24 @@ fn families_refuse_what_they_cannot_express() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("SMB"), "{err}");
+    // Windows: the share's password goes in windows_share_password (sealed),
+    // never in the URL.
+    let mut vars = common::base(OsFamily::Windows);
+    vars.install_source_url = "smb://install:s3cret@10.1.0.1/win/2022".into();
+    let err = render(
+        OsFamily::Windows,
+        "2022",
+        TemplateChoice::Builtin,
+        &vars,
+        &common::secrets(OsFamily::Windows),
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("install_source_url") && message.contains("windows_share_password"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
     // Windows: the post script must fit a 1024-character command line.
     let mut vars = common::base(OsFamily::Windows);
     vars.post_script = Some("Write-Output 'x'\n".repeat(40));

@@ -60,7 +60,7 @@ fn openapi_document_of_a_running_server_is_valid_and_every_path_is_served() {
         "/boot/ipxe/{mac}",
         "/assets/{path}",
         "/os/{path}",
-        "/install/{id}/{file}",
+        "/install/{id}/{secret}/{file}",
         "/agent/v1/hello",
     ] {
         assert!(paths.contains_key(want), "{want} is not documented");

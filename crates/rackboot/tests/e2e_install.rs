@@ -7,9 +7,10 @@
 //! stop to ask, and the installer fetches its rendered preseed and runs its
 //! early command, which calls rackboot back (no package mirror is needed for
 //! that). The installer's last two calls, "installed" (its late_command) and
-//! the installed system's first-boot report, are then made by the test with
-//! the URLs from the rendered file, and the machine's next boot is told to
-//! use its disk. A whole install from a local mirror runs in
+//! the installed system's first-boot report, are then made by the test from
+//! the machine's leased address (borrowed while the machine is off: script,
+//! files and callbacks go to the machine's address only), and the machine's
+//! next boot is told to use its disk. A whole install from a local mirror runs in
 //! tests/e2e_install_full.rs (scripts/test-long). Needs root and the
 //! packages scripts/install-deps installs.
 
@@ -52,24 +53,6 @@ async fn wait_for_event(rack: &Rack, machine: &str, kind: &str, timeout: Duratio
     }
 }
 
-/// The first callback URL with `/kind/` in the rendered preseed: `installed`
-/// (its late_command calls it) or `done` (the installed system's first-boot
-/// unit does; the preseed names it in a comment).
-fn callback_url(rendered: &str, kind: &str) -> String {
-    let marker = format!("/{kind}/");
-    let at = rendered
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {kind} URL in the rendered preseed:\n{rendered}"));
-    let start = rendered[..at]
-        .rfind("http://")
-        .expect("the callback is an http URL");
-    let token_len = rendered[at + marker.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .count();
-    rendered[start..at + marker.len() + token_len].to_string()
-}
-
 fn curl(rack: &Rack, method: &str, url: &str) -> String {
     let out = rack
         .lab
@@ -85,11 +68,72 @@ fn curl(rack: &Rack, method: &str, url: &str) -> String {
     )
 }
 
-/// What the server tells d-i about the lab network (no router, no DNS).
-const NETWORK_ARGS: [&str; 2] = [
-    "netcfg/no_default_route=true",
-    "netcfg/get_nameservers=127.0.0.1",
-];
+/// The address rackboot's DHCP last gave the machine.
+fn leased_ip(rack: &Rack, mac: &str) -> String {
+    let leases: serde_json::Value =
+        serde_json::from_str(&rack.cli(&["lease", "list", "-o", "json"])).unwrap_or_default();
+    leases
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["mac"].as_str() == Some(mac))
+        .filter_map(|l| l["ip"].as_str())
+        .next_back()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no lease for {mac}: {leases}"))
+}
+
+/// [`curl`] from the machine's address `ip`, which the server's namespace
+/// borrows for the call (the machine must be off): rackboot serves an
+/// install's files and takes its callbacks from there only.
+fn curl_as(rack: &Rack, ip: &str, method: &str, url: &str) -> String {
+    let cidr = format!("{ip}/32");
+    let ns = rack.lab.netns();
+    let added = ns
+        .command("ip")
+        .args(["addr", "add", &cidr, "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(added.success(), "borrowing {ip}");
+    let out = ns
+        .command("curl")
+        .args([
+            "-sS",
+            "--interface",
+            ip,
+            "-X",
+            method,
+            "-w",
+            " %{http_code}",
+            url,
+        ])
+        .output()
+        .unwrap();
+    // Given back at once: the machine's next boot needs replies to reach it.
+    ns.command("ip")
+        .args(["addr", "del", &cidr, "dev", "lo"])
+        .status()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
+/// The install's callback token, which only its installer receives (in its
+/// file), read from the server's store as the test stands in for it.
+async fn install_token(rack: &Rack, id: &str) -> String {
+    let db = rack.state_dir.join("rackboot.db");
+    let store = rackboot_store::open(&format!("sqlite:{}", db.display()))
+        .await
+        .expect("opening the server's store");
+    store
+        .get_install(id.parse().unwrap())
+        .await
+        .expect("the install")
+        .token
+}
 
 #[tokio::test]
 async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk() {
@@ -153,46 +197,60 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
         preview.contains("d-i preseed/late_command"),
         "the preseed should end with its late command:\n{preview}"
     );
-    let script = curl(&rack, "GET", &format!("{}/boot/ipxe/{mac}", common::API));
-    for arg in NETWORK_ARGS {
-        assert!(script.contains(arg), "{arg} missing from\n{script}");
-    }
+    // The install's script goes to the machine only: another host (the
+    // server's own address here) gets a refusal, and before the machine has
+    // a lease nobody gets it. (The network arguments reach d-i: it would
+    // stop at netcfg's questions without them and never call back.)
+    let refused = curl(&rack, "GET", &format!("{}/boot/ipxe/{mac}", common::API));
+    assert!(refused.ends_with("403"), "{refused}");
+    assert!(!refused.contains("preseed.cfg"), "{refused}");
 
     rack.lab.start_machine(0).unwrap();
     wait_for_event(&rack, &name, "install_file_served", INSTALLER_TIMEOUT).await;
     let timeline = wait_for_event(&rack, &name, "install_started", Duration::from_secs(180)).await;
     assert!(timeline.contains("install_requested"), "{timeline}");
-    // The file as the machine got it: the lab network's facts reached it too.
-    let preseed_url = format!(
-        "{}/install/{}/preseed.cfg",
-        common::API,
-        install_id(&rack, &name)
-    );
-    let served = curl(&rack, "GET", &preseed_url);
-    assert!(
-        served.contains("d-i clock-setup/ntp boolean false") && served.ends_with("200"),
-        "{served}"
-    );
     rack.lab.stop_machine(0).unwrap();
-    let installed = callback_url(&served, "installed");
-    let done = callback_url(&served, "done");
+    let ip = leased_ip(&rack, &mac);
+    let id = install_id(&rack, &name);
+    // The file is under the install's secret, from the machine's script.
+    let preseed_url = preview
+        .split_whitespace()
+        .find_map(|w| {
+            w.strip_prefix("url=")
+                .filter(|u| u.ends_with("/preseed.cfg"))
+        })
+        .unwrap_or_else(|| panic!("no preseed URL in the preview:\n{preview}"))
+        .to_string();
     assert!(
-        installed.starts_with("http://10.77.0.1:8080/install/") && !installed.contains(' '),
-        "{installed}"
+        preseed_url.starts_with(&format!("{}/install/{id}/", common::API))
+            && preseed_url.len() > format!("{}/install/{id}/preseed.cfg", common::API).len(),
+        "{preseed_url}"
     );
+    // Its installer reported started: the file is no longer served, not
+    // even to the machine; another host was never served it.
+    let closed = curl_as(&rack, &ip, "GET", &preseed_url);
+    assert!(closed.ends_with("410"), "{closed}");
+    let other = curl(&rack, "GET", &preseed_url);
+    assert!(other.ends_with("403"), "{other}");
+    let token = install_token(&rack, &id).await;
+    let installed = format!("{}/install/{id}/installed/{token}", common::API);
+    let done = format!("{}/install/{id}/done/{token}", common::API);
 
+    // Another host with the token cannot move the machine to its disk.
+    let replay = curl(&rack, "POST", &installed);
+    assert!(replay.ends_with("403"), "{replay}");
     // What the preseed's late_command does at the end of a real install.
-    let first = curl(&rack, "POST", &installed);
+    let first = curl_as(&rack, &ip, "POST", &installed);
     assert!(
         first.contains("installed; the machine boots its disk now") && first.ends_with("200"),
         "{first}"
     );
-    let again = curl(&rack, "POST", &installed);
+    let again = curl_as(&rack, &ip, "POST", &installed);
     assert!(
         again.contains("already installed") && again.ends_with("200"),
         "{again}"
     );
-    let gone = curl(&rack, "GET", &preseed_url);
+    let gone = curl_as(&rack, &ip, "GET", &preseed_url);
     assert!(
         gone.ends_with("410"),
         "an installed install's file must be gone: {gone}"
@@ -206,17 +264,17 @@ async fn debian_installer_reads_its_preseed_and_the_machine_then_boots_its_disk(
     );
 
     // What the installed system's first-boot unit does.
-    let wrong = curl(&rack, "POST", &format!("{}x", done));
+    let wrong = curl_as(&rack, &ip, "POST", &format!("{}x", done));
     assert!(
         wrong.ends_with("404"),
         "a wrong token must not complete anything: {wrong}"
     );
-    let first = curl(&rack, "POST", &done);
+    let first = curl_as(&rack, &ip, "POST", &done);
     assert!(
         first.contains("completed") && first.ends_with("200"),
         "{first}"
     );
-    let again = curl(&rack, "POST", &done);
+    let again = curl_as(&rack, &ip, "POST", &done);
     assert!(
         again.contains("already completed") && again.ends_with("200"),
         "{again}"
@@ -332,23 +390,19 @@ async fn pxelinux_install_menu_boots_the_installer_over_tftp() {
     }
     rack.lab.stop_machine(0).unwrap();
 
-    // The pxelinux config tells d-i what the network lacks, as iPXE does.
-    let config = curl(
-        &rack,
-        "GET",
-        &format!("{}/boot/pxelinux/{mac}", common::API),
-    );
-    for arg in NETWORK_ARGS {
-        assert!(config.contains(arg), "{arg} missing from\n{config}");
-    }
-    // The preseed served for the entry carries its own callbacks.
-    let file = curl(
-        &rack,
-        "GET",
-        &format!("http://10.77.0.1:8080/install/{id}/preseed.cfg"),
-    );
-    let installed = callback_url(&file, "installed");
-    let done = curl(&rack, "POST", &installed);
+    // The menu's config went to the machine only; its installer reported
+    // started, so it is no longer served, not even to the machine.
+    let ip = leased_ip(&rack, &mac);
+    let config_url = format!("{}/boot/pxelinux/{mac}", common::API);
+    let other = curl(&rack, "GET", &config_url);
+    assert!(other.ends_with("403"), "{other}");
+    let closed = curl_as(&rack, &ip, "GET", &config_url);
+    assert!(closed.ends_with("410"), "{closed}");
+    // The installer's last step, from the machine, with the token its
+    // preseed carried.
+    let token = install_token(&rack, &id).await;
+    let installed = format!("{}/install/{id}/installed/{token}", common::API);
+    let done = curl_as(&rack, &ip, "POST", &installed);
     assert!(done.ends_with("200"), "{done}");
     let shown = rack.cli(&["machine", "show", &name]);
     assert!(

@@ -19,7 +19,10 @@ use rackboot_core::{
     InstallState, InstallTemplate, Lease, LoaderKind, MacAddr, Machine, MachineId, Maintenance,
     NewEvent, Profile, Selector, Transition, Webhook, Workflow, WorkflowId,
 };
-use rackboot_store::{EventFilter, LifecycleChange, Result, Store, StoreError, WorkflowFilter};
+use rackboot_store::{
+    EventFilter, InstallAccess, InstallAccessAmend, LifecycleChange, Result, Store, StoreError,
+    WorkflowFilter,
+};
 
 #[derive(Default)]
 pub struct MemStore {
@@ -28,6 +31,7 @@ pub struct MemStore {
     pub selectors: Mutex<Vec<Selector>>,
     pub templates: Mutex<Vec<InstallTemplate>>,
     pub installs: Mutex<Vec<InstallRequest>>,
+    pub install_access: Mutex<Vec<InstallAccess>>,
     pub create_delay: Option<Duration>,
     pub create_calls: AtomicUsize,
 }
@@ -302,6 +306,45 @@ impl Store for MemStore {
     }
     async fn delete_agent_session(&self, machine: MachineId) -> Result<()> {
         Err(not_found("agent session", machine))
+    }
+    async fn bind_install_access(&self, access: &InstallAccess) -> Result<InstallAccess> {
+        if !self
+            .installs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|i| i.id == access.install)
+        {
+            return Err(not_found("install", access.install));
+        }
+        let mut all = self.install_access.lock().unwrap();
+        if let Some(existing) = all.iter().find(|a| a.install == access.install) {
+            return Ok(existing.clone());
+        }
+        all.push(access.clone());
+        Ok(access.clone())
+    }
+    async fn get_install_access(&self, install: uuid::Uuid) -> Result<Option<InstallAccess>> {
+        Ok(self
+            .install_access
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|a| a.install == install)
+            .cloned())
+    }
+    async fn amend_install_access(
+        &self,
+        install: uuid::Uuid,
+        amend: InstallAccessAmend,
+    ) -> Result<Option<InstallAccess>> {
+        let mut all = self.install_access.lock().unwrap();
+        let Some(a) = all.iter_mut().find(|a| a.install == install) else {
+            return Ok(None);
+        };
+        a.closed_at = a.closed_at.or(amend.closed_at);
+        a.done_ip = a.done_ip.or(amend.done_ip);
+        Ok(Some(a.clone()))
     }
     async fn put_webhook(&self, _webhook: &Webhook) -> Result<()> {
         Err(unsupported("webhooks"))
