@@ -4,7 +4,7 @@
 //!   snponly.efi over TFTP/IPv6 → iPXE's DHCPv6 → script, kernel and initrd
 //!   over HTTP/IPv6);
 //! - a UEFI machine that boots by UEFI HTTP boot only (the TFTP server sees
-//!   nothing from it);
+//!   nothing from it), over IPv4 and (ignored: long) over IPv6;
 //! - Secure Boot enforced with Microsoft's keys: shim → Debian's signed network
 //!   GRUB → its generated config → the signed Debian kernel;
 //! - an arm64 machine (AAVMF, TCG): Debian's signed arm64 network GRUB → its
@@ -116,6 +116,65 @@ async fn uefi_http_boot_machine_never_touches_tftp() {
         rack.metric_labelled("rackboot_boot_dhcp_answers_total", "file=\"http_loader\"") >= 1.0
     );
     // And the TFTP server saw nothing at all from it.
+    assert!(!timeline.contains("tftp"), "{timeline}");
+    for metric in [
+        "rackboot_tftp_transfers_started_total",
+        "rackboot_tftp_requests_rejected_total",
+        "rackboot_tftp_dropped_total",
+    ] {
+        assert_eq!(rack.metric(metric), 0.0, "{metric}");
+    }
+}
+
+/// UEFI HTTP boot over IPv6: OVMF's "UEFI HTTPv6" option asks DHCPv6 as an
+/// HTTPClient and gets `http://[server]:port/boot/loader/snponly.efi` in the
+/// boot file URL option; iPXE then runs over IPv6. OVMF tries its HTTPv4
+/// option first (about a minute of DHCPv4 retries on a network without
+/// IPv4, and OVMF has no knob to drop it), so this one is long:
+/// `scripts/test-long bootpaths`.
+#[tokio::test]
+#[ignore]
+async fn uefi_http_boot_over_ipv6_never_touches_tftp() {
+    if !rackboot_testenv::privileged("root: network namespaces, QEMU machines") {
+        return;
+    }
+    let _vms = VMS.lock().await;
+    let mut rack = Rack::start_lab(
+        vec![MachineSpec::uefi_http_boot()],
+        None,
+        &["--dhcp6-range", "2001:db8:77::100-2001:db8:77::1ff"],
+        LabConfig::ipv6_only,
+    )
+    .await;
+    assert!(!rack.lab.netns().has_ipv4(), "no IPv4 on this network");
+    rack.enroll(0, &["profile", "--profile", "linux"]);
+    let started = Instant::now();
+    let line = rack.boot_and_wait(0, MARKER).await;
+    eprintln!(
+        "UEFI HTTP boot over IPv6: power-on to marker {:?}",
+        started.elapsed()
+    );
+    assert!(line.contains("rackboot.machine=m1"), "{line}");
+    let serial = rack.lab.machine(0).serial_text();
+    assert!(
+        serial.contains("HTTPv6") || serial.contains("HTTP IPv6"),
+        "the firmware should have booted its HTTPv6 option:\n{serial}"
+    );
+    let timeline = rack.timeline(0);
+    eprintln!("{timeline}");
+    assert!(
+        lines_of(&timeline, "asset_served")
+            .iter()
+            .any(|l| l.contains("snponly.efi")),
+        "the loader over HTTP:\n{timeline}"
+    );
+    for ack in lines_of(&timeline, "lease_acked") {
+        assert!(ack.contains("2001:db8:77::"), "an IPv6 lease: {ack}");
+    }
+    assert!(
+        rack.metric("rackboot_dhcp6_replied_total") >= 1.0,
+        "DHCPv6 answered"
+    );
     assert!(!timeline.contains("tftp"), "{timeline}");
     for metric in [
         "rackboot_tftp_transfers_started_total",
