@@ -300,7 +300,10 @@ fn yaml_as_json(text: &str) -> serde_json::Value {
 
 #[test]
 fn cloud_init_reads_the_seed_as_written() {
-    if !rackboot_testenv::programs(&["netplan", "cloud-init", "ifquery", "ifup", "dash"]) {
+    if !rackboot_testenv::privileged_with(
+        "root: cloud-init's net-convert sets its files' owners",
+        &["netplan", "cloud-init", "ifquery", "ifup", "dash"],
+    ) {
         return;
     }
     let cloud_init = tool("cloud-init", "cloud-init");
