@@ -408,7 +408,10 @@ fn golden_agent_boot() {
     });
     check("agent.ipxe", &render_ipxe(&machine, mac, &plan, &urls));
     check("agent.grub", &render_grub(&machine, mac, &plan, &urls));
-    check("agent.pxelinux", &render_pxelinux(&machine, mac, &plan, &urls));
+    check(
+        "agent.pxelinux",
+        &render_pxelinux(&machine, mac, &plan, &urls),
+    );
     let unminted = plan_for(&machine, &snapshot(), None);
     for text in [
         render_ipxe(&machine, mac, &unminted, &urls),
@@ -427,5 +430,8 @@ fn golden_agent_boot() {
         }),
     });
     let text = render_grub(&machine, mac, &elsewhere, &urls);
-    assert!(text.contains("cannot boot") && !text.contains("linux "), "{text}");
+    assert!(
+        text.contains("cannot boot") && !text.contains("linux "),
+        "{text}"
+    );
 }
