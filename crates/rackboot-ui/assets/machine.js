@@ -16,7 +16,7 @@ const RELOAD_KINDS = new Set([
 ]);
 
 export function machinePage(main, ref) {
-  const m = { machine: null, status: null, events: [], power: null, powerError: null, session: -1, images: null };
+  const m = { machine: null, status: null, events: [], power: null, powerError: null, session: -1, images: null, rates: {} };
   const head = h("header", { class: "machine-head" });
   const actions = h("div", { class: "actions", role: "toolbar", "aria-label": "Actions" });
   const statusBox = h("section", { class: "panel", "aria-labelledby": "h-status" });
@@ -170,6 +170,17 @@ export function machinePage(main, ref) {
         h("thead", {}, h("tr", {}, ["Step", "State", "Tries", "Took", "Detail"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, wf.steps.map((s) => {
           const p = progress[s.name];
+          // The engine leaves the rate out of a report that came right after
+          // another; the last one known still holds.
+          const rateKey = `${wf.id}/${s.name}`;
+          if (p && !p.rate) {
+            const prev = m.rates[rateKey];
+            const secs = prev ? (Date.parse(p.at) - prev.at) / 1000 : 0;
+            if (prev && secs > 0 && p.done >= prev.done) p.rate = (p.done - prev.done) / secs;
+            else if (prev) p.rate = prev.rate;
+          }
+          if (p) m.rates[rateKey] = { done: p.done, at: Date.parse(p.at), rate: p.rate };
+          const shownRate = p && p.rate;
           const took = s.started_at ? (s.finished_at ? Date.parse(s.finished_at) : Date.now()) - Date.parse(s.started_at) : null;
           return h("tr", { class: `step ${s.state}`, dataset: { step: s.name } },
             h("td", {}, s.name),
@@ -180,7 +191,7 @@ export function machinePage(main, ref) {
               p ? h("div", { class: "live-progress" },
                 p.total ? h("progress", { max: p.total, value: p.done }) : null,
                 h("span", { class: "bytes" }, `${bytes(p.done)}${p.total ? ` of ${bytes(p.total)}` : ""}`),
-                p.rate ? h("span", { class: "rate" }, ` at ${rate(p.rate)}`) : null,
+                shownRate ? h("span", { class: "rate" }, ` at ${rate(shownRate)}`) : null,
                 p.message ? h("span", { class: "muted" }, ` ${p.message}`) : null) : null,
               s.waiting_for && s.state !== "succeeded" ? h("div", { class: "muted" }, s.waiting_for) : null,
               s.error ? h("div", { class: "error" }, s.error) : null));
