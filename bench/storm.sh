@@ -189,6 +189,8 @@ EOF
     chmod a+r "$WORK/www/script.ipxe"
 
     cat >"$WORK/nginx.conf" <<EOF
+# rackboot makes its state directory private (0700): workers read it as root.
+user root;
 worker_processes auto;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
@@ -221,7 +223,7 @@ EOF
                <(ip netns exec "$NS_C" curl -fsS "http://$SRV_IP:8081$p") || die "$p differs between the servers"
     done
     NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*nginx\///')
-    WRK_VERSION=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')
+    WRK_VERSION=$( (wrk -v 2>&1 || true) | head -1 | awk '{ print $2 }')
     log "rackboot pid $RB_PID, nginx master pid $NG_PID ($NGINX_VERSION); script $SCRIPT_BYTES bytes"
 }
 
