@@ -174,6 +174,11 @@ async fn dashboard_follows_a_lab_machine_from_its_first_pxe_request_to_linux() {
         Value::Bool(true),
         "the page was reloaded"
     );
+    b.js(
+        "document.getElementById('timeline-chart').scrollIntoView({block: 'center'})",
+        vec![],
+    )
+    .await;
     b.screenshot(&screenshot_path("dashboard-machine.png"))
         .await;
     println!(

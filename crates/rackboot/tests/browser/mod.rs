@@ -112,6 +112,18 @@ impl Browser {
     /// One WebDriver command; its `value`. A WebDriver error panics with
     /// its message.
     pub async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_cmd(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    /// One WebDriver command; its `value`, or its error and message.
+    pub async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut req = self.http.request(method, format!("{}{path}", self.session));
         if let Some(b) = body {
             req = req.json(&b);
@@ -119,17 +131,17 @@ impl Browser {
         let answer: Value = req
             .send()
             .await
-            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+            .map_err(|e| e.to_string())?
             .json()
             .await
-            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"));
-        if let Some(err) = answer["value"]["error"].as_str() {
-            panic!(
-                "WebDriver {path}: {err}: {}",
+            .map_err(|e| e.to_string())?;
+        match answer["value"]["error"].as_str() {
+            Some(err) => Err(format!(
+                "{err}: {}",
                 answer["value"]["message"].as_str().unwrap_or("")
-            );
+            )),
+            None => Ok(answer["value"].clone()),
         }
-        answer["value"].clone()
     }
 
     pub async fn goto(&self, url: &str) {
@@ -216,15 +228,27 @@ impl Browser {
     }
 
     /// Clicks the element `css` as a user would (WebDriver's element click:
-    /// scrolled into view, refused when something covers it).
+    /// scrolled into view, refused when something covers it). Live pages
+    /// redraw: an element replaced between finding and clicking is found again.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css, Duration::from_secs(20)).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for _ in 0..10 {
+            let id = self.find(css, Duration::from_secs(20)).await;
+            match self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.starts_with("stale element reference") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("WebDriver click {css}: {e}"),
+            }
+        }
+        panic!("WebDriver click {css}: the element kept being replaced");
     }
 
     /// Types `text` into the element `css`.
