@@ -51,6 +51,7 @@ while [ $# -gt 0 ]; do
 done
 [[ "$MACHINES" =~ ^[0-9]+$ ]] && [ "$MACHINES" -ge 100 ] && [ "$MACHINES" -le 100000 ] \
     || { echo "bench/ui.sh: --machines must be 100-100000" >&2; exit 2; }
+RACKBOOT_BIN=$(realpath -m "$RACKBOOT_BIN")   # the test runs in crates/rackboot
 cd "$REPO"
 if [ ! -x "$RACKBOOT_BIN" ]; then
     cargo build --release -p rackboot >&2
