@@ -98,14 +98,24 @@ fn events_tail_shows_the_newest() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     add_machines(&server, 25, "t", 3);
-    let all: Vec<serde_json::Value> = serde_json::from_str(
-        &server.ok(&["events", "--after", "0", "--limit", "1000", "-o", "json"]),
-    )
-    .unwrap();
-    let ids: Vec<i64> = all.iter().map(|e| e["id"].as_i64().unwrap()).collect();
-    let tail: Vec<serde_json::Value> =
-        serde_json::from_str(&server.ok(&["events", "--tail", "3", "-o", "json"])).unwrap();
-    let tail_ids: Vec<i64> = tail.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let event_ids = |args: &[&str]| -> Vec<i64> {
+        let events: Vec<serde_json::Value> = serde_json::from_str(&server.ok(args)).unwrap();
+        events.iter().map(|e| e["id"].as_i64().unwrap()).collect()
+    };
+    let all_args = ["events", "--after", "0", "--limit", "1000", "-o", "json"];
+    // Events are stored in batches a little after the writes that make
+    // them: compare the tail with a log that did not change around it.
+    let mut tries = 0;
+    let (ids, tail_ids) = loop {
+        let before = event_ids(&all_args);
+        let tail = event_ids(&["events", "--tail", "3", "-o", "json"]);
+        if event_ids(&all_args) == before {
+            break (before, tail);
+        }
+        tries += 1;
+        assert!(tries < 50, "the event log never stopped growing");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert_eq!(tail_ids, ids[ids.len() - 3..].to_vec());
     // Text: the default is the newest 20, the newest last.
     let text = server.ok(&["events"]);
