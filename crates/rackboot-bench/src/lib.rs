@@ -24,5 +24,6 @@
 
 pub mod fleet;
 pub mod inband;
+pub mod procstat;
 pub mod storm;
 pub mod tftp_get;
