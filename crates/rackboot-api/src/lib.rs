@@ -147,9 +147,14 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "api listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    rackboot_boot::serve_http(
+        listener,
+        router(state),
+        rackboot_boot::ConnLimits::API,
+        "api",
+        shutdown.cancelled_owned(),
+    )
+    .await
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

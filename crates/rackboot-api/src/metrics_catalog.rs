@@ -273,6 +273,12 @@ pub const METRICS: &[MetricInfo] = &[
         NONE,
     ),
     m(
+        "rackboot_dhcp_peer_owned_total",
+        Counter,
+        "DHCP requests (DISCOVERs, broadcast REQUESTs; by message type) left unanswered because another live server of the cluster owns the client (load split by rendezvous hash of client id or MAC).",
+        LATER,
+    ),
+    m(
         "rackboot_dhcp_pool_free",
         Gauge,
         "Free addresses in a subnet's pool.",
@@ -319,6 +325,24 @@ pub const METRICS: &[MetricInfo] = &[
         Counter,
         "Events deleted by the retention policy ([events] retention).",
         NONE,
+    ),
+    m(
+        "rackboot_http_connections_capped_total",
+        Counter,
+        "Times an HTTP listener (listener: http, http6, api) reached its connection cap ([listen] http_max_connections, [api] max_connections) and stopped accepting until a connection closed.",
+        LATER,
+    ),
+    m(
+        "rackboot_http_connections_open",
+        Gauge,
+        "HTTP connections open, by listener (http, http6, api).",
+        LATER,
+    ),
+    m(
+        "rackboot_http_header_timeouts_total",
+        Counter,
+        "HTTP connections closed because a request's head did not arrive within the header-read timeout ([listen] http_header_read_timeout_secs, [api] header_read_timeout_secs), by listener.",
+        LATER,
     ),
     m(
         "rackboot_install_access_refused_total",

@@ -80,17 +80,20 @@ pub fn router(service: Arc<BootService>) -> Router {
         .with_state(service)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` is cancelled.
+/// Serves [`router`] on `listener` until `shutdown` is cancelled, within
+/// the default [`crate::ConnLimits::BOOT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<BootService>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
+    crate::conn::serve_http(
         listener,
-        router(service).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router(service),
+        crate::conn::ConnLimits::BOOT,
+        "http",
+        async move { shutdown.cancelled().await },
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
 }
 

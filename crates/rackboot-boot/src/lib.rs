@@ -8,6 +8,7 @@
 pub mod access;
 mod agent_tftp;
 pub mod config;
+pub mod conn;
 mod file_serve;
 pub mod http;
 pub mod install;
@@ -19,6 +20,7 @@ pub mod render;
 pub mod service;
 
 pub use config::{BootConfig, BootConfigError, LoaderFiles, ServedSubnet, UnknownPolicy};
+pub use conn::{ConnLimits, serve_http};
 pub use http::{router, serve};
 pub use rackboot_fleet::{DiscoveryOutcome, Fleet, Inventory, Snapshot};
 pub use render::{

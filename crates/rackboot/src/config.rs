@@ -448,6 +448,15 @@ pub struct ApiSettings {
     /// PEM private key (`tls = "files"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds a request's head (request line and headers) may take to
+    /// arrive on the API's own listener; an idle kept-alive connection is
+    /// closed after the same time. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Connections open at once on the API's own listener; at the cap new
+    /// ones wait in the kernel's accept queue until one closes. Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// TLS of the API's own listener.
@@ -461,10 +470,25 @@ pub enum TlsMode {
 }
 
 impl ApiSettings {
+    /// The bounds of the API's own listener's connections.
+    pub fn conn_limits(&self) -> rackboot_boot::ConnLimits {
+        conn_limits(
+            rackboot_boot::ConnLimits::API,
+            self.header_read_timeout_secs,
+            self.max_connections,
+        )
+    }
+
     /// Refuses TLS settings that cannot work: TLS without its own listener
     /// (boot files stay on plain HTTP), certificate files missing or given
-    /// without `tls = "files"`.
+    /// without `tls = "files"`; connection bounds out of range.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        check_conn_limits(
+            "api.header_read_timeout_secs",
+            self.header_read_timeout_secs,
+            "api.max_connections",
+            self.max_connections,
+        )?;
         let files = self.tls_cert.is_some() || self.tls_key.is_some();
         match self.tls {
             TlsMode::Off | TlsMode::SelfSigned if files => {
@@ -594,6 +618,16 @@ pub struct Listen {
     /// with `tftp`'s port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tftp6: Option<Toggle<SocketAddr>>,
+    /// Seconds a request's head (request line and headers) may take to
+    /// arrive on boot HTTP (`http`, `http6`, and the API when it shares
+    /// them); an idle kept-alive connection is closed after the same time.
+    /// Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_header_read_timeout_secs: Option<u64>,
+    /// Connections open at once on each boot HTTP listener; at the cap new
+    /// ones wait in the kernel's accept queue until one closes. Default 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_max_connections: Option<usize>,
 }
 
 impl Default for Listen {
@@ -603,8 +637,70 @@ impl Default for Listen {
             tftp: default_tftp(),
             http6: None,
             tftp6: None,
+            http_header_read_timeout_secs: None,
+            http_max_connections: None,
         }
     }
+}
+
+impl Listen {
+    /// The bounds of each boot HTTP listener's connections.
+    pub fn http_conn_limits(&self) -> rackboot_boot::ConnLimits {
+        conn_limits(
+            rackboot_boot::ConnLimits::BOOT,
+            self.http_header_read_timeout_secs,
+            self.http_max_connections,
+        )
+    }
+
+    /// Refuses connection bounds out of range.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        check_conn_limits(
+            "listen.http_header_read_timeout_secs",
+            self.http_header_read_timeout_secs,
+            "listen.http_max_connections",
+            self.http_max_connections,
+        )
+    }
+}
+
+/// `defaults` with what the operator set.
+fn conn_limits(
+    defaults: rackboot_boot::ConnLimits,
+    header_read_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+) -> rackboot_boot::ConnLimits {
+    rackboot_boot::ConnLimits {
+        header_read_timeout: header_read_timeout_secs
+            .map_or(defaults.header_read_timeout, Duration::from_secs),
+        max_connections: max_connections.unwrap_or(defaults.max_connections),
+    }
+}
+
+/// The longest header-read timeout accepted: beyond it the timeout no
+/// longer protects anything.
+const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 3600;
+
+fn check_conn_limits(
+    timeout_key: &str,
+    timeout: Option<u64>,
+    max_key: &str,
+    max: Option<usize>,
+) -> std::result::Result<(), String> {
+    if let Some(t) = timeout
+        && !(1..=MAX_HEADER_READ_TIMEOUT_SECS).contains(&t)
+    {
+        return Err(format!(
+            "{timeout_key} = {t}: must be 1 to {MAX_HEADER_READ_TIMEOUT_SECS} seconds"
+        ));
+    }
+    let limit = rackboot_boot::conn::MAX_CONNECTIONS_LIMIT;
+    if let Some(m) = max
+        && !(1..=limit).contains(&m)
+    {
+        return Err(format!("{max_key} = {m}: must be 1 to {limit}"));
+    }
+    Ok(())
 }
 
 /// The IPv6 companion of an IPv4 listener (see [`Listen::http6`]): the
@@ -936,6 +1032,7 @@ pub fn preflight(mut config: Config) -> Result<Checked> {
         }
     }
     config.api.validate().map_err(anyhow::Error::msg)?;
+    config.listen.validate().map_err(anyhow::Error::msg)?;
     if let (Some(api), Toggle::On(http)) = (config.api.listen, config.listen.http)
         && api.port() == http.port()
         && (api.ip() == http.ip() || api.ip().is_unspecified() || http.ip().is_unspecified())
@@ -1170,6 +1267,63 @@ mod tests {
             assert!(err.contains(says), "{text}: {err}");
         }
         assert!(Config::from_toml("[api]\ntls = \"on\"\n").is_err());
+    }
+
+    #[test]
+    fn http_connection_limits() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(
+            config.listen.http_conn_limits(),
+            rackboot_boot::ConnLimits::BOOT
+        );
+        assert_eq!(config.api.conn_limits(), rackboot_boot::ConnLimits::API);
+        let config = Config::from_toml(
+            "[listen]\nhttp_header_read_timeout_secs = 5\nhttp_max_connections = 100\n\
+             [api]\nheader_read_timeout_secs = 7\nmax_connections = 9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.listen.http_conn_limits(),
+            rackboot_boot::ConnLimits {
+                header_read_timeout: Duration::from_secs(5),
+                max_connections: 100,
+            }
+        );
+        assert_eq!(
+            config.api.conn_limits(),
+            rackboot_boot::ConnLimits {
+                header_read_timeout: Duration::from_secs(7),
+                max_connections: 9,
+            }
+        );
+        assert_eq!(config.listen.validate(), Ok(()));
+        assert_eq!(config.api.validate(), Ok(()));
+        for (text, says) in [
+            (
+                "[listen]\nhttp_header_read_timeout_secs = 0\n",
+                "listen.http_header_read_timeout_secs = 0",
+            ),
+            (
+                "[listen]\nhttp_max_connections = 0\n",
+                "listen.http_max_connections = 0",
+            ),
+            (
+                "[api]\nheader_read_timeout_secs = 86400\n",
+                "api.header_read_timeout_secs = 86400",
+            ),
+            (
+                "[api]\nmax_connections = 100000000\n",
+                "api.max_connections = 100000000",
+            ),
+        ] {
+            let config = Config::from_toml(text).unwrap();
+            let err = config
+                .listen
+                .validate()
+                .and_then(|()| config.api.validate())
+                .unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]
