@@ -17,6 +17,22 @@ use crate::Fleet;
 const BATCH: usize = 4096;
 /// Machines re-read in one store read.
 const READ_CHUNK: usize = 1000;
+/// Wait between re-reads of everything while they fail (the database is
+/// away): short, so a snapshot is current soon after the database is back.
+const STALE_RETRY: Duration = Duration::from_millis(250);
+
+/// When to re-read everything again: `None` once a re-read worked.
+fn retry_unless(current: bool) -> Option<tokio::time::Instant> {
+    (!current).then(|| tokio::time::Instant::now() + STALE_RETRY)
+}
+
+/// Waits until `at`; forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What one round of changes asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -76,6 +92,11 @@ impl Fleet {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
+        // Set while the snapshot may miss writes because re-reading it failed
+        // (the database was away): when to re-read again. A deadline rather
+        // than a sleep started each round, so a stream of other changes
+        // cannot put it off.
+        let mut stale: Option<tokio::time::Instant> = None;
         let mut feed = match self.store().change_feed().await {
             Ok(Some(feed)) => feed,
             Ok(None) => return,
@@ -87,7 +108,7 @@ impl Fleet {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                     if let Ok(Some(feed)) = self.store().change_feed().await {
-                        self.apply(fold(vec![Change::Resync])).await;
+                        stale = retry_unless(self.apply(fold(vec![Change::Resync])).await);
                         break feed;
                     }
                 }
@@ -100,6 +121,7 @@ impl Fleet {
             let first = tokio::select! {
                 () = &mut shutdown => return,
                 _ = resync.tick() => Some(Change::Resync),
+                () = sleep_until_some(stale) => Some(Change::Resync),
                 c = feed.next() => c,
             };
             let Some(first) = first else {
@@ -118,7 +140,7 @@ impl Fleet {
                         Err(e) => tracing::warn!(error = %e, "reopening the change feed"),
                     }
                 }
-                self.apply(fold(vec![Change::Resync])).await;
+                stale = retry_unless(self.apply(fold(vec![Change::Resync])).await);
                 continue;
             };
             let mut batch = vec![first];
@@ -128,17 +150,30 @@ impl Fleet {
                     None => break,
                 }
             }
-            self.apply(fold(batch)).await;
+            let round = fold(batch);
+            let full = round.resync;
+            let current = self.apply(round).await;
+            // Only a full re-read that worked makes a stale snapshot current.
+            if full || !current {
+                stale = match (current, stale) {
+                    (true, _) => None,
+                    (false, Some(at)) if !full => Some(at),
+                    (false, _) => retry_unless(false),
+                };
+            }
         }
     }
 
-    /// Re-reads what a round names; failures are logged and turn into a
-    /// full re-read on the next round.
-    async fn apply(&self, round: Round) {
+    /// Re-reads what a round names; on a failure, everything. False when
+    /// that failed too (logged): the snapshot may miss writes until a
+    /// re-read works.
+    async fn apply(&self, round: Round) -> bool {
+        let mut current = true;
         if let Err(e) = self.try_apply(&round).await {
             tracing::warn!(error = %e, "applying another server's change; re-reading everything");
             if let Err(e) = self.resync().await {
-                tracing::warn!(error = %e, "re-reading everything failed");
+                tracing::warn!(error = %e, "re-reading everything failed; retrying");
+                current = false;
             }
         }
         for c in round.forward {
@@ -150,6 +185,7 @@ impl Fleet {
             // Nobody listening is fine.
             let _ = self.changes.send(c);
         }
+        current
     }
 
     async fn try_apply(&self, round: &Round) -> Result<(), StoreError> {
