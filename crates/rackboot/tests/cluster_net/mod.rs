@@ -55,6 +55,19 @@ pub struct PgSocket {
 }
 
 impl PgSocket {
+    /// A new, empty database named `{prefix}_{uuid}`; its URL.
+    pub fn create_database(&self, prefix: &str) -> String {
+        let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        run(&[
+            "psql",
+            &self.url("postgres"),
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {db}"),
+        ]);
+        self.url(&db)
+    }
+
     /// A URL for database `db` through the socket.
     pub fn url(&self, db: &str) -> String {
         format!(
@@ -87,48 +100,46 @@ pub fn pg_socket() -> PgSocket {
                 started_here: false,
             };
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-postgres");
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(["start", "--no-fsync", "--watch-pid"])
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("test-postgres");
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "test-postgres: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let get = |key: &str| {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("export {key}=")))
-                .unwrap_or_else(|| panic!("no {key} in test-postgres's output: {stdout}"))
-                .to_string()
-        };
-        PgSocket {
-            dir: get("RACKBOOT_TEST_PG_DIR"),
-            port: port_of(&get("RACKBOOT_TEST_PG_URL")),
-            started_here: true,
-        }
+        own_pg_socket()
     })
     .clone()
 }
 
-/// A new, empty database named `{prefix}_{uuid}`; its URL (a `store =`
-/// value the servers in namespaces can use).
+/// A PostgreSQL cluster of this test process's own, never the one test-all
+/// shares (`scripts/test-postgres start --watch-pid`: stopped when the
+/// process exits). For a test that stops or restarts it.
+pub fn own_pg_socket() -> PgSocket {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-postgres");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["start", "--no-fsync", "--watch-pid"])
+        .arg(std::process::id().to_string())
+        .output()
+        .expect("test-postgres");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "test-postgres: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {key}=")))
+            .unwrap_or_else(|| panic!("no {key} in test-postgres's output: {stdout}"))
+            .to_string()
+    };
+    PgSocket {
+        dir: get("RACKBOOT_TEST_PG_DIR"),
+        port: port_of(&get("RACKBOOT_TEST_PG_URL")),
+        started_here: true,
+    }
+}
+
+/// A new, empty database named `{prefix}_{uuid}` on [`pg_socket`]; its URL
+/// (a `store =` value the servers in namespaces can use).
 pub fn fresh_database(prefix: &str) -> String {
-    let pg = pg_socket();
-    let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    run(&[
-        "psql",
-        &pg.url("postgres"),
-        "-q",
-        "-c",
-        &format!("CREATE DATABASE {db}"),
-    ]);
-    pg.url(&db)
+    pg_socket().create_database(prefix)
 }
 
 /// Runs a command to completion; panics with its stderr if it fails.
