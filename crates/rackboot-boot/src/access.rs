@@ -101,6 +101,19 @@ impl AccessRefusal {
         }
     }
 
+    /// The install asked about.
+    pub fn install(&self) -> uuid::Uuid {
+        match self {
+            AccessRefusal::WrongAddress { install, .. }
+            | AccessRefusal::Closed { install, .. }
+            | AccessRefusal::Expired { install, .. }
+            | AccessRefusal::NoLease { install, .. }
+            | AccessRefusal::BadSecret { install }
+            | AccessRefusal::NotBound { install }
+            | AccessRefusal::NoPeer { install } => *install,
+        }
+    }
+
     /// A bounded metric label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -257,22 +270,41 @@ pub fn agent_token_address(
     current: Option<IpAddr>,
     dhcp_serves_peer: bool,
     peer: IpAddr,
-) -> Result<IpAddr, String> {
+) -> Result<IpAddr, AgentTokenRefusal> {
     let peer = canonical_ip(peer);
+    let refuse = |reason, message| Err(AgentTokenRefusal { reason, message });
     match (lease, current) {
-        (Some(leased), _) if IpAddr::V4(leased) != peer => Err(format!(
-            "{peer} asked for {mac}'s agent boot, but {mac} holds the lease {leased}: no agent token issued"
-        )),
+        (Some(leased), _) if IpAddr::V4(leased) != peer => refuse(
+            "wrong_address",
+            format!(
+                "{peer} asked for {mac}'s agent boot, but {mac} holds the lease {leased}: no agent token issued"
+            ),
+        ),
         (Some(leased), _) => Ok(IpAddr::V4(leased)),
-        (None, Some(bound)) if bound != peer => Err(format!(
-            "{peer} asked for {mac}'s agent boot, but this workflow's agent token is bound to {bound}, which fetched it first: no agent token issued"
-        )),
+        (None, Some(bound)) if bound != peer => refuse(
+            "wrong_address",
+            format!(
+                "{peer} asked for {mac}'s agent boot, but this workflow's agent token is bound to {bound}, which fetched it first: no agent token issued"
+            ),
+        ),
         (None, Some(bound)) => Ok(bound),
-        (None, None) if dhcp_serves_peer => Err(format!(
-            "{peer} asked for {mac}'s agent boot, but rackboot's DHCP serves that subnet and has leased {mac} no address: no agent token issued"
-        )),
+        (None, None) if dhcp_serves_peer => refuse(
+            "no_lease",
+            format!(
+                "{peer} asked for {mac}'s agent boot, but rackboot's DHCP serves that subnet and has leased {mac} no address: no agent token issued"
+            ),
+        ),
         (None, None) => Ok(peer),
     }
+}
+
+/// Why no agent token was issued: a bounded label (as
+/// [`AccessRefusal::reason`]) and the sentence for logs and the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AgentTokenRefusal {
+    pub reason: &'static str,
+    pub message: String,
 }
 
 #[cfg(test)]
@@ -545,7 +577,7 @@ mod tests {
                 want,
                 "lease {lease:?} current {current:?} served {serves} asker {peer}: {got:?}"
             );
-            if let Err(message) = got {
+            if let Err(AgentTokenRefusal { message, .. }) = got {
                 assert!(
                     message.contains("no agent token issued")
                         && message.contains(&peer.to_string().replace("::ffff:", "")),

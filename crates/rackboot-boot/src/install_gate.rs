@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::Utc;
 use metrics::counter;
-use rackboot_core::{InstallRequest, MacAddr, Machine};
+use rackboot_core::{InstallRequest, MacAddr, Machine, MachineId};
 use rackboot_store::InstallAccessAmend;
 
 use crate::access::{Accepted, AccessRefusal, Callback, Fetch, check_callback, check_fetch};
@@ -62,8 +62,17 @@ impl BootService {
         }
     }
 
-    /// Logs and counts a refusal; the response says why, never more.
-    pub(crate) fn refused(&self, asked: Asked, refusal: &AccessRefusal) -> Refusal {
+    /// Logs and counts a refusal of `peer`, and records it on the timeline
+    /// of the install's machine (`machine`, else the pending install's;
+    /// bounded, see [`crate::refusal_events`]); the response says why,
+    /// never more.
+    pub(crate) fn refused(
+        &self,
+        asked: Asked,
+        refusal: &AccessRefusal,
+        machine: Option<MachineId>,
+        peer: Option<IpAddr>,
+    ) -> Refusal {
         tracing::warn!(
             asked = asked.as_str(),
             reason = refusal.reason(),
@@ -75,6 +84,18 @@ impl BootService {
             "reason" => refusal.reason()
         )
         .increment(1);
+        let snapshot = self.inventory().snapshot();
+        let machine =
+            machine.or_else(|| snapshot.installs.get(&refusal.install()).map(|i| i.machine));
+        if let Some(machine) = machine.and_then(|id| snapshot.machine_by_id(id)) {
+            self.record_refusal(
+                machine,
+                asked.as_str(),
+                refusal.reason(),
+                peer,
+                &refusal.to_string(),
+            );
+        }
         Refusal(refusal.status(), format!("{refusal}\n"))
     }
 
@@ -96,6 +117,8 @@ impl BootService {
                     &AccessRefusal::NoPeer {
                         install: install.id,
                     },
+                    Some(install.machine),
+                    None,
                 ));
             };
             let record = self
@@ -125,7 +148,7 @@ impl BootService {
                     if in_force.bound_ip != ip {
                         // Another request (or server) bound it first.
                         if let Err(r) = decide(Some(&in_force)) {
-                            return Err(self.refused(asked, &r));
+                            return Err(self.refused(asked, &r, Some(install.machine), Some(peer)));
                         }
                     } else {
                         tracing::info!(
@@ -135,7 +158,7 @@ impl BootService {
                         );
                     }
                 }
-                Err(r) => return Err(self.refused(asked, &r)),
+                Err(r) => return Err(self.refused(asked, &r, Some(install.machine), Some(peer))),
             }
         }
         Ok(())
@@ -185,7 +208,7 @@ impl BootService {
                     }
                 }
                 Err(r) => {
-                    self.refused(Asked::TftpConfig, &r);
+                    self.refused(Asked::TftpConfig, &r, Some(install.machine), Some(peer));
                     return Err(r);
                 }
             }
@@ -209,6 +232,8 @@ impl BootService {
                 &AccessRefusal::NoPeer {
                     install: install.id,
                 },
+                Some(install.machine),
+                None,
             ));
         };
         let snapshot = self.inventory().snapshot();
@@ -231,7 +256,7 @@ impl BootService {
             record.as_ref(),
             peer,
         )
-        .map_err(|r| self.refused(asked, &r))?;
+        .map_err(|r| self.refused(asked, &r, Some(install.machine), Some(peer)))?;
         let amend = match (kind, accepted) {
             (_, Accepted::RecordDoneAddress(ip)) => InstallAccessAmend {
                 closed_at: None,
@@ -259,6 +284,8 @@ impl BootService {
                         allowed: kept.unwrap_or(ip),
                         peer: ip,
                     },
+                    Some(install.machine),
+                    Some(peer),
                 ));
             }
         }

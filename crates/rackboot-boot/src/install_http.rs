@@ -66,6 +66,7 @@ pub(crate) async fn install_file(
 pub(crate) async fn install_file_without_secret(
     State(service): State<Arc<BootService>>,
     Path((id, _file)): Path<(String, String)>,
+    req: Request,
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
@@ -75,6 +76,8 @@ pub(crate) async fn install_file_without_secret(
         .refused(
             crate::install_gate::Asked::File,
             &crate::access::AccessRefusal::BadSecret { install: id },
+            None,
+            crate::http::peer(&req),
         )
         .into_response()
 }
@@ -96,6 +99,8 @@ async fn admit_file(
         return Err(service.refused(
             crate::install_gate::Asked::File,
             &crate::access::AccessRefusal::BadSecret { install: id },
+            Some(install.machine),
+            peer,
         ));
     }
     let machine = snapshot

@@ -64,6 +64,8 @@ pub struct BootService {
     /// MAC (see [`crate::agent_tftp`]).
     pub(crate) recent_agent_boots:
         Mutex<std::collections::HashMap<MacAddr, crate::agent_tftp::RecentAgentBoot>>,
+    /// Bounds `access_refused` events (see [`crate::refusal_events`]).
+    pub(crate) refusal_events: Mutex<crate::refusal_events::RefusalLimiter>,
 }
 
 /// A machine looked up for booting and what it should boot.
@@ -101,6 +103,7 @@ impl BootService {
             runtime: tokio::runtime::Handle::try_current().ok(),
             me: me.clone(),
             recent_agent_boots: Mutex::new(std::collections::HashMap::new()),
+            refusal_events: Mutex::new(Default::default()),
         }))
     }
 
@@ -310,10 +313,17 @@ impl BootService {
         };
         let bound = match self.agent_token_address(machine, mac, workflow, peer) {
             Ok(ip) => ip,
-            Err(message) => {
+            Err(refusal) => {
                 counter!("rackboot_agent_tokens_refused_total").increment(1);
-                tracing::warn!(%mac, "{message}");
-                return error(message);
+                tracing::warn!(%mac, "{refusal}");
+                self.record_refusal(
+                    machine,
+                    "agent_token",
+                    refusal.reason,
+                    Some(peer),
+                    &refusal.message,
+                );
+                return error(refusal.message);
             }
         };
         let issued = match self.fleet.issue_agent_token(machine, bound, workflow).await {
@@ -357,7 +367,7 @@ impl BootService {
         mac: MacAddr,
         workflow: Option<uuid::Uuid>,
         peer: std::net::IpAddr,
-    ) -> Result<std::net::IpAddr, String> {
+    ) -> Result<std::net::IpAddr, crate::access::AgentTokenRefusal> {
         let current = self
             .fleet
             .agent_session(machine.id)

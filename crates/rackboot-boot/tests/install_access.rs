@@ -17,8 +17,8 @@ use common::machine;
 use http_body_util::BodyExt;
 use rackboot_boot::{BootConfig, BootService, ServedSubnet, router};
 use rackboot_core::{
-    BootIntent, BoundLeases, EventHub, GeneratedFile, InstallRequest, InstallState, MacAddr,
-    TftpContent,
+    BootIntent, BoundLeases, EventHub, EventKind, GeneratedFile, InstallRequest, InstallState,
+    MacAddr, TftpContent,
 };
 use rackboot_fleet::Fleet;
 use rackboot_store::{InstallAccess, Store};
@@ -37,7 +37,30 @@ struct Setup {
     leases: BoundLeases,
     install: uuid::Uuid,
     machine: rackboot_core::MachineId,
+    /// What the services emitted (nothing persists them here).
+    events: std::sync::Mutex<rackboot_core::EventPersistQueue>,
     _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// The `access_refused` events emitted since the last call: (reason, asked, peer).
+    fn refusal_events(&self) -> Vec<(String, String, String)> {
+        let mut batch = Vec::new();
+        self.events
+            .lock()
+            .unwrap()
+            .take_ready(&mut batch, usize::MAX);
+        batch
+            .into_iter()
+            .filter(|e| e.kind == EventKind::AccessRefused)
+            .map(|e| {
+                assert_eq!(e.machine, Some(self.machine), "{e:?}");
+                assert_eq!(e.mac, Some(MAC.parse().unwrap()), "{e:?}");
+                let text = |k: &str| e.data[k].as_str().unwrap_or_default().to_string();
+                (text("reason"), text("asked"), text("peer"))
+            })
+            .collect()
+    }
 }
 
 /// A small Debian install medium imported into a fresh OS catalog; returns
@@ -102,7 +125,7 @@ async fn setup(dhcp: bool, access: Option<InstallAccess>) -> Setup {
             .await
             .unwrap();
     }
-    let (hub, _queue) = EventHub::new(4096);
+    let (hub, queue) = EventHub::new(4096);
     let fleet = Fleet::load(store.clone(), Some(catalog), hub)
         .await
         .unwrap();
@@ -122,6 +145,7 @@ async fn setup(dhcp: bool, access: Option<InstallAccess>) -> Setup {
         leases,
         install: id,
         machine: m.id,
+        events: std::sync::Mutex::new(queue),
         _dir: dir,
     }
 }
@@ -233,6 +257,19 @@ async fn without_a_lease_the_first_asker_is_bound_and_nobody_else_gets_anything(
         tftp(&s.service, &format!("pxelinux.cfg/01-{mac_dashed}"), A).contains(&secret),
         "the machine's own pxelinux config carries its file URL"
     );
+    // On the machine's timeline: one event per reason, however many
+    // refusals (B was refused 6 times for its address, A and B 4 times for
+    // a wrong secret).
+    let mut refusals = s.refusal_events();
+    refusals.sort();
+    assert_eq!(
+        refusals,
+        [
+            ("bad_secret".into(), "file".into(), A.into()),
+            ("wrong_address".into(), "script".into(), B.into()),
+        ],
+        "one access_refused event per machine and reason a minute"
+    );
 
     // The machine gets its file, with the callbacks' token.
     let (status, preseed) = send(&s.service, "GET", &file, A).await;
@@ -263,6 +300,12 @@ async fn without_a_lease_the_first_asker_is_bound_and_nobody_else_gets_anything(
     }
     let config = tftp(&s.service, &format!("pxelinux.cfg/01-{mac_dashed}"), A);
     assert_nothing_secret(&config, &secret);
+    // B's callbacks were held back (wrong_address had its event this
+    // minute); the closed window is a new reason.
+    assert_eq!(
+        s.refusal_events(),
+        [("closed".into(), "script".into(), A.into())]
+    );
 
     // installed from the machine, repeated; done from the installed
     // system's new address once, then from there or the machine only.

@@ -65,10 +65,14 @@ pub enum EventKind {
     BmcReachable,
     /// An API token was created or revoked.
     TokenChanged,
+    /// Boot HTTP or TFTP refused a machine's install script, file or
+    /// callback, or its agent token, to a requester (wrong address, window
+    /// closed, wrong secret); at most one per machine and reason a minute.
+    AccessRefused,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 48] = [
+    pub const ALL: [EventKind; 49] = [
         EventKind::LeaseOffered,
         EventKind::LeaseAcked,
         EventKind::LeaseNak,
@@ -117,6 +121,7 @@ impl EventKind {
         EventKind::BmcUnreachable,
         EventKind::BmcReachable,
         EventKind::TokenChanged,
+        EventKind::AccessRefused,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -169,6 +174,7 @@ impl EventKind {
             EventKind::BmcUnreachable => "bmc_unreachable",
             EventKind::BmcReachable => "bmc_reachable",
             EventKind::TokenChanged => "token_changed",
+            EventKind::AccessRefused => "access_refused",
         }
     }
 
@@ -190,6 +196,7 @@ impl EventKind {
                 | EventKind::AgentLost
                 | EventKind::WebhookFailed
                 | EventKind::BmcUnreachable
+                | EventKind::AccessRefused
         )
     }
 }

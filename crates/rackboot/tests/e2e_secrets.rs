@@ -366,6 +366,61 @@ async fn a_second_host_on_the_bridge_gets_nothing_of_another_machines_secrets() 
     }
     let shown = rack.cli(&["machine", "show", "a"]);
     assert!(shown.contains("local-disk"), "{shown}");
+
+    // A's timeline shows the refusals: one access_refused event per reason
+    // within the minute, however many requests (B was refused a dozen times
+    // for its address), with the asker's address.
+    let want = [
+        ("bad_secret", B_ADDR),
+        ("closed", a_addr.as_str()),
+        ("no_lease", B_ADDR),
+        ("wrong_address", B_ADDR),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let got = loop {
+        let text = rack.cli(&[
+            "events",
+            "--machine",
+            "a",
+            "--kind",
+            "access_refused",
+            "--tail",
+            "100",
+            "-o",
+            "json",
+        ]);
+        let events: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Array(all)) => all,
+            _ => text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+        };
+        let mut got: Vec<(String, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e["data"]["reason"].as_str().unwrap_or_default().to_string(),
+                    e["data"]["peer"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        if got.len() >= want.len() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(r, p)| (r.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(got, want, "access_refused events on A's timeline");
+    assert!(
+        rack.metric("rackboot_install_access_refused_total") > want.len() as f64,
+        "every refusal is counted, not only those on the timeline"
+    );
+
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
         "took {:?}",
