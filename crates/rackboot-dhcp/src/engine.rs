@@ -72,6 +72,9 @@ pub enum Outcome {
     Inform { subnet: usize },
     /// Persist `lease`; no reply (DECLINE, RELEASE).
     Persist { lease: Lease, kind: MessageType },
+    /// The client chose another server's offer of another address (RFC 2131
+    /// 4.3.2): persist the end of ours (`lease`, expired), say nothing.
+    Withdraw { lease: Lease },
     /// Say nothing.
     Ignore(Ignore),
 }
@@ -443,13 +446,23 @@ impl LeaseEngine {
         // SELECTING: the client names the server it chose.
         if let Some(server) = req.server_id {
             if server != self.server_ip {
-                // It took another server's offer: free ours now.
+                // It took another server's offer: free ours now. In the
+                // store too, unless the other server offered the same
+                // address (it is binding that row now).
                 if let Some(ip) = self.clients.get(&(subnet, key.clone())).copied()
                     && let Some(e) = self.leases.get_mut(&ip)
+                    && e.key.as_ref() == Some(&key)
                     && e.lease.state == LeaseState::Offered
+                    && e.lease.expires_at > now
                 {
                     e.lease.state = LeaseState::Expired;
                     e.lease.expires_at = now;
+                    e.lease.updated_at = now;
+                    if req.requested_ip.is_some_and(|r| r != ip) {
+                        return Outcome::Withdraw {
+                            lease: e.lease.clone(),
+                        };
+                    }
                 }
                 return Outcome::Ignore(Ignore::OtherServer);
             }
@@ -665,6 +678,23 @@ impl LeaseEngine {
             self.clients.remove(&(e.subnet, k));
         }
         Some(self.set_declined(ip, subnet, now))
+    }
+
+    /// The store refused `lease` (this engine's offer or binding): it is not
+    /// the client's. Its address goes back to what the store says holds it
+    /// (the caller loads that next); the client no longer points at it.
+    pub fn drop_refused(&mut self, lease: &Lease, now: DateTime<Utc>) {
+        if let Some(e) = self.leases.get_mut(&lease.ip)
+            && e.lease == *lease
+        {
+            e.lease.state = LeaseState::Expired;
+            e.lease.expires_at = now;
+            if let Some(k) = e.key.clone()
+                && self.clients.get(&(e.subnet, k.clone())) == Some(&lease.ip)
+            {
+                self.clients.remove(&(e.subnet, k));
+            }
+        }
     }
 
     /// True while `ip` is still offered to the client of `req` (the probe finished in time).
@@ -971,6 +1001,53 @@ mod tests {
         // The address is free for someone else at once.
         assert_eq!(e.pool_stats(t0())[0].free, 4);
         assert_eq!(e.lease(ip).unwrap().state, LeaseState::Expired);
+    }
+
+    /// RFC 2131 4.3.2: a REQUEST naming another server for another address
+    /// ends our offer in the store too; for the address we offered as well
+    /// (both servers offered it), only here: the other server binds that row.
+    #[test]
+    fn request_for_another_servers_other_address_withdraws_our_offer() {
+        let mut e = engine();
+        let ip = offered(&e.handle(&discover(1), t0()));
+        let theirs = if ip.octets()[3] == 103 {
+            [10, 77, 0, 102]
+        } else {
+            [10, 77, 0, 103]
+        };
+        match e.handle(&select(1, theirs, OTHER_SERVER), t0()) {
+            Outcome::Withdraw { lease } => {
+                assert_eq!((lease.ip, lease.state), (ip, LeaseState::Expired));
+                assert_eq!(lease.mac, Some(mac(1)));
+                assert_eq!(lease.expires_at, t0());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.pool_stats(t0())[0].free, 4);
+        // Only once: the offer is gone.
+        assert_eq!(
+            e.handle(&select(1, theirs, OTHER_SERVER), t0()),
+            Outcome::Ignore(Ignore::OtherServer)
+        );
+    }
+
+    #[test]
+    fn a_refused_claim_leaves_the_client_and_the_address() {
+        let mut e = engine();
+        let ip = offered(&e.handle(&discover(1), t0()));
+        let claimed = e.lease(ip).unwrap().clone();
+        e.drop_refused(&claimed, t0());
+        assert_eq!(e.lease(ip).unwrap().state, LeaseState::Expired);
+        // The store said client 1 holds another address: it is offered that.
+        let theirs = Lease {
+            ip: Ipv4Addr::new(10, 77, 0, if ip.octets()[3] == 103 { 102 } else { 103 }),
+            state: LeaseState::Bound,
+            expires_at: t0() + Duration::seconds(3600),
+            ..claimed
+        };
+        e.load(vec![theirs.clone()]);
+        assert_eq!(offered(&e.handle(&discover(1), t0())), theirs.ip);
+        assert_eq!(e.lease(theirs.ip).unwrap().state, LeaseState::Bound);
     }
 
     #[test]

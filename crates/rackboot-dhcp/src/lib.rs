@@ -5,6 +5,8 @@
 //!   in memory with the clock passed in.
 //! - [`server`]: the socket loop ([`run`]), ProxyDHCP (67 + 4011), group commit of
 //!   leases before ACKs, the ICMP conflict probe, pool-low events and metrics.
+//! - [`peers`]: the load split of a cluster ([`Peers`]): each client's
+//!   DISCOVERs are answered by one live server, by rendezvous hash.
 //! - [`ipxe_ra`]: answers the IPv6 router solicitations of iPXE clients just seen,
 //!   so iPXE does not wait for a router that does not exist.
 //! - [`socket`]: binding helpers for the binary ([`bind_interface`], [`DhcpSockets::bind`]).
@@ -12,6 +14,7 @@
 pub mod config;
 pub mod engine;
 pub mod ipxe_ra;
+pub mod peers;
 pub mod probe;
 mod send;
 pub mod server;
@@ -21,7 +24,8 @@ pub use config::{
     ConfigError, DhcpConfig, DhcpMode, OptionConfig, ProbeConfig, ReservationConfig, SubnetConfig,
 };
 pub use engine::{LeaseEngine, Outcome};
-pub use server::run;
+pub use peers::Peers;
+pub use server::{run, run_in_cluster};
 pub use socket::{DhcpSockets, bind_icmp, bind_interface};
 
 /// Why the DHCP service stopped.

@@ -21,11 +21,12 @@ use rackboot_wire::dhcp::{self as wire, ReplyTo, Request};
 use rackboot_wire::pxe;
 use serde_json::json;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DhcpConfig, DhcpMode};
-use crate::engine::{Ignore, LeaseEngine, Outcome, Timings};
+use crate::engine::{ClientKey, Ignore, LeaseEngine, Outcome, Timings};
+use crate::peers::Peers;
 use crate::probe::{self, ProbeJob, ProbeVerdict};
 use crate::send::{Reply, TypeCounters, send_all};
 use crate::{DhcpError, DhcpSockets};
@@ -122,6 +123,24 @@ pub async fn run(
     bound: BoundLeases,
     shutdown: CancellationToken,
 ) -> Result<(), DhcpError> {
+    run_in_cluster(sockets, config, store, events, boot, bound, None, shutdown).await
+}
+
+/// [`run`] for a member of a cluster of servers sharing the pools: `peers`
+/// follows the live members, and this server answers the DISCOVERs and
+/// broadcast REQUESTs only of the clients it owns ([`Peers::answers`]);
+/// the others' are counted in `rackboot_dhcp_peer_owned_total`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_in_cluster(
+    sockets: DhcpSockets,
+    config: DhcpConfig,
+    store: Arc<dyn Store>,
+    events: EventHub,
+    boot: Arc<dyn BootResponder>,
+    bound: BoundLeases,
+    peers: Option<watch::Receiver<Peers>>,
+    shutdown: CancellationToken,
+) -> Result<(), DhcpError> {
     let io = |context: &'static str| move |source| DhcpError::Io { context, source };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -131,8 +150,9 @@ pub async fn run(
     std::thread::Builder::new()
         .name("rackboot-dhcp".into())
         .spawn(move || {
-            let result =
-                runtime.block_on(serve(sockets, config, store, events, boot, bound, shutdown));
+            let result = runtime.block_on(serve(
+                sockets, config, store, events, boot, bound, peers, shutdown,
+            ));
             let _ = done_tx.send(result);
         })
         .map_err(io("starting the DHCP thread"))?;
@@ -144,6 +164,7 @@ pub async fn run(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     sockets: DhcpSockets,
     config: DhcpConfig,
@@ -151,6 +172,7 @@ async fn serve(
     events: EventHub,
     boot: Arc<dyn BootResponder>,
     bound: BoundLeases,
+    peers: Option<watch::Receiver<Peers>>,
     shutdown: CancellationToken,
 ) -> Result<(), DhcpError> {
     let subnets = config.compile()?;
@@ -263,6 +285,7 @@ async fn serve(
 
     let mut server = Server {
         shared,
+        peers: peers.filter(|_| config.mode == DhcpMode::Full),
         engine,
         ipxe_sightings,
         pool_low_percent: config.pool_low_percent,
@@ -439,6 +462,8 @@ struct ProbeState {
 struct Server {
     /// Leases are claimed in a store other servers share (see [`Retry`]).
     shared: bool,
+    /// In a cluster: the live servers, which split the clients.
+    peers: Option<watch::Receiver<Peers>>,
     engine: Option<LeaseEngine>,
     /// iPXE clients seen, for the router solicitation responder (when it runs).
     ipxe_sightings: Option<crate::ipxe_ra::IpxeSightings>,
@@ -476,6 +501,20 @@ fn type_label(kind: MessageType) -> &'static str {
         MessageType::Release => "release",
         MessageType::Inform => "inform",
         _ => "other",
+    }
+}
+
+/// DISCOVERs and broadcast REQUESTs of a client without a server to talk
+/// to (INIT-REBOOT: a requested address, no server id, no ciaddr): in a
+/// cluster, the client's owner answers them. A REQUEST naming a server
+/// (SELECTING) goes to that server, and one from a bound client (ciaddr:
+/// RENEWING to the server that bound it, or REBINDING, which every server
+/// answers with the same binding) is answered as by a single server.
+fn starts_or_restarts_an_exchange(req: &Request) -> bool {
+    match req.kind {
+        MessageType::Discover => true,
+        MessageType::Request => req.server_id.is_none() && req.ciaddr().is_unspecified(),
+        _ => false,
     }
 }
 
@@ -554,6 +593,14 @@ impl Server {
     }
 
     fn full(&mut self, req: Request, client: Option<PxeClient>) {
+        if let Some(peers) = &self.peers
+            && starts_or_restarts_an_exchange(&req)
+            && !peers.borrow().answers(&ClientKey::of(&req))
+        {
+            // Another live server owns this client: it answers.
+            counter!("rackboot_dhcp_peer_owned_total", "type" => type_label(req.kind)).increment(1);
+            return;
+        }
         let now = Utc::now();
         let engine = self.engine.as_mut().expect("full mode");
         match engine.handle(&req, now) {
@@ -676,6 +723,16 @@ impl Server {
                     retry: None,
                 });
             }
+            Outcome::Withdraw { lease } => {
+                // Counted as before (the REQUEST was for another server);
+                // the offer's end is written so the address is free at once.
+                drop_packet(Ignore::OtherServer.reason());
+                self.queue_commit(Pending {
+                    lease,
+                    reply: None,
+                    retry: None,
+                });
+            }
             Outcome::Ignore(why) => {
                 if why == Ignore::PoolExhausted {
                     tracing::warn!(mac = %req.mac, "no free address to offer");
@@ -751,8 +808,10 @@ impl Server {
         self.emit(event);
     }
 
-    /// Another server's client holds the address a claim was for: learn
-    /// that, then offer another address (DISCOVER) or refuse (REQUEST).
+    /// The store refused a claim: another client holds the address, or this
+    /// client holds another one. Learn what holds it, then offer again
+    /// (DISCOVER: another address, or the one the client already holds) or
+    /// refuse (REQUEST).
     fn on_lost(&mut self, lost: Lost) {
         counter!("rackboot_dhcp_claims_lost_total").increment(1);
         let Lost {
@@ -764,6 +823,7 @@ impl Server {
         let Some(engine) = self.engine.as_mut() else {
             return;
         };
+        engine.drop_refused(&lease, now);
         if let Some(w) = winner {
             engine.load(vec![w]);
         }
@@ -1274,14 +1334,14 @@ async fn commit_batches(
         let result = match &lost {
             None => store.put_leases(&leases).await,
             Some(lost_tx) => match store.claim_leases(&leases).await {
-                Ok(winners) => {
-                    let held: HashMap<Ipv4Addr, Lease> =
-                        winners.into_iter().map(|l| (l.ip, l)).collect();
+                Ok(refused) => {
+                    let held: HashMap<Ipv4Addr, Option<Lease>> =
+                        refused.into_iter().map(|r| (r.ip, r.holder)).collect();
                     // The bound map learns only what was written.
                     leases.retain(|l| !held.contains_key(&l.ip));
                     for (lease, reply, retry) in claims.drain(..) {
                         if held.contains_key(&lease.ip) {
-                            let winner = held.get(&lease.ip).cloned();
+                            let winner = held.get(&lease.ip).cloned().flatten();
                             let _ = lost_tx.send(Lost {
                                 lease,
                                 winner,

@@ -930,3 +930,129 @@ async fn offer_event_is_recorded_before_the_ack_event() {
     );
     server.stop().await;
 }
+
+/// Sends a DISCOVER for each of `clients` (xids from `xid_base`) and collects
+/// every OFFER that comes back within a quiet second: per client, the server
+/// identifiers that offered, and the address offered.
+fn offers_by_server(
+    sock: UdpSocket,
+    clients: u8,
+    xid_base: u32,
+) -> std::collections::BTreeMap<u8, (Vec<Ipv4Addr>, Ipv4Addr)> {
+    for n in 0..clients {
+        let d = packet(MessageType::Discover, mac(n), |m| {
+            m.set_xid(xid_base + u32::from(n));
+        });
+        sock.send_to(&d, BCAST).unwrap();
+    }
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut got: std::collections::BTreeMap<u8, (Vec<Ipv4Addr>, Ipv4Addr)> = Default::default();
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let Ok((len, _)) = sock.recv_from(&mut buf) else {
+            break;
+        };
+        if let Some(m) = rackboot_wire::dhcp::decode_reply(&buf[..len])
+            && message_type(&m) == Some(MessageType::Offer)
+            && let Some(n) = m.xid().checked_sub(xid_base)
+            && n < u32::from(clients)
+            && let Some(DhcpOption::ServerIdentifier(server)) =
+                m.opts().get(OptionCode::ServerIdentifier)
+        {
+            let entry = got
+                .entry(n as u8)
+                .or_insert_with(|| (Vec::new(), m.yiaddr()));
+            entry.0.push(*server);
+        }
+    }
+    got
+}
+
+/// Two servers of a cluster on one link (Kea HA load balancing, RFC 3074):
+/// each DISCOVER is answered by exactly one of them, both answer some
+/// clients, and once one stops and leaves the live set, the other answers
+/// every client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_splits_clients_and_a_survivor_answers_all() {
+    if !rackboot_testenv::privileged("root: network namespaces") {
+        return;
+    }
+    const CLIENTS: u8 = 40;
+    let lab = Lab::new();
+    let second_ip = Ipv4Addr::new(10, 99, 0, 2);
+    lab.server(&["addr", "add", "10.99.0.2/24", "dev", &lab.server_if]);
+    let sockets_a = lab.server_sockets(false, false);
+    // Both sockets on port 67 of the same link (SO_REUSEADDR): each gets
+    // every broadcast, as two servers on one segment do.
+    let mut sockets_b = lab.server_sockets(false, false);
+    sockets_b.server_ip = second_ip;
+    let config = || -> rackboot_dhcp::DhcpConfig {
+        toml::from_str(
+            r#"
+            [[subnets]]
+            name = "local"
+            cidr = "10.99.0.0/24"
+            ranges = ["10.99.0.100-10.99.0.250"]
+            "#,
+        )
+        .unwrap()
+    };
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (_peers_a_tx, peers_a) = tokio::sync::watch::channel(rackboot_dhcp::Peers {
+        me: a,
+        live: vec![a, b],
+    });
+    let (peers_b_tx, peers_b) = tokio::sync::watch::channel(rackboot_dhcp::Peers {
+        me: b,
+        live: vec![a, b],
+    });
+    let server_a = start_in_cluster(sockets_a, config(), Arc::new(MemStore::default()), peers_a);
+    let server_b = start_in_cluster(sockets_b, config(), Arc::new(MemStore::default()), peers_b);
+
+    let sock = lab.client_socket(68);
+    let sock2 = sock.try_clone().unwrap();
+    let split = tokio::task::spawn_blocking(move || offers_by_server(sock, CLIENTS, 0x7000))
+        .await
+        .unwrap();
+    let by = |server: Ipv4Addr| split.values().filter(|(s, _)| s[..] == [server]).count();
+    let (by_a, by_b) = (by(SERVER_IP), by(second_ip));
+    eprintln!("two live servers: a offered to {by_a}, b to {by_b} of {CLIENTS} clients");
+    assert_eq!(
+        split.len(),
+        usize::from(CLIENTS),
+        "every client got an offer"
+    );
+    assert_eq!(
+        by_a + by_b,
+        usize::from(CLIENTS),
+        "one offer per client: {split:?}"
+    );
+    assert!(by_a > 0 && by_b > 0, "both servers answer some clients");
+
+    // a stops; b's membership drops it from the live set.
+    server_a.stop().await;
+    peers_b_tx.send_replace(rackboot_dhcp::Peers {
+        me: b,
+        live: vec![b],
+    });
+    let after = tokio::task::spawn_blocking(move || offers_by_server(sock2, CLIENTS, 0x7100))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.len(),
+        usize::from(CLIENTS),
+        "every client got an offer"
+    );
+    assert!(
+        after.values().all(|(s, _)| s[..] == [second_ip]),
+        "b alone answers every client: {after:?}"
+    );
+    // The clients b owned before are offered the same address again.
+    for (n, (servers, ip)) in &split {
+        if servers[..] == [second_ip] {
+            assert_eq!(after[n].1, *ip, "client {n}");
+        }
+    }
+    server_b.stop().await;
+}

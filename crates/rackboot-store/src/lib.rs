@@ -131,6 +131,17 @@ impl ChangeFeed {
     }
 }
 
+/// A lease [`Store::claim_leases`] did not write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRefused {
+    /// The address the refused lease was for.
+    pub ip: std::net::Ipv4Addr,
+    /// What is in the way: the lease holding that address (another
+    /// client's, or a decline), or the lease the same client already holds
+    /// elsewhere. `None` when it changed again before it could be read.
+    pub holder: Option<Lease>,
+}
+
 /// One live incarnation of a server in a cluster sharing the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -593,12 +604,16 @@ pub trait Store: Send + Sync + 'static {
             .map(|w| (w.id, w.machine, None))
             .collect())
     }
-    /// Writes leases like [`Store::put_leases`], except an address another
-    /// client holds (its lease not expired, or declined and still held):
-    /// that lease is left as it is and returned. Several servers allocating
-    /// from one pool use it, so an address is never given to two clients.
-    /// The default (one server) writes everything.
-    async fn claim_leases(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
+    /// Writes leases like [`Store::put_leases`], except where that would
+    /// give an address to two clients or a client two addresses: a lease of
+    /// an address another client holds (not expired, or declined and still
+    /// held), and an offer or binding for a client that holds another
+    /// unexpired binding (or, for an offer, another unexpired offer). Those
+    /// are not written and come back as [`ClaimRefused`], with the lease in
+    /// the way. A binding that is written ends the same client's offers of
+    /// other addresses (the client took this one). Several servers allocating
+    /// from one pool use it. The default (one server) writes everything.
+    async fn claim_leases(&self, leases: &[Lease]) -> Result<Vec<ClaimRefused>> {
         self.put_leases(leases).await?;
         Ok(Vec::new())
     }

@@ -987,7 +987,7 @@ impl Store for PgStore {
         self.active_workflow_owners_impl().await
     }
 
-    async fn claim_leases(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
+    async fn claim_leases(&self, leases: &[Lease]) -> Result<Vec<crate::ClaimRefused>> {
         self.claim_leases_impl(leases).await
     }
 

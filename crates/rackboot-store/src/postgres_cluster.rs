@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rackboot_core::{Lease, MachineId, WorkflowId};
+use rackboot_core::{Lease, LeaseState, MachineId, WorkflowId};
 use sqlx::Row;
 use sqlx::postgres::PgListener;
 
 use crate::postgres::PgStore;
-use crate::{Change, ChangeFeed, Member, Result, backend, dedup_leases, truncate_ms};
+use crate::{Change, ChangeFeed, ClaimRefused, Member, Result, backend, dedup_leases, truncate_ms};
 
 /// The channel the triggers notify of rows the snapshots depend on.
 const CHANNEL: &str = "rackboot_changes";
@@ -220,7 +220,7 @@ impl PgStore {
         .collect()
     }
 
-    pub(crate) async fn claim_leases_impl(&self, leases: &[Lease]) -> Result<Vec<Lease>> {
+    pub(crate) async fn claim_leases_impl(&self, leases: &[Lease]) -> Result<Vec<ClaimRefused>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -244,25 +244,52 @@ impl PgStore {
             subnet.push(l.subnet.clone());
             updated_at.push(truncate_ms(l.updated_at));
         }
-        // A row is overwritten only when its address is free (expired,
-        // released) or held by the same client; a decline (which grants
-        // nothing, and blocks the address for everyone) always is. One
-        // statement: atomic, and the row lock orders concurrent servers.
+        // One statement (one round trip), atomic; the row lock on an
+        // address orders servers claiming it at once.
+        // - `claim`: an offer or binding for a client (mac and client id)
+        //   that holds another unexpired binding, or for an offer another
+        //   unexpired offer, is not written: the client keeps one address.
+        // - the upsert: a row is overwritten only when its address is free
+        //   (expired, released) or held by the same client (an offer
+        //   withdrawn, written as expired, ends only an offer: never a
+        //   binding another server made meanwhile); a decline (which grants
+        //   nothing, and blocks the address for everyone) always is.
+        // - `superseded`: a binding written ends the client's offers of
+        //   other addresses (it took this one; they go back to the pool).
         let written: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
-             SELECT ip::inet, mac, client_id, hostname, state, expires_at, subnet, updated_at \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                         $6::timestamptz[], $7::text[], $8::timestamptz[]) \
-                  AS t(ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
-             ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
-             hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
-             subnet = excluded.subnet, updated_at = excluded.updated_at \
-             WHERE excluded.state = 'declined' \
-                OR leases.expires_at <= now() \
-                OR leases.state IN ('released', 'expired') \
-                OR (leases.state <> 'declined' AND leases.mac IS NOT DISTINCT FROM excluded.mac \
-                    AND leases.client_id IS NOT DISTINCT FROM excluded.client_id) \
-             RETURNING host(ip)",
+            "WITH claim AS ( \
+               SELECT t.ip::inet AS ip, t.mac, t.client_id, t.hostname, t.state, t.expires_at, \
+                      t.subnet, t.updated_at \
+               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                           $6::timestamptz[], $7::text[], $8::timestamptz[]) \
+                    AS t(ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+               WHERE t.mac IS NULL OR t.state NOT IN ('offered', 'bound') OR NOT EXISTS ( \
+                 SELECT 1 FROM leases o WHERE o.mac = t.mac \
+                   AND o.client_id IS NOT DISTINCT FROM t.client_id \
+                   AND o.ip <> t.ip::inet AND o.expires_at > now() \
+                   AND (o.state = 'bound' OR (o.state = 'offered' AND t.state = 'offered')))), \
+             written AS ( \
+               INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \
+               SELECT ip, mac, client_id, hostname, state, expires_at, subnet, updated_at FROM claim \
+               ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, client_id = excluded.client_id, \
+               hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, \
+               subnet = excluded.subnet, updated_at = excluded.updated_at \
+               WHERE excluded.state = 'declined' \
+                  OR leases.expires_at <= now() \
+                  OR leases.state IN ('released', 'expired') \
+                  OR (leases.state <> 'declined' AND leases.mac IS NOT DISTINCT FROM excluded.mac \
+                      AND leases.client_id IS NOT DISTINCT FROM excluded.client_id \
+                      AND (excluded.state <> 'expired' OR leases.state = 'offered')) \
+               RETURNING ip, mac, client_id, state), \
+             superseded AS ( \
+               UPDATE leases o SET state = 'expired', expires_at = now(), updated_at = now() \
+               FROM written w \
+               WHERE w.state = 'bound' AND o.mac = w.mac \
+                 AND o.client_id IS NOT DISTINCT FROM w.client_id \
+                 AND o.ip <> w.ip AND o.state = 'offered' AND o.expires_at > now() \
+                 AND NOT (o.ip = ANY($1::inet[])) \
+               RETURNING o.ip) \
+             SELECT host(ip) FROM written",
         )
         .bind(ip)
         .bind(mac)
@@ -279,24 +306,67 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let written: std::collections::HashSet<String> = written.into_iter().collect();
-        let refused: Vec<String> = leases
+        let refused: Vec<&Lease> = leases
             .iter()
-            .map(|l| l.ip.to_string())
-            .filter(|ip| !written.contains(ip))
+            .copied()
+            .filter(|l| !written.contains(&l.ip.to_string()))
             .collect();
-        // What holds the refused addresses now: the engine learns them.
-        sqlx::query(
+        let refused_ips: Vec<String> = refused.iter().map(|l| l.ip.to_string()).collect();
+        let refused_macs: Vec<String> = refused
+            .iter()
+            .filter_map(|l| l.mac.map(|m| m.to_string()))
+            .collect();
+        // What is in their way now: the rows of the refused addresses, and
+        // the refused clients' live leases. The engine learns them.
+        let now = Utc::now();
+        let found: Vec<Lease> = sqlx::query(
             "SELECT host(l.ip) AS ip, l.mac, l.client_id, l.hostname, l.state, l.expires_at, \
-             l.subnet, l.updated_at FROM leases l WHERE l.ip = ANY($1::inet[]) ORDER BY l.ip",
+             l.subnet, l.updated_at FROM leases l WHERE l.ip = ANY($1::inet[]) \
+             OR (l.mac = ANY($2::text[]) AND l.state IN ('offered', 'bound') \
+                 AND l.expires_at > now()) \
+             ORDER BY l.ip",
         )
-        .bind(refused)
+        .bind(refused_ips)
+        .bind(refused_macs)
         .fetch_all(self.pool())
         .await
         .map_err(backend("reading refused leases"))?
         .iter()
         .map(Self::lease_from_row)
-        .collect()
+        .collect::<Result<_>>()?;
+        Ok(refused
+            .into_iter()
+            .map(|claim| ClaimRefused {
+                ip: claim.ip,
+                holder: holder_of(claim, &found, now),
+            })
+            .collect())
     }
+}
+
+/// What stands in the way of a refused `claim`, among `found` (the rows of
+/// the refused addresses and the refused clients' live leases): another
+/// client's lease (or a decline) of its address, else the same client's
+/// lease of another address (a binding first, then the newest).
+fn holder_of(claim: &Lease, found: &[Lease], now: DateTime<Utc>) -> Option<Lease> {
+    let same_client = |l: &Lease| l.mac == claim.mac && l.client_id == claim.client_id;
+    let at_address = found.iter().find(|l| l.ip == claim.ip);
+    if let Some(l) = at_address
+        && (l.state == LeaseState::Declined || !same_client(l))
+    {
+        return Some(l.clone());
+    }
+    let elsewhere = found
+        .iter()
+        .filter(|l| {
+            l.ip != claim.ip
+                && claim.mac.is_some()
+                && same_client(l)
+                && l.expires_at > now
+                && matches!(l.state, LeaseState::Bound | LeaseState::Offered)
+        })
+        .max_by_key(|l| (l.state == LeaseState::Bound, l.updated_at));
+    elsewhere.or(at_address).cloned()
 }
 
 #[cfg(test)]

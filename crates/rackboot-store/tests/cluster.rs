@@ -283,9 +283,10 @@ async fn an_address_is_held_by_one_client_across_servers() {
         .await
         .unwrap();
     assert_eq!(refused.len(), 1);
+    let holder = refused[0].holder.as_ref().unwrap();
     assert_eq!(
-        (refused[0].ip.octets()[3], refused[0].mac),
-        (5, Some(mac(1)))
+        (refused[0].ip.octets()[3], holder.ip.octets()[3], holder.mac),
+        (5, 5, Some(mac(1)))
     );
     // Client 1 binds and renews .5 through either server.
     assert_eq!(
@@ -364,6 +365,15 @@ async fn racing_servers_never_share_an_address() {
                 .map(|&i| lease(i, client_base + u32::from(i), LeaseState::Bound, 600))
                 .collect();
             let lost = store.claim_leases(&batch).await.unwrap();
+            for r in &lost {
+                // Each refusal names the other server's client at its address.
+                let holder = r.holder.as_ref().unwrap();
+                assert_eq!(holder.ip, r.ip);
+                assert_ne!(
+                    holder.mac,
+                    Some(mac(client_base + u32::from(r.ip.octets()[3])))
+                );
+            }
             for l in &batch {
                 if !lost.iter().any(|x| x.ip == l.ip) {
                     won.push(l.ip);
@@ -391,6 +401,130 @@ async fn racing_servers_never_share_an_address() {
         };
         assert_eq!(client, want, "{}", l.ip);
     }
+    db.finish().await;
+}
+
+/// A client holds one address across servers: another server's offer of a
+/// second address is refused with the lease the client holds (so that server
+/// offers that one); a binding ends the client's offers elsewhere; a second
+/// binding is refused; a withdrawn offer never ends a binding.
+#[tokio::test]
+async fn a_client_holds_one_address_across_servers() {
+    if !common::backend_available("postgres") {
+        return;
+    }
+    let db = TestDb::postgres().await;
+    let a = db.store.clone();
+    let b = other_server(&db).await;
+    let with_id = |mut l: Lease| {
+        l.client_id = Some("ff0102".into());
+        l
+    };
+    // a offers .20 to client 1 (with a client id).
+    let offered_a = with_id(lease(20, 1, LeaseState::Offered, 30));
+    assert_eq!(
+        a.claim_leases(std::slice::from_ref(&offered_a))
+            .await
+            .unwrap(),
+        []
+    );
+    // b's offer of .21 to the same client is refused: it holds .20.
+    let refused = b
+        .claim_leases(&[with_id(lease(21, 1, LeaseState::Offered, 30))])
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].ip, Ipv4Addr::new(10, 9, 0, 21));
+    let holder = refused[0].holder.clone().unwrap();
+    assert_eq!(
+        (holder.ip, holder.state, holder.client_id.as_deref()),
+        (offered_a.ip, LeaseState::Offered, Some("ff0102"))
+    );
+    // ...so b offers .20 too, which the client may take from either.
+    assert_eq!(
+        b.claim_leases(&[with_id(lease(20, 1, LeaseState::Offered, 30))])
+            .await
+            .unwrap(),
+        []
+    );
+    // The same MAC with another client id, or none, is another client.
+    assert_eq!(
+        b.claim_leases(&[lease(22, 1, LeaseState::Offered, 30)])
+            .await
+            .unwrap(),
+        []
+    );
+    // Two offers written at once (servers racing: neither statement sees
+    // the other's row) are both there...
+    assert_eq!(
+        a.claim_leases(&[with_id(lease(23, 3, LeaseState::Offered, 30))])
+            .await
+            .unwrap(),
+        []
+    );
+    a.put_leases(&[with_id(lease(24, 3, LeaseState::Offered, 30))])
+        .await
+        .unwrap();
+    // ...but the binding of one ends the other.
+    assert_eq!(
+        b.claim_leases(&[with_id(lease(24, 3, LeaseState::Bound, 600))])
+            .await
+            .unwrap(),
+        []
+    );
+    // A second binding for a bound client is refused with its binding.
+    let refused = a
+        .claim_leases(&[with_id(lease(25, 3, LeaseState::Bound, 600))])
+        .await
+        .unwrap();
+    let holder = refused[0].holder.clone().unwrap();
+    assert_eq!(
+        (holder.ip.octets()[3], holder.state),
+        (24, LeaseState::Bound)
+    );
+    // And so is a new offer to it.
+    let refused = a
+        .claim_leases(&[with_id(lease(26, 3, LeaseState::Offered, 30))])
+        .await
+        .unwrap();
+    assert_eq!(refused[0].holder.as_ref().unwrap().ip.octets()[3], 24);
+    // A withdrawn offer (written as expired) ends an offer, not a binding.
+    assert_eq!(
+        a.claim_leases(&[with_id(lease(24, 3, LeaseState::Expired, 0))])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        a.claim_leases(&[with_id(lease(20, 1, LeaseState::Expired, 0))])
+            .await
+            .unwrap(),
+        []
+    );
+    let now = Utc::now();
+    let live: Vec<(u8, LeaseState)> = a
+        .list_leases()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|l| l.expires_at > now && l.mac.is_some())
+        .map(|l| (l.ip.octets()[3], l.state))
+        .collect();
+    assert_eq!(
+        live,
+        [(22, LeaseState::Offered), (24, LeaseState::Bound)],
+        "client 1 (with its id) withdrew .20, its MAC alone holds .22, client 3 .24"
+    );
+    // The offer the binding ended is in the store as expired.
+    let ended = a
+        .list_leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.ip.octets()[3] == 23)
+        .unwrap();
+    assert_eq!(ended.state, LeaseState::Expired);
     db.finish().await;
 }
 

@@ -759,10 +759,14 @@ impl Server {
                 bound_leases.clone(),
                 shutdown.clone(),
             );
+            // In a cluster the live servers split the clients between them.
+            let peers = fleet.cluster().map(|c| dhcp_peers(c, shutdown.clone()));
             tasks.spawn(async move {
-                rackboot_dhcp::run(sockets, dhcp, store, hub, responder, bound, stop)
-                    .await
-                    .context("DHCP server")
+                rackboot_dhcp::run_in_cluster(
+                    sockets, dhcp, store, hub, responder, bound, peers, stop,
+                )
+                .await
+                .context("DHCP server")
             });
             services.push("dhcp");
         }
@@ -941,4 +945,34 @@ fn service_infos(
             }),
         ),
     ]
+}
+
+/// The cluster's live members as the DHCP load split needs them, kept up to
+/// date until `stop`. A server that is not healthy lists no one: it then
+/// answers every client (see `rackboot_dhcp::Peers::answers`).
+fn dhcp_peers(
+    cluster: &Arc<rackboot_fleet::Cluster>,
+    stop: CancellationToken,
+) -> tokio::sync::watch::Receiver<rackboot_dhcp::Peers> {
+    let peers_of = |view: &rackboot_fleet::cluster::View| rackboot_dhcp::Peers {
+        me: view.me,
+        live: if view.healthy { view.ids() } else { Vec::new() },
+    };
+    let mut views = cluster.subscribe();
+    let (tx, rx) = tokio::sync::watch::channel(peers_of(&views.borrow_and_update()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = views.changed() => if changed.is_err() { return },
+            }
+            let peers = peers_of(&views.borrow_and_update());
+            tx.send_if_modified(|current| {
+                let changed = *current != peers;
+                *current = peers;
+                changed
+            });
+        }
+    });
+    rx
 }

@@ -409,18 +409,38 @@ impl Running {
 }
 
 pub fn start(sockets: DhcpSockets, config: DhcpConfig, store: Arc<dyn Store>) -> Running {
+    start_with(sockets, config, store, None)
+}
+
+/// [`start`] for a member of a cluster whose live set `peers` follows.
+pub fn start_in_cluster(
+    sockets: DhcpSockets,
+    config: DhcpConfig,
+    store: Arc<dyn Store>,
+    peers: tokio::sync::watch::Receiver<rackboot_dhcp::Peers>,
+) -> Running {
+    start_with(sockets, config, store, Some(peers))
+}
+
+fn start_with(
+    sockets: DhcpSockets,
+    config: DhcpConfig,
+    store: Arc<dyn Store>,
+    peers: Option<tokio::sync::watch::Receiver<rackboot_dhcp::Peers>>,
+) -> Running {
     let (hub, queue) = EventHub::new(4096);
     let events = hub.subscribe();
     tokio::spawn(queue.run_unpersisted(hub.clone()));
     let shutdown = CancellationToken::new();
     let bound = rackboot_core::BoundLeases::default();
-    let task = tokio::spawn(rackboot_dhcp::run(
+    let task = tokio::spawn(rackboot_dhcp::run_in_cluster(
         sockets,
         config,
         store,
         hub,
         Arc::new(TestBoot),
         bound.clone(),
+        peers,
         shutdown.clone(),
     ));
     Running {
