@@ -154,7 +154,13 @@ impl Actor {
         let view = cluster.view();
         if self.active.contains_key(&id) {
             // Only the member running a workflow writes it (the store
-            // fences the rest): another wrote it, so it runs it now.
+            // fences the rest), but a notification can be older than this
+            // server's claim: the writes of the server that accepted the
+            // workflow and handed it over arrive after this one claimed it
+            // from the first of them. The store says who runs it now.
+            if self.still_mine(id, view.me).await {
+                return;
+            }
             tracing::warn!(workflow = %id, "another server runs this workflow now; dropping it here");
             self.own.fenced.insert(id);
             return;
@@ -211,6 +217,23 @@ impl Actor {
                 continue;
             }
             self.adopt(id, &view).await;
+        }
+    }
+
+    /// Whether workflow `id`, active here, is still this incarnation's in
+    /// the store: claimed by `me`, or by nobody (this server's next write
+    /// claims it). When the store cannot tell, true: a real loss is caught
+    /// by the fence at the next write, before anything is acted on.
+    async fn still_mine(&self, id: WorkflowId, me: uuid::Uuid) -> bool {
+        match self.fleet.store().active_workflow_owners().await {
+            Ok(rows) => rows
+                .iter()
+                .find(|(w, _, _)| *w == id)
+                .is_some_and(|(_, _, owner)| owner.is_none_or(|o| o == me)),
+            Err(e) => {
+                tracing::warn!(workflow = %id, "reading who runs a workflow: {e}");
+                true
+            }
         }
     }
 
