@@ -75,6 +75,8 @@ impl ApiError {
             ApiError::Bmc(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            // The database is away (restarting, down): try again later.
+            ApiError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,13 +88,20 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "api request failed");
         }
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
-        )
-            .into_response();
+        let error = match &self {
+            ApiError::Store(e) if e.is_unavailable() => format!(
+                "the database is unavailable ({e}); retry once it is back (a write cut off \
+                 by the outage may or may not have been stored)"
+            ),
+            _ => self.to_string(),
+        };
+        let mut response = (status, Json(ErrorBody { error })).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -40,6 +40,7 @@ mod sqlite_installs;
 mod sqlite_lifecycle;
 mod sqlite_scale;
 mod sqlite_webhooks;
+mod unavailable;
 
 pub use install_access::{InstallAccess, InstallAccessAmend};
 pub use leases6::Lease6;
