@@ -16,6 +16,11 @@ use crate::access::{Accepted, AccessRefusal, Callback, Fetch, check_callback, ch
 use crate::http::Refusal;
 use crate::service::BootService;
 
+/// How long a TFTP transfer thread waits for an install's access record
+/// from the store (GRUB and pxelinux retransmit their requests after a
+/// second or so; the record is one indexed row).
+const STORE_WAIT: Duration = Duration::from_secs(2);
+
 /// What asked: a label of the refusal counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Asked {
@@ -165,9 +170,71 @@ impl BootService {
     }
 
     /// [`BootService::admit_install_fetch`] for a config generated over
-    /// TFTP, which cannot wait on the store: decides from the records this
-    /// server has seen, and writes a first binding in the background.
+    /// TFTP, on a thread outside the service's runtime (TFTP generates files
+    /// synchronously): the check runs on the runtime, against the store as
+    /// boot HTTP's does (another server of a cluster may have bound the
+    /// install, or closed its files), and this thread waits for it, at most
+    /// [`STORE_WAIT`]. Without a runtime to wait on (or past the wait) it
+    /// decides from the records this server has seen. The error is the
+    /// refusal's sentence.
     pub(crate) fn admit_install_fetch_now(
+        &self,
+        installs: &[&InstallRequest],
+        machine: &Machine,
+        mac: MacAddr,
+        peer: IpAddr,
+    ) -> Result<(), String> {
+        if let (Some(runtime), Some(service)) = (self.runtime_to_wait_on(), self.me.upgrade()) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let owned: Vec<InstallRequest> = installs.iter().map(|i| (*i).clone()).collect();
+            let machine = machine.clone();
+            runtime.spawn(async move {
+                let installs: Vec<&InstallRequest> = owned.iter().collect();
+                let decided = service
+                    .admit_install_fetch(
+                        Asked::TftpConfig,
+                        &installs,
+                        Some(&machine),
+                        Some(mac),
+                        Some(peer),
+                    )
+                    .await;
+                let _ = tx.send(decided);
+            });
+            match rx.recv_timeout(STORE_WAIT) {
+                Ok(decided) => {
+                    return decided.map_err(|Refusal(_, why)| why.trim_end().to_string());
+                }
+                Err(_) => tracing::warn!(
+                    %mac,
+                    "the install's access record was not read within {} s: deciding from this server's cache",
+                    STORE_WAIT.as_secs()
+                ),
+            }
+        }
+        self.admit_install_fetch_cached(installs, machine, mac, peer)
+            .map_err(|r| r.to_string())
+    }
+
+    /// The service's runtime, unless this thread is the only one that runs
+    /// it (a current-thread runtime's: waiting here for a task on it would
+    /// never end).
+    fn runtime_to_wait_on(&self) -> Option<&tokio::runtime::Handle> {
+        let runtime = self.runtime.as_ref()?;
+        match tokio::runtime::Handle::try_current() {
+            Ok(current)
+                if current.id() == runtime.id()
+                    && current.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread =>
+            {
+                None
+            }
+            _ => Some(runtime),
+        }
+    }
+
+    /// [`BootService::admit_install_fetch_now`] from the records this
+    /// server has seen; a first binding is written in the background.
+    fn admit_install_fetch_cached(
         &self,
         installs: &[&InstallRequest],
         machine: &Machine,

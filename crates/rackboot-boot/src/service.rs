@@ -452,10 +452,8 @@ impl BootService {
             self.admit_install_fetch_now(&installs, &r.machine, mac, client)
         };
         let (plan, urls) = match (gated, self.tftp_server_urls(client)) {
-            (Err(refusal), urls) => (
-                BootPlan::Error {
-                    message: refusal.to_string(),
-                },
+            (Err(message), urls) => (
+                BootPlan::Error { message },
                 urls.unwrap_or_else(|| self.server_urls(&self.base_url(Ipv4Addr::UNSPECIFIED))),
             ),
             (Ok(()), Some(mut urls)) => {

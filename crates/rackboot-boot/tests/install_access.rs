@@ -39,6 +39,8 @@ struct Setup {
     machine: rackboot_core::MachineId,
     /// What the services emitted (nothing persists them here).
     events: std::sync::Mutex<rackboot_core::EventPersistQueue>,
+    catalog: std::path::PathBuf,
+    config: BootConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -126,7 +128,7 @@ async fn setup(dhcp: bool, access: Option<InstallAccess>) -> Setup {
             .unwrap();
     }
     let (hub, queue) = EventHub::new(4096);
-    let fleet = Fleet::load(store.clone(), Some(catalog), hub)
+    let fleet = Fleet::load(store.clone(), Some(catalog.clone()), hub)
         .await
         .unwrap();
     let mut config = BootConfig::default();
@@ -138,7 +140,7 @@ async fn setup(dhcp: bool, access: Option<InstallAccess>) -> Setup {
         }];
     }
     let leases = BoundLeases::default();
-    let service = BootService::with_parts(fleet, config, None, leases.clone()).unwrap();
+    let service = BootService::with_parts(fleet, config.clone(), None, leases.clone()).unwrap();
     Setup {
         service,
         store,
@@ -146,6 +148,8 @@ async fn setup(dhcp: bool, access: Option<InstallAccess>) -> Setup {
         install: id,
         machine: m.id,
         events: std::sync::Mutex::new(queue),
+        catalog,
+        config,
         _dir: dir,
     }
 }
@@ -169,6 +173,29 @@ async fn send(
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Another server on the same store (a cluster's), with its own fleet,
+/// caches and DHCP leases (none).
+async fn second_server(s: &Setup) -> Arc<BootService> {
+    let (hub, _queue) = EventHub::new(4096);
+    let fleet = Fleet::load(s.store.clone(), Some(s.catalog.clone()), hub)
+        .await
+        .unwrap();
+    BootService::with_parts(fleet, s.config.clone(), None, BoundLeases::default()).unwrap()
+}
+
+/// A TFTP-generated file as TFTP asks for it: on a thread outside the
+/// service's runtime.
+async fn tftp_on_thread(service: &Arc<BootService>, path: &str, from: &str) -> String {
+    let (service, path, from) = (service.clone(), path.to_string(), from.parse().unwrap());
+    let file = tokio::task::spawn_blocking(move || service.generate_for(&path, from))
+        .await
+        .unwrap();
+    match file {
+        GeneratedFile::Content(bytes) => String::from_utf8(bytes).unwrap(),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn tftp(service: &BootService, path: &str, from: &str) -> String {
@@ -389,4 +416,36 @@ async fn the_files_expire_after_their_window() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Two servers on one store (a cluster): the machine's binding, made when
+/// server 1 served its script (server 1's DHCP leased it A), is what server
+/// 2's TFTP follows, though server 2 leased it nothing and had not seen the
+/// binding; and when the installer reports started through server 1, server
+/// 2's TFTP stops serving the install at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_servers_tftp_follows_the_binding_in_the_store() {
+    let s = setup(true, None).await;
+    let other = second_server(&s).await;
+    s.leases.set(MAC.parse().unwrap(), A.parse().unwrap());
+    let (status, script) = send(&s.service, "GET", &format!("/boot/ipxe/{MAC}"), A).await;
+    assert_eq!(status, StatusCode::OK, "{script}");
+    let file = file_path(&script, s.install);
+    let secret = file.split('/').nth(3).unwrap().to_string();
+
+    let config = format!("pxelinux.cfg/01-{}", MAC.replace(':', "-"));
+    let served = tftp_on_thread(&other, &config, A).await;
+    assert!(
+        served.contains(&secret),
+        "server 2 refused the machine bound through server 1:\n{served}"
+    );
+    let refused = tftp_on_thread(&other, &config, B).await;
+    assert_nothing_secret(&refused, &secret);
+
+    let started = format!("/install/{}/started/{TOKEN}", s.install);
+    let (status, body) = send(&s.service, "POST", &started, A).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let closed = tftp_on_thread(&other, &config, A).await;
+    assert_nothing_secret(&closed, &secret);
+    assert!(closed.contains("closed"), "{closed}");
 }
