@@ -160,14 +160,18 @@ start_bridge_servers() {
     [ "$n" -gt 1 ] || return 0
     # Every server sees all the others as live members before the load starts (servers
     # that split the clients between them by hash need the full membership).
-    local t0 members
+    local t0 seen all
     t0=$(date +%s)
     while [ $(($(date +%s) - t0)) -lt 30 ]; do
-        members=$(cluster_members 1)
-        if [ "${members:-0}" -ge "$n" ]; then break; fi
+        seen=(); all=1
+        for i in $(seq "$n"); do
+            seen+=("$(cluster_members "$i")")
+            [ "${seen[-1]:-0}" -ge "$n" ] || all=0
+        done
+        [ "$all" = 1 ] && break
         sleep 0.5
     done
-    log "  $n servers up; server b1 sees ${members:-?} live members"
+    log "  $n servers up; live members each sees: ${seen[*]}"
 }
 
 # cluster_members I: live members in server bI's GET /api/v1/cluster.
