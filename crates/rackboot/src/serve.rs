@@ -660,26 +660,27 @@ impl Server {
         } else {
             boot_app.merge(api_app.clone())
         };
+        // Header-read timeout and connection cap per listener (see
+        // rackboot_boot::conn): a client that sends nothing holds no
+        // connection for long, and a flood of them cannot open without end.
+        let http_limits = config.listen.http_conn_limits();
+        let api_limits = config.api.conn_limits();
         if let Some(listener) = http_listener {
             if let Some(listener6) = http6_listener {
                 let (app, stop) = (http_app.clone(), shutdown.clone());
                 tasks.spawn(async move {
-                    axum::serve(
-                        listener6,
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    rackboot_boot::serve_http(listener6, app, http_limits, "http6", async move {
+                        stop.cancelled().await
+                    })
                     .await
                     .context("HTTP server (IPv6)")
                 });
             }
             let (app, stop) = (http_app, shutdown.clone());
             tasks.spawn(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+                rackboot_boot::serve_http(listener, app, http_limits, "http", async move {
+                    stop.cancelled().await
+                })
                 .await
                 .context("HTTP server")
             });
@@ -693,18 +694,28 @@ impl Server {
                         crate::tls::TlsListener::new(listener, tls.config.clone(), stop.clone())
                             .context("the API's TLS listener")?;
                     tasks.spawn(async move {
-                        axum::serve(listener, api_app.into_make_service())
-                            .with_graceful_shutdown(async move { stop.cancelled().await })
-                            .await
-                            .context("API server (TLS)")
+                        rackboot_boot::serve_http(
+                            listener,
+                            api_app,
+                            api_limits,
+                            "api",
+                            async move { stop.cancelled().await },
+                        )
+                        .await
+                        .context("API server (TLS)")
                     });
                 }
                 None => {
                     tasks.spawn(async move {
-                        axum::serve(listener, api_app.into_make_service())
-                            .with_graceful_shutdown(async move { stop.cancelled().await })
-                            .await
-                            .context("API server")
+                        rackboot_boot::serve_http(
+                            listener,
+                            api_app,
+                            api_limits,
+                            "api",
+                            async move { stop.cancelled().await },
+                        )
+                        .await
+                        .context("API server")
                     });
                 }
             }
