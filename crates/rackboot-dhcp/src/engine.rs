@@ -697,6 +697,27 @@ impl LeaseEngine {
         }
     }
 
+    /// The client of `req` moves off `ip` (this engine chose another address
+    /// for it, though it holds `ip`: its reservation, or `ip` left the
+    /// pool): its lease of `ip` ends (released), and is returned to write.
+    pub fn end_moved(&mut self, ip: Ipv4Addr, req: &Request, now: DateTime<Utc>) -> Option<Lease> {
+        let key = ClientKey::of(req);
+        let e = self.leases.get_mut(&ip)?;
+        if e.key.as_ref() != Some(&key)
+            || !matches!(e.lease.state, LeaseState::Bound | LeaseState::Offered)
+        {
+            return None;
+        }
+        e.lease.state = LeaseState::Released;
+        e.lease.expires_at = now;
+        e.lease.updated_at = now;
+        let ended = e.lease.clone();
+        if self.clients.get(&(e.subnet, key.clone())) == Some(&ip) {
+            self.clients.remove(&(e.subnet, key));
+        }
+        Some(ended)
+    }
+
     /// True while `ip` is still offered to the client of `req` (the probe finished in time).
     pub fn still_offered(&self, req: &Request, ip: Ipv4Addr, now: DateTime<Utc>) -> bool {
         let key = ClientKey::of(req);
@@ -1048,6 +1069,36 @@ mod tests {
         e.load(vec![theirs.clone()]);
         assert_eq!(offered(&e.handle(&discover(1), t0())), theirs.ip);
         assert_eq!(e.lease(theirs.ip).unwrap().state, LeaseState::Bound);
+    }
+
+    /// A client bound to a pool address that now has a reservation: the
+    /// engine offers the reservation, and (with a shared store, which refuses
+    /// a client's second address) ends the old binding to move it.
+    #[test]
+    fn a_client_moved_to_its_reservation_ends_its_old_lease() {
+        let mut e = engine();
+        let old = Ipv4Addr::new(10, 77, 0, 101);
+        e.load(vec![Lease {
+            ip: old,
+            mac: Some(mac(0x99)),
+            client_id: None,
+            hostname: None,
+            state: LeaseState::Bound,
+            expires_at: t0() + Duration::seconds(3600),
+            subnet: "local".into(),
+            updated_at: t0(),
+        }]);
+        assert_eq!(
+            offered(&e.handle(&discover(0x99), t0())),
+            Ipv4Addr::new(10, 77, 0, 50)
+        );
+        let ended = e.end_moved(old, &discover(0x99), t0()).unwrap();
+        assert_eq!((ended.ip, ended.state), (old, LeaseState::Released));
+        assert_eq!(ended.mac, Some(mac(0x99)));
+        // Only the client's own lease, and only once.
+        assert_eq!(e.end_moved(old, &discover(0x99), t0()), None);
+        let theirs = offered(&e.handle(&discover(2), t0()));
+        assert_eq!(e.end_moved(theirs, &discover(0x99), t0()), None);
     }
 
     #[test]

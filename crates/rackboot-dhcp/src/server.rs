@@ -824,6 +824,11 @@ impl Server {
             return;
         };
         engine.drop_refused(&lease, now);
+        // The client's own lease of another address (not another client's).
+        let elsewhere = winner
+            .as_ref()
+            .filter(|w| w.ip != lease.ip && w.mac == lease.mac && w.client_id == lease.client_id)
+            .map(|w| w.ip);
         if let Some(w) = winner {
             engine.load(vec![w]);
         }
@@ -840,14 +845,31 @@ impl Server {
                         subnet,
                         lease_secs,
                         ..
-                    } => self.send_offer(
-                        &req,
-                        retry.client.as_ref(),
-                        ip,
-                        subnet,
-                        lease_secs,
-                        retry.attempts + 1,
-                    ),
+                    } => {
+                        // Knowing the client's other address, the engine
+                        // still moves it here (its reservation, or that
+                        // address left the pool): the other lease ends, in
+                        // the same batch as the new claim or before it.
+                        if ip == lease.ip
+                            && let Some(old) = elsewhere
+                            && let Some(engine) = self.engine.as_mut()
+                            && let Some(ended) = engine.end_moved(old, &req, now)
+                        {
+                            self.queue_commit(Pending {
+                                lease: ended,
+                                reply: None,
+                                retry: None,
+                            });
+                        }
+                        self.send_offer(
+                            &req,
+                            retry.client.as_ref(),
+                            ip,
+                            subnet,
+                            lease_secs,
+                            retry.attempts + 1,
+                        )
+                    }
                     Outcome::Ignore(why) => drop_packet(why.reason()),
                     other => tracing::debug!(?other, "unexpected outcome re-offering"),
                 }

@@ -249,6 +249,8 @@ impl PgStore {
         // - `claim`: an offer or binding for a client (mac and client id)
         //   that holds another unexpired binding, or for an offer another
         //   unexpired offer, is not written: the client keeps one address.
+        //   Rows this batch also writes are judged by what it writes (a
+        //   server moving a client ends its old lease in the same batch).
         // - the upsert: a row is overwritten only when its address is free
         //   (expired, released) or held by the same client (an offer
         //   withdrawn, written as expired, ends only an offer: never a
@@ -267,6 +269,7 @@ impl PgStore {
                  SELECT 1 FROM leases o WHERE o.mac = t.mac \
                    AND o.client_id IS NOT DISTINCT FROM t.client_id \
                    AND o.ip <> t.ip::inet AND o.expires_at > now() \
+                   AND NOT (o.ip = ANY($1::inet[])) \
                    AND (o.state = 'bound' OR (o.state = 'offered' AND t.state = 'offered')))), \
              written AS ( \
                INSERT INTO leases (ip, mac, client_id, hostname, state, expires_at, subnet, updated_at) \

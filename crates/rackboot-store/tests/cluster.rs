@@ -488,9 +488,26 @@ async fn a_client_holds_one_address_across_servers() {
         .await
         .unwrap();
     assert_eq!(refused[0].holder.as_ref().unwrap().ip.octets()[3], 24);
+    // A server moving the client (its reservation) ends the old binding in
+    // the same batch as the new claim: both are written.
+    assert_eq!(
+        a.claim_leases(&[
+            with_id(lease(24, 3, LeaseState::Released, 0)),
+            with_id(lease(27, 3, LeaseState::Offered, 30)),
+        ])
+        .await
+        .unwrap(),
+        []
+    );
+    assert_eq!(
+        a.claim_leases(&[with_id(lease(27, 3, LeaseState::Bound, 600))])
+            .await
+            .unwrap(),
+        []
+    );
     // A withdrawn offer (written as expired) ends an offer, not a binding.
     assert_eq!(
-        a.claim_leases(&[with_id(lease(24, 3, LeaseState::Expired, 0))])
+        a.claim_leases(&[with_id(lease(27, 3, LeaseState::Expired, 0))])
             .await
             .unwrap()
             .len(),
@@ -513,8 +530,8 @@ async fn a_client_holds_one_address_across_servers() {
         .collect();
     assert_eq!(
         live,
-        [(22, LeaseState::Offered), (24, LeaseState::Bound)],
-        "client 1 (with its id) withdrew .20, its MAC alone holds .22, client 3 .24"
+        [(22, LeaseState::Offered), (27, LeaseState::Bound)],
+        "client 1 (with its id) withdrew .20, its MAC alone holds .22, client 3 moved to .27"
     );
     // The offer the binding ended is in the store as expired.
     let ended = a
