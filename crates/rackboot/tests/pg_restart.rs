@@ -445,6 +445,29 @@ fn postgres_restarted_under_load_servers_reconnect_and_lose_nothing() {
         figures.join("\n"),
         test_started.elapsed().as_secs_f64()
     );
+    // They reconnect by themselves: nothing refused once the database has
+    // been back a while.
+    let late: Vec<String> = writes
+        .iter()
+        .filter(|w| !w.ok())
+        .filter_map(|w| {
+            let r = restarts.iter().rev().find(|r| r.1 <= w.start + 0.5)?;
+            (w.start > r.2 + 2.0).then(|| {
+                format!(
+                    "{} {:.2} s after PostgreSQL was back from {}: {} {}",
+                    w.server,
+                    w.start - r.2,
+                    scenario(r.0),
+                    w.status,
+                    w.error
+                )
+            })
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "writes refused long after the database was back: {late:#?}"
+    );
     assert!(
         missing.is_empty(),
         "acknowledged writes missing: {missing:#?}"
