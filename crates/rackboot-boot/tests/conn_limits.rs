@@ -202,3 +202,82 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_timeout() {
         .expect("the server stops")
         .unwrap();
 }
+
+/// Requests a second through `serve` on `listener` from 8 keep-alive
+/// clients for `secs`, each GET of a 300-byte body.
+async fn requests_per_second(addr: SocketAddr, secs: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                stream
+                    .write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut have = 0;
+                loop {
+                    have += stream.read(&mut buf[have..]).await.unwrap();
+                    let text = &buf[..have];
+                    if let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n")
+                        && have >= end + 4 + 300
+                    {
+                        break;
+                    }
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    total as f64 / secs as f64
+}
+
+/// What the connection loop costs against `axum::serve` on the same router
+/// (in one process on loopback; run by hand, the figures are printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn serve_http_against_axum_serve() {
+    let app = Router::new().route("/small", get(|| async { "x".repeat(300) }));
+    for round in 0..3 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let (a, token) = (app.clone(), stop.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, a)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .unwrap()
+        });
+        let axum_rate = requests_per_second(addr, 3).await;
+        stop.cancel();
+        server.await.unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let (a, token) = (app.clone(), stop.clone());
+        let server = tokio::spawn(async move {
+            serve_http(listener, a, ConnLimits::BOOT, "bench", async move {
+                token.cancelled().await
+            })
+            .await
+            .unwrap()
+        });
+        let ours = requests_per_second(addr, 3).await;
+        stop.cancel();
+        server.await.unwrap();
+        println!(
+            "round {round}: axum::serve {axum_rate:.0} req/s, serve_http {ours:.0} req/s ({:.2}x)",
+            ours / axum_rate
+        );
+    }
+}
