@@ -48,13 +48,16 @@ export function leasesPage(main) {
 }
 
 const EVENT_KINDS = [
-  "lease_offered", "lease_acked", "lease_nak", "lease_declined", "lease_released", "proxy_dhcp_reply",
-  "tftp_sent", "tftp_failed", "script_served", "asset_served", "machine_discovered", "machine_changed",
-  "machine_state_changed", "power_changed", "power_action_done", "power_action_failed", "boot_device_set",
-  "install_requested", "install_started", "install_completed", "workflow_queued", "workflow_started",
+  "lease_offered", "lease_acked", "lease_nak", "lease_declined", "lease_released", "dhcp_inform",
+  "proxy_dhcp_reply", "pool_low", "tftp_sent", "tftp_failed", "script_served", "asset_served",
+  "machine_discovered", "machine_changed", "profile_changed", "service_started", "power_changed",
+  "power_action_done", "power_action_failed", "boot_device_set", "install_requested",
+  "install_file_served", "install_started", "install_completed", "machine_state_changed",
+  "maintenance_changed", "facts_updated", "workflow_queued", "workflow_started",
   "workflow_succeeded", "workflow_failed", "workflow_aborted", "step_started", "step_progress",
-  "step_succeeded", "step_failed", "agent_hello", "agent_lost", "agent_log", "machine_booted",
-  "image_imported", "webhook_failed", "bmc_unreachable", "bmc_reachable", "service_started",
+  "step_succeeded", "step_failed", "step_skipped", "agent_token_issued", "agent_hello",
+  "agent_lost", "agent_log", "machine_booted", "image_imported", "image_deleted", "webhook_failed",
+  "bmc_unreachable", "bmc_reachable", "token_changed", "access_refused",
 ];
 
 export function eventsPage(main) {
