@@ -387,10 +387,11 @@ fn postgres_restarted_under_load_servers_reconnect_and_lose_nothing() {
     let times: Vec<f64> = acks.iter().map(|a| a.at).collect();
     let mut figures = Vec::new();
     for (i, (mode, began, back, took)) in restarts.iter().enumerate() {
-        // Up to the next restart.
+        // Up to the next restart, less the time a write takes: a write
+        // begun just before it and cut off by it is the next one's.
         let until = restarts
             .get(i + 1)
-            .map_or(f64::INFINITY, |next| next.1 - 0.1);
+            .map_or(f64::INFINITY, |next| next.1 - 1.0);
         let after = times.iter().filter(|t| **t > *back).count();
         let gap = longest_ack_gap(&times, began - 2.0, (back + 3.0).min(until));
         let window = refused_window(&writes, began - 0.5, (back + 5.0).min(until));
