@@ -22,6 +22,8 @@ const FEED_BUFFER: usize = 65_536;
 /// A member's row is deleted once it has been dead this many times longer
 /// than the dead-after interval (it is ignored from the first).
 const FORGET_AFTER_DEAD: u32 = 60;
+/// How often a change feed that lost the database tries to listen again.
+const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 
 /// One notification's payload, as the triggers build it.
 #[derive(Debug, serde::Deserialize)]
@@ -55,6 +57,13 @@ pub(crate) fn change_of(payload: &str, own_origin: &str) -> Option<Change> {
     }
 }
 
+/// A new connection that listens on `channel`.
+async fn listen_again(pool: &sqlx::PgPool, channel: &str) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
 fn member_from_row(row: &sqlx::postgres::PgRow) -> Result<Member> {
     let get = |e| backend("decoding a cluster member row")(e);
     Ok(Member {
@@ -83,6 +92,8 @@ impl PgStore {
         listener.listen(channel).await.map_err(backend(ctx))?;
         let (tx, rx) = tokio::sync::mpsc::channel(FEED_BUFFER);
         let origin = self.origin().to_string();
+        let pool = self.pool().clone();
+        let channel = channel.to_string();
         tokio::spawn(async move {
             loop {
                 let received = tokio::select! {
@@ -97,12 +108,24 @@ impl PgStore {
                     // The connection was lost and is back: what was sent in
                     // between is gone.
                     Ok(None) => Change::Resync,
+                    // The database is away. Resync only once listening
+                    // again: a resync read before the LISTEN would miss the
+                    // writes committed between the two until the next gap.
                     Err(e) => {
-                        tracing::warn!(error = %e, "change feed: lost the database; retrying");
-                        tokio::select! {
-                            () = tx.closed() => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
+                        tracing::warn!(error = %e, "change feed: lost the database; reconnecting");
+                        listener = loop {
+                            tokio::select! {
+                                () = tx.closed() => return,
+                                () = tokio::time::sleep(RECONNECT_EVERY) => {}
+                            }
+                            match listen_again(&pool, &channel).await {
+                                Ok(l) => break l,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "change feed: still no database")
+                                }
+                            }
+                        };
+                        tracing::info!(channel, "change feed: listening again; resyncing");
                         Change::Resync
                     }
                 };
