@@ -943,6 +943,20 @@ mod tests {
         "2026-01-01T00:00:00Z".parse().unwrap()
     }
 
+    /// `mac`'s binding of `ip` in subnet "local", from t0 for an hour.
+    fn bound_an_hour(ip: Ipv4Addr, mac: MacAddr) -> Lease {
+        Lease {
+            ip,
+            mac: Some(mac),
+            client_id: None,
+            hostname: None,
+            state: LeaseState::Bound,
+            expires_at: t0() + Duration::seconds(3600),
+            subnet: "local".into(),
+            updated_at: t0(),
+        }
+    }
+
     fn offered(o: &Outcome) -> Ipv4Addr {
         match o {
             Outcome::Offer { ip, .. } => *ip,
@@ -1078,16 +1092,7 @@ mod tests {
     fn a_client_moved_to_its_reservation_ends_its_old_lease() {
         let mut e = engine();
         let old = Ipv4Addr::new(10, 77, 0, 101);
-        e.load(vec![Lease {
-            ip: old,
-            mac: Some(mac(0x99)),
-            client_id: None,
-            hostname: None,
-            state: LeaseState::Bound,
-            expires_at: t0() + Duration::seconds(3600),
-            subnet: "local".into(),
-            updated_at: t0(),
-        }]);
+        e.load(vec![bound_an_hour(old, mac(0x99))]);
         assert_eq!(
             offered(&e.handle(&discover(0x99), t0())),
             Ipv4Addr::new(10, 77, 0, 50)
@@ -1366,16 +1371,7 @@ mod tests {
         } else {
             Ipv4Addr::new(10, 77, 0, 103)
         };
-        e.load(vec![Lease {
-            ip: theirs,
-            mac: Some(mac(1)),
-            client_id: None,
-            hostname: None,
-            state: LeaseState::Bound,
-            expires_at: t0() + Duration::seconds(3600),
-            subnet: "local".into(),
-            updated_at: t0(),
-        }]);
+        e.load(vec![bound_an_hour(theirs, mac(1))]);
         assert_eq!(offered(&e.handle(&discover(1), t0())), theirs);
         // And an address another server's client holds is not offered.
         e.load(vec![Lease {
