@@ -667,57 +667,56 @@ impl Server {
         let api_limits = config.api.conn_limits();
         if let Some(listener) = http_listener {
             if let Some(listener6) = http6_listener {
-                let (app, stop) = (http_app.clone(), shutdown.clone());
-                tasks.spawn(async move {
-                    rackboot_boot::serve_http(listener6, app, http_limits, "http6", async move {
-                        stop.cancelled().await
-                    })
-                    .await
-                    .context("HTTP server (IPv6)")
-                });
+                let app = http_app.clone();
+                spawn_http(
+                    &mut tasks,
+                    listener6,
+                    app,
+                    http_limits,
+                    "http6",
+                    &shutdown,
+                    "HTTP server (IPv6)",
+                );
             }
-            let (app, stop) = (http_app, shutdown.clone());
-            tasks.spawn(async move {
-                rackboot_boot::serve_http(listener, app, http_limits, "http", async move {
-                    stop.cancelled().await
-                })
-                .await
-                .context("HTTP server")
-            });
+            spawn_http(
+                &mut tasks,
+                listener,
+                http_app,
+                http_limits,
+                "http",
+                &shutdown,
+                "HTTP server",
+            );
             services.push("http");
         }
         if let Some(listener) = api_listener {
-            let stop = shutdown.clone();
             match &api_tls {
                 Some(tls) => {
-                    let listener =
-                        crate::tls::TlsListener::new(listener, tls.config.clone(), stop.clone())
-                            .context("the API's TLS listener")?;
-                    tasks.spawn(async move {
-                        rackboot_boot::serve_http(
-                            listener,
-                            api_app,
-                            api_limits,
-                            "api",
-                            async move { stop.cancelled().await },
-                        )
-                        .await
-                        .context("API server (TLS)")
-                    });
+                    let listener = crate::tls::TlsListener::new(
+                        listener,
+                        tls.config.clone(),
+                        shutdown.clone(),
+                    )
+                    .context("the API's TLS listener")?;
+                    spawn_http(
+                        &mut tasks,
+                        listener,
+                        api_app,
+                        api_limits,
+                        "api",
+                        &shutdown,
+                        "API server (TLS)",
+                    );
                 }
-                None => {
-                    tasks.spawn(async move {
-                        rackboot_boot::serve_http(
-                            listener,
-                            api_app,
-                            api_limits,
-                            "api",
-                            async move { stop.cancelled().await },
-                        )
-                        .await
-                        .context("API server")
-                    });
-                }
+                None => spawn_http(
+                    &mut tasks,
+                    listener,
+                    api_app,
+                    api_limits,
+                    "api",
+                    &shutdown,
+                    "API server",
+                ),
             }
             services.push("api");
         }
@@ -867,6 +866,30 @@ pub const DEBIAN_LOADERS: &[(&str, &str)] = &[
         "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
     ),
 ];
+
+/// Serves `app` on `listener` (with its header-read timeout and connection
+/// cap) until `shutdown`, as one of the server's tasks; `what` names it in
+/// the error that ends the server.
+fn spawn_http<L>(
+    tasks: &mut tokio::task::JoinSet<Result<()>>,
+    listener: L,
+    app: axum::Router,
+    limits: rackboot_boot::ConnLimits,
+    name: &'static str,
+    shutdown: &CancellationToken,
+    what: &'static str,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        rackboot_boot::serve_http(listener, app, limits, name, async move {
+            stop.cancelled().await
+        })
+        .await
+        .context(what)
+    });
+}
 
 /// The TFTP config the server runs with: the operator's, plus Debian's loaders
 /// under their usual names, the asset directory under its TFTP prefix, the
