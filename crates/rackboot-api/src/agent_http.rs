@@ -79,7 +79,20 @@ fn authenticate(state: &AgentHttp, req: &Request) -> Result<AgentSession, Refusa
         .map_err(|e| {
             metrics::counter!("rackboot_agent_auth_refused_total").increment(1);
             let status = match e {
-                AgentAuthError::WrongAddress { .. } => StatusCode::FORBIDDEN,
+                AgentAuthError::WrongAddress { machine, .. } => {
+                    // A valid token from another host: someone has a machine's
+                    // token, which its owner should see on the timeline.
+                    if let Some(machine) = state.fleet.snapshot().machine_by_id(machine) {
+                        state.fleet.record_refusal(
+                            machine,
+                            "agent_request",
+                            "wrong_address",
+                            Some(peer),
+                            &e.to_string(),
+                        );
+                    }
+                    StatusCode::FORBIDDEN
+                }
                 AgentAuthError::Missing | AgentAuthError::Unknown => StatusCode::UNAUTHORIZED,
             };
             error(status, e.to_string())

@@ -69,7 +69,7 @@ impl BootService {
 
     /// Logs and counts a refusal of `peer`, and records it on the timeline
     /// of the install's machine (`machine`, else the pending install's;
-    /// bounded, see [`crate::refusal_events`]); the response says why,
+    /// bounded, see [`rackboot_fleet::Fleet::record_refusal`]); the response says why,
     /// never more.
     pub(crate) fn refused(
         &self,
@@ -93,7 +93,7 @@ impl BootService {
         let machine =
             machine.or_else(|| snapshot.installs.get(&refusal.install()).map(|i| i.machine));
         if let Some(machine) = machine.and_then(|id| snapshot.machine_by_id(id)) {
-            self.record_refusal(
+            self.fleet().record_refusal(
                 machine,
                 asked.as_str(),
                 refusal.reason(),

@@ -15,7 +15,6 @@ pub mod install;
 mod install_gate;
 mod install_http;
 pub mod pe;
-mod refusal_events;
 mod regular_files;
 pub mod render;
 pub mod service;

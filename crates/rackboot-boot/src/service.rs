@@ -64,8 +64,6 @@ pub struct BootService {
     /// MAC (see [`crate::agent_tftp`]).
     pub(crate) recent_agent_boots:
         Mutex<std::collections::HashMap<MacAddr, crate::agent_tftp::RecentAgentBoot>>,
-    /// Bounds `access_refused` events (see [`crate::refusal_events`]).
-    pub(crate) refusal_events: Mutex<crate::refusal_events::RefusalLimiter>,
 }
 
 /// A machine looked up for booting and what it should boot.
@@ -103,7 +101,6 @@ impl BootService {
             runtime: tokio::runtime::Handle::try_current().ok(),
             me: me.clone(),
             recent_agent_boots: Mutex::new(std::collections::HashMap::new()),
-            refusal_events: Mutex::new(Default::default()),
         }))
     }
 
@@ -316,7 +313,7 @@ impl BootService {
             Err(refusal) => {
                 counter!("rackboot_agent_tokens_refused_total").increment(1);
                 tracing::warn!(%mac, "{refusal}");
-                self.record_refusal(
+                self.fleet.record_refusal(
                     machine,
                     "agent_token",
                     refusal.reason,

@@ -40,7 +40,12 @@ pub enum AgentAuthError {
     #[error("unknown or superseded agent token")]
     Unknown,
     #[error("this agent token belongs to {bound}, not to {peer}")]
-    WrongAddress { bound: IpAddr, peer: IpAddr },
+    WrongAddress {
+        /// The machine the token was issued to.
+        machine: MachineId,
+        bound: IpAddr,
+        peer: IpAddr,
+    },
 }
 
 /// Lower-case hex SHA-256 of a token.
@@ -190,6 +195,7 @@ impl Fleet {
         let peer = canonical(peer);
         if session.bound_ip != peer {
             return Err(AgentAuthError::WrongAddress {
+                machine: session.machine,
                 bound: session.bound_ip,
                 peer,
             });

@@ -25,6 +25,7 @@ mod installs;
 pub mod inventory;
 mod lifecycle;
 mod machines;
+mod refusals;
 pub mod retention;
 mod sharded;
 mod tokens;
@@ -126,6 +127,8 @@ pub struct Fleet {
     install_access: install_access::AccessCache,
     /// When each API token's last use was written.
     token_uses: tokens::TokenUses,
+    /// Bounds `access_refused` events (see [`Fleet::record_refusal`]).
+    refusals: std::sync::Mutex<refusals::RefusalLimiter>,
 }
 
 impl Fleet {
@@ -148,6 +151,7 @@ impl Fleet {
             changes: tokio::sync::broadcast::channel(4096).0,
             install_access,
             token_uses: Default::default(),
+            refusals: Default::default(),
         }))
     }
 

@@ -1,5 +1,5 @@
-//! Refusals of a machine's install script, files, callbacks or agent token
-//! on the machine's timeline (`access_refused` events), bounded: at most one
+//! Refusals of a machine's install script, files, callbacks, agent token or
+//! agent requests on the machine's timeline (`access_refused` events), bounded: at most one
 //! event per machine and reason per [`REFUSAL_EVENT_INTERVAL`], so a scanner
 //! cannot flood the event log (the metric counts every refusal). The next
 //! event after a quiet spell says how many refusals it stands for.
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rackboot_core::{EventKind, Machine, MachineId, NewEvent};
 use serde_json::json;
 
-use crate::service::{BootService, lock};
+use crate::{Fleet, on_machine};
 
 /// At most one `access_refused` event per machine and reason in this time.
 pub const REFUSAL_EVENT_INTERVAL: Duration = Duration::from_secs(60);
@@ -58,12 +58,13 @@ impl RefusalLimiter {
     }
 }
 
-impl BootService {
+impl Fleet {
     /// Records a refusal of `asked` (`file`, `script`, `tftp_config`, a
-    /// callback, `agent_token`) for `reason` to `peer` on `machine`'s
-    /// timeline, through the fleet, unless one was recorded for this
-    /// machine and reason in the last minute.
-    pub(crate) fn record_refusal(
+    /// callback, `agent_token`, `agent_request`) for `reason` to `peer` on
+    /// `machine`'s timeline, unless one was recorded for this machine and
+    /// reason in the last minute. Boot HTTP, TFTP and the agent endpoints
+    /// share the bound.
+    pub fn record_refusal(
         &self,
         machine: &Machine,
         asked: &'static str,
@@ -71,8 +72,12 @@ impl BootService {
         peer: Option<IpAddr>,
         why: &str,
     ) {
-        let Some(refusals) = lock(&self.refusal_events).admit(machine.id, reason, Instant::now())
-        else {
+        let admitted = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .admit(machine.id, reason, Instant::now());
+        let Some(refusals) = admitted else {
             return;
         };
         let from = peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
@@ -88,8 +93,7 @@ impl BootService {
             "peer": peer.map(|p| p.to_string()),
             "refusals": refusals,
         }));
-        self.fleet()
-            .emit(rackboot_fleet::on_machine(event, machine));
+        self.emit(on_machine(event, machine));
     }
 }
 
