@@ -76,7 +76,7 @@ async fn a_token_from_another_address_is_refused_on_the_machines_timeline() {
     // The token from its own address opens the session.
     assert_eq!(
         post_log(&app, BOUND, Some(&issued.token)).await,
-        StatusCode::OK
+        StatusCode::NO_CONTENT
     );
     // From another address: refused, three times.
     for _ in 0..3 {
