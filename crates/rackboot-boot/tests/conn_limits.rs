@@ -15,24 +15,47 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// A server of `/peer` (the caller's address, from `ConnectInfo`) within `limits`.
-async fn start(limits: ConnLimits) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+/// A `serve_http` server on loopback, stopped by [`Running::shut_down`].
+struct Running {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the server and waits for its loop to end.
+    async fn shut_down(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the server stops")
+            .unwrap();
+    }
+}
+
+/// A server of `/peer` (the caller's address, from `ConnectInfo`) with the
+/// header-read `timeout` and at most `max_connections`.
+async fn start(timeout: Duration, max_connections: usize) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Router::new().route(
         "/peer",
         get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
     );
+    let limits = ConnLimits {
+        header_read_timeout: timeout,
+        max_connections,
+    };
     let stop = CancellationToken::new();
     let token = stop.clone();
-    let server = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         serve_http(listener, app, limits, "test", async move {
             token.cancelled().await
         })
         .await
         .unwrap();
     });
-    (addr, stop, server)
+    Running { addr, stop, task }
 }
 
 /// A GET of `/peer` on a new connection: the body.
@@ -82,11 +105,8 @@ async fn closed_after(mut stream: TcpStream, started: Instant) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_line_is_closed_after_the_timeout_while_others_are_served() {
     let timeout = Duration::from_millis(800);
-    let (addr, stop, server) = start(ConnLimits {
-        header_read_timeout: timeout,
-        max_connections: 64,
-    })
-    .await;
+    let server = start(timeout, 64).await;
+    let addr = server.addr;
 
     let started = Instant::now();
     let mut stalled = TcpStream::connect(addr).await.unwrap();
@@ -128,21 +148,14 @@ async fn a_stalled_request_line_is_closed_after_the_timeout_while_others_are_ser
     println!(
         "5 GETs served within {served_by:?} beside 21 stalled connections; the half request line closed after {closed:?} (timeout {timeout:?})"
     );
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the server stops")
-        .unwrap();
+    server.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_a_new_connection_waits_for_a_slot() {
     let timeout = Duration::from_millis(1000);
-    let (addr, stop, server) = start(ConnLimits {
-        header_read_timeout: timeout,
-        max_connections: 4,
-    })
-    .await;
+    let server = start(timeout, 4).await;
+    let addr = server.addr;
     // Four silent connections fill the cap (accepted first: the kernel's
     // accept queue is in connection order).
     let started = Instant::now();
@@ -167,21 +180,14 @@ async fn at_the_connection_cap_a_new_connection_waits_for_a_slot() {
         "at the cap a GET waited {waited:?} (timeout {timeout:?}); then served in {:?}",
         again.elapsed()
     );
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the server stops")
-        .unwrap();
+    server.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed_after_the_timeout() {
     let timeout = Duration::from_millis(800);
-    let (addr, stop, server) = start(ConnLimits {
-        header_read_timeout: timeout,
-        max_connections: 64,
-    })
-    .await;
+    let server = start(timeout, 64).await;
+    let addr = server.addr;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /peer HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -196,11 +202,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_timeout() {
         closed >= timeout - Duration::from_millis(50),
         "closed after {closed:?}"
     );
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the server stops")
-        .unwrap();
+    server.shut_down().await;
 }
 
 /// Requests a second through `serve` on `listener` from 8 keep-alive
