@@ -466,6 +466,7 @@ pub(crate) async fn serve_tree(
             range,
             status: status.as_u16(),
             client_ip,
+            started: std::time::Instant::now(),
         });
     let (mut parts, body) = resp.into_parts();
     parts
@@ -491,6 +492,9 @@ struct AssetReport {
     range: Option<String>,
     status: u16,
     client_ip: Option<String>,
+    /// When the response started: the event gives the download's duration
+    /// (a span on the dashboard's timeline, and a rate to compare machines).
+    started: std::time::Instant,
 }
 
 /// Counts the bytes actually sent and reports once, when the body ends or is
@@ -511,15 +515,30 @@ impl CountingBody {
             .as_deref()
             .map(|s| format!(" ({s})"))
             .unwrap_or_default();
+        let elapsed = r.started.elapsed();
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        // A rate says something only for a download that took a while.
+        let rate = if elapsed.as_millis() >= 10 {
+            format!(
+                ", {:.1} MiB/s",
+                self.sent as f64 / 1_048_576.0 / elapsed.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
         r.events.emit(
             NewEvent::new(
                 EventKind::AssetServed,
-                format!("sent {} bytes of {}{range}", self.sent, r.path),
+                format!(
+                    "sent {} bytes of {}{range} in {duration_ms} ms{rate}",
+                    self.sent, r.path
+                ),
             )
             .data(json!({
                 "path": r.path,
                 "under": r.under,
                 "bytes": self.sent,
+                "duration_ms": duration_ms,
                 "range": r.range,
                 "status": r.status,
                 "complete": complete,

@@ -231,6 +231,11 @@ async fn assets_whole_range_and_head() {
             .iter()
             .all(|e| e.data["path"] == "debian/linux" && e.data["complete"] == true)
     );
+    // Each says how long it took (the dashboard draws it as a span).
+    for e in &served {
+        assert!(e.data["duration_ms"].is_u64(), "{:?}", e.data);
+        assert!(e.message.contains(" ms"), "{}", e.message);
+    }
 }
 
 #[tokio::test]
