@@ -1666,15 +1666,7 @@ impl Actor {
             _ => return Err(AgentReject::NotCurrent(attempt)),
         };
         let now = Utc::now();
-        let rate = a.progress.get(&step).and_then(|prev| {
-            let secs = (now - prev.at).num_milliseconds() as f64 / 1000.0;
-            (secs > 0.2 && p.done >= prev.done).then(|| (p.done - prev.done) as f64 / secs)
-        });
-        let rate = match (rate, a.progress.get(&step).and_then(|x| x.rate)) {
-            // Smoothed: a burst or a stall between two reports does not swing it.
-            (Some(r), Some(old)) => Some(0.7 * r + 0.3 * old),
-            (r, _) => r,
-        };
+        let rate = next_rate(a.progress.get(&step), p.done, now);
         let live = LiveProgress {
             done: p.done,
             total: p.total,
@@ -1853,5 +1845,73 @@ fn summarize(output: &serde_json::Value) -> serde_json::Value {
     match output.get("kind").and_then(|k| k.as_str()) {
         Some("facts") => json!({"kind": "facts"}),
         _ => output.clone(),
+    }
+}
+
+/// The rate of a step's progress after a report of `done` at `now`, from the
+/// previous report: smoothed, so a burst or a stall between two reports does
+/// not swing it; a report too close to the previous one (or one that went
+/// back, a restarted step) keeps the previous rate instead of clearing it.
+fn next_rate(
+    prev: Option<&crate::LiveProgress>,
+    done: u64,
+    now: chrono::DateTime<Utc>,
+) -> Option<f64> {
+    let prev = prev?;
+    let secs = (now - prev.at).num_milliseconds() as f64 / 1000.0;
+    let sample = (secs > 0.2 && done >= prev.done).then(|| (done - prev.done) as f64 / secs);
+    match (sample, prev.rate) {
+        (Some(r), Some(old)) => Some(0.7 * r + 0.3 * old),
+        (Some(r), None) => Some(r),
+        (None, old) => old,
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn progress_rate_is_smoothed_and_survives_close_reports() {
+        let t0: chrono::DateTime<Utc> = "2026-12-07T10:00:00Z".parse().unwrap();
+        let ms = |n: i64| t0 + chrono::Duration::milliseconds(n);
+        let prev = |done: u64, at, rate: Option<f64>| crate::LiveProgress {
+            done,
+            total: None,
+            message: String::new(),
+            rate,
+            at,
+        };
+        // (previous report, done now, now, expected rate)
+        let cases = [
+            // The first report has no rate.
+            (None, 100, ms(0), None),
+            // 1,000 units in 1 s.
+            (Some(prev(0, ms(0), None)), 1000, ms(1000), Some(1000.0)),
+            // Smoothed with the previous rate: 0.7 * 2000 + 0.3 * 1000.
+            (
+                Some(prev(0, ms(0), Some(1000.0))),
+                2000,
+                ms(1000),
+                Some(1700.0),
+            ),
+            // A report 100 ms after the previous one keeps its rate.
+            (
+                Some(prev(500, ms(0), Some(1000.0))),
+                600,
+                ms(100),
+                Some(1000.0),
+            ),
+            // Going back (the step restarted) keeps it too.
+            (
+                Some(prev(500, ms(0), Some(1000.0))),
+                10,
+                ms(1000),
+                Some(1000.0),
+            ),
+        ];
+        for (i, (before, done, now, want)) in cases.into_iter().enumerate() {
+            assert_eq!(next_rate(before.as_ref(), done, now), want, "case {i}");
+        }
     }
 }
