@@ -40,23 +40,7 @@ fn two_servers_on_one_pool_never_give_an_address_twice() {
     // the same clients): with both servers offering every client fresh
     // addresses, clients ended with two and the pool ran dry.
     const CLIENTS: u32 = 60;
-    let out = net
-        .perfdhcp(
-            60,
-            &[
-                "-r",
-                "40",
-                "-R",
-                &CLIENTS.to_string(),
-                "-p",
-                "8",
-                "-W",
-                "2000000",
-            ],
-        )
-        .output()
-        .expect("perfdhcp (apt-get install kea-admin)");
-    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let report = re_doras(&net, CLIENTS, 8);
     eprintln!("{report}");
 
     // Every ACK either server sent, from the shared event log.
@@ -191,23 +175,7 @@ fn two_servers_on_one_pool_never_give_an_address_twice() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let left_before = a.metric("rackboot_dhcp_peer_owned_total");
-    let out = net
-        .perfdhcp(
-            60,
-            &[
-                "-r",
-                "40",
-                "-R",
-                &CLIENTS.to_string(),
-                "-p",
-                "3",
-                "-W",
-                "2000000",
-            ],
-        )
-        .output()
-        .expect("perfdhcp");
-    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let report = re_doras(&net, CLIENTS, 3);
     std::thread::sleep(Duration::from_millis(500));
     let mut again: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for e in a.events("lease_acked", cursor) {
@@ -239,4 +207,26 @@ fn two_servers_on_one_pool_never_give_an_address_twice() {
         }
     }
     drop((a, b));
+}
+
+/// perfdhcp's report of `clients` clients doing DORA again and again, 40
+/// exchanges/s for `secs` seconds (waiting up to 2 s for late replies).
+fn re_doras(net: &Net, clients: u32, secs: u32) -> String {
+    let out = net
+        .perfdhcp(
+            60,
+            &[
+                "-r",
+                "40",
+                "-R",
+                &clients.to_string(),
+                "-p",
+                &secs.to_string(),
+                "-W",
+                "2000000",
+            ],
+        )
+        .output()
+        .expect("perfdhcp (apt-get install kea-admin)");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }

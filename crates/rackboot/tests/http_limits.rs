@@ -10,34 +10,20 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use loopback::{Server, free_port, spawn};
+use loopback::Server;
 
 // Long enough that a GET on a loaded machine is served well within it.
 const TIMEOUT: Duration = Duration::from_secs(3);
 const CAP: usize = 8;
 
 fn start(dir: &std::path::Path) -> Server {
-    let state = dir.join("state");
-    let port = free_port();
-    let config = dir.join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\nserver_ip = \"127.0.0.1\"\n[listen]\nhttp = \"127.0.0.1:{port}\"\ntftp = \"off\"\n\
-             http_header_read_timeout_secs = {}\nhttp_max_connections = {CAP}\n[power]\nsync_interval_secs = 0\n",
-            state.display().to_string(),
+    Server::start_with(
+        dir,
+        &format!(
+            "tftp = \"off\"\nhttp_header_read_timeout_secs = {}\nhttp_max_connections = {CAP}\n",
             TIMEOUT.as_secs()
         ),
     )
-    .unwrap();
-    let server = Server {
-        child: spawn(&config),
-        port,
-        state,
-        config,
-    };
-    server.wait_up();
-    server
 }
 
 /// A GET on a new connection: the status line and body.

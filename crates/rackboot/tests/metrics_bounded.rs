@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use loopback::{Server, free_port, spawn};
+use loopback::Server;
 
 /// One HTTP/1.1 request on its own connection; the status code (0 if none).
 fn http(port: u16, method: &str, path: &str, user_agent: &str, token: &str) -> u16 {
@@ -107,29 +107,11 @@ fn series(server: &Server) -> BTreeSet<String> {
 #[test]
 fn metric_series_stay_bounded_under_junk_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let port = free_port();
     let tftp_port = {
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let config = dir.path().join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\nserver_ip = \"127.0.0.1\"\n[listen]\nhttp = \"127.0.0.1:{port}\"\n\
-             tftp = \"127.0.0.1:{tftp_port}\"\n[power]\nsync_interval_secs = 0\n",
-            state.display().to_string()
-        ),
-    )
-    .unwrap();
-    let server = Server {
-        child: spawn(&config),
-        port,
-        state,
-        config,
-    };
-    server.wait_up();
+    let server = Server::start_with(dir.path(), &format!("tftp = \"127.0.0.1:{tftp_port}\"\n"));
 
     junk_round(&server, tftp_port, "a");
     let first = series(&server);

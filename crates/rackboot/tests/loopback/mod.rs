@@ -35,11 +35,17 @@ impl Drop for Server {
 }
 
 pub fn write_config(dir: &Path, state: &Path, port: u16) -> PathBuf {
+    write_config_with(dir, state, port, "tftp = \"off\"\n")
+}
+
+/// [`write_config`] with `listen` (TOML lines) in `[listen]` after the HTTP
+/// address instead of `tftp = "off"`.
+pub fn write_config_with(dir: &Path, state: &Path, port: u16, listen: &str) -> PathBuf {
     let config = dir.join(format!("rackboot-{port}.toml"));
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\nserver_ip = \"127.0.0.1\"\n[listen]\nhttp = \"127.0.0.1:{port}\"\ntftp = \"off\"\n[power]\nsync_interval_secs = 0\n",
+            "state_dir = {:?}\nserver_ip = \"127.0.0.1\"\n[listen]\nhttp = \"127.0.0.1:{port}\"\n{listen}[power]\nsync_interval_secs = 0\n",
             state.display().to_string()
         ),
     )
@@ -58,9 +64,15 @@ pub fn spawn(config: &Path) -> Child {
 
 impl Server {
     pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, "tftp = \"off\"\n")
+    }
+
+    /// A server whose `[listen]` has `listen` (TOML lines) after its HTTP
+    /// address (see [`write_config_with`]).
+    pub fn start_with(dir: &Path, listen: &str) -> Server {
         let state = dir.join("state");
         let port = free_port();
-        let config = write_config(dir, &state, port);
+        let config = write_config_with(dir, &state, port, listen);
         let server = Server {
             child: spawn(&config),
             port,
