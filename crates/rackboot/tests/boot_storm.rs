@@ -32,7 +32,7 @@ fn twenty_machines_boot_at_once() {
             "--initrd-size",
             "1M",
         ])
-        .args(["--timeout-secs", "40", "--check", "--work"])
+        .args(["--timeout-secs", "120", "--check", "--work"])
         .arg(work.path())
         .output()
         .unwrap();

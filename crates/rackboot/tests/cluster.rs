@@ -19,9 +19,11 @@ use serde_json::{Value, json};
 
 use loopback::{free_port, rackboot};
 
-/// Heartbeat and dead-after of the test clusters (milliseconds).
-const HEARTBEAT_MS: u64 = 300;
-const DEAD_AFTER_MS: u64 = 1500;
+/// Heartbeat and dead-after of the test clusters (milliseconds): a member
+/// stalled 2.5 s by a loaded machine (six servers and PostgreSQL on two
+/// CPUs) must not be declared dead, or its BMCs are polled twice.
+const HEARTBEAT_MS: u64 = 500;
+const DEAD_AFTER_MS: u64 = 3000;
 /// One key for every server: BMC passwords are sealed with it.
 const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -226,7 +228,7 @@ async fn three(dir: &Path) -> Vec<Node> {
     let all: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     for n in &nodes {
         within(
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             "every server sees three",
             || async { members(n).await == all },
         )
@@ -266,8 +268,10 @@ async fn a_write_through_one_server_is_served_by_the_others() {
     assert_eq!(status, 201, "{body}");
     let mut seen = Vec::new();
     for n in [b, c] {
+        // The goal is a second (printed; the bound leaves room for a
+        // loaded machine).
         let took = within(
-            Duration::from_secs(2),
+            Duration::from_secs(5),
             "B and C serve A's machine",
             || async { n.render(&mac(1)).await.contains("host=n1") },
         )
@@ -289,7 +293,7 @@ async fn a_write_through_one_server_is_served_by_the_others() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let took = within(Duration::from_secs(2), "A serves C's change", || async {
+    let took = within(Duration::from_secs(5), "A serves C's change", || async {
         !a.render(&mac(1)).await.contains("host=n1")
     })
     .await;
@@ -313,7 +317,7 @@ async fn a_write_through_one_server_is_served_by_the_others() {
     let imported = Instant::now();
     for n in [a, c] {
         within(
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             "A and C serve B's import",
             || async {
                 n.render(&mac(2099)).await.contains("host=bulk-2099")
@@ -447,7 +451,7 @@ with = { secs = 1 }
         assert!(share > 0, "{n} owns no machine of {MACHINES}: {owner:?}");
     }
     // Every machine is polled by one server: one first observation each.
-    within(Duration::from_secs(10), "every BMC polled", || async {
+    within(Duration::from_secs(30), "every BMC polled", || async {
         first_observations(&nodes[0], 0).await.len() == MACHINES
     })
     .await;
@@ -473,7 +477,7 @@ with = { secs = 1 }
         .await;
     assert_eq!(status, 201, "{body}");
     let wf = body[0]["workflow"]["id"].as_str().unwrap().to_string();
-    within(Duration::from_secs(5), "B runs the workflow", || async {
+    within(Duration::from_secs(30), "B runs the workflow", || async {
         nodes[0].get(&format!("/api/v1/workflows/{wf}")).await["steps"][0]["state"] == "running"
     })
     .await;
@@ -494,8 +498,9 @@ with = { secs = 1 }
         .collect();
     // Its BMCs are polled by the survivors: a first observation each, and
     // none for the others' machines.
+    // The goal is 30 s (issue 15 item 5).
     let took = within(
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         "B's BMCs polled by A or C",
         || async {
             let again = first_observations(&nodes[0], before).await;
@@ -525,7 +530,7 @@ with = { secs = 1 }
     );
     // The workflow is resumed by a survivor and completes.
     let took = within(
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "the workflow completes on a survivor",
         || async { nodes[0].get(&format!("/api/v1/workflows/{wf}")).await["state"] == "succeeded" },
     )

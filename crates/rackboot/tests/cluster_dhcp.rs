@@ -44,24 +44,14 @@ fn two_servers_on_one_pool_never_give_an_address_twice() {
     eprintln!("{report}");
 
     // Every ACK either server sent, from the shared event log.
-    std::thread::sleep(Duration::from_millis(500));
     let mut acked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut by_server = [0usize; 2];
     let mut cursor = 0i64;
-    loop {
-        let page = a.get(&format!(
-            "/api/v1/events?kind=lease_acked&after={cursor}&limit=1000"
-        ));
-        let events = page.as_array().unwrap().clone();
-        for e in &events {
-            let ip = e["data"]["ip"].as_str().unwrap().to_string();
-            let mac = e["mac"].as_str().unwrap().to_string();
-            acked.entry(ip).or_default().insert(mac);
-            cursor = e["id"].as_i64().unwrap();
-        }
-        if events.len() < 1000 {
-            break;
-        }
+    for e in a.settled_events("lease_acked", 0) {
+        let ip = e["data"]["ip"].as_str().unwrap().to_string();
+        let mac = e["mac"].as_str().unwrap().to_string();
+        acked.entry(ip).or_default().insert(mac);
+        cursor = e["id"].as_i64().unwrap();
     }
     for (i, s) in [(0, &a), (1, &b)] {
         by_server[i] = s.metric("rackboot_dhcp_replied_total{type=\"ack\"}") as usize;
@@ -176,9 +166,8 @@ fn two_servers_on_one_pool_never_give_an_address_twice() {
     }
     let left_before = a.metric("rackboot_dhcp_peer_owned_total");
     let report = re_doras(&net, CLIENTS, 3);
-    std::thread::sleep(Duration::from_millis(500));
     let mut again: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for e in a.events("lease_acked", cursor) {
+    for e in a.settled_events("lease_acked", cursor) {
         assert_eq!(e["data"]["server"], a.ip.as_str(), "only a is left: {e}");
         again
             .entry(e["mac"].as_str().unwrap().to_string())

@@ -125,7 +125,7 @@ struct Ack {
 
 fn acks(server: &Server) -> Vec<Ack> {
     server
-        .events("lease_acked", 0)
+        .settled_events("lease_acked", 0)
         .iter()
         .map(|e| Ack {
             id: e["id"].as_i64().unwrap(),
@@ -183,7 +183,7 @@ fn kill_9_of_one_of_three_servers_under_dhcp_load_and_a_workflow() {
         .collect();
     let all: BTreeSet<String> = SERVERS.iter().map(|s| s.to_string()).collect();
     for s in &servers {
-        within(Duration::from_secs(10), "every server sees three", || {
+        within(Duration::from_secs(30), "every server sees three", || {
             member_names(s) == all
         });
     }
@@ -263,8 +263,8 @@ fn kill_9_of_one_of_three_servers_under_dhcp_load_and_a_workflow() {
     let began = Instant::now();
     while step_state(&servers[a], "write-image") != "running" {
         assert!(
-            began.elapsed() < Duration::from_secs(5),
-            "the image-write step does not run after 5 s: {}\n{VICTIM}'s log:\n{}",
+            began.elapsed() < Duration::from_secs(30),
+            "the image-write step does not run after 30 s: {}\n{VICTIM}'s log:\n{}",
             servers[a].get(&format!("/api/v1/workflows/{wf}")),
             servers[victim_index].log_text()
         );
@@ -303,9 +303,11 @@ fn kill_9_of_one_of_three_servers_under_dhcp_load_and_a_workflow() {
     // workflow completes. Each is timed from the kill.
     let (mut membership, mut takeover, mut workflow_done) = (None, None, None);
     while workflow_done.is_none() {
+        // Completion includes the 8 s image write run again (normally
+        // 11.5-11.8 s after the kill); the takeover's 30 s is checked below.
         assert!(
-            killed.elapsed() < Duration::from_secs(30),
-            "30 s after the kill: survivors dropped {VICTIM} after {membership:?}, \
+            killed.elapsed() < Duration::from_secs(90),
+            "90 s after the kill: survivors dropped {VICTIM} after {membership:?}, \
              took the workflow over after {takeover:?}, the workflow is {}",
             survivors[0].get(&format!("/api/v1/workflows/{wf}"))
         );
@@ -327,6 +329,12 @@ fn kill_9_of_one_of_three_servers_under_dhcp_load_and_a_workflow() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let workflow_done = workflow_done.unwrap();
+    // The goal (issue 15 item 5): survivors take a dead server's
+    // machines over within 30 s.
+    assert!(
+        takeover.is_some_and(|t| t < Duration::from_secs(30)),
+        "the workflow was taken over {takeover:?} after the kill (goal: 30 s)"
+    );
     let taken_by: Vec<&str> = survivors
         .iter()
         .filter(|s| s.log_text().contains("taking over a workflow"))
@@ -344,7 +352,6 @@ fn kill_9_of_one_of_three_servers_under_dhcp_load_and_a_workflow() {
     let out = load.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{report}");
-    std::thread::sleep(Duration::from_millis(500));
     let now = killed.elapsed();
 
     // Every acknowledgement of the run, from the shared event log.

@@ -50,7 +50,18 @@ fn kill_under_load(store: Option<String>, what: &str) {
         .spawn()
         .expect("perfdhcp (apt-get install kea-admin)");
     let load_started = Instant::now();
+    // Killed 2.5 s in, once it has acknowledged at least 100 (perfdhcp's
+    // start in the namespace can take a while on a loaded machine).
     std::thread::sleep(Duration::from_millis(2500));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric("rackboot_dhcp_replied_total{type=\"ack\"}") < 100.0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: fewer than 100 ACKs 30 s into the load: {}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     server.kill9();
     let killed_after = load_started.elapsed().as_secs_f64();
     let report1 = String::from_utf8_lossy(&load.wait_with_output().unwrap().stdout).to_string();

@@ -120,8 +120,15 @@ async fn unknown_machine_is_discovered_and_boots_by_selector() {
         shown.contains("\"discover\"") && shown.contains("bios"),
         "{shown}"
     );
-    let events = rack.cli(&["events", "--mac", &m, "--tail", "1000"]);
-    assert!(events.contains("machine_discovered"), "{events}");
+    // The event is stored just after the machine (in the next batch).
+    for attempt in 0.. {
+        let events = rack.cli(&["events", "--mac", &m, "--tail", "1000"]);
+        if events.contains("machine_discovered") {
+            break;
+        }
+        assert!(attempt < 100, "no machine_discovered event: {events}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

@@ -39,11 +39,13 @@ fn vars(rack: &Rack, host: &str, mac: &str) -> String {
     path.display().to_string()
 }
 
+/// Whether `ip` answers a ping within 30 s (one echo a second: a guest
+/// under TCG may still be bringing its network up after its marker).
 fn ping(rack: &Rack, ip: &str) -> bool {
     rack.lab
         .netns()
         .command("ping")
-        .args(["-c", "1", "-W", "2", ip])
+        .args(["-c", "1", "-w", "30", "-W", "2", ip])
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -139,9 +141,9 @@ async fn deploy_boots_the_image_from_disk_and_undeploy_erases_it() {
     );
     assert_eq!(m["facts"]["disks"][0]["serial"], "rbm1d0");
     assert_eq!(m["facts"]["boot"]["mode"], "bios");
-    // Every step is on the machine's timeline with its duration.
-    let timeline = rack.cli(&["timeline", &name]);
-    for step in [
+    // Every step is on the machine's timeline with its duration (the
+    // events follow the workflow's stored end: wait for the last ones).
+    let steps = [
         "boot-agent",
         "inspect",
         "erase",
@@ -149,11 +151,22 @@ async fn deploy_boots_the_image_from_disk_and_undeploy_erases_it() {
         "configure",
         "reboot",
         "verify-booted",
-    ] {
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let timeline = rack.cli(&["timeline", &name]);
+        let missing: Vec<&str> = steps
+            .into_iter()
+            .filter(|step| !timeline.contains(&format!("step {step} succeeded in")))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            timeline.contains(&format!("step {step} succeeded in")),
-            "{step} missing from:\n{timeline}"
+            std::time::Instant::now() < deadline,
+            "{missing:?} missing from:\n{timeline}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let show = rack.cli(&["workflow", "show", wf["id"].as_str().unwrap()]);
     assert!(

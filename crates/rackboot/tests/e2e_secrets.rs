@@ -415,15 +415,19 @@ async fn a_second_host_on_the_bridge_gets_nothing_of_another_machines_secrets() 
         .iter()
         .map(|(r, p)| (r.to_string(), p.to_string()))
         .collect();
+    // One per reason a minute: a slow run (over a minute, on a loaded
+    // machine) may have a second one of a reason, never a missing one.
+    let mut got = got;
+    if started.elapsed() >= std::time::Duration::from_secs(60) {
+        eprintln!(
+            "the test took {:?}: reasons may repeat after a minute",
+            started.elapsed()
+        );
+        got.dedup();
+    }
     assert_eq!(got, want, "access_refused events on A's timeline");
     assert!(
         rack.metric("rackboot_install_access_refused_total") > want.len() as f64,
         "every refusal is counted, not only those on the timeline"
-    );
-
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(60),
-        "took {:?}",
-        started.elapsed()
     );
 }

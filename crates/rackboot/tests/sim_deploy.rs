@@ -167,8 +167,9 @@ fn a_simulated_machine_is_deployed_and_undeployed() {
         want.map(|(a, b)| (a.to_string(), b.to_string())),
         "{wf:#}"
     );
-    let timeline = server.ok(&["timeline", "sim1"]);
-    for kind in [
+    // The workflow's end is stored with the machine's state; its events
+    // (and the agent token's revocation) follow: wait for them.
+    let kinds = [
         "workflow_queued",
         "step_started",
         "agent_token_issued",
@@ -178,11 +179,22 @@ fn a_simulated_machine_is_deployed_and_undeployed() {
         "machine_booted",
         "workflow_succeeded",
         "machine_state_changed",
-    ] {
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let timeline = server.ok(&["timeline", "sim1"]);
+        let missing: Vec<&str> = kinds
+            .into_iter()
+            .filter(|k| !timeline.contains(k))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            timeline.contains(kind),
-            "{kind} missing from the timeline:\n{timeline}"
+            std::time::Instant::now() < deadline,
+            "{missing:?} missing from the timeline:\n{timeline}"
         );
+        std::thread::sleep(Duration::from_millis(200));
     }
     // The token stops working once the deploy is done.
     let status = Command::new("curl")

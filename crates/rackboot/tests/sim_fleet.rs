@@ -27,7 +27,7 @@ fn fifty_machines_deploy_with_at_most_ten_running() {
             "--samplers",
             "1",
         ])
-        .args(["--timeout-secs", "120", "--check", "--work"])
+        .args(["--timeout-secs", "300", "--check", "--work"])
         .arg(work.path())
         .output()
         .unwrap();

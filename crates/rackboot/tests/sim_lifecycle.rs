@@ -29,7 +29,9 @@ fn maintenance_holds_a_deploy_between_steps_and_refuses_new_work() {
         "--no-wait",
     ]);
     let token = agent_token(&server);
-    let mut agent = start_paced_agent(&server, &token, &m, 8);
+    // 24 MiB at 4 MiB/s: the write runs six seconds, so the flag is set
+    // while it runs even on a loaded machine.
+    let mut agent = start_paced_agent(&server, &token, &m, 4);
     wait_step_progress(&server, &m.name, "write-image");
 
     let out = server.ok(&[

@@ -440,6 +440,29 @@ impl Server {
             .sum()
     }
 
+    /// [`Server::events`] once the log has stopped growing: the same count
+    /// for a second (servers store their events in batches every 50 ms,
+    /// after what they record; a read right after the load can miss the
+    /// last ones). At most 30 s.
+    pub fn settled_events(&self, kind: &str, after: i64) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = self.events(kind, after);
+        let mut stable_since = Instant::now();
+        while stable_since.elapsed() < Duration::from_secs(1) {
+            assert!(
+                Instant::now() < deadline,
+                "{kind} events still growing after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.events(kind, after);
+            if now.len() != last.len() {
+                stable_since = Instant::now();
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Every event of `kind` with an id above `after`, oldest first (paged).
     pub fn events(&self, kind: &str, after: i64) -> Vec<Value> {
         let mut all = Vec::new();
