@@ -2,12 +2,12 @@
 //! operators' own workflows on machines; list them with live progress and
 //! queue places; retry failed ones from their failed step; abort.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
-use rackboot_core::{Workflow, WorkflowState};
+use rackboot_core::{Workflow, WorkflowId, WorkflowState};
 use rackboot_engine::definitions::DefinitionInfo;
 use rackboot_engine::{Engine, EngineError, StartRequest, Started, WorkflowView};
 use rackboot_steps::request::WorkflowRequest;
@@ -205,23 +205,41 @@ pub async fn list_workflows(
             before,
         )
         .await?;
-    let mut out = Vec::with_capacity(stored.len());
-    for wf in stored {
-        out.push(view_of(&state, wf).await);
-    }
-    Ok(Page::new(out, limit, uri, workflow_cursor))
+    Ok(Page::new(
+        views_of(&state, stored).await,
+        limit,
+        uri,
+        workflow_cursor,
+    ))
 }
 
-/// The engine's live view of an active workflow, else the stored one.
-async fn view_of(state: &ApiState, wf: Workflow) -> WorkflowView {
-    if wf.state.is_active()
-        && let Some(engine) = &state.engine
-        && let Some(view) = engine.view(wf.id).await
-    {
-        return view;
-    }
+/// The engine's live views of the active ones (one engine round trip for
+/// the page), the stored workflow for the others; in the given order.
+async fn views_of(state: &ApiState, stored: Vec<Workflow>) -> Vec<WorkflowView> {
+    let active: Vec<WorkflowId> = stored
+        .iter()
+        .filter(|wf| wf.state.is_active())
+        .map(|wf| wf.id)
+        .collect();
+    let mut live: HashMap<WorkflowId, WorkflowView> = match &state.engine {
+        Some(engine) => engine
+            .views_of(active)
+            .await
+            .into_iter()
+            .map(|v| (v.workflow.id, v))
+            .collect(),
+        None => HashMap::new(),
+    };
+    stored
+        .into_iter()
+        .map(|wf| live.remove(&wf.id).unwrap_or_else(|| stored_view(wf)))
+        .collect()
+}
+
+/// A workflow without live progress or queue place.
+fn stored_view(workflow: Workflow) -> WorkflowView {
     WorkflowView {
-        workflow: wf,
+        workflow,
         progress: BTreeMap::new(),
         queue: None,
     }
@@ -249,8 +267,9 @@ pub async fn get_workflow(
     {
         return Ok(Json(view));
     }
+    // Not active here (finished, or run by another server): as stored.
     let wf = state.fleet.get_workflow(id).await?;
-    Ok(Json(view_of(&state, wf).await))
+    Ok(Json(stored_view(wf)))
 }
 
 /// Resumes a failed (or aborted) workflow from its failed step; steps that

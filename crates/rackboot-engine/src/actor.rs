@@ -274,7 +274,7 @@ impl Actor {
         // request).
         let reschedule = !matches!(
             msg,
-            Msg::View(..)
+            Msg::ViewsOf(..)
                 | Msg::Views(..)
                 | Msg::Heartbeat(..)
                 | Msg::Progress(..)
@@ -295,8 +295,8 @@ impl Actor {
                 let r = self.abort(id, by, reason).await;
                 let _ = reply.send(r);
             }
-            Msg::View(id, reply) => {
-                let _ = reply.send(self.view(id));
+            Msg::ViewsOf(ids, reply) => {
+                let _ = reply.send(ids.into_iter().filter_map(|id| self.view(id)).collect());
             }
             Msg::Views(reply) => {
                 let mut ids: Vec<WorkflowId> = self.active.keys().copied().collect();

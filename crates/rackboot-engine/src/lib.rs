@@ -183,7 +183,10 @@ pub(crate) enum Msg {
         String,
         oneshot::Sender<Result<Workflow, EngineError>>,
     ),
-    View(WorkflowId, oneshot::Sender<Option<WorkflowView>>),
+    /// The views of those of these workflows that are active, in one
+    /// round trip (a page of 100 asked one by one waited behind the
+    /// mailbox 100 times).
+    ViewsOf(Vec<WorkflowId>, oneshot::Sender<Vec<WorkflowView>>),
     Views(oneshot::Sender<Vec<WorkflowView>>),
     Hello(
         AgentSession,
@@ -275,7 +278,18 @@ impl Engine {
     /// An active workflow with its live progress and queue place (None when
     /// not active: read it from the store).
     pub async fn view(&self, id: WorkflowId) -> Option<WorkflowView> {
-        self.ask(|tx| Msg::View(id, tx)).await.flatten()
+        self.views_of(vec![id]).await.pop()
+    }
+
+    /// The live views of those of `ids` that are active (the others are
+    /// left out: read them from the store).
+    pub async fn views_of(&self, ids: Vec<WorkflowId>) -> Vec<WorkflowView> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        self.ask(|tx| Msg::ViewsOf(ids, tx))
+            .await
+            .unwrap_or_default()
     }
 
     /// Every active workflow.
