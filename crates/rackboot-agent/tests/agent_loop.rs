@@ -89,8 +89,10 @@ fn fake(script: Script, image: Option<(Value, Vec<u8>)>) -> Fake {
             }
             if path.ends_with("disk.zst") {
                 let mut r = range_reply(req, data);
-                // About 1.5 s for the whole image.
-                r.trickle = Some((16 * 1024, Duration::from_millis(15)));
+                // ~3 MiB at 16 KiB per 50 ms: ~10 s for the whole image. The
+                // cancel comes a heartbeat after the first progress (~3 s), so it
+                // lands mid-write even on a loaded machine.
+                r.trickle = Some((16 * 1024, Duration::from_millis(50)));
                 return r;
             }
         }

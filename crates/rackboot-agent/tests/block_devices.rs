@@ -114,7 +114,8 @@ impl Loop {
     /// Waits for the kernel to show partition `n` (sysfs and /dev). Kernels
     /// without the table's parser (this lab's) get it through `partx -u`.
     fn wait_part(&self, n: u32) {
-        for i in 0..50 {
+        // Up to 20 s: udev/partx can be slow on a loaded machine.
+        for i in 0..200 {
             if i == 5 {
                 let _ = Command::new("partx").args(["-u", self.path()]).status();
             }

@@ -114,7 +114,9 @@ fn fast_config() -> AlertConfig {
         max_attempts: 3,
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
-        timeout: Duration::from_millis(300),
+        // Generous: a slow local POST under load must not become a retry
+        // (tests assert exact attempt counts). /hang tests set their own.
+        timeout: Duration::from_secs(5),
         poll_interval: Duration::from_millis(50),
         ..AlertConfig::default()
     }
@@ -405,7 +407,11 @@ async fn gives_up_after_max_attempts_and_warns_other_hooks() {
     rig.hook("dead", "/hang", &["warnings"]).await;
     rig.hook("ops", "/ok/ops", &["warnings"]).await;
     let started = Instant::now();
-    rig.start(fast_config());
+    // Short enough for /hang to fail soon, long enough for /ok under load.
+    rig.start(AlertConfig {
+        timeout: Duration::from_secs(1),
+        ..fast_config()
+    });
     rig.emit(EventKind::WorkflowFailed, "deploy of r1-01 failed");
     let event = rig.stored("deploy of r1-01 failed").await;
     let dead = rig.settled("dead", 1).await;
@@ -423,8 +429,8 @@ async fn gives_up_after_max_attempts_and_warns_other_hooks() {
         d.last_error
     );
     assert_eq!(rig.requests("/hang").len(), 3);
-    // 3 timeouts of 300 ms and waits of 50 and 100 ms.
-    assert!(started.elapsed() >= Duration::from_millis(1000));
+    // 3 timeouts of 1 s and waits of 50 and 100 ms.
+    assert!(started.elapsed() >= Duration::from_millis(3000));
     // The warning names the webhook, the event and the error...
     let warning = wait_for("a webhook_failed event", || async {
         rig.store

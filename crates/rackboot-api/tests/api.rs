@@ -172,7 +172,12 @@ async fn machine_crud_and_refs() {
         StatusCode::NOT_FOUND
     );
     // Every write was recorded as done by the API.
-    let events = h.stored_events(4).await;
+    let events = h
+        .stored_events_matching(3, |e| {
+            e.kind == EventKind::MachineChanged
+                && e.machine.map(|m| m.to_string()) == Some(id.clone())
+        })
+        .await;
     let changes: Vec<(&str, &str)> = events
         .iter()
         .filter(|e| {
@@ -614,7 +619,13 @@ async fn profiles_crud_validation_and_references() {
         StatusCode::NOT_FOUND
     );
 
-    let events = h.stored_events(1).await;
+    // Other events may be stored first: wait for the two checked below.
+    let events = h
+        .stored_events_matching(2, |e| {
+            e.message == "profile \"debian-12\" created by api:config:1"
+                || e.message == "profile \"shell\" deleted by api:config:1"
+        })
+        .await;
     let profile_events: Vec<String> = events
         .iter()
         .filter(|e| e.kind == EventKind::ProfileChanged && e.data["who"] == "api:config:1")

@@ -122,7 +122,9 @@ async fn install_menu_arms_installs_behind_a_local_default() {
     );
 
     // The timeline says what was offered.
-    let events = h.stored_events(1).await;
+    let events = h
+        .stored_events_matching(2, |e| e.kind.as_str() == "install_requested")
+        .await;
     let offered: Vec<&str> = events
         .iter()
         .filter(|e| e.kind.as_str() == "install_requested")

@@ -122,7 +122,9 @@ async fn bulk_enrolment_then_machine_pages() {
             .is_some()
     );
     // One event for the batch.
-    let events = h.stored_events(1).await;
+    let events = h
+        .stored_events_matching(1, |e| e.data["action"] == "imported")
+        .await;
     let imported: Vec<&rackboot_core::Event> = events
         .iter()
         .filter(|e| e.data["action"] == "imported")

@@ -141,14 +141,23 @@ async fn installed_then_done_with_the_bmc_switched_to_disk() {
     let (_, body) = send(&service, "POST", &format!("{base}/installed/tok7")).await;
     assert!(body.contains("already completed"), "{body}");
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let kinds: Vec<EventKind> = events.lock().unwrap().iter().map(|e| e.kind).collect();
-    for kind in [
+    let want = [
         EventKind::MachineChanged,
         EventKind::BootDeviceSet,
         EventKind::MachineBooted,
         EventKind::InstallCompleted,
-    ] {
+    ];
+    // Events reach the list through a task (the BMC's in the background):
+    // wait for one of each, then a short settle so a duplicate would show.
+    for _ in 0..250 {
+        if want.iter().all(|k| count_of(&events, *k) >= 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kinds: Vec<EventKind> = events.lock().unwrap().iter().map(|e| e.kind).collect();
+    for kind in want {
         assert_eq!(
             kinds.iter().filter(|k| **k == kind).count(),
             1,

@@ -2,7 +2,8 @@
 //! rackboot DHCPv6 server (examples/dhcp6_server, a separate process so it can be
 //! killed with SIGKILL) in two network namespaces joined by a veth pair that each
 //! test creates and deletes. Needs root, iproute2, isc-dhcp-client and
-//! dhcpcd-base. Every client run is bounded by `timeout`.
+//! dhcpcd-base. Every client run is bounded by `timeout` and dhclient runs are
+//! stopped as soon as their log shows what the test waits for.
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv6Addr;
@@ -222,9 +223,16 @@ impl Lab {
         child.wait().unwrap();
     }
 
-    /// `dhclient -6` in the client namespace for at most `secs`, with a script
-    /// that logs `REASON ADDRESS` lines; returns those lines.
-    fn dhclient(&self, lease_file: &str, secs: u32, extra: &[&str]) -> Vec<String> {
+    /// `dhclient -6` in the client namespace, with a script that logs
+    /// `REASON ADDRESS` lines, until those lines satisfy `done` (or it exits,
+    /// or 40 s); returns the lines. A long bound, stopped as soon as `done`:
+    /// a loaded machine must not turn a slow exchange into a missing line.
+    fn dhclient(
+        &self,
+        lease_file: &str,
+        extra: &[&str],
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let log = self.path(&format!("{lease_file}.log"));
         let script = self.path("dhclient-script");
         std::fs::write(
@@ -238,13 +246,12 @@ impl Lab {
         run("chmod", &["+x", script.to_str().unwrap()]);
         let lf = self.path(lease_file);
         let pf = self.path(&format!("{lease_file}.pid"));
-        let secs = secs.to_string();
         let mut args = vec![
             "netns",
             "exec",
             &self.client_ns,
             "timeout",
-            &secs,
+            "40",
             "dhclient",
             "-6",
             "-d",
@@ -257,16 +264,36 @@ impl Lab {
             script.to_str().unwrap(),
         );
         args.extend_from_slice(&["-lf", lf, "-pf", pf, "-sf", script, &self.client_if]);
-        let _ = Command::new("ip")
+        // `ip netns exec` execs `timeout`, which passes SIGTERM on to dhclient.
+        let mut child = Command::new("ip")
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+            .spawn()
+            .unwrap();
+        let read = || -> Vec<String> {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            if done(&read()) {
+                // A short settle, so a line that should not come has a chance to.
+                std::thread::sleep(Duration::from_millis(300));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        child.wait().unwrap();
+        read()
     }
 
     async fn leases(&self) -> Vec<Lease6> {
@@ -321,6 +348,10 @@ valid_lifetime_secs = 20
     )
 }
 
+fn bound6(log: &[String]) -> bool {
+    log.iter().any(|l| l.starts_with("BOUND6"))
+}
+
 fn in_pool(ip: &str) -> bool {
     let ip: Ipv6Addr = ip.parse().unwrap();
     let (a, b): (Ipv6Addr, Ipv6Addr) = (
@@ -339,7 +370,10 @@ async fn dhclient_binds_renews_and_releases() {
     }
     let mut lab = Lab::new();
     lab.start_server(&config(""));
-    let log = lab.dhclient("a.leases", 8, &[]);
+    // Until the renewal at T1 (5 s).
+    let log = lab.dhclient("a.leases", &[], |l| {
+        l.iter().any(|l| l.starts_with("RENEW6"))
+    });
     let bound: Vec<&String> = log.iter().filter(|l| l.starts_with("BOUND6")).collect();
     assert_eq!(bound.len(), 1, "{log:?}");
     let addr = bound[0].split_whitespace().nth(1).unwrap().to_string();
@@ -358,7 +392,8 @@ async fn dhclient_binds_renews_and_releases() {
         "MAC from dhclient's DUID-LLT"
     );
     // Release (dhclient -r reads the lease file).
-    let release = lab.dhclient("a.leases", 5, &["-r"]);
+    // dhclient -r exits by itself once the Release is sent.
+    let release = lab.dhclient("a.leases", &["-r"], |_| false);
     // dhclient may exit before the server's Reply arrives: wait for the write.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut leases = lab.leases().await;
@@ -372,7 +407,7 @@ async fn dhclient_binds_renews_and_releases() {
         "{release:?} {leases:?}"
     );
     // Information-request (stateless): answered, no lease.
-    let log = lab.dhclient("s.leases", 4, &["-S", "-1"]);
+    let log = lab.dhclient("s.leases", &["-S", "-1"], |l| !l.is_empty());
     // dhclient 4.4 runs its script with RENEW6 (no address) for the Reply.
     assert_eq!(log, ["RENEW6 "], "answered");
     let counters = lab.stop_server();
@@ -476,7 +511,7 @@ async fn kill9_never_forgets_a_lease() {
     let mut lab = Lab::new();
     lab.start_server(&config(""));
     // DUID-LL: the same DUID from the MAC whatever the lease file says.
-    let log = lab.dhclient("a.leases", 3, &["-D", "LL", "-1"]);
+    let log = lab.dhclient("a.leases", &["-D", "LL", "-1"], bound6);
     let first = log
         .iter()
         .find_map(|l| l.strip_prefix("BOUND6 "))
@@ -515,7 +550,7 @@ async fn kill9_never_forgets_a_lease() {
         .unwrap();
     let perf = String::from_utf8_lossy(&out.stdout).into_owned();
     // The same client with no lease file: a fresh Solicit, the same address.
-    let log = lab.dhclient("b.leases", 3, &["-D", "LL", "-1"]);
+    let log = lab.dhclient("b.leases", &["-D", "LL", "-1"], bound6);
     let again = log
         .iter()
         .find_map(|l| l.strip_prefix("BOUND6 "))
@@ -555,7 +590,7 @@ async fn malformed_packets_are_dropped_and_counted() {
         &["netns", "exec", &lab.client_ns, "python3", "-c", &garbage],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let log = lab.dhclient("a.leases", 3, &["-1"]);
+    let log = lab.dhclient("a.leases", &["-1"], bound6);
     assert!(
         log.iter().any(|l| l.starts_with("BOUND6")),
         "still answering: {log:?}"

@@ -191,8 +191,9 @@ async fn wrong_password_is_an_auth_error_quickly() {
     let err = IpmiClient::connect(sim.addr, ADMIN_USER, "not-the-password", suite3())
         .await
         .expect_err("wrong password must fail");
+    // Quick means no retries: seconds, not a hang (loaded machine).
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < Duration::from_secs(10),
         "took {:?}",
         start.elapsed()
     );
@@ -361,8 +362,9 @@ async fn retransmits_through_loss_and_ignores_stale_and_garbage() {
     }
     let sim = SimBmc::start();
     let (relay, task) = lossy_relay(sim.addr).await;
+    // 1 s: a slow (not lost) reply under load must not use up the retries.
     let opts = IpmiOptions {
-        timeout: Duration::from_millis(300),
+        timeout: Duration::from_secs(1),
         ..suite3()
     };
     let mut bmc = IpmiClient::connect(relay, ADMIN_USER, ADMIN_PASSWORD, opts)

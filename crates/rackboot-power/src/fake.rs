@@ -380,14 +380,16 @@ mod tests {
     async fn actions_change_state_after_the_delay() {
         let d = driver("fake-unit-delay");
         assert_eq!(d.power_state().await.unwrap(), PowerState::Off);
-        d.bmc.set_apply_delay(Duration::from_millis(300));
+        // 2 s: the read right after the action must still see the old state
+        // even on a loaded machine.
+        d.bmc.set_apply_delay(Duration::from_secs(2));
         d.power(PowerAction::On).await.unwrap();
         assert_eq!(d.power_state().await.unwrap(), PowerState::Off);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
         assert_eq!(d.power_state().await.unwrap(), PowerState::On);
         d.power(PowerAction::Cycle).await.unwrap();
         assert_eq!(d.power_state().await.unwrap(), PowerState::Off);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
         assert_eq!(d.power_state().await.unwrap(), PowerState::On);
         assert_eq!(d.bmc.actions(), vec![PowerAction::On, PowerAction::Cycle]);
     }

@@ -335,8 +335,9 @@ async fn wrong_password_and_dead_port() {
         let start = Instant::now();
         let err = driver_for(&dead).unwrap().power_state().await.unwrap_err();
         assert_eq!(err.kind(), PowerErrorKind::Unreachable, "{scheme}: {err}");
+        // 4 x 1 s attempts normally; the bound only catches a hang.
         assert!(
-            start.elapsed() < Duration::from_secs(6),
+            start.elapsed() < Duration::from_secs(30),
             "{scheme}: {:?}",
             start.elapsed()
         );

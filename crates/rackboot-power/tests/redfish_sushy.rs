@@ -324,8 +324,9 @@ async fn wrong_password_is_an_authentication_error() {
         .unwrap_err();
     assert_eq!(failure.error.kind(), PowerErrorKind::Authentication);
     assert_eq!(failure.attempts, 0);
+    // Seconds, not a hang (generous for a loaded machine).
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
@@ -424,8 +425,9 @@ async fn dead_bmcs_fail_within_seconds() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), PowerErrorKind::Timeout, "{err}");
+    // Seconds, not a hang (generous for a loaded machine).
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );

@@ -74,9 +74,19 @@ async fn malformed_packets_are_counted() {
         let r = raw_get(server.port, probe, Mode::Octet, &[]).await;
         assert_eq!(r.error.map(|e| e.0), Some(1), "{probe}");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Only the real miss is an event.
+    // Completions are counted after the final ACK on the server's task: wait
+    // for the events (2 sent, 1 failed) instead of sleeping.
     let mut failed = Vec::new();
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (sent < 2 || failed.is_empty()) && std::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(100), server.events.recv()).await {
+            Ok(Ok(e)) if e.kind == rackboot_core::EventKind::TftpFailed => failed.push(e.message),
+            Ok(Ok(e)) if e.kind == rackboot_core::EventKind::TftpSent => sent += 1,
+            _ => {}
+        }
+    }
+    // Stragglers: only the real miss is an event.
     while let Ok(e) = server.events.try_recv() {
         if e.kind == rackboot_core::EventKind::TftpFailed {
             failed.push(e.message);
@@ -85,7 +95,25 @@ async fn malformed_packets_are_counted() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("nope"), "{failed:?}");
 
-    let c = counters(&snapshotter);
+    // The slot (gauge) is released just after the event. A snapshot drains
+    // counters and gauges, so sum counters over snapshots until the gauge is 0.
+    let mut c: HashMap<String, u64> = HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for (k, v) in counters(&snapshotter) {
+            if k == "rackboot_tftp_active_transfers" {
+                c.insert(k, v);
+            } else {
+                *c.entry(k).or_default() += v;
+            }
+        }
+        if c.get("rackboot_tftp_active_transfers") == Some(&0)
+            || std::time::Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
     assert_eq!(
         get("rackboot_tftp_dropped_total{reason=truncated}"),

@@ -138,6 +138,32 @@ impl Harness {
         }
     }
 
+    /// Waits (up to 10 s) until at least `n` stored events match `pred`:
+    /// other events may be stored first. Returns all stored events.
+    pub async fn stored_events_matching(
+        &self,
+        n: usize,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self
+                .store
+                .list_events(&EventFilter::default())
+                .await
+                .unwrap();
+            let matching = events.iter().filter(|e| pred(e)).count();
+            if matching >= n {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {matching} of {n} matching events stored"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn emit(&self, event: NewEvent) {
         self.hub.emit(event);
     }

@@ -479,6 +479,18 @@ impl Fixture {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    /// Waits (up to 10 s) until at least `n` events of `kind` were collected:
+    /// they reach the list through a task. Returns them.
+    pub async fn wait_events(&self, kind: rackboot_core::EventKind, n: usize) -> Vec<NewEvent> {
+        for _ in 0..1000 {
+            if self.events_of(kind).len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.events_of(kind)
+    }
+
     pub fn events_of(&self, kind: rackboot_core::EventKind) -> Vec<NewEvent> {
         self.events
             .lock()

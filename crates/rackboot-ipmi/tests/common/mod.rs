@@ -124,7 +124,8 @@ set_working_mc 0x20
                 dir,
                 child,
             };
-            if !sim.wait_ready(Duration::from_secs(5)) {
+            // Generous: ipmi_sim starts slowly on a loaded machine.
+            if !sim.wait_ready(Duration::from_secs(30)) {
                 panic!("ipmi_sim did not answer an ASF presence ping on port {port}");
             }
             sim
