@@ -54,6 +54,15 @@ struct Deliverer {
     holds: HashMap<String, DateTime<Utc>>,
 }
 
+/// How long a shutdown waits for the deliveries already sent.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Resolves [`SHUTDOWN_GRACE`] after `shutdown` is cancelled.
+async fn grace_after(shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
+
 pub(crate) async fn run(
     fleet: Arc<Fleet>,
     key: Arc<SecretKey>,
@@ -95,12 +104,17 @@ pub(crate) async fn run(
             if due.is_empty() {
                 break;
             }
-            // Dropping a round mid-request leaves its deliveries pending:
-            // the next run sends them again.
+            // A shutdown lets the requests under way finish for a moment
+            // (a receiver that got one would get it again after a restart);
+            // a round dropped later leaves its deliveries pending, and the
+            // next run sends them again.
             let progressed = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = grace_after(&shutdown) => return,
                 n = me.round(due) => n,
             };
+            if shutdown.is_cancelled() {
+                return;
+            }
             if !full || progressed == 0 {
                 break;
             }

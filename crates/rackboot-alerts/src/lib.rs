@@ -118,7 +118,8 @@ pub enum AlertsError {
 }
 
 /// Runs the enqueuer and the deliverer until `shutdown`. Deliveries in
-/// flight at shutdown stay pending and are sent by the next run.
+/// flight at shutdown get two seconds to finish; those still unanswered
+/// then stay pending and are sent by the next run.
 ///
 /// Subscribes to the live event stream when called, not when first polled:
 /// no event published after `run(...)` returns is missed, however late the

@@ -91,6 +91,10 @@ async fn receive(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             (StatusCode::OK, "")
         }
+        "slow" => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (StatusCode::OK, "")
+        }
         "switch" => (
             StatusCode::from_u16(r.switch_status.load(Ordering::SeqCst)).unwrap(),
             "switch",
@@ -398,6 +402,35 @@ async fn retries_with_backoff_until_accepted() {
         3,
         "nothing sent after delivery"
     );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_lets_a_request_under_way_finish_and_a_restart_does_not_repeat_it() {
+    let mut rig = Rig::new().await;
+    rig.hook("slow", "/slow/a", &["warnings"]).await;
+    rig.start(fast_config());
+    rig.emit(EventKind::WorkflowFailed, "before the stop");
+    // The receiver has the request; its answer comes 500 ms later.
+    rig.wait_requests("/slow/a", 1).await;
+    rig.stop().await;
+    // Marked before the stop returned.
+    let done = rig.deliveries("slow").await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].state, done[0].attempts, done[0].last_status),
+        (DeliveryState::Delivered, 1, Some(200))
+    );
+    rig.start(fast_config());
+    rig.emit(EventKind::WorkflowFailed, "after the restart");
+    rig.wait_requests("/slow/a", 2).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let messages: Vec<String> = rig
+        .requests("/slow/a")
+        .iter()
+        .map(|r| r.json()["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(messages, ["before the stop", "after the restart"]);
     rig.stop().await;
 }
 
