@@ -229,6 +229,14 @@ impl Rig {
         .await
     }
 
+    /// The `message` of each request received on `path`, in arrival order.
+    fn messages(&self, path: &str) -> Vec<String> {
+        self.requests(path)
+            .iter()
+            .map(|r| r.json()["message"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn requests(&self, path: &str) -> Vec<Received> {
         self.receiver
             .requests
@@ -425,12 +433,10 @@ async fn a_stop_lets_a_request_under_way_finish_and_a_restart_does_not_repeat_it
     rig.emit(EventKind::WorkflowFailed, "after the restart");
     rig.wait_requests("/slow/a", 2).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let messages: Vec<String> = rig
-        .requests("/slow/a")
-        .iter()
-        .map(|r| r.json()["message"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(messages, ["before the stop", "after the restart"]);
+    assert_eq!(
+        rig.messages("/slow/a"),
+        ["before the stop", "after the restart"]
+    );
     rig.stop().await;
 }
 
@@ -604,12 +610,8 @@ async fn pending_deliveries_survive_a_restart_in_order() {
         "the first was tried before the restart"
     );
     let got = rig.requests("/switch");
-    let messages: Vec<String> = got
-        .iter()
-        .map(|r| r.json()["message"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(
-        messages,
+        rig.messages("/switch"),
         ["first", "first", "second", "third"],
         "in order, the held one first"
     );
@@ -647,13 +649,8 @@ async fn history_is_not_replayed_to_new_hooks() {
     let first = rig.wait_requests("/ok/first", 4).await;
     let second = rig.wait_requests("/ok/second", 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let messages = |rs: &[Received]| -> Vec<String> {
-        rs.iter()
-            .map(|r| r.json()["message"].as_str().unwrap().to_string())
-            .collect()
-    };
     assert_eq!(
-        messages(&rig.requests("/ok/first")),
+        rig.messages("/ok/first"),
         [
             "new failure",
             "while down, before second",
@@ -662,7 +659,7 @@ async fn history_is_not_replayed_to_new_hooks() {
         ]
     );
     assert_eq!(
-        messages(&rig.requests("/ok/second")),
+        rig.messages("/ok/second"),
         ["while down, after second", "live again"]
     );
     assert_eq!((first.len(), second.len()), (4, 2));
@@ -709,11 +706,7 @@ async fn a_test_delivery_reaches_one_hook_and_does_not_move_the_resume_point() {
     rig.start(fast_config());
     let got = rig.wait_requests("/ok/ops", 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let messages: Vec<String> = rig
-        .requests("/ok/ops")
-        .iter()
-        .map(|r| r.json()["message"].as_str().unwrap().to_string())
-        .collect();
+    let messages = rig.messages("/ok/ops");
     assert_eq!(messages.len(), 3, "{messages:?}");
     assert_eq!(messages[0], "real");
     assert_eq!(messages[2], "while down");

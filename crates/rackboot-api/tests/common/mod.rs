@@ -119,23 +119,7 @@ impl Harness {
 
     /// Waits until the store holds at least `n` events, and returns them all.
     pub async fn stored_events(&self, n: usize) -> Vec<Event> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let events = self
-                .store
-                .list_events(&EventFilter::default())
-                .await
-                .unwrap();
-            if events.len() >= n {
-                return events;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {n} events stored",
-                events.len()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.stored_events_matching(n, |_| true).await
     }
 
     /// Waits (up to 10 s) until at least `n` stored events match `pred`:
